@@ -1,0 +1,525 @@
+//! Local content-addressed disk cache, safe to share between processes.
+//!
+//! Layout: `<root>/<k0>/<k1k2>/<key>`, where `k0` is the first hex char of
+//! the key (16 shards). Each shard keeps `<root>/<k0>/stats` (total bytes
+//! and entry count) and `<root>/<k0>/lock`; every change to the shard's
+//! entries and stats happens under an exclusive `flock` on that lock file,
+//! so cache-wide usage is the sum of 16 small files and several servers can
+//! use one directory.
+//!
+//! LRU is approximate, like ccache: `get` bumps the entry's mtime, and a
+//! shard that outgrows `max_size / 16` after a `put` is trimmed (oldest mtime
+//! first) to 90% of that.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+const SHARDS: usize = 16;
+const HEX: &[u8; 16] = b"0123456789abcdef";
+const STATS_FILE: &str = "stats";
+const STATS_TMP_FILE: &str = "stats.tmp";
+const LOCK_FILE: &str = "lock";
+const TMP_PREFIX: &str = ".cachet-tmp-";
+/// Temp files younger than this may belong to an in-flight `put` elsewhere.
+const STALE_TMP_AGE: Duration = Duration::from_secs(3600);
+
+/// Fault injection for tests where a full or read-only filesystem cannot be
+/// mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    None,
+    /// `put` fails with ENOSPC after the temp file was created.
+    DiskFull,
+    /// `put` fails with EROFS before touching the filesystem.
+    ReadOnly,
+}
+
+/// Size of the cache (or of one shard).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub bytes: u64,
+    pub entries: u64,
+}
+
+/// What a cleanup or clear removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanupReport {
+    pub removed_entries: u64,
+    pub removed_bytes: u64,
+}
+
+impl std::ops::AddAssign for CleanupReport {
+    fn add_assign(&mut self, rhs: Self) {
+        self.removed_entries += rhs.removed_entries;
+        self.removed_bytes += rhs.removed_bytes;
+    }
+}
+
+/// Content-addressed store of encoded cache entries under one directory.
+///
+/// All methods do blocking filesystem I/O; run them off the async runtime.
+#[derive(Debug, Clone)]
+pub struct DiskCache {
+    root: PathBuf,
+    max_size: u64,
+    fault: Fault,
+}
+
+impl DiskCache {
+    /// Does no I/O; directories are created by the first `put`.
+    ///
+    /// Each of the 16 shards may hold `max_size / 16` bytes.
+    pub fn new(root: PathBuf, max_size: u64) -> Self {
+        DiskCache {
+            root,
+            max_size,
+            fault: Fault::None,
+        }
+    }
+
+    pub fn with_fault(mut self, fault: Fault) -> Self {
+        self.fault = fault;
+        self
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn max_size(&self) -> u64 {
+        self.max_size
+    }
+
+    /// Where the entry for `key` lives (whether or not it exists).
+    ///
+    /// Panics on an invalid key: a path must never be built from one.
+    pub fn entry_path(&self, key: &str) -> PathBuf {
+        check_key(key).expect("DiskCache::entry_path: invalid key");
+        self.path_for(key)
+    }
+
+    /// Returns the stored bytes, or `None` if absent, and marks the entry as
+    /// recently used.
+    pub fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        check_key(key)?;
+        let path = self.path_for(key);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut data = Vec::with_capacity(file.metadata().map(|m| m.len()).unwrap_or(0) as usize);
+        file.read_to_end(&mut data)?;
+        if self.fault != Fault::ReadOnly {
+            // A failed bump only degrades LRU order; the hit is still good.
+            if let Err(e) = file.set_modified(SystemTime::now()) {
+                tracing::debug!(path = %path.display(), error = %e, "could not bump cache entry mtime");
+            }
+        }
+        Ok(Some(data))
+    }
+
+    /// Atomically stores `bytes` under `key`, replacing any existing entry,
+    /// then trims the shard if it went over its share of `max_size`.
+    pub fn put(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
+        check_key(key)?;
+        if self.fault == Fault::ReadOnly {
+            return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
+        let shard = shard_index(key);
+        let final_path = self.path_for(key);
+        let leaf = final_path.parent().expect("entry path has a parent");
+        fs::create_dir_all(leaf)?;
+
+        // Dropping the temp file on any early return deletes it, so a failed
+        // put leaves nothing behind.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(TMP_PREFIX)
+            .tempfile_in(leaf)?;
+        if self.fault == Fault::DiskFull {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        tmp.write_all(bytes)?;
+        let new_len = bytes.len() as u64;
+
+        let usage = {
+            let _lock = self.lock_shard(shard)?;
+            let mut usage = self.load_stats_locked(shard)?;
+            // The old size must be read under the lock, or a concurrent put of
+            // the same key could be accounted twice.
+            let old_len = match fs::symlink_metadata(&final_path) {
+                Ok(m) => Some(m.len()),
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
+            tmp.persist(&final_path).map_err(|e| e.error)?;
+            match old_len {
+                Some(old) => usage.bytes = usage.bytes.saturating_sub(old) + new_len,
+                None => {
+                    usage.bytes += new_len;
+                    usage.entries += 1;
+                }
+            }
+            self.store_stats_locked(shard, usage);
+            usage
+        };
+
+        if usage.bytes > self.shard_limit() {
+            let report = self.clean_shard(shard, false)?;
+            tracing::debug!(
+                shard,
+                removed_entries = report.removed_entries,
+                removed_bytes = report.removed_bytes,
+                "evicted cache entries"
+            );
+        }
+        Ok(())
+    }
+
+    /// Deletes the entry; `Ok(false)` if it did not exist.
+    pub fn remove(&self, key: &str) -> io::Result<bool> {
+        check_key(key)?;
+        let shard = shard_index(key);
+        if !self.shard_dir(shard).exists() {
+            return Ok(false);
+        }
+        let path = self.path_for(key);
+        let _lock = self.lock_shard(shard)?;
+        let mut usage = self.load_stats_locked(shard)?;
+        let len = match fs::symlink_metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        usage.bytes = usage.bytes.saturating_sub(len);
+        usage.entries = usage.entries.saturating_sub(1);
+        self.store_stats_locked(shard, usage);
+        Ok(true)
+    }
+
+    /// Total size of the cache, from the per-shard stats files. Only a shard
+    /// with a missing or corrupt stats file is walked.
+    pub fn usage(&self) -> io::Result<Usage> {
+        let mut total = Usage::default();
+        for shard in 0..SHARDS {
+            let u = self.shard_usage(shard)?;
+            total.bytes += u.bytes;
+            total.entries += u.entries;
+        }
+        Ok(total)
+    }
+
+    /// Trims every shard over its limit to 90% of it, deletes stale temp
+    /// files and recounts every shard's stats exactly.
+    pub fn cleanup(&self) -> io::Result<CleanupReport> {
+        let mut report = CleanupReport::default();
+        for shard in 0..SHARDS {
+            if self.shard_dir(shard).exists() {
+                report += self.clean_shard(shard, false)?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Removes every entry and resets the stats; the root stays.
+    pub fn clear(&self) -> io::Result<CleanupReport> {
+        let mut report = CleanupReport::default();
+        for shard in 0..SHARDS {
+            if self.shard_dir(shard).exists() {
+                report += self.clean_shard(shard, true)?;
+            }
+        }
+        Ok(report)
+    }
+
+    fn shard_limit(&self) -> u64 {
+        self.max_size / SHARDS as u64
+    }
+
+    fn shard_dir(&self, shard: usize) -> PathBuf {
+        self.root.join(shard_name(shard))
+    }
+
+    /// Only call with a key that passed `check_key`.
+    fn path_for(&self, key: &str) -> PathBuf {
+        self.root.join(&key[..1]).join(&key[1..3]).join(key)
+    }
+
+    fn lock_shard(&self, shard: usize) -> io::Result<ShardLock> {
+        let dir = self.shard_dir(shard);
+        fs::create_dir_all(&dir)?;
+        ShardLock::acquire(&dir.join(LOCK_FILE))
+    }
+
+    fn shard_usage(&self, shard: usize) -> io::Result<Usage> {
+        let dir = self.shard_dir(shard);
+        // Stats are replaced by rename, so an unlocked read sees a whole file.
+        match read_stats(&dir.join(STATS_FILE)) {
+            Some(u) => Ok(u),
+            None if !dir.exists() => Ok(Usage::default()),
+            None => {
+                let _lock = self.lock_shard(shard)?;
+                self.load_stats_locked(shard)
+            }
+        }
+    }
+
+    /// Reads the shard's stats, recounting the shard if they are missing or
+    /// corrupt. Caller holds the shard lock.
+    fn load_stats_locked(&self, shard: usize) -> io::Result<Usage> {
+        let dir = self.shard_dir(shard);
+        if let Some(u) = read_stats(&dir.join(STATS_FILE)) {
+            return Ok(u);
+        }
+        let listing = list_shard(&dir)?;
+        let usage = listing.usage();
+        if usage != Usage::default() {
+            tracing::warn!(shard = %dir.display(), ?usage, "recounted cache shard with missing or corrupt stats");
+        }
+        self.store_stats_locked(shard, usage);
+        Ok(usage)
+    }
+
+    /// Writes stats atomically. Caller holds the shard lock. On failure the
+    /// stats file is removed so the next reader recounts instead of trusting
+    /// a stale value.
+    fn store_stats_locked(&self, shard: usize, usage: Usage) {
+        let dir = self.shard_dir(shard);
+        let path = dir.join(STATS_FILE);
+        let tmp = dir.join(STATS_TMP_FILE);
+        let text = format!("cachet-stats-v1 {} {}\n", usage.bytes, usage.entries);
+        let result = fs::write(&tmp, text).and_then(|()| fs::rename(&tmp, &path));
+        if let Err(e) = result {
+            tracing::warn!(path = %path.display(), error = %e, "could not write cache shard stats");
+            let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(&path);
+        }
+    }
+
+    /// Lists one shard under its lock, deletes stale temp files, then either
+    /// removes everything (`clear_all`) or, if over the limit, the oldest
+    /// entries until under 90% of it; finally rewrites exact stats.
+    fn clean_shard(&self, shard: usize, clear_all: bool) -> io::Result<CleanupReport> {
+        let dir = self.shard_dir(shard);
+        let _lock = self.lock_shard(shard)?;
+        let mut listing = list_shard(&dir)?;
+        for tmp in &listing.stale_tmp {
+            if let Err(e) = fs::remove_file(tmp)
+                && e.kind() != ErrorKind::NotFound
+            {
+                tracing::warn!(path = %tmp.display(), error = %e, "could not delete stale temp file");
+            }
+        }
+
+        let limit = self.shard_limit();
+        let mut total = listing.usage().bytes;
+        let target = if clear_all {
+            0
+        } else if total > limit {
+            (limit as u128 * 9 / 10) as u64
+        } else {
+            u64::MAX
+        };
+
+        let mut report = CleanupReport::default();
+        // Oldest first; ties broken by path so the order is deterministic.
+        listing
+            .entries
+            .sort_by(|a, b| a.mtime.cmp(&b.mtime).then_with(|| a.path.cmp(&b.path)));
+        let mut kept = Vec::with_capacity(listing.entries.len());
+        for entry in listing.entries {
+            if !clear_all && total <= target {
+                kept.push(entry);
+                continue;
+            }
+            match fs::remove_file(&entry.path) {
+                Ok(()) => {
+                    total -= entry.len;
+                    report.removed_entries += 1;
+                    report.removed_bytes += entry.len;
+                }
+                // Gone already: nobody else deletes without the lock, but be
+                // tolerant of a manual rm.
+                Err(e) if e.kind() == ErrorKind::NotFound => total -= entry.len,
+                Err(e) => {
+                    // Keep it counted so stats stay exact, and carry on.
+                    tracing::warn!(path = %entry.path.display(), error = %e, "could not evict cache entry");
+                    kept.push(entry);
+                }
+            }
+        }
+        let usage = Usage {
+            bytes: kept.iter().map(|e| e.len).sum(),
+            entries: kept.len() as u64,
+        };
+        self.store_stats_locked(shard, usage);
+        Ok(report)
+    }
+}
+
+/// Exclusive `flock` on a shard's lock file, released when dropped (closing
+/// the descriptor releases it, also if the process dies).
+struct ShardLock {
+    _file: File,
+}
+
+impl ShardLock {
+    fn acquire(path: &Path) -> io::Result<ShardLock> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        loop {
+            // SAFETY: flock on a descriptor we own; no memory is involved.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            if rc == 0 {
+                return Ok(ShardLock { _file: file });
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+}
+
+struct ListedEntry {
+    path: PathBuf,
+    len: u64,
+    mtime: SystemTime,
+}
+
+#[derive(Default)]
+struct ShardListing {
+    entries: Vec<ListedEntry>,
+    stale_tmp: Vec<PathBuf>,
+}
+
+impl ShardListing {
+    fn usage(&self) -> Usage {
+        Usage {
+            bytes: self.entries.iter().map(|e| e.len).sum(),
+            entries: self.entries.len() as u64,
+        }
+    }
+}
+
+/// Walks one shard's leaf directories. Files named like keys are entries;
+/// temp files older than an hour are reported as stale; anything else
+/// (including young temp files) is ignored.
+fn list_shard(dir: &Path) -> io::Result<ShardListing> {
+    let mut listing = ShardListing::default();
+    let top = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(listing),
+        Err(e) => return Err(e),
+    };
+    let now = SystemTime::now();
+    for leaf in top {
+        let leaf = leaf?;
+        let leaf_name = leaf.file_name();
+        let is_leaf_dir = leaf_name
+            .to_str()
+            .is_some_and(|n| n.len() == 2 && n.bytes().all(is_lower_hex))
+            && leaf.file_type()?.is_dir();
+        if !is_leaf_dir {
+            continue;
+        }
+        let files = match fs::read_dir(leaf.path()) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for file in files {
+            let file = file?;
+            let name = file.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let is_entry = check_key(name).is_ok();
+            let is_tmp = name.starts_with(TMP_PREFIX);
+            if !is_entry && !is_tmp {
+                continue;
+            }
+            let meta = match file.metadata() {
+                Ok(m) => m,
+                // Renamed or deleted between readdir and stat.
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            if is_entry {
+                listing.entries.push(ListedEntry {
+                    path: file.path(),
+                    len: meta.len(),
+                    mtime,
+                });
+            } else if now
+                .duration_since(mtime)
+                .is_ok_and(|age| age > STALE_TMP_AGE)
+            {
+                listing.stale_tmp.push(file.path());
+            }
+        }
+    }
+    Ok(listing)
+}
+
+/// Parses `cachet-stats-v1 <bytes> <entries>\n`; `None` if missing or
+/// malformed, which callers treat as "recount this shard".
+fn read_stats(path: &Path) -> Option<Usage> {
+    let text = fs::read_to_string(path).ok()?;
+    let mut parts = text.strip_suffix('\n')?.split(' ');
+    if parts.next()? != "cachet-stats-v1" {
+        return None;
+    }
+    let bytes = parts.next()?.parse().ok()?;
+    let entries = parts.next()?.parse().ok()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(Usage { bytes, entries })
+}
+
+fn is_lower_hex(b: u8) -> bool {
+    b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
+}
+
+/// Keys become path components, so only exactly 64 lowercase hex chars pass.
+fn check_key(key: &str) -> io::Result<()> {
+    if key.len() == 64 && key.bytes().all(is_lower_hex) {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            format!("invalid cache key {key:?}: expected 64 lowercase hex characters"),
+        ))
+    }
+}
+
+fn shard_index(key: &str) -> usize {
+    HEX.iter()
+        .position(|&c| c == key.as_bytes()[0])
+        .expect("validated key")
+}
+
+fn shard_name(shard: usize) -> &'static str {
+    const NAMES: [&str; SHARDS] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "a", "b", "c", "d", "e", "f",
+    ];
+    NAMES[shard]
+}
+
+#[cfg(test)]
+mod tests;

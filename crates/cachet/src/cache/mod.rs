@@ -1,0 +1,239 @@
+//! Where compile results are kept.
+//!
+//! [`Storage`] is the byte-level seam that every store implements (the local disk now,
+//! remote stores later). [`Cache`] sits above it: it checks every entry's integrity on read,
+//! removes what fails, counts errors, and performs writes in the background so that no client
+//! waits for a store.
+
+pub mod disk;
+pub mod entry;
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+pub use disk::DiskCache;
+pub use entry::{CacheEntry, StoredFile};
+
+use crate::stats::Stats;
+
+/// A blake3 digest of everything that can change a compile's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CacheKey(pub [u8; 32]);
+
+impl CacheKey {
+    pub fn to_hex(&self) -> String {
+        blake3::Hash::from(self.0).to_hex().to_string()
+    }
+}
+
+impl From<blake3::Hash> for CacheKey {
+    fn from(hash: blake3::Hash) -> CacheKey {
+        CacheKey(*hash.as_bytes())
+    }
+}
+
+/// One store of encoded entries.
+#[async_trait]
+pub trait Storage: Send + Sync {
+    async fn get(&self, key: &CacheKey) -> io::Result<Option<Vec<u8>>>;
+    async fn put(&self, key: &CacheKey, bytes: Vec<u8>) -> io::Result<()>;
+    async fn remove(&self, key: &CacheKey) -> io::Result<()>;
+}
+
+/// The local disk cache as a [`Storage`]; its file I/O runs on tokio's blocking pool.
+pub struct DiskStorage {
+    disk: Arc<DiskCache>,
+}
+
+impl DiskStorage {
+    pub fn new(disk: Arc<DiskCache>) -> DiskStorage {
+        DiskStorage { disk }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io::Error::other(format!("cache task failed: {e}")))?
+}
+
+#[async_trait]
+impl Storage for DiskStorage {
+    async fn get(&self, key: &CacheKey) -> io::Result<Option<Vec<u8>>> {
+        let (disk, key) = (self.disk.clone(), key.to_hex());
+        blocking(move || disk.get(&key)).await
+    }
+
+    async fn put(&self, key: &CacheKey, bytes: Vec<u8>) -> io::Result<()> {
+        let (disk, key) = (self.disk.clone(), key.to_hex());
+        blocking(move || disk.put(&key, &bytes)).await
+    }
+
+    async fn remove(&self, key: &CacheKey) -> io::Result<()> {
+        let (disk, key) = (self.disk.clone(), key.to_hex());
+        blocking(move || disk.remove(&key).map(drop)).await
+    }
+}
+
+/// Cache writes that have been handed off but are not finished yet.
+#[derive(Debug, Default, Clone)]
+pub struct PendingWrites {
+    inner: Arc<(AtomicU64, Notify)>,
+}
+
+impl PendingWrites {
+    pub fn count(&self) -> u64 {
+        self.inner.0.load(Ordering::SeqCst)
+    }
+
+    fn start(&self) {
+        self.inner.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn finish(&self) {
+        self.inner.0.fetch_sub(1, Ordering::SeqCst);
+        self.inner.1.notify_waiters();
+    }
+
+    /// Waits until every write is done, or `limit` has passed; returns how many are left.
+    pub async fn drain(&self, limit: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.inner.1.notified();
+            let left = self.count();
+            if left == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.count();
+            }
+        }
+    }
+}
+
+pub struct Cache {
+    storage: Arc<dyn Storage>,
+    stats: Arc<Stats>,
+    pending: PendingWrites,
+}
+
+impl Cache {
+    pub fn new(storage: Arc<dyn Storage>, stats: Arc<Stats>) -> Cache {
+        Cache {
+            storage,
+            stats,
+            pending: PendingWrites::default(),
+        }
+    }
+
+    pub fn pending(&self) -> &PendingWrites {
+        &self.pending
+    }
+
+    /// A verified entry, or None. A read error or a corrupt entry is a miss, counted; a
+    /// corrupt entry is also removed so that the next compile stores a good one.
+    pub async fn get(&self, key: &CacheKey) -> Option<CacheEntry> {
+        let bytes = match self.storage.get(key).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!("cache read of {} failed: {e}", key.to_hex());
+                self.stats.update(|c| c.cache_read_errors += 1);
+                return None;
+            }
+        };
+        match CacheEntry::decode(&bytes) {
+            Ok(entry) => Some(entry),
+            Err(e) => {
+                tracing::warn!("cache entry {} is corrupt ({e}); removing it", key.to_hex());
+                self.stats.update(|c| c.corrupt_entries += 1);
+                if let Err(e) = self.storage.remove(key).await {
+                    tracing::warn!("could not remove corrupt entry {}: {e}", key.to_hex());
+                }
+                None
+            }
+        }
+    }
+
+    /// Stores `entry` without making anyone wait; failures are logged and counted.
+    pub fn put_in_background(&self, key: CacheKey, entry: CacheEntry) {
+        self.pending.start();
+        let (storage, stats, pending) = (
+            self.storage.clone(),
+            self.stats.clone(),
+            self.pending.clone(),
+        );
+        tokio::spawn(async move {
+            let bytes = tokio::task::spawn_blocking(move || entry.encode()).await;
+            let result = match bytes {
+                Ok(bytes) => storage.put(&key, bytes).await,
+                Err(e) => Err(io::Error::other(e.to_string())),
+            };
+            if let Err(e) = result {
+                tracing::warn!("cache write of {} failed: {e}", key.to_hex());
+                stats.update(|c| c.cache_write_errors += 1);
+            }
+            pending.finish();
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> CacheEntry {
+        CacheEntry {
+            exit_code: 0,
+            stdout: vec![],
+            stderr: b"warning".to_vec(),
+            files: vec![StoredFile {
+                role: "object".into(),
+                executable: false,
+                data: b"\x7fELF".to_vec(),
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn put_then_get_and_corrupt_entries_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Arc::new(DiskCache::new(dir.path().to_owned(), 1 << 30));
+        let stats = Arc::new(Stats::default());
+        let cache = Cache::new(Arc::new(DiskStorage::new(disk.clone())), stats.clone());
+        let key = CacheKey::from(blake3::hash(b"k"));
+        assert!(cache.get(&key).await.is_none());
+        cache.put_in_background(key, entry());
+        assert_eq!(cache.pending().drain(Duration::from_secs(10)).await, 0);
+        assert_eq!(cache.get(&key).await, Some(entry()));
+
+        let path = disk.entry_path(&key.to_hex());
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        assert!(cache.get(&key).await.is_none());
+        assert_eq!(stats.counters().corrupt_entries, 1);
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn write_errors_are_counted_not_raised() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Arc::new(
+            DiskCache::new(dir.path().to_owned(), 1 << 30).with_fault(disk::Fault::DiskFull),
+        );
+        let stats = Arc::new(Stats::default());
+        let cache = Cache::new(Arc::new(DiskStorage::new(disk)), stats.clone());
+        cache.put_in_background(CacheKey([1; 32]), entry());
+        assert_eq!(cache.pending().drain(Duration::from_secs(10)).await, 0);
+        assert_eq!(stats.counters().cache_write_errors, 1);
+    }
+}

@@ -1,0 +1,134 @@
+//! Command-line entry: compile mode (`cachet gcc …`, or a `gcc -> cachet` symlink) or one
+//! of the management commands.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use clap::Parser;
+
+use crate::client::{self, commands};
+use crate::config::Config;
+use crate::server;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cachet",
+    version,
+    about = "A compiler cache with a background server and a GNU make jobserver",
+    override_usage = "cachet <COMPILER> [ARGS]...\n       cachet [OPTIONS]",
+    after_help = "Use it as a wrapper: CC=\"cachet gcc\" make -j8, or RUSTC_WRAPPER=cachet cargo build.\nConfiguration: $XDG_CONFIG_HOME/cachet/config.toml or CACHET_CONFIG; CACHET_* variables override it."
+)]
+struct Cli {
+    /// Show the server's statistics.
+    #[arg(short = 's', long)]
+    show_stats: bool,
+    /// With --show-stats: print JSON.
+    #[arg(long, requires = "show_stats")]
+    json: bool,
+    /// Zero the statistics.
+    #[arg(short = 'z', long)]
+    zero_stats: bool,
+    /// Start the server if it is not running.
+    #[arg(long)]
+    start_server: bool,
+    /// Stop the server, after its running compiles and pending cache writes.
+    #[arg(long)]
+    stop_server: bool,
+    /// Remove every entry of the local cache.
+    #[arg(long)]
+    clear: bool,
+    /// Trim the local cache to its size limit.
+    #[arg(long)]
+    cleanup: bool,
+    /// Print the effective configuration and where each value came from.
+    #[arg(long)]
+    show_config: bool,
+    /// Run the server in the foreground (used by the client to start it).
+    #[arg(long = "internal-run-server", hide = true)]
+    run_server: bool,
+}
+
+/// Everything `main` does.
+pub fn main() -> i32 {
+    let mut argv: Vec<OsString> = std::env::args_os().collect();
+    let invoked_as = argv
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .map(|n| n.to_owned())
+        .unwrap_or_default();
+
+    // Invoked through a symlink named after a compiler.
+    if !invoked_as.to_string_lossy().starts_with("cachet") {
+        argv.remove(0);
+        return client::compile(&invoked_as, argv);
+    }
+    // `cachet <compiler> args…`: the first argument is not an option.
+    if argv.len() > 1 && !argv[1].to_string_lossy().starts_with('-') {
+        let compiler = argv.remove(1);
+        argv.remove(0);
+        return client::compile(&compiler, argv);
+    }
+
+    let cli = Cli::parse_from(argv);
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("cachet: {e}");
+            return 2;
+        }
+    };
+    if cli.run_server {
+        crate::logging::init_server(config.log.as_deref());
+        return server::run(config);
+    }
+    crate::logging::init_client(config.log.as_deref());
+
+    type Command = fn(&Config) -> commands::Outcome;
+    let mut actions: Vec<Command> = Vec::new();
+    if cli.zero_stats {
+        actions.push(commands::zero_stats);
+    }
+    if cli.clear {
+        actions.push(commands::clear);
+    }
+    if cli.cleanup {
+        actions.push(commands::cleanup);
+    }
+    if cli.start_server {
+        actions.push(commands::start_server);
+    }
+    if cli.show_config {
+        actions.push(commands::show_config);
+    }
+    let json = cli.json;
+    let show_stats = move |config: &Config| commands::show_stats(config, json);
+    if cli.stop_server {
+        actions.push(commands::stop_server);
+    }
+    if actions.is_empty() && !cli.show_stats {
+        use clap::CommandFactory;
+        let _ = Cli::command().print_help();
+        return 2;
+    }
+    let mut code = 0;
+    for action in actions {
+        code = code.max(report(action(&config)));
+    }
+    if cli.show_stats {
+        code = code.max(report(show_stats(&config)));
+    }
+    code
+}
+
+fn report(outcome: commands::Outcome) -> i32 {
+    match outcome {
+        Ok(text) => {
+            println!("{text}");
+            0
+        }
+        Err(text) => {
+            eprintln!("cachet: {text}");
+            1
+        }
+    }
+}

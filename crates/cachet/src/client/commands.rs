@@ -1,0 +1,94 @@
+//! The management commands: statistics, starting and stopping the server, cache upkeep.
+
+use super::{ClientError, Connection, Start};
+use crate::config::Config;
+use crate::protocol::{Request, Response};
+
+/// What a management command tells the user; the caller prints it and picks the exit code.
+pub type Outcome = Result<String, String>;
+
+fn ask(config: &Config, start: Start, request: Request) -> Result<Response, ClientError> {
+    let mut connection = Connection::open(config, start, &request)?;
+    connection.receive()
+}
+
+fn done(result: Result<Response, ClientError>) -> Outcome {
+    match result {
+        Ok(Response::Done { message }) => Ok(message),
+        Ok(Response::Error(message)) => Err(message),
+        Ok(other) => Err(format!("unexpected answer from the server: {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+pub fn show_stats(config: &Config, json: bool) -> Outcome {
+    match ask(config, Start::IfNeeded, Request::Stats) {
+        Ok(Response::Stats(snapshot)) if json => {
+            serde_json::to_string_pretty(&snapshot).map_err(|e| e.to_string())
+        }
+        Ok(Response::Stats(snapshot)) => Ok(snapshot.to_text().trim_end().to_owned()),
+        other => done(other),
+    }
+}
+
+pub fn zero_stats(config: &Config) -> Outcome {
+    done(ask(config, Start::IfNeeded, Request::ZeroStats))
+}
+
+pub fn start_server(config: &Config) -> Outcome {
+    match ask(config, Start::IfNeeded, Request::Stats) {
+        Ok(Response::Stats(snapshot)) => Ok(format!(
+            "cachet server running (pid {}, runtime dir {})",
+            snapshot.server_pid, snapshot.runtime_dir
+        )),
+        other => done(other),
+    }
+}
+
+pub fn stop_server(config: &Config) -> Outcome {
+    match ask(config, Start::Never, Request::Shutdown) {
+        Err(ClientError::NotRunning) => Ok("no server was running".into()),
+        other => done(other),
+    }
+}
+
+pub fn clear(config: &Config) -> Outcome {
+    done(ask(config, Start::IfNeeded, Request::ClearCache))
+}
+
+pub fn cleanup(config: &Config) -> Outcome {
+    done(ask(config, Start::IfNeeded, Request::CleanupCache))
+}
+
+/// The effective configuration and where each value came from.
+pub fn show_config(config: &Config) -> Outcome {
+    let origin = |key: &str| {
+        config
+            .origins
+            .get(key)
+            .map(|o| o.to_string())
+            .unwrap_or_default()
+    };
+    let rows = [
+        ("cache_dir", config.cache_dir.display().to_string()),
+        ("cache_size", config.cache_size.to_string()),
+        ("jobs", config.jobs.to_string()),
+        (
+            "idle_timeout",
+            format!("{}s", config.idle_timeout.as_secs()),
+        ),
+        ("runtime_dir", config.runtime_dir.display().to_string()),
+        ("log", config.log.clone().unwrap_or_else(|| "(off)".into())),
+    ];
+    let mut out = format!(
+        "config file: {}\n",
+        config
+            .file
+            .as_ref()
+            .map_or("(none)".into(), |p| p.display().to_string())
+    );
+    for (key, value) in rows {
+        out.push_str(&format!("{key:<13} = {value:<40} # {}\n", origin(key)));
+    }
+    Ok(out.trim_end().to_owned())
+}

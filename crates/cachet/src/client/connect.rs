@@ -1,0 +1,175 @@
+//! Reaching the server: connect, or start it and then connect.
+
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::paths::{FileLock, RuntimeDir};
+use crate::protocol::frame::{read_frame, write_frame};
+use crate::protocol::{self, PROTOCOL_VERSION, Request, Response};
+use crate::server::spawn_detached;
+
+/// How long a client waits for a server it started to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("runtime directory {0}: {1}")]
+    RuntimeDir(String, io::Error),
+    #[error("cannot reach the server: {0}")]
+    Connect(io::Error),
+    #[error("no server is running")]
+    NotRunning,
+    #[error("the server did not start within {0:?}; see {1}")]
+    StartTimeout(Duration, String),
+    #[error("the server belongs to uid {0}, not to us")]
+    ForeignServer(u32),
+    #[error(
+        "the server speaks protocol {0}, this client speaks {PROTOCOL_VERSION}; run `cachet --stop-server`"
+    )]
+    VersionMismatch(u32),
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("the server sent garbage: {0}")]
+    Garbage(String),
+    #[error("talking to the server failed: {0}")]
+    Io(io::Error),
+}
+
+pub struct Connection {
+    stream: UnixStream,
+}
+
+/// Whether to start a server when none answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    IfNeeded,
+    Never,
+}
+
+impl Connection {
+    /// Connects and shakes hands; the handshake is sent together with `first`, so a hit
+    /// costs one round trip.
+    pub fn open(config: &Config, start: Start, first: &Request) -> Result<Connection, ClientError> {
+        let runtime = RuntimeDir::prepare(&config.runtime_dir)
+            .map_err(|e| ClientError::RuntimeDir(config.runtime_dir.display().to_string(), e))?;
+        let stream = match try_connect(&runtime) {
+            Ok(stream) => stream,
+            Err(e) if start == Start::Never => {
+                return Err(if is_absent(&e) {
+                    ClientError::NotRunning
+                } else {
+                    ClientError::Connect(e)
+                });
+            }
+            Err(_) => start_server(&runtime)?,
+        };
+        check_peer(&stream)?;
+        let mut connection = Connection { stream };
+        let mut hello = Vec::new();
+        write_frame(&mut hello, &protocol::handshake(PROTOCOL_VERSION)).map_err(ClientError::Io)?;
+        write_frame(&mut hello, &protocol::encode(first)).map_err(ClientError::Io)?;
+        connection
+            .stream
+            .write_all(&hello)
+            .map_err(ClientError::Io)?;
+        let reply = connection.read_raw()?;
+        match protocol::parse_handshake(&reply) {
+            Some(PROTOCOL_VERSION) => Ok(connection),
+            Some(other) => Err(ClientError::VersionMismatch(other)),
+            None => Err(ClientError::Garbage("no handshake".into())),
+        }
+    }
+
+    fn read_raw(&mut self) -> Result<Vec<u8>, ClientError> {
+        match read_frame(&mut self.stream) {
+            Ok(Some(frame)) => Ok(frame),
+            Ok(None) => Err(ClientError::Closed),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                Err(ClientError::Garbage(e.to_string()))
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(ClientError::Closed),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Err(ClientError::Closed),
+            Err(e) => Err(ClientError::Io(e)),
+        }
+    }
+
+    pub fn receive(&mut self) -> Result<Response, ClientError> {
+        let frame = self.read_raw()?;
+        protocol::decode(&frame).map_err(|e| ClientError::Garbage(e.to_string()))
+    }
+}
+
+fn is_absent(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+    )
+}
+
+fn try_connect(runtime: &RuntimeDir) -> io::Result<UnixStream> {
+    let address = runtime.socket()?;
+    UnixStream::connect(address.connect_path())
+}
+
+/// Starts a server under the start lock, so that racing clients start exactly one.
+fn start_server(runtime: &RuntimeDir) -> Result<UnixStream, ClientError> {
+    let lock_path = runtime.start_lock();
+    let _lock = FileLock::acquire(&lock_path)
+        .map_err(|e| ClientError::RuntimeDir(lock_path.display().to_string(), e))?;
+    // Whoever held the lock before us may have started it already.
+    if let Ok(stream) = try_connect(runtime) {
+        return Ok(stream);
+    }
+    let exe = std::env::current_exe().map_err(ClientError::Connect)?;
+    tracing::debug!("starting a server from {}", exe.display());
+    spawn_detached(&exe, &runtime.log_file()).map_err(ClientError::Connect)?;
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match try_connect(runtime) {
+            Ok(stream) => return Ok(stream),
+            Err(e) if is_absent(&e) && started.elapsed() < START_TIMEOUT => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) if is_absent(&e) => {
+                return Err(ClientError::StartTimeout(
+                    START_TIMEOUT,
+                    runtime.log_file().display().to_string(),
+                ));
+            }
+            Err(e) => return Err(ClientError::Connect(e)),
+        }
+    }
+}
+
+/// Refuses a server run by someone else, whatever the socket's permissions say.
+fn check_peer(stream: &UnixStream) -> Result<(), ClientError> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred and len are valid for the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(ClientError::Connect(io::Error::last_os_error()));
+    }
+    let ours = unsafe { libc::getuid() };
+    if cred.uid != ours {
+        return Err(ClientError::ForeignServer(cred.uid));
+    }
+    Ok(())
+}

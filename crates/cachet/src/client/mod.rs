@@ -1,0 +1,129 @@
+//! The client: what the build tool runs in place of the compiler.
+//!
+//! It is synchronous and small on purpose: a hit costs a process start, one connect, one
+//! round trip and a few writes. Whatever goes wrong with the cache, it runs the compiler
+//! itself, so a cache problem is a warning, never a broken build.
+
+pub mod commands;
+mod connect;
+mod resolve;
+
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+
+pub use connect::{ClientError, Connection, Start};
+pub use resolve::resolve_compiler;
+
+use crate::config::Config;
+use crate::protocol::{CompileRequest, Exit, Request, Response, to_bytes};
+
+/// Runs one compile through the server. Returns the exit code; may also exec the compiler.
+pub fn compile(compiler: &OsStr, args: Vec<OsString>) -> i32 {
+    let Some(path) = resolve_compiler(compiler) else {
+        eprintln!(
+            "cachet: cannot find the compiler `{}` on PATH",
+            compiler.to_string_lossy()
+        );
+        return 127;
+    };
+    if env_flag("CACHET_DISABLE") {
+        run_directly(&path, &args);
+    }
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(e) => warn_and_run_directly(&e.to_string(), &path, &args),
+    };
+    crate::logging::init_client(config.log.as_deref());
+
+    let request = match build_request(&path, &args) {
+        Ok(request) => request,
+        Err(e) => warn_and_run_directly(&e.to_string(), &path, &args),
+    };
+    let mut connection =
+        match Connection::open(&config, Start::IfNeeded, &Request::Compile(request)) {
+            Ok(connection) => connection,
+            Err(e) => warn_and_run_directly(&e.to_string(), &path, &args),
+        };
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    loop {
+        match connection.receive() {
+            Ok(Response::Stdout(bytes)) => {
+                let _ = stdout.lock().write_all(&bytes);
+            }
+            Ok(Response::Stderr(bytes)) => {
+                let _ = stderr.lock().write_all(&bytes);
+            }
+            Ok(Response::Finished(exit)) => {
+                let _ = stdout.lock().flush();
+                return exit_like(exit);
+            }
+            Ok(Response::RunLocally { reason }) => {
+                tracing::debug!("not cacheable ({reason}); running the compiler directly");
+                run_directly(&path, &args);
+            }
+            Ok(Response::Error(message)) => {
+                warn_and_run_directly(&format!("server error: {message}"), &path, &args)
+            }
+            Ok(other) => {
+                warn_and_run_directly(&format!("unexpected answer {other:?}"), &path, &args)
+            }
+            Err(e) => warn_and_run_directly(&e.to_string(), &path, &args),
+        }
+    }
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+fn build_request(compiler: &Path, args: &[OsString]) -> std::io::Result<CompileRequest> {
+    let cwd = std::env::current_dir()?;
+    // umask can only be read by setting it; we are single-threaded here.
+    let umask = unsafe {
+        let mask = libc::umask(0o022);
+        libc::umask(mask);
+        mask
+    } as u32;
+    Ok(CompileRequest {
+        compiler: compiler.as_os_str().as_bytes().to_vec(),
+        args: args.iter().map(|a| to_bytes(a)).collect(),
+        cwd: to_bytes(cwd.as_os_str()),
+        env: std::env::vars_os()
+            .map(|(k, v)| (to_bytes(&k), to_bytes(&v)))
+            .collect(),
+        umask,
+        stderr_is_tty: unsafe { libc::isatty(2) } == 1,
+    })
+}
+
+/// Ends this process the way the compiler's process ended.
+fn exit_like(exit: Exit) -> i32 {
+    match exit {
+        Exit::Code(code) => code,
+        Exit::Signal(signal) => {
+            // SAFETY: restoring the default action and raising is how a shell's child "dies of" a signal.
+            unsafe {
+                libc::signal(signal, libc::SIG_DFL);
+                libc::raise(signal);
+            }
+            128 + signal
+        }
+    }
+}
+
+fn warn_and_run_directly(why: &str, compiler: &Path, args: &[OsString]) -> ! {
+    eprintln!("cachet: warning: {why}; running the compiler directly");
+    run_directly(compiler, args)
+}
+
+/// Replaces this process with the compiler: same environment, same descriptors (so the
+/// build's own jobserver reaches it), and its exit status is the build tool's to see.
+pub fn run_directly(compiler: &Path, args: &[OsString]) -> ! {
+    let err = std::process::Command::new(compiler).args(args).exec();
+    eprintln!("cachet: cannot run {}: {err}", compiler.display());
+    std::process::exit(127)
+}

@@ -1,0 +1,832 @@
+//! Command-line analysis for gcc/clang compiles in preprocessor mode.
+//!
+//! The cache key is built from the preprocessed source plus the arguments
+//! that can still change the object after preprocessing. Anything this
+//! module does not fully understand is reported as not cacheable, because a
+//! spurious miss only costs time while a wrong hit produces a wrong object.
+
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+#[cfg(test)]
+mod tests;
+
+/// Compiler family; a few flags are only understood by one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    Gcc,
+    Clang,
+}
+
+/// What the server received from the client.
+#[derive(Debug, Clone, Copy)]
+pub struct ParseInput<'a> {
+    /// Arguments after the compiler name.
+    pub args: &'a [OsString],
+    pub cwd: &'a Path,
+    pub family: Family,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    Cacheable(CompileArgs),
+    /// Short human-readable reason; the client then runs the compiler itself.
+    NotCacheable(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileArgs {
+    /// Arguments with `@file`s expanded; the real compile runs with these.
+    pub expanded: Vec<OsString>,
+    /// The input as written on the command line.
+    pub input: PathBuf,
+    pub language: Language,
+    /// `-o` value, or `<input stem>.o`; relative to `cwd` if relative.
+    pub output: PathBuf,
+    pub depfile: Option<DepFile>,
+    /// Arguments for the separate `-E` run (output on stdout). Empty when
+    /// `preprocessed_input` is set, since there is no `-E` run then.
+    pub preprocess_args: Vec<OsString>,
+    /// Arguments that still affect the object after preprocessing.
+    pub hashed_args: Vec<OsString>,
+    pub debug_info: bool,
+    /// `(old, new)` from `-fdebug-prefix-map`/`-ffile-prefix-map`, in
+    /// command-line order.
+    pub prefix_maps: Vec<(String, String)>,
+    /// Explicit diagnostics colour choice; `None` means auto/unspecified.
+    pub color: Option<bool>,
+    /// The input needs no preprocessing (.i, .ii, .mi, .mii, .s); the key
+    /// hashes the input file itself.
+    pub preprocessed_input: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepFile {
+    /// `-MF` value, else derived from `-o` or the input like gcc does.
+    pub path: PathBuf,
+    /// Raw `-MT`/`-MQ` values in order (not make-quoted); empty means the
+    /// default target (the object path).
+    pub targets: Vec<String>,
+    /// `-MP`: phony targets for each header.
+    pub phony: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Language {
+    C,
+    Cxx,
+    ObjC,
+    ObjCxx,
+    /// `.s`: assembler without preprocessing.
+    Asm,
+    /// `.S`/`.sx`: assembler run through cpp.
+    AsmCpp,
+    CPreprocessed,
+    CxxPreprocessed,
+    ObjCPreprocessed,
+    ObjCxxPreprocessed,
+}
+
+impl Language {
+    /// The name accepted by `-x`.
+    pub fn as_x_arg(&self) -> &'static str {
+        match self {
+            Language::C => "c",
+            Language::Cxx => "c++",
+            Language::ObjC => "objective-c",
+            Language::ObjCxx => "objective-c++",
+            Language::Asm => "assembler",
+            Language::AsmCpp => "assembler-with-cpp",
+            Language::CPreprocessed => "cpp-output",
+            Language::CxxPreprocessed => "c++-cpp-output",
+            Language::ObjCPreprocessed => "objective-c-cpp-output",
+            Language::ObjCxxPreprocessed => "objective-c++-cpp-output",
+        }
+    }
+
+    /// Parses a `-x` value (including the aliases gcc/clang accept).
+    pub fn from_x_arg(name: &str) -> Option<Language> {
+        Some(match name {
+            "c" => Language::C,
+            "c++" => Language::Cxx,
+            "objective-c" => Language::ObjC,
+            "objective-c++" => Language::ObjCxx,
+            "assembler" => Language::Asm,
+            "assembler-with-cpp" => Language::AsmCpp,
+            "cpp-output" => Language::CPreprocessed,
+            "c++-cpp-output" => Language::CxxPreprocessed,
+            "objective-c-cpp-output" | "objc-cpp-output" => Language::ObjCPreprocessed,
+            "objective-c++-cpp-output" | "objc++-cpp-output" => Language::ObjCxxPreprocessed,
+            _ => return None,
+        })
+    }
+
+    /// Language implied by a file extension (case-sensitive, like gcc).
+    pub fn from_extension(ext: &str) -> Option<Language> {
+        Some(match ext {
+            "c" => Language::C,
+            "cc" | "cp" | "cxx" | "cpp" | "CPP" | "c++" | "C" => Language::Cxx,
+            "m" => Language::ObjC,
+            "mm" | "M" => Language::ObjCxx,
+            "s" => Language::Asm,
+            "S" | "sx" => Language::AsmCpp,
+            "i" => Language::CPreprocessed,
+            "ii" => Language::CxxPreprocessed,
+            "mi" => Language::ObjCPreprocessed,
+            "mii" => Language::ObjCxxPreprocessed,
+            _ => return None,
+        })
+    }
+
+    /// True when the compiler does not run the preprocessor on this input.
+    pub fn is_preprocessed(&self) -> bool {
+        matches!(
+            self,
+            Language::Asm
+                | Language::CPreprocessed
+                | Language::CxxPreprocessed
+                | Language::ObjCPreprocessed
+                | Language::ObjCxxPreprocessed
+        )
+    }
+
+    /// The language of this language's `-E` output.
+    pub fn preprocessed(&self) -> Language {
+        match self {
+            Language::C => Language::CPreprocessed,
+            Language::Cxx => Language::CxxPreprocessed,
+            Language::ObjC => Language::ObjCPreprocessed,
+            Language::ObjCxx => Language::ObjCxxPreprocessed,
+            Language::AsmCpp => Language::Asm,
+            other => *other,
+        }
+    }
+}
+
+/// Header extensions: compiling one of these makes a PCH.
+const HEADER_EXTENSIONS: &[&str] = &["h", "hh", "hpp", "hxx", "h++", "H", "HPP", "tcc"];
+
+/// Deepest chain of `@file`s inside `@file`s we follow (also stops cycles).
+const MAX_RESPONSE_DEPTH: usize = 10;
+
+pub fn parse(input: &ParseInput) -> Parsed {
+    match parse_inner(input) {
+        Ok(args) => Parsed::Cacheable(args),
+        Err(reason) => Parsed::NotCacheable(reason),
+    }
+}
+
+/// Where the pieces of one argument (flag plus its value) go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Both,
+    /// Only affects preprocessing, so its effect is already in the text.
+    PreprocessOnly,
+    /// Must not reach the `-E` run (would write files or stop compiling).
+    HashOnly,
+    Neither,
+}
+
+/// Flags that take a value, either joined or as the next argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Output,
+    Lang,
+    Cpp,
+    Include,
+    DepFile,
+    DepTarget,
+    Keep,
+    Arch,
+    Assembler,
+}
+
+struct ValueFlag {
+    name: &'static str,
+    separate: bool,
+    joined: bool,
+    clang_only: bool,
+    kind: Kind,
+}
+
+const fn vf(name: &'static str, separate: bool, joined: bool, kind: Kind) -> ValueFlag {
+    ValueFlag {
+        name,
+        separate,
+        joined,
+        clang_only: false,
+        kind,
+    }
+}
+
+const fn clang(flag: ValueFlag) -> ValueFlag {
+    ValueFlag {
+        clang_only: true,
+        ..flag
+    }
+}
+
+const VALUE_FLAGS: &[ValueFlag] = &[
+    vf("-o", true, true, Kind::Output),
+    vf("-x", true, true, Kind::Lang),
+    vf("-I", true, true, Kind::Cpp),
+    vf("-D", true, true, Kind::Cpp),
+    vf("-U", true, true, Kind::Cpp),
+    vf("-include", true, true, Kind::Include),
+    vf("-imacros", true, true, Kind::Cpp),
+    vf("-isystem", true, true, Kind::Cpp),
+    vf("-iquote", true, true, Kind::Cpp),
+    vf("-idirafter", true, true, Kind::Cpp),
+    vf("-iprefix", true, true, Kind::Cpp),
+    vf("-iwithprefix", true, true, Kind::Cpp),
+    vf("-iwithprefixbefore", true, true, Kind::Cpp),
+    vf("-isysroot", true, true, Kind::Cpp),
+    vf("-imultilib", true, true, Kind::Cpp),
+    vf("--sysroot", true, false, Kind::Cpp),
+    vf("--sysroot=", false, true, Kind::Cpp),
+    vf("-MF", true, true, Kind::DepFile),
+    vf("-MT", true, true, Kind::DepTarget),
+    vf("-MQ", true, true, Kind::DepTarget),
+    vf("--param", true, false, Kind::Keep),
+    vf("--param=", false, true, Kind::Keep),
+    vf("-arch", true, false, Kind::Arch),
+    // Linker options are ignored with -c but kept so the key stays honest.
+    vf("-Xlinker", true, false, Kind::Keep),
+    vf("-L", true, true, Kind::Keep),
+    vf("-l", true, true, Kind::Keep),
+    vf("-Xassembler", true, false, Kind::Assembler),
+    clang(vf("-target", true, false, Kind::Keep)),
+    clang(vf("--target=", false, true, Kind::Keep)),
+    clang(vf("--gcc-toolchain=", false, true, Kind::Keep)),
+    clang(vf("-mllvm", true, false, Kind::Keep)),
+];
+
+/// Longest table entry matching `flag`; the value is `Some` when joined.
+fn find_value_flag<'f>(
+    flag: &'f str,
+    family: Family,
+) -> Option<(&'static ValueFlag, Option<&'f str>)> {
+    let mut best: Option<(&'static ValueFlag, Option<&'f str>)> = None;
+    for spec in VALUE_FLAGS {
+        if spec.clang_only && family != Family::Clang {
+            continue;
+        }
+        let found = if flag == spec.name && spec.separate {
+            Some(None)
+        } else if spec.joined && flag.len() > spec.name.len() {
+            flag.strip_prefix(spec.name).map(Some)
+        } else {
+            None
+        };
+        if let Some(value) = found
+            && best.is_none_or(|(b, _)| b.name.len() < spec.name.len())
+        {
+            best = Some((spec, value));
+        }
+    }
+    best
+}
+
+#[derive(Default)]
+struct State {
+    compile: bool,
+    inputs: Vec<(PathBuf, Option<Language>)>,
+    lang: Option<Language>,
+    output: Option<OsString>,
+    dep_file: Option<OsString>,
+    dep_enabled: bool,
+    dep_targets: Vec<String>,
+    dep_phony: bool,
+    arch_count: usize,
+    debug_info: bool,
+    prefix_maps: Vec<(String, String)>,
+    color: Option<bool>,
+}
+
+fn parse_inner(input: &ParseInput) -> Result<CompileArgs, String> {
+    let expanded = expand_response_files(input.args, input.cwd)?;
+    let mut st = State::default();
+    // -E goes first so that it cannot end up after a `-x`'s value or similar.
+    let mut pp: Vec<OsString> = vec!["-E".into()];
+    let mut hashed: Vec<OsString> = Vec::new();
+
+    let mut i = 0;
+    while i < expanded.len() {
+        let arg = &expanded[i];
+        i += 1;
+        let bytes = arg.as_encoded_bytes();
+        if bytes == b"-" {
+            return Err("input from stdin (-)".into());
+        }
+        if bytes.first() != Some(&b'-') {
+            st.inputs.push((PathBuf::from(arg), st.lang));
+            pp.push(arg.clone());
+            continue;
+        }
+        let Some(flag) = arg.to_str() else {
+            return Err(format!("non-UTF-8 flag {}", arg.to_string_lossy()));
+        };
+        if let Some(reason) = reject_reason(flag) {
+            return Err(reason);
+        }
+
+        let (keep, group) = if let Some((spec, joined)) = find_value_flag(flag, input.family) {
+            let (value, group) = match joined {
+                Some(v) => (OsString::from(v), vec![arg.clone()]),
+                None => {
+                    let Some(v) = expanded.get(i) else {
+                        return Err(format!("missing argument to {flag}"));
+                    };
+                    i += 1;
+                    (v.clone(), vec![arg.clone(), v.clone()])
+                }
+            };
+            (st.value_flag(spec, &value, input.cwd)?, group)
+        } else {
+            (st.simple_flag(flag, input.family)?, vec![arg.clone()])
+        };
+        if matches!(keep, Keep::Both | Keep::PreprocessOnly) {
+            pp.extend(group.iter().cloned());
+        }
+        if matches!(keep, Keep::Both | Keep::HashOnly) {
+            hashed.extend(group);
+        }
+    }
+
+    if !st.compile {
+        return Err("linking (no -c)".into());
+    }
+    let (input_path, x_lang) = match st.inputs.len() {
+        0 => return Err("no input file".into()),
+        1 => st.inputs.pop().expect("one input"),
+        _ => return Err("multiple inputs".into()),
+    };
+    let language = match x_lang {
+        Some(lang) => lang,
+        None => language_from_path(&input_path)?,
+    };
+    if !input.cwd.join(&input_path).is_file() {
+        return Err(format!("input file {} missing", input_path.display()));
+    }
+    if st.arch_count > 1 {
+        // Fat objects: clang refuses -E with several -arch.
+        return Err("multiple -arch".into());
+    }
+
+    let stem = input_path
+        .file_stem()
+        .ok_or_else(|| format!("input {} has no file name", input_path.display()))?;
+    let output = match &st.output {
+        Some(o) if o == "-" => return Err("output to stdout (-o -)".into()),
+        Some(o) => PathBuf::from(o),
+        None => with_suffix(stem, ".o"),
+    };
+    let depfile = st.dep_enabled.then(|| DepFile {
+        path: match (&st.dep_file, &st.output) {
+            (Some(mf), _) => PathBuf::from(mf),
+            (None, Some(_)) => output.with_extension("d"),
+            (None, None) => with_suffix(stem, ".d"),
+        },
+        targets: st.dep_targets,
+        phony: st.dep_phony,
+    });
+
+    let preprocessed_input = language.is_preprocessed();
+    if preprocessed_input {
+        pp.clear();
+    }
+    Ok(CompileArgs {
+        expanded,
+        input: input_path,
+        language,
+        output,
+        depfile,
+        preprocess_args: pp,
+        hashed_args: hashed,
+        debug_info: st.debug_info,
+        prefix_maps: st.prefix_maps,
+        color: st.color,
+        preprocessed_input,
+    })
+}
+
+fn with_suffix(stem: &OsStr, suffix: &str) -> PathBuf {
+    let mut name = stem.to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn language_from_path(path: &Path) -> Result<Language, String> {
+    let ext = path.extension().and_then(OsStr::to_str).unwrap_or("");
+    if HEADER_EXTENSIONS.contains(&ext) {
+        return Err("precompiled header generation".into());
+    }
+    Language::from_extension(ext).ok_or_else(|| format!("unknown language for {}", path.display()))
+}
+
+impl State {
+    fn value_flag(&mut self, spec: &ValueFlag, value: &OsStr, cwd: &Path) -> Result<Keep, String> {
+        Ok(match spec.kind {
+            Kind::Output => {
+                // gcc 12 and clang both let the last -o win.
+                self.output = Some(value.to_os_string());
+                Keep::Neither
+            }
+            Kind::Lang => {
+                self.lang = x_language(value)?;
+                Keep::Both
+            }
+            Kind::Cpp => Keep::PreprocessOnly,
+            Kind::Include => {
+                // gcc silently prefers X.gch over X; the -E run would not.
+                for ext in [".gch", ".pch"] {
+                    let mut pch = cwd.join(value).into_os_string();
+                    pch.push(ext);
+                    if Path::new(&pch).exists() {
+                        return Err(format!(
+                            "precompiled header ({})",
+                            Path::new(&pch).display()
+                        ));
+                    }
+                }
+                Keep::PreprocessOnly
+            }
+            Kind::DepFile => {
+                self.dep_file = Some(value.to_os_string());
+                Keep::Neither
+            }
+            Kind::DepTarget => {
+                let target = value
+                    .to_str()
+                    .ok_or_else(|| format!("non-UTF-8 {} target", spec.name))?;
+                self.dep_targets.push(target.to_owned());
+                Keep::HashOnly
+            }
+            Kind::Keep => Keep::Both,
+            Kind::Arch => {
+                self.arch_count += 1;
+                Keep::Both
+            }
+            Kind::Assembler => {
+                let opt = value.to_str().ok_or("non-UTF-8 -Xassembler option")?;
+                check_assembler_option(opt)?;
+                Keep::Both
+            }
+        })
+    }
+
+    fn simple_flag(&mut self, flag: &str, family: Family) -> Result<Keep, String> {
+        const PLAIN: &[&str] = &[
+            "-ansi",
+            "-pedantic",
+            "-pedantic-errors",
+            "-w",
+            "-W",
+            "-pipe",
+            "-pthread",
+            "-nostdinc",
+            "-nostdinc++",
+            "-nostdlib",
+            "-nostdlib++",
+            "-nostartfiles",
+            "-nodefaultlibs",
+            "-nolibc",
+            "-shared",
+            "-shared-libgcc",
+            "-rdynamic",
+            "-pie",
+            "-no-pie",
+            "-s",
+            "-p",
+            "-pg",
+            "-undef",
+            "-trigraphs",
+            "-traditional",
+            "-traditional-cpp",
+            "-C",
+            "-CC",
+            "-no-canonical-prefixes",
+            "-Qunused-arguments",
+            "-Qn",
+            "-Qy",
+            "-integrated-as",
+            "-no-integrated-as",
+        ];
+        const PLAIN_PREFIXES: &[&str] = &[
+            "-O",
+            "-m",
+            "-std=",
+            "-static",
+            "-stdlib=",
+            "-rtlib=",
+            "-unwindlib=",
+        ];
+
+        match flag {
+            "-c" => {
+                self.compile = true;
+                return Ok(Keep::HashOnly);
+            }
+            "-MD" | "-MMD" => {
+                self.dep_enabled = true;
+                return Ok(Keep::HashOnly);
+            }
+            "-MP" => {
+                self.dep_phony = true;
+                return Ok(Keep::HashOnly);
+            }
+            // Without line markers the -E text would not name the input.
+            "-P" => return Ok(Keep::HashOnly),
+            _ => {}
+        }
+        if PLAIN.contains(&flag) || PLAIN_PREFIXES.iter().any(|p| flag.starts_with(p)) {
+            return Ok(Keep::Both);
+        }
+        if let Some(rest) = flag.strip_prefix("-g") {
+            if let Some(on) = debug_effect(rest) {
+                self.debug_info = on;
+            }
+            return Ok(Keep::Both);
+        }
+        if let Some(rest) = flag.strip_prefix("-W") {
+            if let Some(opts) = rest.strip_prefix("a,") {
+                opts.split(',').try_for_each(check_assembler_option)?;
+            }
+            return Ok(Keep::Both);
+        }
+        if flag.starts_with("-f") {
+            self.f_flag(flag, family)?;
+            return Ok(Keep::Both);
+        }
+        Err(format!("unknown flag {flag}"))
+    }
+
+    fn f_flag(&mut self, flag: &str, family: Family) -> Result<(), String> {
+        for prefix in ["-fdebug-prefix-map=", "-ffile-prefix-map="] {
+            if let Some(map) = flag.strip_prefix(prefix) {
+                let (old, new) = map
+                    .split_once('=')
+                    .ok_or_else(|| format!("malformed {flag}"))?;
+                self.prefix_maps.push((old.to_owned(), new.to_owned()));
+            }
+        }
+        match flag {
+            "-fdiagnostics-color" | "-fdiagnostics-color=always" => self.color = Some(true),
+            "-fdiagnostics-color=never" | "-fno-diagnostics-color" => self.color = Some(false),
+            "-fdiagnostics-color=auto" => self.color = None,
+            "-fcolor-diagnostics" if family == Family::Clang => self.color = Some(true),
+            "-fno-color-diagnostics" if family == Family::Clang => self.color = Some(false),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// `Some(level != 0)` for `-g` spellings that set the debug level, `None`
+/// for modifiers that do not enable debug info by themselves. Unknown
+/// spellings count as enabling: a false "on" only costs cache sharing.
+fn debug_effect(rest: &str) -> Option<bool> {
+    const MODIFIERS: &[&str] = &[
+        "no-",
+        "z",
+        "column-info",
+        "strict-dwarf",
+        "record-",
+        "pubnames",
+        "gnu-pubnames",
+        "as-",
+        "statement-frontiers",
+        "variable-location-views",
+        "inline-points",
+        "internal-reset-location-views",
+        "describe-dies",
+        "embed-source",
+        "simple-template-names",
+        "dwarf32",
+        "dwarf64",
+    ];
+    match rest {
+        "0" | "gdb0" | "ctf0" => Some(false),
+        _ if MODIFIERS.iter().any(|m| rest.starts_with(m)) => None,
+        _ => Some(true),
+    }
+}
+
+fn x_language(value: &OsStr) -> Result<Option<Language>, String> {
+    let name = value.to_str().ok_or("non-UTF-8 -x value")?;
+    match name {
+        "none" => Ok(None),
+        "c-header"
+        | "c++-header"
+        | "objective-c-header"
+        | "objective-c++-header"
+        | "c++-system-header"
+        | "c++-user-header" => Err("precompiled header generation".into()),
+        _ => Language::from_x_arg(name)
+            .map(Some)
+            .ok_or_else(|| format!("unknown language {name}")),
+    }
+}
+
+/// Assembler options are allowed only when they are self-contained flags:
+/// a bare word could be a file argument of the previous option, and the
+/// denied ones write listings/dependency files or read include files.
+fn check_assembler_option(opt: &str) -> Result<(), String> {
+    const DENIED: &[&str] = &["-a", "-I", "-o", "--MD", "-MD", "@"];
+    if !opt.starts_with('-') || DENIED.iter().any(|d| opt.starts_with(d)) {
+        return Err(format!("assembler option {opt}"));
+    }
+    Ok(())
+}
+
+/// Flags that are known but make the compile uncacheable.
+fn reject_reason(flag: &str) -> Option<String> {
+    let fixed = match flag {
+        "-E" => "-E",
+        "-S" => "-S",
+        "-M" | "-MM" => "-M/-MM (dependencies only)",
+        "-MG" => "-MG",
+        "-v" => "-v",
+        "-Q" => "-Q",
+        "-###" => "-###",
+        "--version" | "-dumpversion" | "-dumpfullversion" | "-dumpmachine" | "-dumpspecs"
+        | "--help" | "-help" => "query flag",
+        "-fsyntax-only" => "-fsyntax-only (no object)",
+        "--coverage" | "-ftest-coverage" => "coverage notes (.gcno)",
+        "-fstack-usage" => "-fstack-usage (.su file)",
+        "-fbranch-probabilities" => "profile data input",
+        "-fpch-preprocess" | "-emit-pch" | "-include-pch" => "precompiled header",
+        "-fpreprocessed" | "-fdirectives-only" => "partial preprocessing",
+        "-frecord-gcc-switches" | "-frecord-command-line" => "command line recorded in object",
+        "-Xclang" => "-Xclang",
+        "-Xpreprocessor" => "-Xpreprocessor",
+        "-aux-info" => "-aux-info",
+        _ => "",
+    };
+    if !fixed.is_empty() {
+        return Some(fixed.to_owned());
+    }
+
+    const PREFIXES: &[(&str, &str)] = &[
+        ("-print-", "query flag"),
+        ("--print-", "query flag"),
+        ("-save-temps", "-save-temps"),
+        ("--save-temps", "-save-temps"),
+        ("-gsplit-dwarf", "-gsplit-dwarf (.dwo file)"),
+        ("-fprofile-use", "profile data input"),
+        ("-fprofile-instr-use", "profile data input"),
+        ("-fprofile-sample-use", "profile data input"),
+        ("-fauto-profile", "profile data input"),
+        ("-fprofile-remapping-file=", "profile data input"),
+        ("-fprofile-list=", "file input"),
+        ("-fxray-attr-list=", "file input"),
+        ("-fxray-always-instrument=", "file input"),
+        ("-fxray-never-instrument=", "file input"),
+        ("-fthinlto-index=", "file input"),
+        ("-fembed-offload-object=", "file input"),
+        ("-fcallgraph-info", "extra output file"),
+        ("-fdump-", "dump files"),
+        ("-fcompare-debug", "-fcompare-debug"),
+        ("-fsave-optimization-record", "extra output file"),
+        ("-foptimization-record-file=", "extra output file"),
+        ("-ftime-trace", "extra output file"),
+        ("-fproc-stat-report", "extra output file"),
+        ("-fplugin", "compiler plugin"),
+        ("-fpass-plugin=", "compiler plugin"),
+        ("-specs", "-specs"),
+        ("--specs", "-specs"),
+        ("-B", "-B"),
+        ("-Wp,", "-Wp, (preprocessor options)"),
+        ("-include-pch", "precompiled header"),
+    ];
+    if let Some((_, reason)) = PREFIXES.iter().find(|(p, _)| flag.starts_with(p)) {
+        return Some((*reason).to_owned());
+    }
+
+    if let Some(rest) = flag.strip_prefix("-f") {
+        if !rest.starts_with("no-") && rest.contains("module") {
+            return Some("modules".into());
+        }
+        if rest.starts_with("sanitize") && rest.contains("list=") {
+            return Some("sanitizer list file".into());
+        }
+        if rest.starts_with("opt-info") && rest.contains('=') {
+            return Some("-fopt-info to file".into());
+        }
+        if rest.starts_with("diagnostics-format=") && rest.ends_with("-file") {
+            return Some("diagnostics to file".into());
+        }
+    }
+    // -d<letters> dump or annotate; -dumpbase/-dumpdir rename aux outputs.
+    if flag.starts_with("-d") && flag.len() > 2 {
+        return Some(format!("dump option {flag}"));
+    }
+    None
+}
+
+fn expand_response_files(args: &[OsString], cwd: &Path) -> Result<Vec<OsString>, String> {
+    let mut out = Vec::with_capacity(args.len());
+    expand_into(args, cwd, 0, &mut out)?;
+    Ok(out)
+}
+
+/// Nested response file names are resolved against the cwd, like gcc
+/// (libiberty) and the clang driver do.
+fn expand_into(
+    args: &[OsString],
+    cwd: &Path,
+    depth: usize,
+    out: &mut Vec<OsString>,
+) -> Result<(), String> {
+    for arg in args {
+        let Some(name) = response_file_name(arg) else {
+            out.push(arg.clone());
+            continue;
+        };
+        if depth >= MAX_RESPONSE_DEPTH {
+            return Err("response files nested too deeply".into());
+        }
+        // gcc would treat an unreadable @file as a literal input file name.
+        let data = fs::read(cwd.join(&name))
+            .map_err(|_| format!("response file {} unreadable", name.display()))?;
+        let words = split_response_file(&data)
+            .into_iter()
+            .map(bytes_to_os)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| format!("response file {} not valid text", name.display()))?;
+        expand_into(&words, cwd, depth + 1, out)?;
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn response_file_name(arg: &OsStr) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let rest = arg.as_bytes().strip_prefix(b"@")?;
+    Some(PathBuf::from(OsStr::from_bytes(rest)))
+}
+
+#[cfg(not(unix))]
+fn response_file_name(arg: &OsStr) -> Option<PathBuf> {
+    // A non-UTF-8 @arg is left alone and later fails as a missing input.
+    arg.to_str()?.strip_prefix('@').map(PathBuf::from)
+}
+
+#[cfg(unix)]
+fn bytes_to_os(bytes: Vec<u8>) -> Option<OsString> {
+    use std::os::unix::ffi::OsStringExt;
+    Some(OsString::from_vec(bytes))
+}
+
+#[cfg(not(unix))]
+fn bytes_to_os(bytes: Vec<u8>) -> Option<OsString> {
+    String::from_utf8(bytes).ok().map(OsString::from)
+}
+
+/// gcc (libiberty buildargv) rules: whitespace separates, `'` and `"` quote,
+/// backslash escapes the next byte everywhere, `""` is an empty argument.
+fn split_response_file(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut words = Vec::new();
+    let mut word = Vec::new();
+    let mut in_word = false;
+    let mut quote: Option<u8> = None;
+    let mut bytes = data.iter().copied();
+    while let Some(b) = bytes.next() {
+        if b == b'\\' {
+            in_word = true;
+            if let Some(next) = bytes.next() {
+                word.push(next);
+            }
+            continue;
+        }
+        if let Some(q) = quote {
+            if b == q {
+                quote = None;
+            } else {
+                word.push(b);
+            }
+            continue;
+        }
+        match b {
+            b'\'' | b'"' => {
+                quote = Some(b);
+                in_word = true;
+            }
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            _ => {
+                word.push(b);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
+}

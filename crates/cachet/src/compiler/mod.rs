@@ -1,0 +1,267 @@
+//! The path of one compile request through the server: identify the compiler, plan the
+//! compile, compute the key, then restore a hit or run the compiler and store the result.
+
+pub mod gcc;
+pub mod identity;
+mod outputs;
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc::{self, UnboundedSender};
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::{Cache, CacheEntry};
+use crate::process::{CommandSpec, Launcher, OutputChunk, ProcessOutput};
+use crate::protocol::{CompileRequest, Exit, Response};
+use crate::stats::{Stats, millis};
+use identity::{Identity, IdentityCache};
+
+pub struct CompileService {
+    launcher: Launcher,
+    cache: Arc<Cache>,
+    stats: Arc<Stats>,
+    identities: IdentityCache,
+}
+
+/// How a compile request ended, for the caller's bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    Miss,
+    Failed,
+    Local(String),
+    Cancelled,
+}
+
+impl CompileService {
+    pub fn new(launcher: Launcher, cache: Arc<Cache>, stats: Arc<Stats>) -> CompileService {
+        CompileService {
+            launcher,
+            cache,
+            stats,
+            identities: IdentityCache::default(),
+        }
+    }
+
+    /// Serves one request. Every response goes to `out`; the last one is `Finished` or
+    /// `RunLocally`, unless `cancel` fired (the client is gone and nobody listens).
+    pub async fn compile(
+        &self,
+        request: CompileRequest,
+        out: UnboundedSender<Response>,
+        cancel: CancellationToken,
+    ) -> Outcome {
+        self.stats.update(|c| c.compile_requests += 1);
+        let outcome = match self.try_compile(&request, &out, &cancel).await {
+            Ok(outcome) => outcome,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Outcome::Cancelled,
+            Err(e) => Outcome::Local(format!("server error: {e}")),
+        };
+        match &outcome {
+            Outcome::Local(reason) => {
+                let key = if reason.starts_with("server error") {
+                    "server error".to_owned()
+                } else {
+                    reason.clone()
+                };
+                self.stats
+                    .update(|c| *c.uncacheable.entry(key).or_default() += 1);
+                let _ = out.send(Response::RunLocally {
+                    reason: reason.clone(),
+                });
+            }
+            Outcome::Cancelled => self.stats.update(|c| c.cancelled += 1),
+            _ => {}
+        }
+        outcome
+    }
+
+    async fn try_compile(
+        &self,
+        request: &CompileRequest,
+        out: &UnboundedSender<Response>,
+        cancel: &CancellationToken,
+    ) -> io::Result<Outcome> {
+        let started = Instant::now();
+        let compiler = request.compiler_path();
+        let cwd = request.cwd_path();
+        let env = request.env_os();
+        let Some(identity) = self
+            .identities
+            .identify(&self.launcher, &compiler, &env, &cwd)
+            .await?
+        else {
+            return Ok(Outcome::Local("unsupported compiler".into()));
+        };
+        let plan = match gcc::plan(&identity, request) {
+            Ok(plan) => plan,
+            Err(reason) => return Ok(Outcome::Local(reason)),
+        };
+
+        let source = match &plan.preprocess_args {
+            Some(args) => {
+                let pre = self
+                    .launcher
+                    .run_compiler(self.spec(request, args.clone()), None, cancel.clone())
+                    .await?;
+                if !pre.exit.success() {
+                    // The real compile reports the error as the user would see it.
+                    return self.run_uncached(request, &plan, out, cancel).await;
+                }
+                pre.stdout
+            }
+            None => {
+                let input = cwd.join(&plan.args.input);
+                tokio::fs::read(&input).await?
+            }
+        };
+        let key = gcc::key(&identity, &plan, request, &source);
+        let recache = request
+            .env_var("CACHET_RECACHE")
+            .is_some_and(|v| !v.is_empty() && v != b"0");
+
+        if !recache && let Some(entry) = self.cache.get(&key).await {
+            match outputs::restore(&entry, &plan, request.umask) {
+                Ok(()) => {
+                    send_output(out, &entry.stdout, &entry.stderr);
+                    let _ = out.send(Response::Finished(Exit::Code(entry.exit_code)));
+                    let elapsed = millis(started.elapsed());
+                    self.stats.update(|c| {
+                        c.cache_hits += 1;
+                        c.hit_time_ms += elapsed;
+                    });
+                    return Ok(Outcome::Hit);
+                }
+                // For example, the output directory is gone: the compiler will say so.
+                Err(e) => tracing::debug!("restoring {} failed: {e}", key.to_hex()),
+            }
+        }
+
+        let result = self
+            .run_streaming(request, plan.compile_args.clone(), out, cancel)
+            .await?;
+        if !result.exit.success() {
+            let _ = out.send(Response::Finished(result.exit));
+            self.stats.update(|c| c.compile_failures += 1);
+            return Ok(Outcome::Failed);
+        }
+        // Read the outputs before the client hears back: once it has, the build may move
+        // or delete them.
+        let entry = outputs::collect(&plan, &result).await;
+        let _ = out.send(Response::Finished(result.exit));
+        let elapsed = millis(started.elapsed());
+        self.stats.update(|c| {
+            c.cache_misses += 1;
+            c.miss_time_ms += elapsed;
+            if recache {
+                c.forced_recaches += 1;
+            }
+        });
+        // Compressing and storing happen after, off the client's path.
+        match entry {
+            Ok(entry) => self.cache.put_in_background(key, entry),
+            Err(e) => {
+                tracing::warn!("could not read the outputs of {}: {e}", compiler.display());
+                self.stats.update(|c| c.cache_write_errors += 1);
+            }
+        }
+        Ok(Outcome::Miss)
+    }
+
+    async fn run_uncached(
+        &self,
+        request: &CompileRequest,
+        plan: &gcc::Plan,
+        out: &UnboundedSender<Response>,
+        cancel: &CancellationToken,
+    ) -> io::Result<Outcome> {
+        let result = self
+            .run_streaming(request, plan.compile_args.clone(), out, cancel)
+            .await?;
+        let _ = out.send(Response::Finished(result.exit));
+        if result.exit.success() {
+            // The preprocessor failed but the compile did not: odd, but the build goes on.
+            self.stats.update(|c| {
+                *c.uncacheable
+                    .entry("preprocessor failed".into())
+                    .or_default() += 1
+            });
+            Ok(Outcome::Miss)
+        } else {
+            self.stats.update(|c| c.compile_failures += 1);
+            Ok(Outcome::Failed)
+        }
+    }
+
+    /// Runs the real compile with its output streamed to the client as it comes.
+    async fn run_streaming(
+        &self,
+        request: &CompileRequest,
+        args: Vec<std::ffi::OsString>,
+        out: &UnboundedSender<Response>,
+        cancel: &CancellationToken,
+    ) -> io::Result<ProcessOutput> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let forward_to = out.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(chunk) = rx.recv().await {
+                let message = match chunk {
+                    OutputChunk::Stdout(bytes) => Response::Stdout(bytes),
+                    OutputChunk::Stderr(bytes) => Response::Stderr(bytes),
+                };
+                let _ = forward_to.send(message);
+            }
+        });
+        let mut spec = self.spec(request, args);
+        spec.umask = Some(request.umask);
+        let result = self
+            .launcher
+            .run_compiler(spec, Some(tx), cancel.clone())
+            .await;
+        // All output reaches the client before the verdict does.
+        let _ = forward.await;
+        result
+    }
+
+    fn spec(&self, request: &CompileRequest, args: Vec<std::ffi::OsString>) -> CommandSpec {
+        let mut spec = CommandSpec::new(request.compiler_path(), request.cwd_path());
+        spec.args = args;
+        spec.env = request.env_os();
+        spec
+    }
+
+    /// For tests and stats: the identity the service found for `compiler`.
+    pub async fn identity(&self, compiler: &Path, cwd: &Path) -> io::Result<Option<Identity>> {
+        self.identities
+            .identify(&self.launcher, compiler, &[], cwd)
+            .await
+    }
+}
+
+fn send_output(out: &UnboundedSender<Response>, stdout: &[u8], stderr: &[u8]) {
+    if !stdout.is_empty() {
+        let _ = out.send(Response::Stdout(stdout.to_vec()));
+    }
+    if !stderr.is_empty() {
+        let _ = out.send(Response::Stderr(stderr.to_vec()));
+    }
+}
+
+/// The entry a successful compile produces.
+pub fn entry_from(result: &ProcessOutput, files: Vec<crate::cache::StoredFile>) -> CacheEntry {
+    CacheEntry {
+        exit_code: match result.exit {
+            Exit::Code(code) => code,
+            Exit::Signal(_) => 1,
+        },
+        stdout: result.stdout.clone(),
+        stderr: result.stderr.clone(),
+        files,
+    }
+}
+
+#[cfg(test)]
+mod tests;

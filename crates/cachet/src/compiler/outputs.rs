@@ -1,0 +1,65 @@
+//! Moving output files between the client's tree and cache entries.
+
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use super::gcc::Plan;
+use crate::cache::{CacheEntry, StoredFile};
+use crate::process::ProcessOutput;
+
+pub const OBJECT: &str = "object";
+pub const DEPFILE: &str = "depfile";
+
+/// Reads what a successful compile wrote.
+pub async fn collect(plan: &Plan, result: &ProcessOutput) -> io::Result<CacheEntry> {
+    let mut files = vec![StoredFile {
+        role: OBJECT.into(),
+        executable: false,
+        data: tokio::fs::read(&plan.object).await?,
+    }];
+    if let Some(depfile) = &plan.depfile {
+        files.push(StoredFile {
+            role: DEPFILE.into(),
+            executable: false,
+            data: tokio::fs::read(depfile).await?,
+        });
+    }
+    Ok(super::entry_from(result, files))
+}
+
+/// Writes a hit's files where the compiler would have, with the modes the client's umask
+/// gives. Each file appears whole or not at all (temp file, then rename).
+pub fn restore(entry: &CacheEntry, plan: &Plan, umask: u32) -> io::Result<()> {
+    for file in &entry.files {
+        let target = match file.role.as_str() {
+            OBJECT => &plan.object,
+            DEPFILE => match &plan.depfile {
+                Some(path) => path,
+                None => continue,
+            },
+            other => return Err(io::Error::other(format!("unknown output role {other}"))),
+        };
+        let base = if file.executable { 0o777 } else { 0o666 };
+        write_atomically(target, &file.data, base & !umask)?;
+    }
+    if plan.depfile.is_some() && !entry.files.iter().any(|f| f.role == DEPFILE) {
+        return Err(io::Error::other("entry lacks the dependency file"));
+    }
+    Ok(())
+}
+
+fn write_atomically(target: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let dir = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(".cachet-")
+        .tempfile_in(dir)?;
+    temp.write_all(data)?;
+    temp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    temp.persist(target).map_err(|e| e.error)?;
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! The compile pipeline against the mock process seam: exact command lines, hit/miss logic.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cachet_jobserver::Jobserver;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::cache::{DiskCache, DiskStorage};
+use crate::process::mock::{MockRunner, output};
+use crate::process::{CommandSpec, JOBSERVER_VARS};
+use crate::protocol::to_bytes;
+
+const GCC_MACROS: &[u8] = b"#define __GNUC__ 12\n#define __VERSION__ \"12.2.0\"\n";
+
+/// A fake gcc: answers the probe, "preprocesses" by echoing the source, and "compiles" by
+/// writing the object named by -o.
+fn fake_gcc(spec: &CommandSpec) -> io::Result<ProcessOutput> {
+    let args: Vec<String> = spec
+        .args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if args.iter().any(|a| a == "-dM") {
+        return Ok(output(0, GCC_MACROS, b""));
+    }
+    let input = args.iter().find(|a| a.ends_with(".c")).unwrap();
+    let source = std::fs::read(spec.cwd.join(input))?;
+    if args.iter().any(|a| a == "-E") {
+        return Ok(output(0, &source, b""));
+    }
+    let at = args.iter().position(|a| a == "-o").unwrap();
+    std::fs::write(
+        spec.cwd.join(&args[at + 1]),
+        [b"OBJ:".as_slice(), &source].concat(),
+    )?;
+    if source.starts_with(b"error") {
+        return Ok(output(1, b"", b"a.c:1: error: nope\n"));
+    }
+    Ok(output(0, b"", b"a.c:1: warning: unused\n"))
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    work: PathBuf,
+    compiler: PathBuf,
+    mock: MockRunner,
+    service: CompileService,
+    stats: Arc<Stats>,
+    cache: Arc<Cache>,
+    jobserver: Jobserver,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let compiler = dir.path().join("gcc");
+    std::fs::write(&compiler, b"#!/bin/false\n").unwrap();
+    let mock = MockRunner::new(fake_gcc);
+    let jobserver = Jobserver::new(2).unwrap();
+    let stats = Arc::new(Stats::default());
+    let disk = Arc::new(DiskCache::new(dir.path().join("cache"), 1 << 30));
+    let cache = Arc::new(Cache::new(Arc::new(DiskStorage::new(disk)), stats.clone()));
+    let launcher = Launcher::new(Arc::new(mock.clone()), jobserver.clone());
+    let service = CompileService::new(launcher, cache.clone(), stats.clone());
+    Fixture {
+        _dir: dir,
+        work,
+        compiler,
+        mock,
+        service,
+        stats,
+        cache,
+        jobserver,
+    }
+}
+
+impl Fixture {
+    fn request(&self, args: &[&str], env: &[(&str, &str)]) -> CompileRequest {
+        CompileRequest {
+            compiler: to_bytes(self.compiler.as_os_str()),
+            args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            cwd: to_bytes(self.work.as_os_str()),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+            umask: 0o022,
+            stderr_is_tty: false,
+        }
+    }
+
+    async fn run(&self, request: CompileRequest) -> (Outcome, Vec<Response>) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let outcome = self
+            .service
+            .compile(request, tx, CancellationToken::new())
+            .await;
+        let mut responses = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            responses.push(r);
+        }
+        (outcome, responses)
+    }
+
+    fn compiles(&self) -> Vec<CommandSpec> {
+        self.mock
+            .calls()
+            .into_iter()
+            .filter(|c| !c.args.iter().any(|a| a == "-dM"))
+            .collect()
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[tokio::test]
+async fn miss_runs_preprocessor_and_compiler_with_exact_command_lines() {
+    let f = fixture();
+    std::fs::write(f.work.join("a.c"), b"int x;\n").unwrap();
+    let env = [
+        ("PATH", "/usr/bin"),
+        ("LANG", "C"),
+        ("MAKEFLAGS", " -j8 --jobserver-auth=3,4"),
+        (
+            "CARGO_MAKEFLAGS",
+            "-j --jobserver-fds=9,10 --jobserver-auth=9,10",
+        ),
+    ];
+    let (outcome, responses) = f
+        .run(f.request(&["-c", "a.c", "-o", "a.o", "-O2"], &env))
+        .await;
+    assert_eq!(outcome, Outcome::Miss);
+    assert_eq!(
+        responses,
+        vec![
+            Response::Stderr(b"a.c:1: warning: unused\n".to_vec()),
+            Response::Finished(Exit::Code(0))
+        ]
+    );
+
+    let calls = f.compiles();
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    let (pre, compile) = (&calls[0], &calls[1]);
+    for call in [pre, compile] {
+        assert_eq!(call.program, f.compiler);
+        assert_eq!(call.cwd, f.work);
+        assert_eq!(call.env_var("PATH").unwrap(), "/usr/bin");
+        assert_eq!(call.env_var("LANG").unwrap(), "C");
+        let [r, w] = f.jobserver.fds();
+        for var in JOBSERVER_VARS {
+            let value = call.env_var(var).unwrap().to_str().unwrap();
+            assert!(
+                value.contains(&format!("--jobserver-auth={r},{w}")),
+                "{var}={value}"
+            );
+            assert!(
+                !value.contains("3,4") && !value.contains("9,10"),
+                "{var}={value}"
+            );
+        }
+        assert_eq!(call.inherit_fds, vec![r, w]);
+    }
+    let mut pre_args: Vec<&str> = pre.args.iter().map(|a| a.to_str().unwrap()).collect();
+    pre_args.sort_unstable();
+    assert_eq!(pre_args, ["-E", "-O2", "a.c"]);
+    assert_eq!(compile.args, ["-c", "a.c", "-o", "a.o", "-O2"]);
+    assert_eq!(compile.umask, Some(0o022));
+
+    assert_eq!(f.cache.pending().drain(Duration::from_secs(10)).await, 0);
+    std::fs::remove_file(f.work.join("a.o")).unwrap();
+    let (outcome, responses) = f
+        .run(f.request(&["-c", "a.c", "-o", "a.o", "-O2"], &env))
+        .await;
+    assert_eq!(outcome, Outcome::Hit);
+    assert_eq!(
+        responses,
+        vec![
+            Response::Stderr(b"a.c:1: warning: unused\n".to_vec()),
+            Response::Finished(Exit::Code(0))
+        ]
+    );
+    assert_eq!(std::fs::read(f.work.join("a.o")).unwrap(), b"OBJ:int x;\n");
+    // A hit runs the preprocessor only.
+    assert_eq!(f.compiles().len(), 3);
+    let counters = f.stats.counters();
+    assert_eq!((counters.cache_hits, counters.cache_misses), (1, 1));
+    assert_eq!(f.jobserver.stats().held, 0);
+}
+
+#[tokio::test]
+async fn source_args_and_locale_all_change_the_key() {
+    let f = fixture();
+    std::fs::write(f.work.join("a.c"), b"int x;\n").unwrap();
+    let base = ["-c", "a.c", "-o", "a.o"];
+    let mut hits = Vec::new();
+    for (args, env, source) in [
+        (&base[..], vec![("LANG", "C")], "int x;\n"),
+        (&base[..], vec![("LANG", "C")], "int x;\n"),
+        (&base[..], vec![("LANG", "de_DE.UTF-8")], "int x;\n"),
+        (
+            &base[..],
+            vec![("LANG", "C"), ("LC_MESSAGES", "fr_FR")],
+            "int x;\n",
+        ),
+        (
+            &["-c", "a.c", "-o", "a.o", "-O1"][..],
+            vec![("LANG", "C")],
+            "int x;\n",
+        ),
+        (&base[..], vec![("LANG", "C")], "int y;\n"),
+    ] {
+        std::fs::write(f.work.join("a.c"), source).unwrap();
+        let (outcome, _) = f.run(f.request(args, &env)).await;
+        f.cache.pending().drain(Duration::from_secs(10)).await;
+        hits.push(outcome == Outcome::Hit);
+    }
+    assert_eq!(hits, [false, true, false, false, false, false]);
+}
+
+#[tokio::test]
+async fn recache_overwrites_and_failures_are_not_cached() {
+    let f = fixture();
+    std::fs::write(f.work.join("a.c"), b"int x;\n").unwrap();
+    let args = ["-c", "a.c", "-o", "a.o"];
+    f.run(f.request(&args, &[])).await;
+    f.cache.pending().drain(Duration::from_secs(10)).await;
+    let (outcome, _) = f.run(f.request(&args, &[("CACHET_RECACHE", "1")])).await;
+    assert_eq!(outcome, Outcome::Miss);
+    assert_eq!(f.stats.counters().forced_recaches, 1);
+    f.cache.pending().drain(Duration::from_secs(10)).await;
+
+    std::fs::write(f.work.join("a.c"), b"error\n").unwrap();
+    for _ in 0..2 {
+        let (outcome, responses) = f.run(f.request(&args, &[])).await;
+        assert_eq!(outcome, Outcome::Failed);
+        assert_eq!(responses.last(), Some(&Response::Finished(Exit::Code(1))));
+        f.cache.pending().drain(Duration::from_secs(10)).await;
+    }
+    assert_eq!(f.stats.counters().compile_failures, 2);
+}
+
+#[tokio::test]
+async fn uncacheable_compiles_go_back_to_the_client_with_a_reason() {
+    let f = fixture();
+    std::fs::write(f.work.join("a.c"), b"int x;\n").unwrap();
+    let (outcome, responses) = f.run(f.request(&["a.c", "-o", "a"], &[])).await;
+    let Outcome::Local(reason) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        matches!(&responses[..], [Response::RunLocally { .. }]),
+        "{responses:?}"
+    );
+    assert_eq!(f.stats.counters().uncacheable.get(&reason), Some(&1));
+    // Only the probe ran: nothing took a token or compiled.
+    assert!(f.compiles().is_empty());
+
+    let (outcome, _) = f
+        .run(f.request(&["-c", "a.c"], &[("DEPENDENCIES_OUTPUT", "x.d")]))
+        .await;
+    assert_eq!(outcome, Outcome::Local("DEPENDENCIES_OUTPUT is set".into()));
+}
+
+#[tokio::test]
+async fn a_tty_client_gets_colour_and_a_key_of_its_own() {
+    let f = fixture();
+    std::fs::write(f.work.join("a.c"), b"int x;\n").unwrap();
+    let args = ["-c", "a.c", "-o", "a.o"];
+    f.run(f.request(&args, &[("TERM", "xterm")])).await;
+    f.cache.pending().drain(Duration::from_secs(10)).await;
+    let mut tty = f.request(&args, &[("TERM", "xterm")]);
+    tty.stderr_is_tty = true;
+    let (outcome, _) = f.run(tty).await;
+    assert_eq!(
+        outcome,
+        Outcome::Miss,
+        "a terminal never gets the pipe's uncoloured entry"
+    );
+    let last = f.compiles().pop().unwrap();
+    assert_eq!(last.args[0], "-fdiagnostics-color=always");
+}

@@ -1,0 +1,471 @@
+//! Configuration: built-in defaults, then the TOML file, then `CACHET_*` environment variables.
+//!
+//! Every value remembers where it came from, so errors can name the key and the file (or the
+//! variable), and `--show-config` can say why a value is what it is.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Where a configuration value came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Origin {
+    Default,
+    File(PathBuf),
+    Env(&'static str),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => write!(f, "default"),
+            Origin::File(path) => write!(f, "{}", path.display()),
+            Origin::Env(var) => write!(f, "environment variable {var}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config file {path}: unknown key `{key}` (known keys: {known})")]
+    UnknownKey {
+        path: PathBuf,
+        key: String,
+        known: String,
+    },
+    #[error("bad value for `{key}` in {origin}: {message}")]
+    BadValue {
+        key: &'static str,
+        origin: Origin,
+        message: String,
+    },
+    #[error("cannot find a home for the cache: set CACHET_DIR or HOME")]
+    NoHome,
+}
+
+/// The effective configuration of a client or a server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Root of the local disk cache.
+    pub cache_dir: PathBuf,
+    /// Size limit of the local disk cache, in bytes.
+    pub cache_size: u64,
+    /// Tokens in the server's jobserver.
+    pub jobs: usize,
+    /// The server exits after this long without requests; zero means never.
+    pub idle_timeout: Duration,
+    /// Directory of the server's socket, lock and log.
+    pub runtime_dir: PathBuf,
+    /// A `tracing` filter such as `debug` or `cachet=trace`.
+    pub log: Option<String>,
+    /// The config file that was read, if any.
+    pub file: Option<PathBuf>,
+    /// Where each key's value came from.
+    pub origins: BTreeMap<&'static str, Origin>,
+}
+
+const KEYS: &[&str] = &[
+    "cache_dir",
+    "cache_size",
+    "jobs",
+    "idle_timeout",
+    "runtime_dir",
+    "log",
+];
+
+/// One raw setting before it is checked: its text (or TOML value) and its origin.
+enum Raw {
+    Toml(toml::Value),
+    Text(String),
+}
+
+impl Config {
+    /// Loads the configuration of this process.
+    pub fn load() -> Result<Config, ConfigError> {
+        Config::load_with(|name| std::env::var_os(name))
+    }
+
+    /// Loads the configuration with `env` standing in for the process environment.
+    pub fn load_with(env: impl Fn(&str) -> Option<OsString>) -> Result<Config, ConfigError> {
+        let env_str = |name: &str| {
+            env(name)
+                .map(|v| v.to_string_lossy().into_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let home = env_str("HOME").map(PathBuf::from);
+
+        let file = match env_str("CACHET_CONFIG") {
+            Some(path) => Some((PathBuf::from(path), true)),
+            None => env_str("XDG_CONFIG_HOME")
+                .map(PathBuf::from)
+                .or_else(|| home.as_ref().map(|h| h.join(".config")))
+                .map(|dir| (dir.join("cachet").join("config.toml"), false)),
+        };
+
+        let mut raw: BTreeMap<&'static str, (Raw, Origin)> = BTreeMap::new();
+        let mut file_used = None;
+        if let Some((path, explicit)) = file {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    read_file_values(&path, &text, &mut raw)?;
+                    file_used = Some(path);
+                }
+                // A missing default file is normal; a missing file the user named is not.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
+                Err(source) => return Err(ConfigError::Read { path, source }),
+            }
+        }
+
+        for (key, var) in [
+            ("cache_dir", "CACHET_DIR"),
+            ("cache_size", "CACHET_CACHE_SIZE"),
+            ("jobs", "CACHET_JOBS"),
+            ("idle_timeout", "CACHET_IDLE_TIMEOUT"),
+            ("runtime_dir", "CACHET_RUNTIME_DIR"),
+            ("log", "CACHET_LOG"),
+        ] {
+            if let Some(value) = env_str(var) {
+                raw.insert(key, (Raw::Text(value), Origin::Env(var)));
+            }
+        }
+
+        let mut origins = BTreeMap::new();
+        let mut take = |key: &'static str| {
+            let entry = raw.remove(key);
+            let origin = entry
+                .as_ref()
+                .map(|(_, o)| o.clone())
+                .unwrap_or(Origin::Default);
+            origins.insert(key, origin.clone());
+            entry.map(|(value, _)| (value, origin))
+        };
+
+        let cache_dir = match take("cache_dir") {
+            Some((value, origin)) => as_path("cache_dir", value, origin)?,
+            None => env_str("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| home.as_ref().map(|h| h.join(".cache")))
+                .ok_or(ConfigError::NoHome)?
+                .join("cachet"),
+        };
+        let cache_size = match take("cache_size") {
+            Some((value, origin)) => as_size("cache_size", value, origin)?,
+            None => DEFAULT_CACHE_SIZE,
+        };
+        let jobs = match take("jobs") {
+            Some((value, origin)) => as_jobs(value, origin)?,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let idle_timeout = match take("idle_timeout") {
+            Some((value, origin)) => as_duration("idle_timeout", value, origin)?,
+            None => DEFAULT_IDLE_TIMEOUT,
+        };
+        let runtime_dir = match take("runtime_dir") {
+            Some((value, origin)) => as_path("runtime_dir", value, origin)?,
+            None => match env_str("XDG_RUNTIME_DIR") {
+                Some(dir) if Path::new(&dir).is_dir() => PathBuf::from(dir).join("cachet"),
+                _ => cache_dir.join("run"),
+            },
+        };
+        let log = match take("log") {
+            Some((Raw::Text(s), _)) => Some(s),
+            Some((Raw::Toml(toml::Value::String(s)), _)) => Some(s),
+            Some((_, origin)) => {
+                return Err(ConfigError::BadValue {
+                    key: "log",
+                    origin,
+                    message: "expected a string such as \"debug\"".into(),
+                });
+            }
+            None => None,
+        };
+
+        Ok(Config {
+            cache_dir,
+            cache_size,
+            jobs,
+            idle_timeout,
+            runtime_dir,
+            log,
+            file: file_used,
+            origins,
+        })
+    }
+}
+
+fn read_file_values(
+    path: &Path,
+    text: &str,
+    raw: &mut BTreeMap<&'static str, (Raw, Origin)>,
+) -> Result<(), ConfigError> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+    for (key, value) in table {
+        let Some(&known) = KEYS.iter().find(|k| **k == key) else {
+            return Err(ConfigError::UnknownKey {
+                path: path.to_owned(),
+                key,
+                known: KEYS.join(", "),
+            });
+        };
+        raw.insert(known, (Raw::Toml(value), Origin::File(path.to_owned())));
+    }
+    Ok(())
+}
+
+fn bad(key: &'static str, origin: Origin, message: impl Into<String>) -> ConfigError {
+    ConfigError::BadValue {
+        key,
+        origin,
+        message: message.into(),
+    }
+}
+
+fn as_path(key: &'static str, value: Raw, origin: Origin) -> Result<PathBuf, ConfigError> {
+    let text = match value {
+        Raw::Text(s) | Raw::Toml(toml::Value::String(s)) => s,
+        Raw::Toml(_) => return Err(bad(key, origin, "expected a path string")),
+    };
+    if text.is_empty() {
+        return Err(bad(key, origin, "the path is empty"));
+    }
+    let path = PathBuf::from(text);
+    if !path.is_absolute() {
+        return Err(bad(key, origin, "the path must be absolute"));
+    }
+    Ok(path)
+}
+
+fn as_jobs(value: Raw, origin: Origin) -> Result<usize, ConfigError> {
+    let n = match value {
+        Raw::Toml(toml::Value::Integer(n)) => n,
+        Raw::Text(s) => s
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| bad("jobs", origin.clone(), format!("`{s}` is not a number")))?,
+        Raw::Toml(_) => return Err(bad("jobs", origin, "expected a whole number")),
+    };
+    // The jobserver pipe holds one byte per token; keep far below the pipe's capacity.
+    if !(1..=4096).contains(&n) {
+        return Err(bad(
+            "jobs",
+            origin,
+            format!("{n} is not between 1 and 4096"),
+        ));
+    }
+    Ok(n as usize)
+}
+
+/// Sizes are bytes, or a number with a suffix: K, M, G, T (powers of 1024), optionally `iB`/`B`.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let unit: u64 = match suffix.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => return None,
+    };
+    let bytes = number * unit as f64;
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+fn as_size(key: &'static str, value: Raw, origin: Origin) -> Result<u64, ConfigError> {
+    match value {
+        Raw::Toml(toml::Value::Integer(n)) if n > 0 => Ok(n as u64),
+        Raw::Text(s) | Raw::Toml(toml::Value::String(s)) => {
+            parse_size(&s).filter(|n| *n > 0).ok_or_else(|| {
+                bad(
+                    key,
+                    origin,
+                    format!("`{s}` is not a size such as 500M or 10G"),
+                )
+            })
+        }
+        Raw::Toml(_) => Err(bad(key, origin, "expected a positive size such as \"10G\"")),
+    }
+}
+
+/// Durations are seconds, or a number with a suffix: s, m, h.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let scale = match suffix.trim() {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        _ => return None,
+    };
+    Some(Duration::from_secs(n.checked_mul(scale)?))
+}
+
+fn as_duration(key: &'static str, value: Raw, origin: Origin) -> Result<Duration, ConfigError> {
+    match value {
+        Raw::Toml(toml::Value::Integer(n)) if n >= 0 => Ok(Duration::from_secs(n as u64)),
+        Raw::Text(s) | Raw::Toml(toml::Value::String(s)) => parse_duration(&s).ok_or_else(|| {
+            bad(
+                key,
+                origin,
+                format!("`{s}` is not a duration such as 600, 90s or 10m"),
+            )
+        }),
+        Raw::Toml(_) => Err(bad(
+            key,
+            origin,
+            "expected seconds, or a string such as \"10m\"",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load_with(move |name| {
+            vars.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| OsString::from(v))
+        })
+    }
+
+    #[test]
+    fn defaults_follow_xdg_and_home() {
+        let config = load(&[("HOME", "/home/u"), ("XDG_CONFIG_HOME", "/nonexistent")]).unwrap();
+        assert_eq!(config.cache_dir, PathBuf::from("/home/u/.cache/cachet"));
+        assert_eq!(config.cache_size, DEFAULT_CACHE_SIZE);
+        assert_eq!(config.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(
+            config.runtime_dir,
+            PathBuf::from("/home/u/.cache/cachet/run")
+        );
+        assert!(config.jobs >= 1);
+        assert_eq!(config.origins["jobs"], Origin::Default);
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "cache_dir = \"/srv/cache\"\ncache_size = \"2G\"\njobs = 3\nidle_timeout = \"5m\"\n",
+        )
+        .unwrap();
+        let file_str = file.to_str().unwrap();
+        let config = load(&[
+            ("HOME", "/h"),
+            ("CACHET_CONFIG", file_str),
+            ("CACHET_JOBS", "7"),
+        ])
+        .unwrap();
+        assert_eq!(config.cache_dir, PathBuf::from("/srv/cache"));
+        assert_eq!(config.cache_size, 2 << 30);
+        assert_eq!(config.jobs, 7);
+        assert_eq!(config.idle_timeout, Duration::from_secs(300));
+        assert_eq!(config.origins["jobs"], Origin::Env("CACHET_JOBS"));
+        assert_eq!(config.origins["cache_size"], Origin::File(file.clone()));
+        assert_eq!(config.file.as_deref(), Some(file.as_path()));
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "jobs = \"many\"\n").unwrap();
+        let err = load(&[("HOME", "/h"), ("CACHET_CONFIG", file.to_str().unwrap())]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("`jobs`") && text.contains(file.to_str().unwrap()),
+            "{text}"
+        );
+
+        std::fs::write(&file, "jobz = 3\n").unwrap();
+        let text = load(&[("HOME", "/h"), ("CACHET_CONFIG", file.to_str().unwrap())])
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("unknown key `jobz`"), "{text}");
+
+        std::fs::write(&file, "jobs = [\n").unwrap();
+        let text = load(&[("HOME", "/h"), ("CACHET_CONFIG", file.to_str().unwrap())])
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("not valid TOML"), "{text}");
+
+        let text = load(&[
+            ("HOME", "/h"),
+            ("XDG_CONFIG_HOME", "/nonexistent"),
+            ("CACHET_CACHE_SIZE", "lots"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            text.contains("`cache_size`") && text.contains("CACHET_CACHE_SIZE"),
+            "{text}"
+        );
+
+        let text = load(&[
+            ("HOME", "/h"),
+            ("XDG_CONFIG_HOME", "/nonexistent"),
+            ("CACHET_JOBS", "0"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(text.contains("`jobs`"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_named_config_file_is_an_error() {
+        let err = load(&[
+            ("HOME", "/h"),
+            ("CACHET_CONFIG", "/nonexistent/cachet.toml"),
+        ])
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("10G"), Some(10 << 30));
+        assert_eq!(parse_size("512MiB"), Some(512 << 20));
+        assert_eq!(parse_size("1.5K"), Some(1536));
+        assert_eq!(parse_size("123"), Some(123));
+        assert_eq!(parse_size("12Q"), None);
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("soon"), None);
+    }
+}

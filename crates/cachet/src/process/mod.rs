@@ -1,0 +1,97 @@
+//! The one seam through which the server spawns every child process.
+//!
+//! [`ProcessRunner`] runs a fully described [`CommandSpec`]. The real runner uses tokio
+//! processes; the mock records every spec so tests can assert the exact program, arguments,
+//! environment and working directory. [`Launcher`] adds the jobserver on top.
+
+mod launcher;
+#[cfg(test)]
+pub mod mock;
+mod tokio_runner;
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+pub use launcher::{JOBSERVER_VARS, Launcher};
+pub use tokio_runner::TokioRunner;
+
+use crate::protocol::Exit;
+
+/// Everything about a child process, so that nothing is inherited by accident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSpec {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// The child's complete environment (the server's own is not inherited).
+    pub env: Vec<(OsString, OsString)>,
+    pub cwd: PathBuf,
+    /// Umask for the child, so its output files get the client's modes.
+    pub umask: Option<u32>,
+    /// Descriptors that stay open in the child under the same numbers (the jobserver pipe).
+    pub inherit_fds: Vec<RawFd>,
+}
+
+impl CommandSpec {
+    pub fn new(program: impl Into<PathBuf>, cwd: impl Into<PathBuf>) -> CommandSpec {
+        CommandSpec {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: cwd.into(),
+            umask: None,
+            inherit_fds: Vec::new(),
+        }
+    }
+
+    pub fn env_var(&self, name: &str) -> Option<&OsString> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+
+    /// Sets `name`, replacing any earlier value.
+    pub fn set_env(&mut self, name: impl Into<OsString>, value: impl Into<OsString>) {
+        let name = name.into();
+        self.env.retain(|(k, _)| *k != name);
+        self.env.push((name, value.into()));
+    }
+
+    pub fn remove_env(&mut self, name: &str) {
+        self.env.retain(|(k, _)| k != name);
+    }
+}
+
+/// Output of a child, as it arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputChunk {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessOutput {
+    pub exit: Exit,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+#[async_trait]
+pub trait ProcessRunner: Send + Sync {
+    /// Runs `spec` to its end with stdin from /dev/null. Output chunks also go to `stream`
+    /// as they arrive. When `cancel` fires, the child's whole process group is killed and
+    /// reaped before this returns `ErrorKind::Interrupted`.
+    async fn run(
+        &self,
+        spec: CommandSpec,
+        stream: Option<UnboundedSender<OutputChunk>>,
+        cancel: CancellationToken,
+    ) -> io::Result<ProcessOutput>;
+}

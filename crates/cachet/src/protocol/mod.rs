@@ -1,0 +1,170 @@
+//! What the client and the server say to each other.
+//!
+//! A connection starts with a handshake frame from each side (`b"CACHET"` and the protocol
+//! version as u32 LE, a layout that never changes), so that a version mismatch is always
+//! recognised. Every later frame is one postcard-encoded message. See `frame` for framing.
+
+pub mod frame;
+
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::StatsSnapshot;
+
+/// Bump on any change to the messages below.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+const HANDSHAKE_MAGIC: &[u8; 6] = b"CACHET";
+
+pub fn handshake(version: u32) -> Vec<u8> {
+    let mut bytes = HANDSHAKE_MAGIC.to_vec();
+    bytes.extend_from_slice(&version.to_le_bytes());
+    bytes
+}
+
+/// The version in a handshake frame, or None when it is not one.
+pub fn parse_handshake(bytes: &[u8]) -> Option<u32> {
+    let rest = bytes.strip_prefix(HANDSHAKE_MAGIC.as_slice())?;
+    Some(u32::from_le_bytes(rest.try_into().ok()?))
+}
+
+/// Raw bytes of an OS string: paths and args need not be UTF-8.
+pub type Bytes = Vec<u8>;
+
+pub fn to_bytes(s: &std::ffi::OsStr) -> Bytes {
+    s.as_bytes().to_vec()
+}
+
+pub fn to_os(bytes: &[u8]) -> OsString {
+    OsString::from_vec(bytes.to_vec())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Compile(CompileRequest),
+    Stats,
+    ZeroStats,
+    /// Stop accepting, finish running compiles and pending writes, then exit.
+    Shutdown,
+    ClearCache,
+    CleanupCache,
+}
+
+/// One compiler invocation, as the build tool made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompileRequest {
+    /// Absolute path of the real compiler, already resolved by the client.
+    pub compiler: Bytes,
+    pub args: Vec<Bytes>,
+    pub cwd: Bytes,
+    /// The client's whole environment.
+    pub env: Vec<(Bytes, Bytes)>,
+    pub umask: u32,
+    /// Whether the client's stderr is a terminal (the compiler's colour choice depends on it).
+    pub stderr_is_tty: bool,
+}
+
+impl CompileRequest {
+    pub fn compiler_path(&self) -> PathBuf {
+        PathBuf::from(to_os(&self.compiler))
+    }
+
+    pub fn cwd_path(&self) -> PathBuf {
+        PathBuf::from(to_os(&self.cwd))
+    }
+
+    pub fn args_os(&self) -> Vec<OsString> {
+        self.args.iter().map(|a| to_os(a)).collect()
+    }
+
+    pub fn env_os(&self) -> Vec<(OsString, OsString)> {
+        self.env.iter().map(|(k, v)| (to_os(k), to_os(v))).collect()
+    }
+
+    pub fn env_var(&self, name: &str) -> Option<&[u8]> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name.as_bytes())
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    pub fn success(self) -> bool {
+        self == Exit::Code(0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Compiler output, in the order it was produced.
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// The compile is over; output files are in place.
+    Finished(Exit),
+    /// The server will not handle this compile: the client runs the compiler itself.
+    RunLocally {
+        reason: String,
+    },
+    Stats(Box<StatsSnapshot>),
+    Done {
+        message: String,
+    },
+    /// The request could not be served; the text says why.
+    Error(String),
+}
+
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    postcard::to_stdvec(message).expect("protocol messages always serialize")
+}
+
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_round_trip_and_rejects_garbage() {
+        assert_eq!(parse_handshake(&handshake(7)), Some(7));
+        assert_eq!(parse_handshake(b"CACHET\x01\x00"), None);
+        assert_eq!(parse_handshake(b"GET / HTTP/1.1\r\n"), None);
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let request = Request::Compile(CompileRequest {
+            compiler: b"/usr/bin/gcc".to_vec(),
+            args: vec![b"-c".to_vec(), b"\xffodd.c".to_vec()],
+            cwd: b"/src".to_vec(),
+            env: vec![(b"PATH".to_vec(), b"/usr/bin".to_vec())],
+            umask: 0o022,
+            stderr_is_tty: false,
+        });
+        assert_eq!(decode::<Request>(&encode(&request)).unwrap(), request);
+        let response = Response::Finished(Exit::Signal(9));
+        assert_eq!(decode::<Response>(&encode(&response)).unwrap(), response);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for junk in [&b""[..], b"\xff\xff\xff\xff", b"\x00\x01", b"hello world"] {
+            let _ = decode::<Request>(junk);
+            let _ = decode::<Response>(junk);
+        }
+        assert!(decode::<Request>(b"\x63").is_err());
+    }
+}

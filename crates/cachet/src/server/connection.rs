@@ -1,0 +1,188 @@
+//! One client connection: check who it is, shake hands, then serve its requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::UnixStream;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Server;
+use crate::protocol::frame::{read_frame_async, write_frame_async};
+use crate::protocol::{self, PROTOCOL_VERSION, Request, Response};
+
+/// A client that connects and then says nothing is dropped after this long.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn handle(server: Arc<Server>, stream: UnixStream) {
+    let our_uid = unsafe { libc::getuid() };
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == our_uid => {}
+        Ok(cred) => {
+            tracing::warn!(
+                "refused a connection from uid {} (pid {:?})",
+                cred.uid(),
+                cred.pid()
+            );
+            server.stats.update(|c| c.connections_refused += 1);
+            return;
+        }
+        Err(e) => {
+            tracing::warn!("refused a connection whose peer is unknown: {e}");
+            server.stats.update(|c| c.connections_refused += 1);
+            return;
+        }
+    }
+    let (mut reader, mut writer) = stream.into_split();
+
+    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame_async(&mut reader)).await;
+    let version = match hello {
+        Ok(Ok(Some(frame))) => protocol::parse_handshake(&frame),
+        Ok(Ok(None)) => return,
+        _ => None,
+    };
+    // Our version goes back either way, so an old or new client knows what it met.
+    let _ = write_frame_async(&mut writer, &protocol::handshake(PROTOCOL_VERSION)).await;
+    match version {
+        Some(PROTOCOL_VERSION) => {}
+        Some(other) => {
+            tracing::info!("client speaks protocol {other}, we speak {PROTOCOL_VERSION}");
+            return;
+        }
+        None => {
+            tracing::warn!("connection did not start with a handshake");
+            server.stats.update(|c| c.protocol_errors += 1);
+            return;
+        }
+    }
+
+    loop {
+        let frame = match read_frame_async(&mut reader).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!("bad frame from client: {e}");
+                server.stats.update(|c| c.protocol_errors += 1);
+                let _ = send(&mut writer, &Response::Error(format!("bad frame: {e}"))).await;
+                return;
+            }
+        };
+        let request: Request = match protocol::decode(&frame) {
+            Ok(request) => request,
+            Err(e) => {
+                tracing::warn!("malformed request: {e}");
+                server.stats.update(|c| c.protocol_errors += 1);
+                let _ = send(
+                    &mut writer,
+                    &Response::Error(format!("malformed request: {e}")),
+                )
+                .await;
+                return;
+            }
+        };
+        let response = match request {
+            Request::Compile(compile) => {
+                serve_compile(&server, compile, reader, writer).await;
+                return;
+            }
+            Request::Stats => Response::Stats(Box::new(server.snapshot().await)),
+            Request::ZeroStats => {
+                server.zero_stats();
+                Response::Done {
+                    message: "statistics zeroed".into(),
+                }
+            }
+            Request::Shutdown => {
+                let dropped = server.stop().await;
+                Response::Done {
+                    message: if dropped == 0 {
+                        "server stopped".into()
+                    } else {
+                        format!("server stopped; {dropped} pending cache writes were dropped")
+                    },
+                }
+            }
+            Request::ClearCache => {
+                let disk = server.disk.clone();
+                match tokio::task::spawn_blocking(move || disk.clear()).await {
+                    Ok(Ok(report)) => Response::Done {
+                        message: format!(
+                            "removed {} entries ({} bytes)",
+                            report.removed_entries, report.removed_bytes
+                        ),
+                    },
+                    Ok(Err(e)) => Response::Error(format!("clearing the cache failed: {e}")),
+                    Err(e) => Response::Error(e.to_string()),
+                }
+            }
+            Request::CleanupCache => {
+                let disk = server.disk.clone();
+                match tokio::task::spawn_blocking(move || disk.cleanup()).await {
+                    Ok(Ok(report)) => Response::Done {
+                        message: format!(
+                            "trimmed to the size limit: removed {} entries ({} bytes)",
+                            report.removed_entries, report.removed_bytes
+                        ),
+                    },
+                    Ok(Err(e)) => Response::Error(format!("cleaning up the cache failed: {e}")),
+                    Err(e) => Response::Error(e.to_string()),
+                }
+            }
+        };
+        server.touch();
+        if send(&mut writer, &response).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn send(writer: &mut OwnedWriteHalf, response: &Response) -> std::io::Result<()> {
+    write_frame_async(writer, &protocol::encode(response)).await
+}
+
+/// Runs one compile while watching the socket: when the client goes away (killed, or
+/// interrupted by the user), the compile is cancelled and its compiler killed.
+async fn serve_compile(
+    server: &Arc<Server>,
+    request: protocol::CompileRequest,
+    mut reader: tokio::net::unix::OwnedReadHalf,
+    mut writer: OwnedWriteHalf,
+) {
+    let _running = server.compile_started();
+    let cancel = CancellationToken::new();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+
+    let watch_cancel = cancel.clone();
+    let watcher = tokio::spawn(async move {
+        let mut byte = [0u8; 1];
+        // The client sends nothing more; any return means it closed or died.
+        let _ = reader.read(&mut byte).await;
+        watch_cancel.cancel();
+    });
+
+    let compile = server.compiles.compile(request, tx, cancel.clone());
+    tokio::pin!(compile);
+    let mut compile_done = false;
+    let mut client_gone = false;
+    loop {
+        tokio::select! {
+            outcome = &mut compile, if !compile_done => {
+                compile_done = true;
+                tracing::debug!("compile finished: {outcome:?}");
+            }
+            message = rx.recv() => match message {
+                Some(response) => {
+                    if !client_gone && send(&mut writer, &response).await.is_err() {
+                        client_gone = true;
+                        cancel.cancel();
+                    }
+                }
+                // The service dropped its sender: everything has been sent.
+                None => break,
+            },
+        }
+    }
+    watcher.abort();
+}

@@ -1,0 +1,56 @@
+//! Starting the server in the background, clean of what the client's process carried.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// The hidden argument that makes `cachet` run as the server in the foreground.
+pub const SERVER_ARG: &str = "--internal-run-server";
+
+/// Closes every descriptor above stderr. A daemon that keeps a build's jobserver fds makes
+/// make wait for it at exit (sccache#2841), and a kept pipe stalls whoever reads it.
+pub fn close_inherited_fds() {
+    // SAFETY: nothing in this process owns a descriptor above 2 yet: we run first in main.
+    let closed = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if closed == 0 {
+        return;
+    }
+    // Kernels before 5.9: close what /proc lists.
+    let fds: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|fd| *fd > 2)
+            .collect(),
+        Err(_) => (3..1024).collect(),
+    };
+    for fd in fds {
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Starts `exe` as a detached server: its own session, no terminal, stdin from /dev/null,
+/// output to `log`. The caller then waits until the socket answers.
+pub fn spawn_detached(exe: &Path, log: &Path) -> io::Result<()> {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let mut command = Command::new(exe);
+    command
+        .arg(SERVER_ARG)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file);
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    // Not waited for: it outlives us, and init reaps it.
+    command.spawn().map(drop)
+}

@@ -1,0 +1,260 @@
+//! The background server: one per runtime directory, on tokio.
+//!
+//! It owns the cache and the jobserver, serves clients on a Unix socket, refuses other
+//! users, and exits after an idle timeout, never while a compile runs and only after its
+//! pending cache writes are done.
+
+mod connection;
+mod daemon;
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cachet_jobserver::Jobserver;
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+
+pub use daemon::{close_inherited_fds, spawn_detached};
+
+use crate::cache::{Cache, DiskCache, DiskStorage, disk::Fault};
+use crate::compiler::CompileService;
+use crate::config::Config;
+use crate::paths::{FileLock, RuntimeDir};
+use crate::process::{Launcher, TokioRunner};
+use crate::stats::{CacheSnapshot, JobserverSnapshot, Stats, StatsSnapshot, millis};
+
+/// How long shutdown waits for pending cache writes before it drops them.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// Hidden switch for fault tests on machines that refuse tmpfs and bind mounts.
+const FAULT_VAR: &str = "CACHET_TEST_STORAGE_FAULT";
+
+pub struct Server {
+    config: Config,
+    runtime: RuntimeDir,
+    disk: Arc<DiskCache>,
+    cache: Arc<Cache>,
+    stats: Arc<Stats>,
+    jobserver: Jobserver,
+    compiles: CompileService,
+    started: Instant,
+    running: AtomicU64,
+    last_activity: Mutex<Instant>,
+    shutdown: CancellationToken,
+    /// Set once shutdown has drained: how many writes were dropped.
+    stopped: tokio::sync::watch::Sender<Option<u64>>,
+}
+
+/// Marks a compile as running for as long as it lives.
+pub struct RunningGuard<'a>(&'a Server);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+        self.0.touch();
+    }
+}
+
+impl Server {
+    fn touch(&self) {
+        *self.last_activity.lock().unwrap() = Instant::now();
+    }
+
+    pub fn compile_started(&self) -> RunningGuard<'_> {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+        RunningGuard(self)
+    }
+
+    pub async fn snapshot(&self) -> StatsSnapshot {
+        let disk = self.disk.clone();
+        let usage = tokio::task::spawn_blocking(move || disk.usage()).await;
+        let (usage, usage_error) = match usage {
+            Ok(Ok(usage)) => (usage, None),
+            Ok(Err(e)) => (Default::default(), Some(e.to_string())),
+            Err(e) => (Default::default(), Some(e.to_string())),
+        };
+        let j = self.jobserver.stats();
+        StatsSnapshot {
+            version: env!("CARGO_PKG_VERSION").into(),
+            server_pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            runtime_dir: self.runtime.path().display().to_string(),
+            compiles_running: self.running.load(Ordering::SeqCst),
+            pending_writes: self.cache.pending().count(),
+            counters: self.stats.counters(),
+            cache: CacheSnapshot {
+                dir: self.config.cache_dir.display().to_string(),
+                size_bytes: usage.bytes,
+                entries: usage.entries,
+                max_size_bytes: self.config.cache_size,
+                usage_error,
+            },
+            jobserver: JobserverSnapshot {
+                tokens: j.capacity as u64,
+                tokens_held: j.held as u64,
+                peak_tokens_held: j.peak_held as u64,
+                pool_in_use: j.pool_in_use as u64,
+                token_waits: j.waits,
+                token_wait_time_ms: millis(j.wait_time),
+            },
+        }
+    }
+
+    pub fn zero_stats(&self) {
+        self.stats.zero();
+        self.jobserver.zero_stats();
+    }
+
+    /// Begins shutdown and waits until it has drained; returns the writes dropped.
+    pub async fn stop(&self) -> u64 {
+        let mut stopped = self.stopped.subscribe();
+        self.shutdown.cancel();
+        loop {
+            if let Some(dropped) = *stopped.borrow_and_update() {
+                return dropped;
+            }
+            if stopped.changed().await.is_err() {
+                return 0;
+            }
+        }
+    }
+
+    fn idle_for(&self) -> Option<Duration> {
+        if self.running.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        Some(self.last_activity.lock().unwrap().elapsed())
+    }
+}
+
+/// Runs the server in the foreground until it stops; returns the exit code.
+pub fn run(config: Config) -> i32 {
+    close_inherited_fds();
+    let runtime = match RuntimeDir::prepare(&config.runtime_dir) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!(
+                "cachet server: runtime directory {}: {e}",
+                config.runtime_dir.display()
+            );
+            return 1;
+        }
+    };
+    let _lock = match FileLock::try_acquire(&runtime.server_lock()) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            tracing::info!(
+                "another server already runs in {}",
+                runtime.path().display()
+            );
+            return 0;
+        }
+        Err(e) => {
+            eprintln!(
+                "cachet server: cannot lock {}: {e}",
+                runtime.server_lock().display()
+            );
+            return 1;
+        }
+    };
+    let tokio = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cachet server: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match tokio.block_on(serve(config, runtime)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("cachet server: {e}");
+            1
+        }
+    }
+}
+
+async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
+    let address = runtime.socket()?;
+    // We hold the server lock, so a socket file left here belongs to a dead server.
+    let _ = std::fs::remove_file(address.real_path());
+    let listener = UnixListener::bind(address.connect_path())?;
+
+    let fault = match std::env::var(FAULT_VAR).as_deref() {
+        Ok("disk-full") => Fault::DiskFull,
+        Ok("read-only") => Fault::ReadOnly,
+        _ => Fault::None,
+    };
+    let disk =
+        Arc::new(DiskCache::new(config.cache_dir.clone(), config.cache_size).with_fault(fault));
+    let stats = Arc::new(Stats::default());
+    let cache = Arc::new(Cache::new(
+        Arc::new(DiskStorage::new(disk.clone())),
+        stats.clone(),
+    ));
+    let jobserver = Jobserver::new(config.jobs)?;
+    let launcher = Launcher::new(Arc::new(TokioRunner), jobserver.clone());
+    let server = Arc::new(Server {
+        compiles: CompileService::new(launcher, cache.clone(), stats.clone()),
+        runtime,
+        disk,
+        cache,
+        stats,
+        jobserver,
+        started: Instant::now(),
+        running: AtomicU64::new(0),
+        last_activity: Mutex::new(Instant::now()),
+        shutdown: CancellationToken::new(),
+        stopped: tokio::sync::watch::channel(None).0,
+        config,
+    });
+    tracing::info!(
+        "cachet server {} listening on {} with {} jobserver tokens",
+        std::process::id(),
+        address.real_path().display(),
+        server.config.jobs
+    );
+
+    let connections = tokio_util::task::TaskTracker::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let server = server.clone();
+                    connections.spawn(async move { connection::handle(server, stream).await });
+                }
+                Err(e) => tracing::warn!("accept failed: {e}"),
+            },
+            _ = server.shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                let timeout = server.config.idle_timeout;
+                if !timeout.is_zero() && server.idle_for().is_some_and(|idle| idle >= timeout) {
+                    tracing::info!("idle for {timeout:?}; exiting");
+                    break;
+                }
+            }
+        }
+    }
+
+    // Stop taking work: no new client can reach us, and running compiles finish.
+    drop(listener);
+    let _ = std::fs::remove_file(address.real_path());
+    while server.running.load(Ordering::SeqCst) > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dropped = server.cache.pending().drain(DRAIN_LIMIT).await;
+    if dropped > 0 {
+        tracing::warn!("dropped {dropped} cache writes that did not finish in {DRAIN_LIMIT:?}");
+    }
+    server.stopped.send_replace(Some(dropped));
+    connections.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), connections.wait()).await;
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! Server counters, and the snapshot that `--show-stats` prints as text or JSON.
+//!
+//! The names here are the names in the output and in docs/stats.md.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the server counts since it started or was last zeroed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub compile_requests: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    /// Misses forced by CACHET_RECACHE=1 (also counted as misses).
+    pub forced_recaches: u64,
+    /// Passed back to the client to run itself, by reason.
+    pub uncacheable: BTreeMap<String, u64>,
+    /// Compiles that exited non-zero (never cached).
+    pub compile_failures: u64,
+    /// Compiles abandoned because the client went away; their compiler was killed.
+    pub cancelled: u64,
+    pub cache_read_errors: u64,
+    pub cache_write_errors: u64,
+    /// Entries that failed their checksum or did not decode; each was removed.
+    pub corrupt_entries: u64,
+    /// Connections from another user, refused.
+    pub connections_refused: u64,
+    /// Malformed, truncated or oversized frames, and handshake failures.
+    pub protocol_errors: u64,
+    pub hit_time_ms: u64,
+    pub miss_time_ms: u64,
+}
+
+impl Counters {
+    pub fn uncacheable_total(&self) -> u64 {
+        self.uncacheable.values().sum()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    counters: Mutex<Counters>,
+}
+
+impl Stats {
+    pub fn update(&self, f: impl FnOnce(&mut Counters)) {
+        f(&mut self.counters.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn zero(&self) {
+        *self.counters.lock().unwrap_or_else(|e| e.into_inner()) = Counters::default();
+    }
+}
+
+pub fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobserverSnapshot {
+    /// N: tokens in the server's pool.
+    pub tokens: u64,
+    /// Tokens the server holds right now, one per running compiler process.
+    pub tokens_held: u64,
+    pub peak_tokens_held: u64,
+    /// Tokens out of the pipe right now, including compilers' extra threads.
+    pub pool_in_use: u64,
+    pub token_waits: u64,
+    pub token_wait_time_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheSnapshot {
+    pub dir: String,
+    pub size_bytes: u64,
+    pub entries: u64,
+    pub max_size_bytes: u64,
+    /// Set when the cache's size could not be read.
+    pub usage_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsSnapshot {
+    pub version: String,
+    pub server_pid: u32,
+    pub uptime_secs: u64,
+    pub runtime_dir: String,
+    pub compiles_running: u64,
+    pub pending_writes: u64,
+    pub counters: Counters,
+    pub cache: CacheSnapshot,
+    pub jobserver: JobserverSnapshot,
+}
+
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "-".into()
+    } else {
+        format!("{:.1} %", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+fn average_ms(total: u64, count: u64) -> String {
+    if count == 0 {
+        "-".into()
+    } else {
+        format!("{:.1} ms", total as f64 / count as f64)
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+impl StatsSnapshot {
+    /// The human-readable table of `cachet --show-stats`.
+    pub fn to_text(&self) -> String {
+        let c = &self.counters;
+        let j = &self.jobserver;
+        let cacheable = c.cache_hits + c.cache_misses;
+        let mut rows: Vec<(String, String)> = vec![
+            ("Compile requests".into(), c.compile_requests.to_string()),
+            ("Cache hits".into(), c.cache_hits.to_string()),
+            ("Cache misses".into(), c.cache_misses.to_string()),
+            ("Hit rate".into(), percent(c.cache_hits, cacheable)),
+            ("Forced recaches".into(), c.forced_recaches.to_string()),
+            (
+                "Uncacheable calls".into(),
+                c.uncacheable_total().to_string(),
+            ),
+            ("Compile failures".into(), c.compile_failures.to_string()),
+            ("Cancelled compiles".into(), c.cancelled.to_string()),
+            ("Cache read errors".into(), c.cache_read_errors.to_string()),
+            (
+                "Cache write errors".into(),
+                c.cache_write_errors.to_string(),
+            ),
+            (
+                "Corrupt entries removed".into(),
+                c.corrupt_entries.to_string(),
+            ),
+            (
+                "Connections refused".into(),
+                c.connections_refused.to_string(),
+            ),
+            ("Protocol errors".into(), c.protocol_errors.to_string()),
+            (
+                "Average hit time".into(),
+                average_ms(c.hit_time_ms, c.cache_hits),
+            ),
+            (
+                "Average miss time".into(),
+                average_ms(c.miss_time_ms, c.cache_misses),
+            ),
+            ("Compiles running".into(), self.compiles_running.to_string()),
+            (
+                "Pending cache writes".into(),
+                self.pending_writes.to_string(),
+            ),
+            ("Cache location".into(), self.cache.dir.clone()),
+            (
+                "Cache size".into(),
+                match &self.cache.usage_error {
+                    Some(e) => format!("unknown ({e})"),
+                    None => human_bytes(self.cache.size_bytes),
+                },
+            ),
+            ("Cache entries".into(), self.cache.entries.to_string()),
+            (
+                "Max cache size".into(),
+                human_bytes(self.cache.max_size_bytes),
+            ),
+            ("Jobserver tokens (N)".into(), j.tokens.to_string()),
+            ("Tokens held now".into(), j.tokens_held.to_string()),
+            ("Peak tokens held".into(), j.peak_tokens_held.to_string()),
+            ("Pool in use now".into(), j.pool_in_use.to_string()),
+            ("Token waits".into(), j.token_waits.to_string()),
+            (
+                "Token wait time".into(),
+                format!("{:.3} s", j.token_wait_time_ms as f64 / 1000.0),
+            ),
+            ("Server pid".into(), self.server_pid.to_string()),
+            ("Server uptime".into(), format!("{} s", self.uptime_secs)),
+            ("Runtime dir".into(), self.runtime_dir.clone()),
+            ("Version".into(), self.version.clone()),
+        ];
+        let after = rows
+            .iter()
+            .position(|(k, _)| k == "Uncacheable calls")
+            .map_or(rows.len(), |i| i + 1);
+        let reasons = c
+            .uncacheable
+            .iter()
+            .map(|(reason, count)| (format!("  {reason}"), count.to_string()));
+        rows.splice(after..after, reasons);
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for (key, value) in rows {
+            let _ = writeln!(out, "{key:<width$}  {value}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_lists_reasons_under_uncacheable() {
+        let mut snapshot = StatsSnapshot::default();
+        snapshot.counters.cache_hits = 3;
+        snapshot.counters.cache_misses = 1;
+        snapshot
+            .counters
+            .uncacheable
+            .insert("linking (no -c)".into(), 2);
+        snapshot.counters.uncacheable.insert("-E".into(), 1);
+        let text = snapshot.to_text();
+        let lines: Vec<&str> = text.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with("Uncacheable calls"))
+            .unwrap();
+        assert!(lines[at].ends_with(" 3"), "{text}");
+        assert!(lines[at + 1].trim_start().starts_with("-E"), "{text}");
+        assert!(
+            lines[at + 2].trim_start().starts_with("linking (no -c)"),
+            "{text}"
+        );
+        assert!(text.contains("75.0 %"), "{text}");
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let mut snapshot = StatsSnapshot::default();
+        snapshot.jobserver.tokens = 4;
+        let json = serde_json::to_string(&snapshot).unwrap();
+        assert_eq!(
+            serde_json::from_str::<StatsSnapshot>(&json).unwrap(),
+            snapshot
+        );
+    }
+}

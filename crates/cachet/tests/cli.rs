@@ -1,0 +1,230 @@
+//! The management commands and configuration, through the real binary.
+
+mod common;
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn version_and_help() {
+    let env = Env::new();
+    let out = env.ok(&["--version"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("cachet "));
+    let out = env.ok(&["--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--show-stats",
+        "--zero-stats",
+        "--start-server",
+        "--stop-server",
+        "--clear",
+        "--cleanup",
+    ] {
+        assert!(text.contains(flag), "{flag} missing from --help");
+    }
+    let out = env.run(&["--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn stats_text_json_and_zero() {
+    let env = Env::new().with_env("CACHET_JOBS", "3");
+    env.write("a.c", "int a;\n");
+    env.ok(&["gcc", "-c", "a.c"]);
+    env.settle();
+    let text = String::from_utf8_lossy(&env.ok(&["-s"]).stdout).into_owned();
+    for row in [
+        "Cache misses",
+        "Jobserver tokens (N)",
+        "Peak tokens held",
+        "Token waits",
+        "Token wait time",
+        "Cache size",
+        "Cache entries",
+    ] {
+        assert!(text.contains(row), "{row} missing:\n{text}");
+    }
+    let stats = env.stats();
+    assert_eq!(stats["jobserver"]["tokens"], 3);
+    assert_eq!(stats["jobserver"]["peak_tokens_held"], 1);
+    assert_eq!(stats["counters"]["cache_misses"], 1);
+    assert_eq!(stats["cache"]["entries"], 1);
+    assert!(stats["cache"]["size_bytes"].as_u64().unwrap() > 0);
+    env.ok(&["-z"]);
+    let stats = env.stats();
+    assert_eq!(stats["counters"]["cache_misses"], 0);
+    assert_eq!(
+        stats["cache"]["entries"], 1,
+        "zeroing stats keeps the cache"
+    );
+}
+
+#[test]
+fn clear_and_cleanup() {
+    let env = Env::new();
+    for i in 0..3 {
+        env.write(&format!("f{i}.c"), &format!("int f{i};\n"));
+        env.ok(&["gcc", "-c", &format!("f{i}.c")]);
+    }
+    env.settle();
+    assert_eq!(env.stats()["cache"]["entries"], 3);
+    env.ok(&["--cleanup"]);
+    assert_eq!(
+        env.stats()["cache"]["entries"],
+        3,
+        "under the limit, cleanup keeps everything"
+    );
+    env.ok(&["--clear"]);
+    let stats = env.stats();
+    assert_eq!(stats["cache"]["entries"], 0);
+    assert_eq!(env.entries().len(), 0);
+}
+
+#[test]
+fn start_and_stop_server() {
+    let env = Env::new();
+    env.ok(&["--start-server"]);
+    let pid = env.stats()["server_pid"].clone();
+    env.ok(&["--start-server"]);
+    assert_eq!(
+        env.stats()["server_pid"],
+        pid,
+        "a second start must reuse the server"
+    );
+    let out = env.ok(&["--stop-server"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped"));
+    assert!(!env.socket().exists());
+    let out = env.ok(&["--stop-server"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no server"));
+}
+
+#[test]
+fn racing_clients_start_exactly_one_server() {
+    let env = Env::new();
+    let children: Vec<Child> = (0..8)
+        .map(|i| {
+            env.write(&format!("r{i}.c"), &format!("int r{i};\n"));
+            env.cachet()
+                .args(["gcc", "-c", &format!("r{i}.c")])
+                .stdin(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert!(
+            stderr(&out).is_empty(),
+            "a client fell back: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(
+        env.counter("compile_requests"),
+        8,
+        "all clients reached the one server"
+    );
+    let log = std::fs::read_to_string(env.runtime_dir.join("server.log")).unwrap();
+    assert_eq!(log.matches("listening on").count(), 1, "{log}");
+}
+
+#[test]
+fn the_server_exits_when_idle() {
+    let env = Env::new().with_env("CACHET_IDLE_TIMEOUT", "1");
+    env.ok(&["--start-server"]);
+    assert!(env.socket().exists());
+    wait_for("the idle server to exit", || !env.socket().exists());
+    std::thread::sleep(Duration::from_millis(100));
+    // And a client starts a new one.
+    env.write("a.c", "int a;\n");
+    env.ok(&["gcc", "-c", "a.c"]);
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    let env = Env::new();
+    let config = env.dir.path().join("bad.toml");
+    std::fs::write(&config, "jobs = \"lots\"\n").unwrap();
+    let out = env
+        .cachet()
+        .arg("-s")
+        .env("CACHET_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = stderr(&out);
+    assert!(
+        text.contains("`jobs`") && text.contains(config.to_str().unwrap()),
+        "{text}"
+    );
+
+    // A compile with a bad config still builds, with one warning line.
+    env.write("a.c", "int a;\n");
+    let out = env
+        .cachet()
+        .args(["gcc", "-c", "a.c"])
+        .env("CACHET_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(stderr(&out).starts_with("cachet: warning:"));
+
+    let out = env
+        .cachet()
+        .arg("-s")
+        .env("CACHET_CACHE_SIZE", "huge")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("CACHET_CACHE_SIZE"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn config_file_is_read() {
+    let env = Env::new();
+    let dir = env.dir.path().join("config/cachet");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.toml"), "jobs = 5\ncache_size = \"1G\"\n").unwrap();
+    let stats = env.stats();
+    assert_eq!(stats["jobserver"]["tokens"], 5);
+    assert_eq!(stats["cache"]["max_size_bytes"], 1u64 << 30);
+    let out = env.ok(&["--show-config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("config.toml"), "{text}");
+}
+
+#[test]
+fn a_server_of_another_protocol_version_means_a_direct_compile() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+    let env = Env::new();
+    std::fs::create_dir_all(&env.runtime_dir).unwrap();
+    let listener = UnixListener::bind(env.socket()).unwrap();
+    let fake = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 14];
+            let _ = stream.read_exact(&mut buf);
+            // Version 999, then, for the second client, garbage.
+            let _ = stream
+                .write_all(&[&10u32.to_le_bytes()[..], b"CACHET", &999u32.to_le_bytes()].concat());
+        }
+    });
+    env.write("a.c", "int a;\n");
+    let out = env.run(&["gcc", "-c", "a.c"]);
+    assert!(out.status.success());
+    assert!(stderr(&out).contains("protocol 999"), "{}", stderr(&out));
+    assert!(env.work.join("a.o").exists());
+    let out = env.run(&["gcc", "-c", "a.c"]);
+    assert!(out.status.success());
+    fake.join().unwrap();
+}

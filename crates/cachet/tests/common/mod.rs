@@ -1,0 +1,251 @@
+//! Shared set-up for the end-to-end tests: an isolated cachet (own cache, own runtime dir,
+//! own server) driven through the real binary.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const CACHET: &str = env!("CARGO_BIN_EXE_cachet");
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub cache_dir: PathBuf,
+    pub runtime_dir: PathBuf,
+    pub work: PathBuf,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        // Short paths: the socket lives in runtime_dir.
+        let dir = tempfile::Builder::new()
+            .prefix("cachet-e2e")
+            .tempdir()
+            .unwrap();
+        let cache_dir = dir.path().join("cache");
+        let runtime_dir = dir.path().join("run");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        Env {
+            dir,
+            cache_dir,
+            runtime_dir,
+            work,
+            extra_env: vec![],
+        }
+    }
+
+    pub fn with_env(mut self, name: &str, value: &str) -> Env {
+        self.extra_env.push((name.into(), value.into()));
+        self
+    }
+
+    /// A command with this environment's isolation applied.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(&self.work)
+            .env_remove("MAKEFLAGS")
+            .env_remove("MFLAGS")
+            .env_remove("CARGO_MAKEFLAGS")
+            .env_remove("CACHET_LOG")
+            .env_remove("CACHET_DISABLE")
+            .env_remove("CACHET_RECACHE")
+            .env_remove("CACHET_CONFIG")
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("CACHET_DIR", &self.cache_dir)
+            .env("CACHET_RUNTIME_DIR", &self.runtime_dir)
+            // A server a failed test leaves behind goes away by itself.
+            .env("CACHET_IDLE_TIMEOUT", "120")
+            .env("LANG", "C")
+            .env("LC_ALL", "C");
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub fn cachet(&self) -> Command {
+        self.command(CACHET)
+    }
+
+    /// `cachet <args…>` to completion, stdin closed.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cachet()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Same as `run` but must succeed.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "cachet {args:?} failed: {:?}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        let out = self.ok(&["--show-stats", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        self.stats()["counters"][name].as_u64().unwrap()
+    }
+
+    /// Waits until the server has no cache write in flight.
+    pub fn settle(&self) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let stats = self.stats();
+            if stats["pending_writes"] == 0 || start.elapsed() > Duration::from_secs(30) {
+                return stats;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn zero(&self) {
+        self.ok(&["--zero-stats"]);
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.runtime_dir.join("server.sock")
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.work.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn stop(&self) {
+        let _ = self
+            .cachet()
+            .arg("--stop-server")
+            .stdin(Stdio::null())
+            .output();
+    }
+
+    /// Every cache entry file (64 hex characters) under the cache dir.
+    pub fn entries(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        walk(&self.cache_dir, &mut found);
+        found.retain(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        });
+        found
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            walk(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A test that cannot run here says so. Under CI every prerequisite is installed by
+/// .ci/run, so a skip there is a failure rather than a silent pass.
+pub fn skip(why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("prerequisite missing under CI: {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+}
+
+/// Compilers to run the C tests with: gcc always, clang when installed.
+pub fn compilers() -> Vec<&'static str> {
+    let mut list = vec!["gcc"];
+    if have("clang") {
+        list.push("clang");
+    } else {
+        skip("clang is not installed; the clang half of this test did not run");
+    }
+    list
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Writes an executable shell script.
+pub fn script(path: &Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Polls `cond` for up to 30 s.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.contains(") Z "),
+        Err(_) => false,
+    }
+}
+
+/// Raw socket access for protocol fault tests.
+pub fn raw_connect(env: &Env) -> UnixStream {
+    let stream = UnixStream::connect(env.socket()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+pub fn send_raw(stream: &mut UnixStream, bytes: &[u8]) {
+    let _ = stream.write_all(bytes);
+}
+
+pub fn read_all(stream: &mut UnixStream) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf);
+    buf
+}

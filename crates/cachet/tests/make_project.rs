@@ -1,0 +1,110 @@
+//! The acceptance scenario: `make -j2` of a multi-file C project with -MMD -MP through
+//! `CC="cachet gcc"`, twice, with the output dir deleted in between.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::*;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Every file of `dir` except the linked program, by name.
+fn outputs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != "prog")
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn make(env: &Env, cc: &str) {
+    let out = env
+        .command("make")
+        .args(["-j2", &format!("CC={cc}")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "make CC={cc} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+}
+
+#[test]
+fn make_j2_twice_gives_all_hits_and_plain_outputs() {
+    if !have("make") {
+        return skip("make is not installed");
+    }
+    let env = Env::new();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cproject"),
+        &env.work,
+    );
+    let out_dir = env.work.join("out");
+
+    make(&env, "gcc");
+    let plain = outputs(&out_dir);
+    let objects = plain.keys().filter(|k| k.ends_with(".o")).count();
+    assert_eq!(objects, 6);
+    assert!(
+        plain
+            .values()
+            .any(|v| String::from_utf8_lossy(v).contains("warning"))
+    );
+    std::fs::remove_dir_all(&out_dir).unwrap();
+
+    let cachet_cc = format!("{CACHET} gcc");
+    for round in ["first", "second"] {
+        env.zero();
+        make(&env, &cachet_cc);
+        let stats = env.settle();
+        let counters = &stats["counters"];
+        if round == "second" {
+            assert_eq!(counters["cache_hits"], objects as u64, "{stats}");
+            assert_eq!(counters["cache_misses"], 0, "{stats}");
+        } else {
+            assert_eq!(counters["cache_misses"], objects as u64, "{stats}");
+        }
+        // The link is passed through, never cached.
+        assert_eq!(counters["uncacheable"]["linking (no -c)"], 1, "{stats}");
+
+        let got = outputs(&out_dir);
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            plain.keys().collect::<Vec<_>>(),
+            "{round}"
+        );
+        for (name, bytes) in &plain {
+            // Objects, .d files and each object's own stderr (the per-object warnings).
+            assert!(
+                got[name] == *bytes,
+                "{round} run: {name} differs from the plain build's"
+            );
+        }
+        let run = std::process::Command::new(out_dir.join("prog"))
+            .output()
+            .unwrap();
+        assert!(run.status.success());
+        std::fs::remove_dir_all(&out_dir).unwrap();
+    }
+}
