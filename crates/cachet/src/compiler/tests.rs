@@ -1,6 +1,6 @@
 //! The compile pipeline against the mock process seam: exact command lines, hit/miss logic.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,10 +114,6 @@ impl Fixture {
             .filter(|c| !c.args.iter().any(|a| a == "-dM"))
             .collect()
     }
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[tokio::test]

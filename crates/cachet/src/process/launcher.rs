@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{CommandSpec, OutputChunk, ProcessOutput, ProcessRunner};
 
 /// Variables through which make, cargo and rustc find a jobserver.
-pub const JOBSERVER_VARS: [&str; 3] = ["MAKEFLAGS", "MFLAGS", "CARGO_MAKEFLAGS"];
+pub const JOBSERVER_VARS: [&str; 3] = cachet_jobserver::ENV_VARS;
 
 #[derive(Clone)]
 pub struct Launcher {
