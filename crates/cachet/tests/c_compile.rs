@@ -298,3 +298,49 @@ fn disable_and_recache() {
     assert_eq!(stats["counters"]["forced_recaches"], 1, "{stats}");
     assert_eq!(stats["counters"]["cache_hits"], 0, "{stats}");
 }
+
+/// With -g the object records the working directory, so another directory is another
+/// entry; without -g, or with the directory remapped, it is the same entry.
+#[test]
+fn debug_info_keys_on_the_working_directory() {
+    let env = Env::new();
+    let (one, two) = (env.work.join("one"), env.work.join("two"));
+    for dir in [&one, &two] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("a.c"), "int a(void) { return 2; }\n").unwrap();
+    }
+    let compile = |dir: &std::path::Path, args: &[&str]| {
+        let out = env
+            .cachet()
+            .arg("gcc")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        env.settle();
+    };
+    compile(&one, &["-c", "a.c", "-g"]);
+    compile(&two, &["-c", "a.c", "-g"]);
+    assert_eq!(
+        env.counter("cache_hits"),
+        0,
+        "-g objects from two directories must differ"
+    );
+    let plain = env
+        .command("gcc")
+        .args(["-c", "a.c", "-g", "-o", "plain.o"])
+        .current_dir(&two)
+        .output()
+        .unwrap();
+    assert!(plain.status.success());
+    assert!(std::fs::read(two.join("a.o")).unwrap() == std::fs::read(two.join("plain.o")).unwrap());
+
+    compile(&one, &["-c", "a.c", "-O1"]);
+    compile(&two, &["-c", "a.c", "-O1"]);
+    assert_eq!(
+        env.counter("cache_hits"),
+        1,
+        "without -g the directory does not matter"
+    );
+}

@@ -210,21 +210,86 @@ fn a_server_of_another_protocol_version_means_a_direct_compile() {
     std::fs::create_dir_all(&env.runtime_dir).unwrap();
     let listener = UnixListener::bind(env.socket()).unwrap();
     let fake = std::thread::spawn(move || {
-        for _ in 0..2 {
+        for round in 0..2 {
             let (mut stream, _) = listener.accept().unwrap();
             let mut buf = [0u8; 14];
             let _ = stream.read_exact(&mut buf);
-            // Version 999, then, for the second client, garbage.
-            let _ = stream
-                .write_all(&[&10u32.to_le_bytes()[..], b"CACHET", &999u32.to_le_bytes()].concat());
+            // Version 999 for the first client, garbage for the second.
+            let reply = if round == 0 {
+                [&10u32.to_le_bytes()[..], b"CACHET", &999u32.to_le_bytes()].concat()
+            } else {
+                b"\x05\x00\x00\x00junk!".to_vec()
+            };
+            let _ = stream.write_all(&reply);
         }
     });
     env.write("a.c", "int a;\n");
-    let out = env.run(&["gcc", "-c", "a.c"]);
-    assert!(out.status.success());
-    assert!(stderr(&out).contains("protocol 999"), "{}", stderr(&out));
-    assert!(env.work.join("a.o").exists());
-    let out = env.run(&["gcc", "-c", "a.c"]);
-    assert!(out.status.success());
+    for expected in ["protocol 999", "garbage"] {
+        let _ = std::fs::remove_file(env.work.join("a.o"));
+        let out = env.run(&["gcc", "-c", "a.c"]);
+        assert!(out.status.success());
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+        assert!(stderr(&out).contains(expected), "{}", stderr(&out));
+        assert!(env.work.join("a.o").exists());
+    }
     fake.join().unwrap();
+}
+
+/// The server never exits on idle while a compile is still running.
+#[test]
+fn idle_timeout_waits_for_running_compiles() {
+    let env = Env::new().with_env("CACHET_IDLE_TIMEOUT", "1");
+    let cc = env.dir.path().join("slowcc");
+    script(
+        &cc,
+        "case \" $* \" in *\" -dM \"*|*\" -E \"*) exec gcc \"$@\";; esac\nsleep 3\nexec gcc \"$@\"\n",
+    );
+    env.write("a.c", "int a;\n");
+    let out = env.run(&[cc.to_str().unwrap(), "-c", "a.c"]);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).is_empty(),
+        "the client fell back: {}",
+        stderr(&out)
+    );
+    assert!(env.work.join("a.o").exists());
+}
+
+/// A server started from a process holding extra descriptors (a build's jobserver pipe,
+/// a `| tee`) keeps none of them: whoever waits for EOF on that pipe is not held up.
+#[test]
+fn the_server_keeps_no_inherited_descriptor() {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    let mut fds = [0i32; 2];
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let mut reader = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+    let write_end = fds[1];
+    // Only this child gets the write end, as fd 50 without CLOEXEC, as make would hand it.
+    let mut start = env.cachet();
+    start.arg("--start-server");
+    unsafe {
+        start.pre_exec(move || {
+            if libc::dup2(write_end, 50) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = start.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    unsafe { libc::close(write_end) };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = reader.read_to_end(&mut buf);
+        let _ = tx.send(());
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+        "the server kept an inherited pipe open"
+    );
+    assert!(env.socket().exists(), "the server is still running");
 }

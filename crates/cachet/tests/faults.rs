@@ -33,7 +33,7 @@ fn a_server_killed_mid_compile_still_gives_a_correct_build() {
         .spawn()
         .unwrap();
     wait_for("the compile to start", || marker.exists());
-    unsafe { libc_kill(server_pid, 9) };
+    unsafe { libc::kill(server_pid, libc::SIGKILL) };
     let out = client.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -48,11 +48,6 @@ fn a_server_killed_mid_compile_still_gives_a_correct_build() {
         .status()
         .unwrap();
     assert!(ours == std::fs::read(env.work.join("plain.o")).unwrap());
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 #[test]

@@ -9,7 +9,6 @@ mod common;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::thread;
 
 use common::*;
 
@@ -73,15 +72,14 @@ fn max_overlap(intervals: &[Interval]) -> usize {
     most as usize
 }
 
-fn setup(jobs: &str) -> (Env, String) {
+/// An env with N tokens whose fake compiler logs to `cc.log` and leaves pids in `pids/`.
+fn setup(jobs: &str) -> Env {
     let env = Env::new().with_env("CACHET_JOBS", jobs);
     let log = env.dir.path().join("cc.log");
     let pids = env.dir.path().join("pids");
     std::fs::create_dir(&pids).unwrap();
-    let env = env
-        .with_env("FAKE_CC_LOG", log.to_str().unwrap())
-        .with_env("FAKE_CC_PIDS", pids.to_str().unwrap());
-    (env, String::new())
+    env.with_env("FAKE_CC_LOG", log.to_str().unwrap())
+        .with_env("FAKE_CC_PIDS", pids.to_str().unwrap())
 }
 
 fn spawn_compile(env: &Env, cc: &str, file: &str) -> Child {
@@ -96,7 +94,7 @@ fn spawn_compile(env: &Env, cc: &str, file: &str) -> Child {
 
 #[test]
 fn with_one_token_no_two_compilers_overlap() {
-    let (env, _) = setup("1");
+    let env = setup("1");
     let cc = fake_compiler(&env, "0.3");
     let log = env.dir.path().join("cc.log");
     env.write("warm.c", "int warm;\n");
@@ -141,7 +139,7 @@ fn with_one_token_no_two_compilers_overlap() {
 
 #[test]
 fn a_client_killed_mid_compile_kills_its_compiler_and_returns_the_token() {
-    let (env, _) = setup("2");
+    let env = setup("2");
     let cc = fake_compiler(&env, "30");
     let pids = env.dir.path().join("pids");
     env.write("slow.c", "int slow;\n");
@@ -194,5 +192,4 @@ fn a_client_killed_mid_compile_kills_its_compiler_and_returns_the_token() {
     }
     let runs = intervals(&log);
     assert_eq!(max_overlap(&runs), 2, "the pool lost a token");
-    thread::yield_now();
 }

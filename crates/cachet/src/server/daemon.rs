@@ -39,6 +39,8 @@ pub fn spawn_detached(exe: &Path, log: &Path) -> io::Result<()> {
     let mut command = Command::new(exe);
     command
         .arg(SERVER_ARG)
+        // Keep no build directory busy.
+        .current_dir("/")
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file);

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Hit and miss overhead of one C compile: plain gcc, cachet, ccache and sccache, in one run.
+
+For each tool it runs the same `gcc -O2 -c` of bench/sample.c many times, cold (a forced
+miss that compiles and stores) and warm (a hit), and reports the median wall time and the
+mean CPU time per compile. CPU time counts the client *and* the tool's server (read from
+/proc), since cachet and sccache do their work in a daemon. Ratios compare cachet with
+ccache and sccache.
+
+Usage: bench/c_overhead.py [--runs N] [--cachet PATH] [--source FILE]
+Tools that are not installed are left out (ccache: apt-get install ccache; sccache:
+cargo install sccache).
+"""
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid):
+    """utime + stime of a process, in seconds (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except (FileNotFoundError, IndexError, ValueError):
+        return 0.0
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def measure(label, argv, env, runs, cwd, server_pid=None, before_each=None):
+    walls = []
+    cpu0, srv0 = children_cpu(), proc_cpu(server_pid) if server_pid else 0.0
+    for _ in range(runs):
+        if before_each:
+            before_each()
+        start = time.perf_counter()
+        subprocess.run(argv, env=env, cwd=cwd, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        walls.append(time.perf_counter() - start)
+    client = (children_cpu() - cpu0) / runs
+    server = ((proc_cpu(server_pid) - srv0) / runs) if server_pid else 0.0
+    return {"label": label, "wall": statistics.median(walls), "cpu": client + server,
+            "client_cpu": client, "server_cpu": server}
+
+
+def server_pid_of(name):
+    out = subprocess.run(["pgrep", "-n", "-f", name], capture_output=True, text=True)
+    return int(out.stdout.split()[0]) if out.stdout.strip() else None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=40)
+    ap.add_argument("--cachet", default=str(ROOT / "target/release/cachet"))
+    ap.add_argument("--source", default=str(ROOT / "bench/sample.c"))
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="cachet-bench-"))
+    shutil.copy(args.source, work / "sample.c")
+    compile_args = ["gcc", "-O2", "-c", "sample.c", "-o", "sample.o"]
+    base = dict(os.environ)
+    for var in ("MAKEFLAGS", "MFLAGS", "CARGO_MAKEFLAGS"):
+        base.pop(var, None)
+    results = []
+
+    results.append(measure("plain gcc", compile_args, base, args.runs, work))
+
+    cachet_env = dict(base, CACHET_DIR=str(work / "cachet-cache"),
+                      CACHET_RUNTIME_DIR=str(work / "cachet-run"), CACHET_IDLE_TIMEOUT="600")
+    cachet = [args.cachet] + compile_args
+    subprocess.run([args.cachet, "--start-server"], env=cachet_env, check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run(cachet, env=cachet_env, cwd=work, check=True)  # warm the compiler identity
+    pid = server_pid_of(f"{args.cachet} --internal-run-server")
+    results.append(measure("cachet miss", cachet, dict(cachet_env, CACHET_RECACHE="1"),
+                           args.runs, work, pid))
+    results.append(measure("cachet hit", cachet, cachet_env, args.runs, work, pid))
+    subprocess.run([args.cachet, "--stop-server"], env=cachet_env, stdout=subprocess.DEVNULL)
+
+    if shutil.which("ccache"):
+        cc_env = dict(base, CCACHE_DIR=str(work / "ccache"))
+        ccache = ["ccache"] + compile_args
+        subprocess.run(ccache, env=cc_env, cwd=work, check=True)
+        results.append(measure("ccache miss", ccache, dict(cc_env, CCACHE_RECACHE="1"),
+                               args.runs, work))
+        results.append(measure("ccache hit (direct)", ccache, cc_env, args.runs, work))
+        results.append(measure("ccache hit (preprocessor)", ccache,
+                               dict(cc_env, CCACHE_NODIRECT="1"), args.runs, work))
+
+    sccache_bin = shutil.which("sccache")
+    if sccache_bin:
+        sc_env = dict(base, SCCACHE_DIR=str(work / "sccache"), SCCACHE_IDLE_TIMEOUT="600",
+                      SCCACHE_SERVER_PORT="4299")
+        sccache = [sccache_bin] + compile_args
+        subprocess.run([sccache_bin, "--start-server"], env=sc_env, check=True,
+                       stdout=subprocess.DEVNULL)
+        subprocess.run(sccache, env=sc_env, cwd=work, check=True)
+        pid = server_pid_of("sccache")
+        results.append(measure("sccache miss", sccache, dict(sc_env, SCCACHE_RECACHE="1"),
+                               args.runs, work, pid))
+        results.append(measure("sccache hit", sccache, sc_env, args.runs, work, pid))
+        subprocess.run([sccache_bin, "--stop-server"], env=sc_env, stdout=subprocess.DEVNULL)
+
+    by = {r["label"]: r for r in results}
+    print(f"{args.runs} runs each of `gcc -O2 -c sample.c` in {work}")
+    print(f"{'':28} {'wall (median)':>14} {'CPU/compile':>12} {'client CPU':>11} {'server CPU':>11}")
+    for r in results:
+        print(f"{r['label']:28} {r['wall']*1000:11.2f} ms {r['cpu']*1000:9.2f} ms "
+              f"{r['client_cpu']*1000:8.2f} ms {r['server_cpu']*1000:8.2f} ms")
+    plain = by["plain gcc"]
+    print()
+    print(f"cachet miss / plain gcc (wall): {by['cachet miss']['wall'] / plain['wall']:.2f}")
+    print(f"cachet hit  / plain gcc (wall): {by['cachet hit']['wall'] / plain['wall']:.3f}")
+    for peer, hit in (("ccache", "ccache hit (direct)"), ("sccache", "sccache hit")):
+        if hit in by:
+            print(f"cachet/{peer} hit: wall {by['cachet hit']['wall'] / by[hit]['wall']:.2f}, "
+                  f"CPU {by['cachet hit']['cpu'] / by[hit]['cpu']:.2f}; "
+                  f"miss: wall {by['cachet miss']['wall'] / by[peer + ' miss']['wall']:.2f}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
