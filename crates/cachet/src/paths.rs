@@ -6,6 +6,13 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::protocol::PROTOCOL_VERSION;
+
+/// The socket's file name inside the runtime directory.
+pub fn socket_name() -> String {
+    format!("server-v{PROTOCOL_VERSION}.sock")
+}
+
 /// `sun_path` holds 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -45,13 +52,16 @@ impl RuntimeDir {
     }
 
     /// The socket's address, shortened through `/proc/self/fd` when the real path is too long.
+    /// Named after the protocol version, so that after an upgrade the new client starts a
+    /// server of its own instead of falling back until the old one idles out.
     pub fn socket(&self) -> io::Result<SocketAddress> {
-        SocketAddress::new(&self.dir.join("server.sock"))
+        SocketAddress::new(&self.dir.join(socket_name()))
     }
 
-    /// Held by the running server for its whole life: one server per runtime directory.
+    /// Held by the running server for its whole life: one server per runtime directory
+    /// and protocol version.
     pub fn server_lock(&self) -> PathBuf {
-        self.dir.join("server.lock")
+        self.dir.join(format!("server-v{PROTOCOL_VERSION}.lock"))
     }
 
     /// Held by a client while it starts a server, so racing clients start only one.

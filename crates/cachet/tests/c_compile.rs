@@ -299,48 +299,60 @@ fn disable_and_recache() {
     assert_eq!(stats["counters"]["cache_hits"], 0, "{stats}");
 }
 
-/// With -g the object records the working directory, so another directory is another
-/// entry; without -g, or with the directory remapped, it is the same entry.
+/// With -g the object records the working directory (as rewritten by prefix maps), so
+/// another directory is another entry; without -g it is the same entry. Every object is
+/// compared with a plain compile in the same place.
 #[test]
-fn debug_info_keys_on_the_working_directory() {
-    let env = Env::new();
-    let (one, two) = (env.work.join("one"), env.work.join("two"));
-    for dir in [&one, &two] {
-        std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(dir.join("a.c"), "int a(void) { return 2; }\n").unwrap();
+fn debug_info_keys_on_the_recorded_working_directory() {
+    for cc in compilers() {
+        let env = Env::new();
+        let (one, two) = (env.work.join("one"), env.work.join("two"));
+        for dir in [&one, &two] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("a.c"), "int a(void) { return 2; }\n").unwrap();
+        }
+        let map = format!("-fdebug-prefix-map={}=/W", env.work.display());
+        let compile = |dir: &std::path::Path, args: &[&str]| {
+            let out = env
+                .cachet()
+                .arg(cc)
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+            env.settle();
+            let mut plain_args = args.to_vec();
+            plain_args.extend(["-o", "plain.o"]);
+            let plain = env
+                .command(cc)
+                .args(&plain_args)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(plain.status.success());
+            assert!(
+                std::fs::read(dir.join("a.o")).unwrap()
+                    == std::fs::read(dir.join("plain.o")).unwrap(),
+                "{cc} {args:?} in {}: the object differs from a plain compile",
+                dir.display()
+            );
+        };
+        for args in [&["-c", "a.c", "-g"][..], &["-c", "a.c", "-g", &map]] {
+            compile(&one, args);
+            compile(&two, args);
+            assert_eq!(
+                env.counter("cache_hits"),
+                0,
+                "{cc} {args:?}: two directories shared an entry"
+            );
+        }
+        compile(&one, &["-c", "a.c", "-O1"]);
+        compile(&two, &["-c", "a.c", "-O1"]);
+        assert_eq!(
+            env.counter("cache_hits"),
+            1,
+            "{cc}: without -g the directory does not matter"
+        );
     }
-    let compile = |dir: &std::path::Path, args: &[&str]| {
-        let out = env
-            .cachet()
-            .arg("gcc")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-        env.settle();
-    };
-    compile(&one, &["-c", "a.c", "-g"]);
-    compile(&two, &["-c", "a.c", "-g"]);
-    assert_eq!(
-        env.counter("cache_hits"),
-        0,
-        "-g objects from two directories must differ"
-    );
-    let plain = env
-        .command("gcc")
-        .args(["-c", "a.c", "-g", "-o", "plain.o"])
-        .current_dir(&two)
-        .output()
-        .unwrap();
-    assert!(plain.status.success());
-    assert!(std::fs::read(two.join("a.o")).unwrap() == std::fs::read(two.join("plain.o")).unwrap());
-
-    compile(&one, &["-c", "a.c", "-O1"]);
-    compile(&two, &["-c", "a.c", "-O1"]);
-    assert_eq!(
-        env.counter("cache_hits"),
-        1,
-        "without -g the directory does not matter"
-    );
 }

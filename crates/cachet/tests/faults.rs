@@ -204,11 +204,16 @@ fn garbage_on_the_socket_does_not_kill_the_server() {
     env.ok(&["gcc", "-c", "a.c"]);
 }
 
-/// Runs `args` as uid/gid 65534 through setpriv.
+/// Runs `args` as uid/gid 65534 through setpriv, with a copy of cachet that user can
+/// reach wherever this checkout lives.
 fn as_nobody(env: &Env, args: &[&str]) -> std::process::Output {
+    let copy = env.dir.path().join("cachet-for-nobody");
+    if !copy.exists() {
+        std::fs::copy(CACHET, &copy).unwrap();
+    }
     env.command("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(CACHET)
+        .arg(&copy)
         .args(args)
         .env("HOME", env.dir.path())
         .stdin(Stdio::null())
@@ -274,4 +279,63 @@ fn a_connection_from_another_user_is_refused() {
 
 fn chown_nobody(path: &Path) {
     assert!(sh(&format!("chown 65534:65534 {}", path.display())));
+}
+
+/// Not a test by itself: `a_server_of_another_user_is_not_trusted` runs this test binary as
+/// uid 65534 with CACHET_TEST_FOREIGN_SOCKET set, to play another user's server that
+/// answers the handshake as a real one would.
+#[test]
+fn foreign_server_helper() {
+    use std::io::{Read, Write};
+    let Some(path) = std::env::var_os("CACHET_TEST_FOREIGN_SOCKET") else {
+        return;
+    };
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    while let Ok((mut stream, _)) = listener.accept() {
+        let mut hello = [0u8; 14];
+        let _ = stream.read_exact(&mut hello);
+        let _ =
+            stream.write_all(&[&10u32.to_le_bytes()[..], b"CACHET", &1u32.to_le_bytes()].concat());
+    }
+}
+
+/// The client checks the server's uid itself: a socket in our runtime directory that
+/// another user's process answers is not trusted, and the build goes on without it.
+#[test]
+fn a_server_of_another_user_is_not_trusted() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    // Our runtime directory, left open just long enough for the other user to bind in it.
+    std::fs::create_dir_all(&env.runtime_dir).unwrap();
+    assert!(sh(&format!("chmod 0777 {}", env.runtime_dir.display())));
+    chown_nobody(env.dir.path());
+    let helper = env.dir.path().join("foreign-helper");
+    std::fs::copy(std::env::current_exe().unwrap(), &helper).unwrap();
+    let socket = env.socket();
+    let mut foreign = match Command::new(&helper)
+        .args([
+            "--exact",
+            "foreign_server_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CACHET_TEST_FOREIGN_SOCKET", &socket)
+        .uid(65534)
+        .gid(65534)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => return skip(&format!("cannot run a process as uid 65534 here: {e}")),
+    };
+    wait_for("the other user's server", || socket.exists());
+
+    env.write("a.c", "int a;\n");
+    let out = env.run(&["gcc", "-c", "a.c"]);
+    let _ = foreign.kill();
+    let _ = foreign.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("uid 65534"), "{}", stderr(&out));
+    assert!(env.work.join("a.o").exists());
 }

@@ -14,6 +14,9 @@ use crate::server::spawn_detached;
 /// How long a client waits for a server it started to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The server answers the handshake at once; a server that does not is wedged.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("runtime directory {0}: {1}")]
@@ -22,6 +25,8 @@ pub enum ClientError {
     Connect(io::Error),
     #[error("no server is running")]
     NotRunning,
+    #[error("the server exited at start ({0}); see {1}")]
+    StartFailed(String, String),
     #[error("the server did not start within {0:?}; see {1}")]
     StartTimeout(Duration, String),
     #[error("the server belongs to uid {0}, not to us")]
@@ -75,7 +80,10 @@ impl Connection {
             .stream
             .write_all(&hello)
             .map_err(ClientError::Io)?;
+        let _ = connection.stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
         let reply = connection.read_raw()?;
+        // A compile may wait long for a token and run long: no limit after the handshake.
+        let _ = connection.stream.set_read_timeout(None);
         match protocol::parse_handshake(&reply) {
             Some(PROTOCOL_VERSION) => Ok(connection),
             Some(other) => Err(ClientError::VersionMismatch(other)),
@@ -92,6 +100,17 @@ impl Connection {
             }
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(ClientError::Closed),
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Err(ClientError::Closed),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(ClientError::Io(io::Error::new(
+                    e.kind(),
+                    "the server did not answer in time",
+                )))
+            }
             Err(e) => Err(ClientError::Io(e)),
         }
     }
@@ -125,21 +144,32 @@ fn start_server(runtime: &RuntimeDir) -> Result<UnixStream, ClientError> {
     }
     let exe = std::env::current_exe().map_err(ClientError::Connect)?;
     tracing::debug!("starting a server from {}", exe.display());
-    spawn_detached(&exe, &runtime.log_file()).map_err(ClientError::Connect)?;
+    let mut child = spawn_detached(&exe, &runtime.log_file()).map_err(ClientError::Connect)?;
     let started = Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
         match try_connect(runtime) {
             Ok(stream) => return Ok(stream),
-            Err(e) if is_absent(&e) && started.elapsed() < START_TIMEOUT => {
+            Err(e) if is_absent(&e) => {
+                // A server that exited at once (another one still draining, a bad
+                // runtime dir) will never answer: fall back now rather than at the timeout.
+                if let Ok(Some(status)) = child.try_wait() {
+                    // One more look: a server that won a race may have just bound.
+                    return try_connect(runtime).map_err(|_| {
+                        ClientError::StartFailed(
+                            status.to_string(),
+                            runtime.log_file().display().to_string(),
+                        )
+                    });
+                }
+                if started.elapsed() >= START_TIMEOUT {
+                    return Err(ClientError::StartTimeout(
+                        START_TIMEOUT,
+                        runtime.log_file().display().to_string(),
+                    ));
+                }
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(50));
-            }
-            Err(e) if is_absent(&e) => {
-                return Err(ClientError::StartTimeout(
-                    START_TIMEOUT,
-                    runtime.log_file().display().to_string(),
-                ));
             }
             Err(e) => return Err(ClientError::Connect(e)),
         }

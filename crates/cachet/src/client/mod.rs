@@ -49,8 +49,17 @@ pub fn compile(compiler: &OsStr, args: Vec<OsString>) -> i32 {
         };
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
+    let mut compiler_group = None;
     loop {
-        match connection.receive() {
+        let response = connection.receive();
+        if response.is_err()
+            && let Some(pgid) = compiler_group.take()
+        {
+            // The server is gone; so must its compiler be before we write the same outputs.
+            unsafe { libc::kill(-(pgid as i32), libc::SIGKILL) };
+        }
+        match response {
+            Ok(Response::CompilerStarted { pgid }) => compiler_group = Some(pgid),
             Ok(Response::Stdout(bytes)) => {
                 let _ = stdout.lock().write_all(&bytes);
             }
@@ -105,9 +114,14 @@ fn exit_like(exit: Exit) -> i32 {
     match exit {
         Exit::Code(code) => code,
         Exit::Signal(signal) => {
-            // SAFETY: restoring the default action and raising is how a shell's child "dies of" a signal.
+            // SAFETY: restoring the default action, unblocking and raising is how we "die of"
+            // the same signal as the compiler did.
             unsafe {
                 libc::signal(signal, libc::SIG_DFL);
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, signal);
+                libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
                 libc::raise(signal);
             }
             128 + signal

@@ -124,7 +124,13 @@ impl CompileService {
             .is_some_and(|v| !v.is_empty() && v != b"0");
 
         if !recache && let Some(entry) = self.cache.get(&key).await {
-            match outputs::restore(&entry, &plan, request.umask) {
+            let restored = {
+                let (entry, plan, umask) = (entry.clone(), plan.clone(), request.umask);
+                tokio::task::spawn_blocking(move || outputs::restore(&entry, &plan, umask))
+                    .await
+                    .map_err(io::Error::other)?
+            };
+            match restored {
                 Ok(()) => {
                     send_output(out, &entry.stdout, &entry.stderr);
                     let _ = out.send(Response::Finished(Exit::Code(entry.exit_code)));
@@ -209,6 +215,7 @@ impl CompileService {
         let forward = tokio::spawn(async move {
             while let Some(chunk) = rx.recv().await {
                 let message = match chunk {
+                    OutputChunk::Started(pgid) => Response::CompilerStarted { pgid },
                     OutputChunk::Stdout(bytes) => Response::Stdout(bytes),
                     OutputChunk::Stderr(bytes) => Response::Stderr(bytes),
                 };

@@ -72,6 +72,8 @@ impl CommandSpec {
 /// Output of a child, as it arrives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputChunk {
+    /// The child is running as this process group.
+    Started(u32),
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
 }

@@ -106,6 +106,9 @@ impl ProcessRunner for TokioRunner {
         let mut killer = GroupKiller {
             pgid: child.id().map(|id| id as i32),
         };
+        if let (Some(stream), Some(pid)) = (&stream, child.id()) {
+            let _ = stream.send(OutputChunk::Started(pid));
+        }
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
 

@@ -108,6 +108,11 @@ impl Exit {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
+    /// The compiler runs as this process group. Should the server die, the client kills
+    /// the group before compiling by itself, so that two compilers never write one output.
+    CompilerStarted {
+        pgid: u32,
+    },
     /// Compiler output, in the order it was produced.
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),

@@ -9,14 +9,14 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::Server;
+use super::{ConnectionGuard, Server};
 use crate::protocol::frame::{read_frame_async, write_frame_async};
 use crate::protocol::{self, PROTOCOL_VERSION, Request, Response};
 
 /// A client that connects and then says nothing is dropped after this long.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn handle(server: Arc<Server>, stream: UnixStream) {
+pub async fn handle(server: Arc<Server>, stream: UnixStream, mut guard: ConnectionGuard) {
     let our_uid = unsafe { libc::getuid() };
     match stream.peer_cred() {
         Ok(cred) if cred.uid() == our_uid => {}
@@ -95,6 +95,7 @@ pub async fn handle(server: Arc<Server>, stream: UnixStream) {
                 }
             }
             Request::Shutdown => {
+                guard.release();
                 let dropped = server.stop().await;
                 Response::Done {
                     message: if dropped == 0 {

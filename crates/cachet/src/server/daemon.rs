@@ -30,8 +30,8 @@ pub fn close_inherited_fds() {
 }
 
 /// Starts `exe` as a detached server: its own session, no terminal, stdin from /dev/null,
-/// output to `log`. The caller then waits until the socket answers.
-pub fn spawn_detached(exe: &Path, log: &Path) -> io::Result<()> {
+/// output to `log`. The caller then waits until the socket answers, or the child exits.
+pub fn spawn_detached(exe: &Path, log: &Path) -> io::Result<std::process::Child> {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -53,6 +53,5 @@ pub fn spawn_detached(exe: &Path, log: &Path) -> io::Result<()> {
             Ok(())
         });
     }
-    // Not waited for: it outlives us, and init reaps it.
-    command.spawn().map(drop)
+    command.spawn()
 }

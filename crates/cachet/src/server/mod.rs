@@ -41,10 +41,37 @@ pub struct Server {
     compiles: CompileService,
     started: Instant,
     running: AtomicU64,
+    /// Open connections; a compile request may still be on its way in any of them.
+    connections: AtomicU64,
     last_activity: Mutex<Instant>,
     shutdown: CancellationToken,
     /// Set once shutdown has drained: how many writes were dropped.
     stopped: tokio::sync::watch::Sender<Option<u64>>,
+}
+
+/// Counts a connection as open for as long as it lives, or until released.
+pub struct ConnectionGuard(Option<Arc<Server>>);
+
+impl ConnectionGuard {
+    fn new(server: &Arc<Server>) -> ConnectionGuard {
+        server.connections.fetch_add(1, Ordering::SeqCst);
+        server.touch();
+        ConnectionGuard(Some(server.clone()))
+    }
+
+    /// For the connection that asked us to stop: shutdown must not wait for it.
+    pub fn release(&mut self) {
+        if let Some(server) = self.0.take() {
+            server.connections.fetch_sub(1, Ordering::SeqCst);
+            server.touch();
+        }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// Marks a compile as running for as long as it lives.
@@ -122,8 +149,12 @@ impl Server {
         }
     }
 
+    fn busy(&self) -> bool {
+        self.running.load(Ordering::SeqCst) > 0 || self.connections.load(Ordering::SeqCst) > 0
+    }
+
     fn idle_for(&self) -> Option<Duration> {
-        if self.running.load(Ordering::SeqCst) > 0 {
+        if self.busy() {
             return None;
         }
         Some(self.last_activity.lock().unwrap().elapsed())
@@ -209,6 +240,7 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
         jobserver,
         started: Instant::now(),
         running: AtomicU64::new(0),
+        connections: AtomicU64::new(0),
         last_activity: Mutex::new(Instant::now()),
         shutdown: CancellationToken::new(),
         stopped: tokio::sync::watch::channel(None).0,
@@ -227,8 +259,9 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    let guard = ConnectionGuard::new(&server);
                     let server = server.clone();
-                    connections.spawn(async move { connection::handle(server, stream).await });
+                    connections.spawn(async move { connection::handle(server, stream, guard).await });
                 }
                 Err(e) => tracing::warn!("accept failed: {e}"),
             },
@@ -246,7 +279,8 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
     // Stop taking work: no new client can reach us, and running compiles finish.
     drop(listener);
     let _ = std::fs::remove_file(address.real_path());
-    while server.running.load(Ordering::SeqCst) > 0 {
+    // Never exit under a running compile, nor under a request still coming in.
+    while server.busy() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let dropped = server.cache.pending().drain(DRAIN_LIMIT).await;

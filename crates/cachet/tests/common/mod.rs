@@ -120,7 +120,7 @@ impl Env {
     }
 
     pub fn socket(&self) -> PathBuf {
-        self.runtime_dir.join("server.sock")
+        self.runtime_dir.join(cachet::paths::socket_name())
     }
 
     pub fn write(&self, name: &str, text: &str) -> PathBuf {

@@ -687,6 +687,12 @@ fn reject_reason(flag: &str) -> Option<String> {
         ("-fembed-offload-object=", "file input"),
         ("-fcallgraph-info", "extra output file"),
         ("-fdump-", "dump files"),
+        // The object embeds the absolute path of its run-time profile (cwd and -o).
+        ("-fprofile-arcs", "profile output path in object"),
+        ("-fprofile-generate", "profile output path in object"),
+        ("-fprofile-instr-generate", "profile output path in object"),
+        ("-fcs-profile-generate", "profile output path in object"),
+        ("-fcoverage-mapping", "profile output path in object"),
         ("-fcompare-debug", "-fcompare-debug"),
         ("-fsave-optimization-record", "extra output file"),
         ("-foptimization-record-file=", "extra output file"),

@@ -7,7 +7,7 @@
 pub mod args;
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use args::{CompileArgs, Family};
 
@@ -126,11 +126,21 @@ pub fn key(identity: &Identity, plan: &Plan, request: &CompileRequest, source: &
         h.field(arg.as_bytes());
     }
     h.field(b"end args");
-    let cwd = request.cwd_path();
-    // gcc records the working directory in debug info unless a prefix map rewrites it.
-    if plan.args.debug_info && !cwd_is_remapped(&cwd, &plan.args.prefix_maps) {
+    // clang and clang++ are one binary whose driver mode comes from its name.
+    h.field(b"driver");
+    h.field(
+        request
+            .compiler_path()
+            .file_name()
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    // Debug info records the working directory, as rewritten by any prefix map.
+    if plan.args.debug_info {
         h.field(b"cwd");
-        h.field(cwd.as_os_str().as_bytes());
+        for recorded in recorded_cwds(&request.cwd, &plan.args.prefix_maps) {
+            h.field(&recorded);
+        }
     }
     // Without -MT/-MQ the dependency file names the object as its target.
     if let Some(dep) = &plan.args.depfile
@@ -157,9 +167,24 @@ pub fn key(identity: &Identity, plan: &Plan, request: &CompileRequest, source: &
     CacheKey::from(h.0.finalize())
 }
 
-fn cwd_is_remapped(cwd: &Path, maps: &[(String, String)]) -> bool {
-    maps.iter()
-        .any(|(old, _)| !old.is_empty() && cwd.starts_with(old))
+/// What the compiler may record as the working directory: the cwd itself, or what each
+/// matching prefix map turns it into. Compilers differ on which of several matching maps
+/// wins, so every candidate goes into the key. Matching is by string prefix, as gcc does.
+fn recorded_cwds(cwd: &[u8], maps: &[(String, String)]) -> Vec<Vec<u8>> {
+    let remapped: Vec<Vec<u8>> = maps
+        .iter()
+        .filter_map(|(old, new)| {
+            let rest = cwd
+                .strip_prefix(old.as_bytes())
+                .filter(|_| !old.is_empty())?;
+            Some([new.as_bytes(), rest].concat())
+        })
+        .collect();
+    if remapped.is_empty() {
+        vec![cwd.to_vec()]
+    } else {
+        remapped
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! Key and plan details for gcc and clang.
 
+use std::path::Path;
+
 use super::*;
 use crate::protocol::to_bytes;
 
@@ -30,7 +32,7 @@ fn key_in(cwd: &Path, args: &[&str]) -> CacheKey {
 }
 
 #[test]
-fn the_cwd_matters_only_with_unmapped_debug_info() {
+fn the_cwd_matters_only_with_debug_info_and_as_remapped() {
     let dir = tempfile::tempdir().unwrap();
     let (one, two) = (dir.path().join("one"), dir.path().join("two"));
     for d in [&one, &two] {
@@ -42,16 +44,38 @@ fn the_cwd_matters_only_with_unmapped_debug_info() {
         key_in(&one, &["-c", "a.c", "-g"]),
         key_in(&two, &["-c", "a.c", "-g"])
     );
-    let map_one = format!("-fdebug-prefix-map={}=.", one.display());
-    let map_two = format!("-fdebug-prefix-map={}=.", two.display());
-    // The flag itself differs here, so compare each against its own unmapped twin instead.
-    let id = identity(Family::Gcc);
-    let req = request(&one, &["-c", "a.c", "-g", &map_one]);
+    let root = format!("-fdebug-prefix-map={}=/src", dir.path().display());
+    // A map of the common parent still leaves /src/one and /src/two apart.
+    assert_ne!(
+        key_in(&one, &["-c", "a.c", "-g", &root]),
+        key_in(&two, &["-c", "a.c", "-g", &root])
+    );
+
+    assert_eq!(
+        recorded_cwds(b"/tmp/p1/x", &[]),
+        vec![b"/tmp/p1/x".to_vec()]
+    );
+    let maps = vec![
+        ("/tmp".to_owned(), "/R".to_owned()),
+        ("/tmp/p1".to_owned(), "/S".to_owned()),
+    ];
+    assert_eq!(
+        recorded_cwds(b"/tmp/p1/x", &maps),
+        vec![b"/R/p1/x".to_vec(), b"/S/x".to_vec()]
+    );
+    assert_eq!(recorded_cwds(b"/srv", &maps), vec![b"/srv".to_vec()]);
+}
+
+#[test]
+fn the_driver_name_is_part_of_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.c"), "int x;").unwrap();
+    let id = identity(Family::Clang);
+    let mut req = request(dir.path(), &["-c", "a.c"]);
     let p = plan(&id, &req).unwrap();
-    assert!(cwd_is_remapped(&one, &p.args.prefix_maps));
-    let req = request(&one, &["-c", "a.c", "-g", &map_two]);
-    let p = plan(&id, &req).unwrap();
-    assert!(!cwd_is_remapped(&one, &p.args.prefix_maps));
+    let as_c = key(&id, &p, &req, b"source");
+    req.compiler = b"/usr/bin/clang++".to_vec();
+    assert_ne!(as_c, key(&id, &p, &req, b"source"));
 }
 
 #[test]

@@ -585,8 +585,6 @@ fn known_flag_families_are_accepted() {
             "-fPIC",
             "-fno-omit-frame-pointer",
             "-flto",
-            "-fprofile-arcs",
-            "-fprofile-generate",
             "-frandom-seed=x",
             "-nostdinc",
             "-nostdlib",
@@ -860,4 +858,21 @@ fn non_utf8_arguments() {
         panic!("non-UTF-8 flag should not be cacheable");
     };
     assert!(r.starts_with("non-UTF-8 flag"), "{r}");
+}
+
+#[test]
+fn profile_instrumentation_is_not_cacheable() {
+    // The object records where its run-time profile goes: an absolute path from the cwd
+    // and -o, which are not in the key.
+    for flag in [
+        "-fprofile-arcs",
+        "-fprofile-generate",
+        "-fprofile-generate=dir",
+        "-fprofile-instr-generate",
+        "-fcoverage-mapping",
+    ] {
+        let dir = fixture();
+        let why = reason(&dir, &["-c", "a.c", flag]);
+        assert!(why.contains("profile"), "{flag}: {why}");
+    }
 }
