@@ -27,10 +27,12 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def proc_cpu(pid):
-    """utime + stime of a process, in seconds (0 when it is gone)."""
+    """CPU of a process and of the children it reaped (the compilers a server ran), in
+    seconds (0 when it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
+        # utime, stime, cutime, cstime
+        return sum(int(f) for f in fields[11:15]) / TICK
     except (FileNotFoundError, IndexError, ValueError):
         return 0.0
 
@@ -124,6 +126,10 @@ def main():
     print()
     print(f"cachet miss / plain gcc (wall): {by['cachet miss']['wall'] / plain['wall']:.2f}")
     print(f"cachet hit  / plain gcc (wall): {by['cachet hit']['wall'] / plain['wall']:.3f}")
+    if "ccache hit (preprocessor)" in by:
+        pre = by["ccache hit (preprocessor)"]
+        print(f"cachet/ccache hit, both in preprocessor mode: wall "
+              f"{by['cachet hit']['wall'] / pre['wall']:.2f}, CPU {by['cachet hit']['cpu'] / pre['cpu']:.2f}")
     for peer, hit in (("ccache", "ccache hit (direct)"), ("sccache", "sccache hit")):
         if hit in by:
             print(f"cachet/{peer} hit: wall {by['cachet hit']['wall'] / by[hit]['wall']:.2f}, "
