@@ -33,6 +33,16 @@ pub struct Counters {
     pub protocol_errors: u64,
     pub hit_time_ms: u64,
     pub miss_time_ms: u64,
+    /// The same outcomes by language ("C", "C++", "Rust", …).
+    pub languages: BTreeMap<String, LanguageCounters>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LanguageCounters {
+    pub hits: u64,
+    pub misses: u64,
+    pub uncacheable: u64,
+    pub failures: u64,
 }
 
 impl Counters {
@@ -215,6 +225,12 @@ impl StatsSnapshot {
             .iter()
             .map(|(reason, count)| (format!("  {reason}"), count.to_string()));
         rows.splice(after..after, reasons);
+        for (language, l) in &c.languages {
+            rows.push((
+                format!("{language} hits/misses/uncacheable/failed"),
+                format!("{}/{}/{}/{}", l.hits, l.misses, l.uncacheable, l.failures),
+            ));
+        }
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         let mut out = String::new();
         for (key, value) in rows {

@@ -27,6 +27,18 @@ pub struct CacheEntry {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub files: Vec<StoredFile>,
+    /// Facts about the entry that a compiler module needs on a hit, by name (for rustc:
+    /// which rendering of diagnostics the stored stderr is).
+    pub meta: Vec<(String, Vec<u8>)>,
+}
+
+impl CacheEntry {
+    pub fn meta(&self, name: &str) -> Option<&[u8]> {
+        self.meta
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
 }
 
 /// One output file of a cached invocation.
@@ -40,7 +52,7 @@ pub struct StoredFile {
 }
 
 /// Bumped whenever the serialized shape of [`CacheEntry`] changes.
-pub const ENTRY_FORMAT_VERSION: u32 = 1;
+pub const ENTRY_FORMAT_VERSION: u32 = 2;
 
 /// Identifies a cachet entry file.
 pub const ENTRY_MAGIC: [u8; 8] = *b"CACHET\0\x01";
@@ -167,6 +179,7 @@ mod tests {
                     data: b"foo.o: foo.c foo.h\n".to_vec(),
                 },
             ],
+            meta: vec![("display".into(), vec![1, 2, 3])],
         }
     }
 
@@ -182,6 +195,7 @@ mod tests {
             stdout: vec![],
             stderr: vec![],
             files: vec![],
+            meta: vec![],
         };
         assert_eq!(CacheEntry::decode(&empty.encode()).unwrap(), empty);
     }

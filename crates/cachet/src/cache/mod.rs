@@ -140,30 +140,22 @@ impl Cache {
     /// A verified entry, or None. A read error or a corrupt entry is a miss, counted; a
     /// corrupt entry is also removed so that the next compile stores a good one.
     pub async fn get(&self, key: &CacheKey) -> Option<CacheEntry> {
-        let bytes = match self.storage.get(key).await {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::warn!("cache read of {} failed: {e}", key.to_hex());
-                self.stats.update(|c| c.cache_read_errors += 1);
-                return None;
-            }
-        };
-        match CacheEntry::decode(&bytes) {
-            Ok(entry) => Some(entry),
-            Err(e) => {
-                tracing::warn!("cache entry {} is corrupt ({e}); removing it", key.to_hex());
-                self.stats.update(|c| c.corrupt_entries += 1);
-                if let Err(e) = self.storage.remove(key).await {
-                    tracing::warn!("could not remove corrupt entry {}: {e}", key.to_hex());
-                }
-                None
-            }
-        }
+        read_verified(&*self.storage, &self.stats, key).await
     }
 
     /// Stores `entry` without making anyone wait; failures are logged and counted.
     pub fn put_in_background(&self, key: CacheKey, entry: CacheEntry) {
+        self.update_in_background(key, false, move |_| Some(entry));
+    }
+
+    /// Reads the entry at `key` (when `read_first`), lets `change` decide what to store
+    /// there, and stores it, all in the background and counted as one pending write.
+    pub fn update_in_background(
+        &self,
+        key: CacheKey,
+        read_first: bool,
+        change: impl FnOnce(Option<CacheEntry>) -> Option<CacheEntry> + Send + 'static,
+    ) {
         self.pending.start();
         let (storage, stats, pending) = (
             self.storage.clone(),
@@ -171,17 +163,47 @@ impl Cache {
             self.pending.clone(),
         );
         tokio::spawn(async move {
-            let bytes = tokio::task::spawn_blocking(move || entry.encode()).await;
-            let result = match bytes {
-                Ok(bytes) => storage.put(&key, bytes).await,
-                Err(e) => Err(io::Error::other(e.to_string())),
+            let old = if read_first {
+                read_verified(&*storage, &stats, &key).await
+            } else {
+                None
             };
-            if let Err(e) = result {
-                tracing::warn!("cache write of {} failed: {e}", key.to_hex());
-                stats.update(|c| c.cache_write_errors += 1);
+            if let Some(entry) = change(old) {
+                let bytes = tokio::task::spawn_blocking(move || entry.encode()).await;
+                let result = match bytes {
+                    Ok(bytes) => storage.put(&key, bytes).await,
+                    Err(e) => Err(io::Error::other(e.to_string())),
+                };
+                if let Err(e) = result {
+                    tracing::warn!("cache write of {} failed: {e}", key.to_hex());
+                    stats.update(|c| c.cache_write_errors += 1);
+                }
             }
             pending.finish();
         });
+    }
+}
+
+async fn read_verified(storage: &dyn Storage, stats: &Stats, key: &CacheKey) -> Option<CacheEntry> {
+    let bytes = match storage.get(key).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!("cache read of {} failed: {e}", key.to_hex());
+            stats.update(|c| c.cache_read_errors += 1);
+            return None;
+        }
+    };
+    match CacheEntry::decode(&bytes) {
+        Ok(entry) => Some(entry),
+        Err(e) => {
+            tracing::warn!("cache entry {} is corrupt ({e}); removing it", key.to_hex());
+            stats.update(|c| c.corrupt_entries += 1);
+            if let Err(e) = storage.remove(key).await {
+                tracing::warn!("could not remove corrupt entry {}: {e}", key.to_hex());
+            }
+            None
+        }
     }
 }
 
@@ -199,6 +221,7 @@ mod tests {
                 executable: false,
                 data: b"\x7fELF".to_vec(),
             }],
+            meta: vec![],
         }
     }
 

@@ -107,7 +107,9 @@ impl FileHashes {
                 evict_half(&mut inner.slots);
             }
             let used = inner.clock;
-            inner.slots.insert(path.to_owned(), Slot { stamp, hash, used });
+            inner
+                .slots
+                .insert(path.to_owned(), Slot { stamp, hash, used });
         }
         Ok(hash)
     }

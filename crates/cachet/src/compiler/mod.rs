@@ -1,9 +1,11 @@
 //! The path of one compile request through the server: identify the compiler, plan the
 //! compile, compute the key, then restore a hit or run the compiler and store the result.
 
+pub mod file_hashes;
 pub mod gcc;
 pub mod identity;
 mod outputs;
+pub mod rustc;
 
 use std::io;
 use std::path::Path;
@@ -24,6 +26,7 @@ pub struct CompileService {
     cache: Arc<Cache>,
     stats: Arc<Stats>,
     identities: IdentityCache,
+    rust: rustc::RustState,
 }
 
 /// How a compile request ended, for the caller's bookkeeping.
@@ -43,6 +46,7 @@ impl CompileService {
             cache,
             stats,
             identities: IdentityCache::default(),
+            rust: rustc::RustState::default(),
         }
     }
 
@@ -94,6 +98,15 @@ impl CompileService {
             .identify(&self.launcher, &compiler, &env, &cwd)
             .await?
         else {
+            // Not gcc or clang: perhaps rustc (its toolchain is probed, never guessed).
+            if let Some(toolchain) = self
+                .rust
+                .toolchains
+                .resolve(&self.launcher, &compiler, &env, &cwd)
+                .await?
+            {
+                return self.compile_rust(request, toolchain, out, cancel).await;
+            }
             return Ok(Outcome::Local("unsupported compiler".into()));
         };
         let plan = match gcc::plan(&identity, request) {
@@ -267,6 +280,7 @@ pub fn entry_from(result: &ProcessOutput, files: Vec<crate::cache::StoredFile>) 
         stdout: result.stdout.clone(),
         stderr: result.stderr.clone(),
         files,
+        meta: Vec::new(),
     }
 }
 

@@ -49,7 +49,7 @@ pub fn restore(entry: &CacheEntry, plan: &Plan, umask: u32) -> io::Result<()> {
     Ok(())
 }
 
-fn write_atomically(target: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+pub(super) fn write_atomically(target: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let dir = target
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -94,7 +94,11 @@ mod tests {
         let info = parse(text);
         assert_eq!(
             info.sources,
-            vec![PathBuf::from("src/lib.rs"), PathBuf::from("src/a b.rs"), PathBuf::from("/o/out/gen.rs")]
+            vec![
+                PathBuf::from("src/lib.rs"),
+                PathBuf::from("src/a b.rs"),
+                PathBuf::from("/o/out/gen.rs")
+            ]
         );
         assert_eq!(
             info.env,

@@ -1,0 +1,227 @@
+//! The identity of the linker that a linked crate type (bin, proc-macro, dylib, cdylib)
+//! goes through, and of the inputs it always pulls in.
+//!
+//! The linker is `-C linker` or `cc`. Its identity covers the driver (digest and
+//! `--version`), the `ld` it drives, and the implicit inputs: crt objects, libc, libgcc and
+//! friends as `cc -print-file-name=…` names them, by content. Probed once per linker file.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OnceCell;
+
+use crate::compiler::file_hashes::FileHashes;
+use crate::process::{CommandSpec, Launcher};
+
+/// Files every link on Linux may read without naming them.
+const IMPLICIT_INPUTS: &[&str] = &[
+    "crt1.o",
+    "Scrt1.o",
+    "crti.o",
+    "crtn.o",
+    "crtbegin.o",
+    "crtbeginS.o",
+    "crtend.o",
+    "crtendS.o",
+    "libc.so",
+    "libc.so.6",
+    "libc_nonshared.a",
+    "libgcc.a",
+    "libgcc_eh.a",
+    "libgcc_s.so",
+    "libgcc_s.so.1",
+    "libm.so",
+    "libm.so.6",
+    "libpthread.so.0",
+    "libdl.so.2",
+    "librt.so.1",
+    "libutil.so.1",
+    "ld-linux-x86-64.so.2",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct LinkerKey {
+    path: PathBuf,
+    ino: u64,
+    mtime: i64,
+    size: u64,
+}
+
+#[derive(Default)]
+pub struct Linkers {
+    slots: Mutex<HashMap<LinkerKey, Arc<OnceCell<[u8; 32]>>>>,
+}
+
+/// Finds `name` the way a shell would: as a path if it has a slash, else on PATH.
+pub fn find_program(name: &OsStr, env: &[(OsString, OsString)], cwd: &Path) -> Option<PathBuf> {
+    let name_path = Path::new(name);
+    if name_path.components().count() > 1 {
+        let path = cwd.join(name_path);
+        return path.is_file().then_some(path);
+    }
+    let search = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())?;
+    std::env::split_paths(&search)
+        .map(|dir| cwd.join(dir).join(name))
+        .find(|p| p.is_file())
+}
+
+impl Linkers {
+    /// The digest of `linker` and everything it links in implicitly.
+    pub async fn digest(
+        &self,
+        launcher: &Launcher,
+        linker: &Path,
+        env: &[(OsString, OsString)],
+        cwd: &Path,
+        hashes: Arc<FileHashes>,
+    ) -> io::Result<[u8; 32]> {
+        let meta = std::fs::metadata(linker)?;
+        let key = LinkerKey {
+            path: linker.to_owned(),
+            ino: meta.ino(),
+            mtime: meta.mtime(),
+            size: meta.size(),
+        };
+        let slot = self.slots.lock().unwrap().entry(key).or_default().clone();
+        slot.get_or_try_init(|| probe(launcher, linker, env, cwd, hashes))
+            .await
+            .copied()
+    }
+}
+
+async fn probe(
+    launcher: &Launcher,
+    linker: &Path,
+    env: &[(OsString, OsString)],
+    cwd: &Path,
+    hashes: Arc<FileHashes>,
+) -> io::Result<[u8; 32]> {
+    let run = |program: &Path, args: Vec<String>| {
+        let mut spec = CommandSpec::new(program, cwd);
+        spec.args = args.into_iter().map(Into::into).collect();
+        spec.env = env.to_vec();
+        launcher.run_probe(spec)
+    };
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"cachet linker identity v1\0");
+    let version = run(linker, vec!["--version".into()]).await?;
+    hasher.update(&version.stdout);
+
+    let mut files: Vec<PathBuf> = vec![linker.to_owned()];
+    let ld = run(linker, vec!["-print-prog-name=ld".into()]).await?;
+    let ld = String::from_utf8_lossy(&ld.stdout).trim().to_owned();
+    if let Some(ld) = (!ld.is_empty())
+        .then(|| find_program(OsStr::new(&ld), env, cwd))
+        .flatten()
+    {
+        let ld_version = run(&ld, vec!["--version".into()]).await?;
+        hasher.update(&ld_version.stdout);
+        files.push(ld);
+    }
+    for input in IMPLICIT_INPUTS {
+        let out = run(linker, vec![format!("-print-file-name={input}")]).await?;
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        // A name the driver cannot find comes back bare: nothing to hash.
+        if path.is_absolute() && path.is_file() {
+            files.push(path);
+        }
+    }
+    let digests = tokio::task::spawn_blocking(move || {
+        files
+            .into_iter()
+            .map(|f| Ok((f.clone(), hashes.hash(&f)?)))
+            .collect::<io::Result<Vec<_>>>()
+    })
+    .await
+    .map_err(io::Error::other)??;
+    for (path, digest) in digests {
+        hasher.update(path.as_os_str().as_encoded_bytes());
+        hasher.update(digest.as_bytes());
+    }
+    Ok(*hasher.finalize().as_bytes())
+}
+
+/// What a link argument tells about inputs: the files it names (to hash), or why it makes
+/// the compile uncacheable.
+pub fn link_arg_inputs(arg: &str, cwd: &Path) -> Result<Vec<PathBuf>, String> {
+    let pieces: Vec<&str> = match arg.strip_prefix("-Wl,") {
+        Some(rest) => rest.split(',').collect(),
+        None => vec![arg],
+    };
+    let mut files = Vec::new();
+    let mut previous = "";
+    for piece in pieces {
+        let after = std::mem::replace(&mut previous, piece);
+        if piece.starts_with("-fuse-ld")
+            || piece.starts_with("--ld-path")
+            || piece.starts_with("-B")
+        {
+            return Err(format!("link arg {arg} picks another linker"));
+        }
+        // Values the linker records or matches, not files it reads.
+        if matches!(
+            after,
+            "-rpath" | "-R" | "-soname" | "-h" | "-z" | "-e" | "--entry"
+        ) || piece.starts_with("-L")
+            || piece.starts_with("-rpath=")
+            || piece.starts_with("--rpath=")
+            || piece.starts_with("-soname=")
+        {
+            continue;
+        }
+        let value = piece.split_once('=').map_or(piece, |(_, v)| v);
+        let looks_like_path = value.contains('/')
+            || [".o", ".a", ".so", ".ld", ".lds", ".x", ".def", ".map"]
+                .iter()
+                .any(|ext| value.ends_with(ext));
+        if !looks_like_path || value.starts_with("-l") {
+            continue;
+        }
+        let path = cwd.join(value);
+        if path.is_file() {
+            files.push(path);
+        } else if path.is_dir() {
+            // A search directory: what it holds is named elsewhere (-l) or not at all.
+            continue;
+        } else {
+            return Err(format!(
+                "link arg {arg} names an input that cannot be identified"
+            ));
+        }
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_args_name_inputs_or_refuse() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("script.ld"), "SECTIONS {}").unwrap();
+        let cwd = dir.path();
+        assert_eq!(link_arg_inputs("-Wl,--as-needed", cwd), Ok(vec![]));
+        assert_eq!(link_arg_inputs("-nostartfiles", cwd), Ok(vec![]));
+        assert_eq!(
+            link_arg_inputs("-Wl,-T,script.ld", cwd),
+            Ok(vec![cwd.join("script.ld")])
+        );
+        assert_eq!(
+            link_arg_inputs(&format!("-L{}", cwd.display()), cwd),
+            Ok(vec![])
+        );
+        assert_eq!(link_arg_inputs("-Wl,-rpath,/opt/lib", cwd), Ok(vec![]));
+        assert!(link_arg_inputs("missing.o", cwd).is_err());
+        assert!(link_arg_inputs("-fuse-ld=lld", cwd).is_err());
+        assert!(link_arg_inputs("-Wl,--version-script=/nonexistent/v.map", cwd).is_err());
+    }
+}

@@ -1,0 +1,227 @@
+//! Which Rust toolchain a `rustc` is, found from `rustc -vV` and its sysroot, never from
+//! its path: a rustup proxy picks a toolchain from RUSTUP_TOOLCHAIN, the
+//! `rust-toolchain(.toml)` that applies to the cwd and rustup's overrides, so for a proxy
+//! exactly those inputs are the cache key of the answer. Either way the sysroot's mtime is
+//! checked on every request, so a toolchain update is noticed without running `rustc -vV`.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OnceCell;
+
+use crate::compiler::file_hashes::FileHashes;
+use crate::process::{CommandSpec, Launcher};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Toolchain {
+    /// The whole `rustc -vV` output: release, commit hash, host, LLVM version.
+    pub version: String,
+    pub host: String,
+    pub sysroot: PathBuf,
+    sysroot_mtime: i128,
+}
+
+/// Everything that decides which toolchain a path runs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Selector {
+    binary: PathBuf,
+    ino: u64,
+    mtime_ns: i128,
+    /// Only for rustup proxies.
+    rustup: Option<RustupInputs>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RustupInputs {
+    toolchain_env: Option<OsString>,
+    rustup_home: Option<OsString>,
+    /// The nearest rust-toolchain(.toml) above the cwd, with its mtime and size.
+    toolchain_file: Option<(PathBuf, i128, u64)>,
+    settings_mtime: Option<i128>,
+}
+
+fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
+    meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
+}
+
+fn env_of<'a>(env: &'a [(OsString, OsString)], name: &str) -> Option<&'a OsString> {
+    env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+fn nearest_toolchain_file(cwd: &Path) -> Option<(PathBuf, i128, u64)> {
+    for dir in cwd.ancestors() {
+        for name in ["rust-toolchain", "rust-toolchain.toml"] {
+            let path = dir.join(name);
+            if let Ok(meta) = std::fs::metadata(&path) {
+                return Some((path, mtime_ns(&meta), meta.size()));
+            }
+        }
+    }
+    None
+}
+
+impl Selector {
+    fn of(binary: &Path, env: &[(OsString, OsString)], cwd: &Path) -> io::Result<Selector> {
+        let meta = std::fs::metadata(binary)?;
+        let is_proxy = std::fs::canonicalize(binary)
+            .ok()
+            .and_then(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().starts_with("rustup"))
+            })
+            .unwrap_or(false);
+        let rustup = is_proxy.then(|| {
+            let home = env_of(env, "RUSTUP_HOME")
+                .map(PathBuf::from)
+                .or_else(|| env_of(env, "HOME").map(|h| PathBuf::from(h).join(".rustup")));
+            RustupInputs {
+                toolchain_env: env_of(env, "RUSTUP_TOOLCHAIN").cloned(),
+                rustup_home: env_of(env, "RUSTUP_HOME").cloned(),
+                toolchain_file: nearest_toolchain_file(cwd),
+                settings_mtime: home
+                    .and_then(|h| std::fs::metadata(h.join("settings.toml")).ok())
+                    .map(|m| mtime_ns(&m)),
+            }
+        });
+        Ok(Selector {
+            binary: binary.to_owned(),
+            ino: meta.ino(),
+            mtime_ns: mtime_ns(&meta),
+            rustup,
+        })
+    }
+}
+
+type Slot = Arc<OnceCell<Option<Arc<Toolchain>>>>;
+
+/// A digest computed once, by (sysroot, target).
+type LibsSlot = Arc<OnceCell<[u8; 32]>>;
+
+#[derive(Default)]
+pub struct Toolchains {
+    toolchains: Mutex<HashMap<Selector, Slot>>,
+    /// Digest of a sysroot's libraries for one target.
+    libs: Mutex<HashMap<(PathBuf, String), LibsSlot>>,
+}
+
+impl Toolchains {
+    /// The toolchain `binary` runs for this request, or None when it is not rustc.
+    pub async fn resolve(
+        &self,
+        launcher: &Launcher,
+        binary: &Path,
+        env: &[(OsString, OsString)],
+        cwd: &Path,
+    ) -> io::Result<Option<Arc<Toolchain>>> {
+        let selector = Selector::of(binary, env, cwd)?;
+        loop {
+            let slot = self
+                .toolchains
+                .lock()
+                .unwrap()
+                .entry(selector.clone())
+                .or_default()
+                .clone();
+            let found = slot
+                .get_or_try_init(|| probe(launcher, binary, env, cwd))
+                .await?
+                .clone();
+            let Some(toolchain) = found else {
+                return Ok(None);
+            };
+            let current = std::fs::metadata(&toolchain.sysroot)
+                .map(|m| mtime_ns(&m))
+                .ok();
+            if current == Some(toolchain.sysroot_mtime) {
+                return Ok(Some(toolchain));
+            }
+            // Updated or removed underneath us: ask again.
+            self.toolchains.lock().unwrap().remove(&selector);
+            if current.is_none() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// A digest of the target's standard libraries and of the compiler's own library.
+    pub async fn libs_digest(
+        &self,
+        toolchain: &Toolchain,
+        target: &str,
+        hashes: Arc<FileHashes>,
+    ) -> io::Result<[u8; 32]> {
+        let key = (toolchain.sysroot.clone(), target.to_owned());
+        let slot = self.libs.lock().unwrap().entry(key).or_default().clone();
+        let sysroot = toolchain.sysroot.clone();
+        let target = target.to_owned();
+        slot.get_or_try_init(|| async move {
+            tokio::task::spawn_blocking(move || digest_libs(&sysroot, &target, &hashes))
+                .await
+                .map_err(io::Error::other)?
+        })
+        .await
+        .copied()
+    }
+}
+
+fn digest_libs(sysroot: &Path, target: &str, hashes: &FileHashes) -> io::Result<[u8; 32]> {
+    let mut files = Vec::new();
+    for dir in [
+        sysroot.join("lib/rustlib").join(target).join("lib"),
+        sysroot.join("lib"),
+    ] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                files.push(entry.path());
+            }
+        }
+    }
+    files.sort();
+    let mut hasher = blake3::Hasher::new();
+    for file in files {
+        hasher.update(file.file_name().unwrap_or_default().as_encoded_bytes());
+        hasher.update(hashes.hash(&file)?.as_bytes());
+    }
+    Ok(*hasher.finalize().as_bytes())
+}
+
+async fn probe(
+    launcher: &Launcher,
+    binary: &Path,
+    env: &[(OsString, OsString)],
+    cwd: &Path,
+) -> io::Result<Option<Arc<Toolchain>>> {
+    let run = |args: &[&str]| {
+        let mut spec = CommandSpec::new(binary, cwd);
+        spec.args = args.iter().map(Into::into).collect();
+        spec.env = env.to_vec();
+        launcher.run_probe(spec)
+    };
+    let version = run(&["-vV"]).await?;
+    let text = String::from_utf8_lossy(&version.stdout).into_owned();
+    if !version.exit.success() || !text.starts_with("rustc ") {
+        return Ok(None);
+    }
+    let Some(host) = text.lines().find_map(|l| l.strip_prefix("host: ")) else {
+        return Ok(None);
+    };
+    let sysroot = run(&["--print", "sysroot"]).await?;
+    if !sysroot.exit.success() {
+        return Ok(None);
+    }
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    let sysroot_mtime = mtime_ns(&std::fs::metadata(&sysroot)?);
+    Ok(Some(Arc::new(Toolchain {
+        host: host.trim().to_owned(),
+        version: text,
+        sysroot,
+        sysroot_mtime,
+    })))
+}
