@@ -1,0 +1,234 @@
+//! `RUSTC_WRAPPER=cachet cargo …` on a fixture workspace with every crate type: a lib, a
+//! bin, a proc-macro, a build script that reads an env var and a file and writes OUT_DIR
+//! code, a cdylib, and a crate that reads env vars with `env!`/`option_env!`.
+//!
+//! Each rustc outcome is read from the server's log ("outcome rustc crate=NAME Hit"), so
+//! the tests can say which crate hit and which missed.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::*;
+
+const CRATES: [&str; 6] = ["app", "build_script_build", "cdy", "envdep", "macros", "util"];
+
+struct Workspace {
+    env: Env,
+    dir: PathBuf,
+    log_offset: usize,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            if entry.file_name() != "target" {
+                copy_dir(&entry.path(), &target);
+            }
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+impl Workspace {
+    fn new() -> Workspace {
+        let env = Env::new();
+        let dir = env.work.join("ws");
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cargo-ws"),
+            &dir,
+        );
+        Workspace { env, dir, log_offset: 0 }
+    }
+
+    /// `cargo ARGS` in the workspace; through cachet unless `plain`.
+    fn cargo_with(&self, args: &[&str], vars: &[(&str, &str)], plain: bool) -> Output {
+        let mut cmd = self.env.command("cargo");
+        // The variables of the cargo that runs these tests are not the fixture's business.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if (name.starts_with("CARGO_") && name != "CARGO_HOME") || name.starts_with("RUSTC") {
+                cmd.env_remove(&*name);
+            }
+        }
+        cmd.args(args)
+            .current_dir(&self.dir)
+            .env("CARGO_INCREMENTAL", "0")
+            .env("CARGO_TERM_COLOR", "never")
+            .env("FIXTURE_GREETING", "hello");
+        if !plain {
+            cmd.env("RUSTC_WRAPPER", CACHET);
+        }
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let err = stderr(&out);
+        assert!(out.status.success(), "cargo {args:?} failed:\n{err}");
+        assert!(!err.contains("jobserver"), "a jobserver complaint:\n{err}");
+        out
+    }
+
+    fn cargo(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        self.cargo_with(args, vars, false)
+    }
+
+    fn clean(&self) {
+        self.cargo_with(&["clean", "-q"], &[], true);
+    }
+
+    /// The outcome of each crate compiled since the last call (the last one per crate).
+    fn outcomes(&mut self) -> BTreeMap<String, String> {
+        let log = std::fs::read_to_string(self.env.runtime_dir.join("server.log")).unwrap_or_default();
+        let fresh = &log[self.log_offset.min(log.len())..];
+        self.log_offset = log.len();
+        fresh
+            .lines()
+            .filter_map(|l| l.split_once("outcome rustc crate=").map(|(_, rest)| rest))
+            .filter_map(|rest| {
+                let (name, outcome) = rest.split_once(' ')?;
+                Some((name.to_owned(), outcome.to_owned()))
+            })
+            .filter(|(name, _)| CRATES.contains(&name.as_str()) || name == "cli")
+            .collect()
+    }
+
+    fn expect(&mut self, what: &str, misses: &[&str]) {
+        let outcomes = self.outcomes();
+        for name in CRATES {
+            let want = if misses.contains(&name) { "Miss" } else { "Hit" };
+            assert_eq!(
+                outcomes.get(name).map(String::as_str),
+                Some(want),
+                "{what}: {name} should be a {want}; all: {outcomes:?}"
+            );
+        }
+    }
+
+    fn deps(&self) -> PathBuf {
+        self.dir.join("target/debug/deps")
+    }
+}
+
+fn artifacts(deps: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(deps)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rlib" || e == "rmeta"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect()
+}
+
+#[test]
+fn every_crate_type_hits_after_cargo_clean_and_outputs_match_a_plain_build() {
+    let mut ws = Workspace::new();
+    ws.cargo_with(&["build"], &[], true);
+    let plain = artifacts(&ws.deps());
+    // util and envdep, each an .rlib and an .rmeta.
+    assert_eq!(plain.len(), 4, "{:?}", plain.keys());
+    ws.clean();
+
+    ws.cargo(&["build"], &[]);
+    ws.expect("cold build", &CRATES);
+    ws.clean();
+    ws.cargo(&["build"], &[]);
+    ws.expect("warm build after cargo clean", &[]);
+
+    let warm = artifacts(&ws.deps());
+    assert_eq!(warm.keys().collect::<Vec<_>>(), plain.keys().collect::<Vec<_>>());
+    for (name, bytes) in &plain {
+        assert!(warm[name] == *bytes, "{name} of a hit differs from the plain build's");
+    }
+    let run = std::process::Command::new(ws.dir.join("target/debug/app")).output().unwrap();
+    assert!(run.status.success());
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(text.contains("Point (derived)") && text.contains("hello"), "{text}");
+    assert!(ws.dir.join("target/debug/libcdy.so").exists());
+
+    // Test binaries too: cold, then warm after cargo clean, and they still pass.
+    ws.clean();
+    ws.cargo(&["test"], &[]);
+    ws.outcomes();
+    ws.clean();
+    let out = ws.cargo(&["test"], &[]);
+    let outcomes = ws.outcomes();
+    assert!(outcomes.values().all(|o| o == "Hit"), "{outcomes:?}");
+    assert!(outcomes.contains_key("cli"), "{outcomes:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.matches("test result: ok. 1 passed").count() >= 3, "{text}");
+}
+
+#[test]
+fn each_change_misses_exactly_where_it_should() {
+    let mut ws = Workspace::new();
+    ws.cargo(&["build"], &[]);
+    ws.expect("cold build", &CRATES);
+
+    // A source file: its crate, and the crates that link it.
+    let lib = ws.dir.join("util/src/lib.rs");
+    let original = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(&lib, format!("{original}\npub fn added() -> u8 {{ 7 }}\n")).unwrap();
+    ws.clean();
+    ws.cargo(&["build"], &[]);
+    ws.expect("util source changed", &["util", "cdy", "app"]);
+    std::fs::write(&lib, &original).unwrap();
+
+    // A feature (a --cfg of the app and of its build script).
+    ws.clean();
+    ws.cargo(&["build", "--features", "app/extra"], &[]);
+    ws.expect("feature extra", &["app", "build_script_build"]);
+
+    // A variable read with env!, and one read with option_env!.
+    ws.clean();
+    ws.cargo(&["build"], &[("FIXTURE_GREETING", "bonjour")]);
+    ws.expect("env! variable changed", &["envdep", "app"]);
+    ws.clean();
+    ws.cargo(&["build"], &[("FIXTURE_OPTIONAL", "set")]);
+    ws.expect("option_env! variable set", &["envdep", "app"]);
+
+    // A build-script input: a file it reads, then an env var it reads.
+    std::fs::write(ws.dir.join("app/build-input.txt"), "second input\n").unwrap();
+    ws.clean();
+    ws.cargo(&["build"], &[]);
+    ws.expect("build-script input file changed", &["app"]);
+    ws.clean();
+    ws.cargo(&["build"], &[("FIXTURE_FLAVOR", "spicy")]);
+    ws.expect("build-script env var changed", &["app"]);
+
+    // Everything back as it was at the start of this stage: all hits.
+    ws.clean();
+    ws.cargo(&["build"], &[]);
+    ws.expect("nothing changed", &[]);
+}
+
+#[test]
+fn incremental_builds_are_passed_through_and_succeed() {
+    let mut ws = Workspace::new();
+    ws.cargo(&["build"], &[("CARGO_INCREMENTAL", "1")]);
+    let outcomes = ws.outcomes();
+    assert!(!outcomes.is_empty());
+    for (name, outcome) in &outcomes {
+        assert!(outcome.contains("incremental"), "{name}: {outcome}");
+    }
+    let run = std::process::Command::new(ws.dir.join("target/debug/app")).output().unwrap();
+    assert!(run.status.success());
+}
+
+#[test]
+fn a_warning_is_shown_on_a_hit_as_on_a_miss() {
+    let mut ws = Workspace::new();
+    let out = ws.cargo(&["build"], &[]);
+    assert!(stderr(&out).contains("unused_on_purpose"), "{}", stderr(&out));
+    ws.outcomes();
+    // cargo replays warnings of fresh crates itself, so make it rebuild everything.
+    ws.clean();
+    let out = ws.cargo(&["build"], &[]);
+    assert_eq!(ws.outcomes().get("util").map(String::as_str), Some("Hit"));
+    assert!(stderr(&out).contains("unused_on_purpose"), "{}", stderr(&out));
+}
