@@ -13,7 +13,14 @@ use std::process::Output;
 
 use common::*;
 
-const CRATES: [&str; 6] = ["app", "build_script_build", "cdy", "envdep", "macros", "util"];
+const CRATES: [&str; 6] = [
+    "app",
+    "build_script_build",
+    "cdy",
+    "envdep",
+    "macros",
+    "util",
+];
 
 struct Workspace {
     env: Env,
@@ -44,7 +51,11 @@ impl Workspace {
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cargo-ws"),
             &dir,
         );
-        Workspace { env, dir, log_offset: 0 }
+        Workspace {
+            env,
+            dir,
+            log_offset: 0,
+        }
     }
 
     /// `cargo ARGS` in the workspace; through cachet unless `plain`.
@@ -85,7 +96,8 @@ impl Workspace {
 
     /// The outcome of each crate compiled since the last call (the last one per crate).
     fn outcomes(&mut self) -> BTreeMap<String, String> {
-        let log = std::fs::read_to_string(self.env.runtime_dir.join("server.log")).unwrap_or_default();
+        let log =
+            std::fs::read_to_string(self.env.runtime_dir.join("server.log")).unwrap_or_default();
         let fresh = &log[self.log_offset.min(log.len())..];
         self.log_offset = log.len();
         fresh
@@ -102,7 +114,11 @@ impl Workspace {
     fn expect(&mut self, what: &str, misses: &[&str]) {
         let outcomes = self.outcomes();
         for name in CRATES {
-            let want = if misses.contains(&name) { "Miss" } else { "Hit" };
+            let want = if misses.contains(&name) {
+                "Miss"
+            } else {
+                "Hit"
+            };
             assert_eq!(
                 outcomes.get(name).map(String::as_str),
                 Some(want),
@@ -121,7 +137,12 @@ fn artifacts(deps: &Path) -> BTreeMap<String, Vec<u8>> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "rlib" || e == "rmeta"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -141,14 +162,25 @@ fn every_crate_type_hits_after_cargo_clean_and_outputs_match_a_plain_build() {
     ws.expect("warm build after cargo clean", &[]);
 
     let warm = artifacts(&ws.deps());
-    assert_eq!(warm.keys().collect::<Vec<_>>(), plain.keys().collect::<Vec<_>>());
+    assert_eq!(
+        warm.keys().collect::<Vec<_>>(),
+        plain.keys().collect::<Vec<_>>()
+    );
     for (name, bytes) in &plain {
-        assert!(warm[name] == *bytes, "{name} of a hit differs from the plain build's");
+        assert!(
+            warm[name] == *bytes,
+            "{name} of a hit differs from the plain build's"
+        );
     }
-    let run = std::process::Command::new(ws.dir.join("target/debug/app")).output().unwrap();
+    let run = std::process::Command::new(ws.dir.join("target/debug/app"))
+        .output()
+        .unwrap();
     assert!(run.status.success());
     let text = String::from_utf8_lossy(&run.stdout);
-    assert!(text.contains("Point (derived)") && text.contains("hello"), "{text}");
+    assert!(
+        text.contains("Point (derived)") && text.contains("hello"),
+        "{text}"
+    );
     assert!(ws.dir.join("target/debug/libcdy.so").exists());
 
     // Test binaries too: cold, then warm after cargo clean, and they still pass.
@@ -161,7 +193,10 @@ fn every_crate_type_hits_after_cargo_clean_and_outputs_match_a_plain_build() {
     assert!(outcomes.values().all(|o| o == "Hit"), "{outcomes:?}");
     assert!(outcomes.contains_key("cli"), "{outcomes:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.matches("test result: ok. 1 passed").count() >= 3, "{text}");
+    assert!(
+        text.matches("test result: ok. 1 passed").count() >= 3,
+        "{text}"
+    );
 }
 
 #[test]
@@ -216,7 +251,9 @@ fn incremental_builds_are_passed_through_and_succeed() {
     for (name, outcome) in &outcomes {
         assert!(outcome.contains("incremental"), "{name}: {outcome}");
     }
-    let run = std::process::Command::new(ws.dir.join("target/debug/app")).output().unwrap();
+    let run = std::process::Command::new(ws.dir.join("target/debug/app"))
+        .output()
+        .unwrap();
     assert!(run.status.success());
 }
 
@@ -224,11 +261,19 @@ fn incremental_builds_are_passed_through_and_succeed() {
 fn a_warning_is_shown_on_a_hit_as_on_a_miss() {
     let mut ws = Workspace::new();
     let out = ws.cargo(&["build"], &[]);
-    assert!(stderr(&out).contains("unused_on_purpose"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unused_on_purpose"),
+        "{}",
+        stderr(&out)
+    );
     ws.outcomes();
     // cargo replays warnings of fresh crates itself, so make it rebuild everything.
     ws.clean();
     let out = ws.cargo(&["build"], &[]);
     assert_eq!(ws.outcomes().get("util").map(String::as_str), Some("Hit"));
-    assert!(stderr(&out).contains("unused_on_purpose"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unused_on_purpose"),
+        "{}",
+        stderr(&out)
+    );
 }

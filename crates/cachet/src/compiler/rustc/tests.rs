@@ -1,1 +1,528 @@
+//! The rustc key and flow over the mock process seam: which argument changes change the
+//! key and which do not, and how many rustc processes a miss and a hit cost.
 
+use std::collections::HashMap;
+use std::time::Duration;
+
+use cachet_jobserver::Jobserver;
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::cache::{Cache, DiskCache, DiskStorage};
+use crate::process::mock::{MockRunner, output};
+use crate::process::{CommandSpec, JOBSERVER_VARS, Launcher, ProcessOutput};
+use crate::protocol::to_bytes;
+use crate::stats::Stats;
+
+const HOST: &str = "x86_64-unknown-linux-gnu";
+
+/// Plays rustc (writing the outputs cargo expects) and a C linker driver.
+fn fake_tools(spec: &CommandSpec) -> io::Result<ProcessOutput> {
+    let args: Vec<String> = spec
+        .args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let program = spec
+        .program
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    if program.starts_with("cc") {
+        return Ok(match args.first().map(String::as_str) {
+            Some("--version") => output(0, format!("{program} (fake) 1.0\n").as_bytes(), b""),
+            _ => output(0, b"", b""),
+        });
+    }
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .map(|i| args[i + 1].clone())
+    };
+    let name = value("--crate-name").unwrap();
+    let extra = args
+        .iter()
+        .find_map(|a| a.strip_prefix("extra-filename="))
+        .unwrap_or("")
+        .to_owned();
+    let out_dir = spec.cwd.join(value("--out-dir").unwrap());
+    std::fs::create_dir_all(&out_dir)?;
+    let source = std::fs::read(spec.cwd.join("src/lib.rs"))?;
+    std::fs::write(
+        out_dir.join(format!("lib{name}{extra}.rlib")),
+        [b"RLIB".as_slice(), &source].concat(),
+    )?;
+    std::fs::write(out_dir.join(format!("lib{name}{extra}.rmeta")), b"RMETA")?;
+    std::fs::write(
+        out_dir.join(format!("{name}{extra}.d")),
+        format!(
+            "{0}/lib{name}{extra}.rmeta: src/lib.rs\n\nsrc/lib.rs:\n\n# env-dep:GREETING=hi\n",
+            out_dir.display()
+        ),
+    )?;
+    let notice = format!(
+        "{{\"$message_type\":\"artifact\",\"artifact\":\"{}/lib{name}{extra}.rmeta\",\"emit\":\"metadata\"}}\n",
+        out_dir.display()
+    );
+    // A warning, rendered for the width asked for.
+    let diagnostic = match (
+        source.starts_with(b"// warn"),
+        args.iter()
+            .find_map(|a| a.strip_prefix("--diagnostic-width=")),
+    ) {
+        (true, Some(width)) => format!(
+            "{{\"$message_type\":\"diagnostic\",\"rendered\":\"warning at width {width}\"}}\n"
+        ),
+        _ => String::new(),
+    };
+    Ok(output(0, b"", format!("{diagnostic}{notice}").as_bytes()))
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    work: PathBuf,
+    toolchain: Arc<Toolchain>,
+    mock: MockRunner,
+    service: CompileService,
+    cache: Arc<Cache>,
+    jobserver: Jobserver,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let sysroot = dir.path().join("sysroot");
+    let libdir = sysroot.join("lib/rustlib").join(HOST).join("lib");
+    std::fs::create_dir_all(&libdir).unwrap();
+    std::fs::write(libdir.join("libstd-1.rlib"), "std").unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(work.join("src")).unwrap();
+    std::fs::create_dir_all(work.join("deps")).unwrap();
+    std::fs::write(work.join("src/lib.rs"), "pub fn f() {}").unwrap();
+    std::fs::write(work.join("deps/libdep-1.rlib"), "dep v1").unwrap();
+    std::fs::write(work.join("deps/libdep-copy.rlib"), "dep v1").unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["cc", "cc2"] {
+        std::fs::write(bin.join(tool), format!("#!/bin/false {tool}\n")).unwrap();
+    }
+    let toolchain = Arc::new(Toolchain::for_tests(
+        "rustc 1.95.0 (fake)\nhost: x86_64-unknown-linux-gnu\n",
+        HOST,
+        &sysroot,
+    ));
+    let mock = MockRunner::new(fake_tools);
+    let jobserver = Jobserver::new(2).unwrap();
+    let stats = Arc::new(Stats::default());
+    let disk = Arc::new(DiskCache::new(dir.path().join("cache"), 1 << 30));
+    let cache = Arc::new(Cache::new(Arc::new(DiskStorage::new(disk)), stats.clone()));
+    let launcher = Launcher::new(Arc::new(mock.clone()), jobserver.clone());
+    let service = CompileService::new(launcher, cache.clone(), stats);
+    Fixture {
+        dir,
+        work,
+        toolchain,
+        mock,
+        service,
+        cache,
+        jobserver,
+    }
+}
+
+/// What cargo passes for a library with pipelining.
+fn lib_args() -> Vec<String> {
+    [
+        "--crate-name",
+        "foo",
+        "--edition=2021",
+        "src/lib.rs",
+        "--error-format=json",
+        "--json=diagnostic-rendered-ansi,artifacts,future-incompat",
+        "--crate-type",
+        "lib",
+        "--emit=dep-info,metadata,link",
+        "-C",
+        "embed-bitcode=no",
+        "-C",
+        "debuginfo=2",
+        "--cfg",
+        "feature=\"a\"",
+        "--cfg",
+        "feature=\"b\"",
+        "-C",
+        "metadata=abc",
+        "-C",
+        "extra-filename=-abc",
+        "--out-dir",
+        "target",
+        "-L",
+        "dependency=deps",
+        "--extern",
+        "dep=deps/libdep-1.rlib",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+impl Fixture {
+    fn request(&self, args: &[String], env: &[(&str, &str)]) -> CompileRequest {
+        let path = format!("{}", self.dir.path().join("bin").display());
+        let mut vars = vec![
+            ("PATH".to_owned(), path),
+            ("CARGO_PKG_VERSION".into(), "0.1.0".into()),
+        ];
+        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        CompileRequest {
+            compiler: b"/toolchain/bin/rustc".to_vec(),
+            args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            cwd: to_bytes(self.work.as_os_str()),
+            env: vars
+                .into_iter()
+                .map(|(k, v)| (k.into_bytes(), v.into_bytes()))
+                .collect(),
+            umask: 0o022,
+            stderr_is_tty: false,
+        }
+    }
+
+    async fn base(&self, args: &[String], env: &[(&str, &str)]) -> CacheKey {
+        let request = self.request(args, env);
+        let argv = request.args_os();
+        let cwd = request.cwd_path();
+        let args::Parsed::Cacheable(parsed) = args::parse(&args::ParseInput {
+            args: &argv,
+            cwd: &cwd,
+        }) else {
+            panic!("not cacheable: {args:?}");
+        };
+        self.service
+            .rust_base_key(&request, &self.toolchain, &parsed, HOST)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn run(&self, args: &[String], env: &[(&str, &str)]) -> (Outcome, Vec<Response>) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let request = self.request(args, env);
+        let outcome = self
+            .service
+            .compile_rust(
+                &request,
+                self.toolchain.clone(),
+                &tx,
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        drop(tx);
+        let mut responses = Vec::new();
+        while let Some(r) = rx.recv().await {
+            responses.push(r);
+        }
+        self.cache.pending().drain(Duration::from_secs(10)).await;
+        (outcome, responses)
+    }
+
+    fn rustc_runs(&self) -> usize {
+        self.mock
+            .calls()
+            .iter()
+            .filter(|c| c.program.ends_with("rustc"))
+            .count()
+    }
+}
+
+fn replace(args: &[String], from: &str, to: &str) -> Vec<String> {
+    args.iter()
+        .map(|a| if a == from { to.to_owned() } else { a.clone() })
+        .collect()
+}
+
+fn with(args: &[String], extra: &[&str]) -> Vec<String> {
+    let mut out = args.to_vec();
+    out.extend(extra.iter().map(|s| s.to_string()));
+    out
+}
+
+#[tokio::test]
+async fn what_changes_the_key_and_what_does_not() {
+    let f = fixture();
+    let args = lib_args();
+    let base = f.base(&args, &[]).await;
+    assert_eq!(base, f.base(&args, &[]).await, "the key is stable");
+
+    let mut same: HashMap<&str, Vec<String>> = HashMap::new();
+    // --cfg order does not matter to rustc.
+    let mut swapped = args.clone();
+    let a = swapped.iter().position(|x| x == "feature=\"a\"").unwrap();
+    let b = swapped.iter().position(|x| x == "feature=\"b\"").unwrap();
+    swapped.swap(a, b);
+    same.insert("--cfg order", swapped);
+    same.insert("diagnostic width", with(&args, &["--diagnostic-width=80"]));
+    same.insert("colour", with(&args, &["--color=always"]));
+    same.insert(
+        "rendered-ansi",
+        replace(
+            &args,
+            "--json=diagnostic-rendered-ansi,artifacts,future-incompat",
+            "--json=artifacts,future-incompat",
+        ),
+    );
+    same.insert(
+        "extern path with the same content",
+        replace(&args, "dep=deps/libdep-1.rlib", "dep=deps/libdep-copy.rlib"),
+    );
+    same.insert(
+        "-L dependency dir",
+        replace(&args, "dependency=deps", "dependency=/elsewhere"),
+    );
+    for (what, changed) in &same {
+        assert_eq!(
+            f.base(changed, &[]).await,
+            base,
+            "{what} must not change the key"
+        );
+    }
+    assert_eq!(
+        f.base(&args, &[("CARGO_MAKEFLAGS", "-j --jobserver-auth=9,10")])
+            .await,
+        base,
+        "CARGO_MAKEFLAGS"
+    );
+
+    let mut different: HashMap<&str, Vec<String>> = HashMap::new();
+    different.insert("opt-level", with(&args, &["-C", "opt-level=3"]));
+    different.insert(
+        "a feature",
+        replace(&args, "feature=\"b\"", "feature=\"c\""),
+    );
+    different.insert(
+        "edition",
+        replace(&args, "--edition=2021", "--edition=2024"),
+    );
+    different.insert("metadata", replace(&args, "metadata=abc", "metadata=abd"));
+    different.insert(
+        "error format",
+        replace(&args, "--error-format=json", "--error-format=short"),
+    );
+    different.insert("crate name", replace(&args, "foo", "bar"));
+    for (what, changed) in &different {
+        assert_ne!(
+            f.base(changed, &[]).await,
+            base,
+            "{what} must change the key"
+        );
+    }
+    assert_ne!(
+        f.base(&args, &[("CARGO_PKG_VERSION", "0.2.0")]).await,
+        base,
+        "a cargo variable"
+    );
+    assert_ne!(
+        f.base(&args, &[("RUSTC_BOOTSTRAP", "1")]).await,
+        base,
+        "RUSTC_BOOTSTRAP"
+    );
+
+    // The extern's content.
+    std::fs::write(f.work.join("deps/libdep-1.rlib"), "dep v2").unwrap();
+    assert_ne!(f.base(&args, &[]).await, base, "extern content");
+}
+
+#[tokio::test]
+async fn linked_crate_types_key_on_the_linker() {
+    let f = fixture();
+    let bin = replace(
+        &replace(&lib_args(), "lib", "bin"),
+        "--emit=dep-info,metadata,link",
+        "--emit=dep-info,link",
+    );
+    let with_cc = f.base(&bin, &[]).await;
+    let with_cc2 = f.base(&with(&bin, &["-C", "linker=cc2"]), &[]).await;
+    assert_ne!(with_cc, with_cc2);
+    // The linker was probed once, and never as a compile (no token, no jobserver).
+    let probes: Vec<CommandSpec> = f
+        .mock
+        .calls()
+        .into_iter()
+        .filter(|c| c.program.ends_with("cc"))
+        .collect();
+    assert!(!probes.is_empty());
+    assert!(
+        probes
+            .iter()
+            .all(|c| c.inherit_fds.is_empty() && c.env_var("CARGO_MAKEFLAGS").is_none())
+    );
+    f.base(&bin, &[]).await;
+    assert_eq!(
+        f.mock
+            .calls()
+            .iter()
+            .filter(|c| c.program.ends_with("cc"))
+            .count(),
+        probes.len()
+    );
+    // Linker-selecting link args are refused rather than guessed at.
+    let request = f.request(&with(&bin, &["-C", "link-arg=-fuse-ld=lld"]), &[]);
+    let argv = request.args_os();
+    let cwd = request.cwd_path();
+    let args::Parsed::Cacheable(parsed) = args::parse(&args::ParseInput {
+        args: &argv,
+        cwd: &cwd,
+    }) else {
+        panic!()
+    };
+    let refused = f
+        .service
+        .rust_base_key(&request, &f.toolchain, &parsed, HOST)
+        .await
+        .unwrap();
+    assert!(refused.unwrap_err().contains("another linker"));
+}
+
+#[tokio::test]
+async fn a_miss_runs_rustc_once_and_a_hit_never() {
+    let f = fixture();
+    let args = lib_args();
+    let env = [
+        ("GREETING", "hi"),
+        (
+            "CARGO_MAKEFLAGS",
+            "-j --jobserver-fds=7,8 --jobserver-auth=7,8",
+        ),
+    ];
+    let (outcome, responses) = f.run(&args, &env).await;
+    assert_eq!(outcome, Outcome::Miss);
+    assert_eq!(f.rustc_runs(), 1);
+    let call = f
+        .mock
+        .calls()
+        .into_iter()
+        .find(|c| c.program.ends_with("rustc"))
+        .unwrap();
+    assert_eq!(
+        call.args,
+        args.iter().map(OsString::from).collect::<Vec<_>>()
+    );
+    assert_eq!(call.cwd, f.work);
+    let [r, w] = f.jobserver.fds();
+    for var in JOBSERVER_VARS {
+        let value = call.env_var(var).unwrap().to_string_lossy().into_owned();
+        assert!(
+            value.contains(&format!("--jobserver-auth={r},{w}")) && !value.contains("7,8"),
+            "{var}={value}"
+        );
+    }
+    assert!(matches!(
+        responses.last(),
+        Some(Response::Finished(Exit::Code(0)))
+    ));
+
+    std::fs::remove_dir_all(f.work.join("target")).unwrap();
+    let (outcome, responses) = f.run(&args, &env).await;
+    assert_eq!(outcome, Outcome::Hit);
+    assert_eq!(f.rustc_runs(), 1, "a hit runs no rustc");
+    assert_eq!(
+        std::fs::read(f.work.join("target/libfoo-abc.rlib")).unwrap(),
+        b"RLIBpub fn f() {}"
+    );
+    assert!(
+        f.work.join("target/libfoo-abc.rmeta").exists() && f.work.join("target/foo-abc.d").exists()
+    );
+    // The artifact notice is replayed, so cargo's pipelining goes on.
+    let replayed: Vec<u8> = responses
+        .iter()
+        .filter_map(|r| {
+            if let Response::Stderr(b) = r {
+                Some(b.clone())
+            } else {
+                None
+            }
+        })
+        .flatten()
+        .collect();
+    assert!(String::from_utf8_lossy(&replayed).contains("\"emit\":\"metadata\""));
+
+    // The env var rustc read, and the source, each turn the hit into a miss.
+    let (outcome, _) = f.run(&args, &[("GREETING", "hello")]).await;
+    assert_eq!(outcome, Outcome::Miss);
+    std::fs::write(f.work.join("src/lib.rs"), "pub fn g() {}").unwrap();
+    let (outcome, _) = f.run(&args, &env).await;
+    assert_eq!(outcome, Outcome::Miss);
+    assert_eq!(f.rustc_runs(), 3);
+}
+
+#[tokio::test]
+async fn diagnostics_rendered_for_another_display_are_never_replayed() {
+    let f = fixture();
+    let env = [("GREETING", "hi")];
+    let narrow = with(&lib_args(), &["--diagnostic-width=80"]);
+    let wide = with(&lib_args(), &["--diagnostic-width=120"]);
+    assert_ne!(display_key(&parse(&narrow)), display_key(&parse(&wide)));
+    // Only artifact notices: nothing depends on the display, so the entry is shared.
+    assert_eq!(f.run(&narrow, &env).await.0, Outcome::Miss);
+    assert_eq!(f.run(&wide, &env).await.0, Outcome::Hit);
+    // With a diagnostic, another width recompiles, and its rendering replaces the old.
+    std::fs::write(f.work.join("src/lib.rs"), "// warn\npub fn f() {}").unwrap();
+    assert_eq!(f.run(&narrow, &env).await.0, Outcome::Miss);
+    assert_eq!(f.run(&wide, &env).await.0, Outcome::Miss);
+    let (outcome, responses) = f.run(&wide, &env).await;
+    assert_eq!(outcome, Outcome::Hit);
+    assert!(
+        responses.contains(&Response::Stderr(
+            [
+                DIAGNOSTIC_120.as_bytes(),
+                notice_for(&f, "foo", "-abc").as_bytes()
+            ]
+            .concat()
+        ))
+    );
+    assert_eq!(f.run(&narrow, &env).await.0, Outcome::Miss);
+    assert!(!has_diagnostics(notice_for(&f, "foo", "-abc").as_bytes()));
+}
+
+const DIAGNOSTIC_120: &str =
+    "{\"$message_type\":\"diagnostic\",\"rendered\":\"warning at width 120\"}\n";
+
+fn notice_for(f: &Fixture, name: &str, extra: &str) -> String {
+    format!(
+        "{{\"$message_type\":\"artifact\",\"artifact\":\"{}/lib{name}{extra}.rmeta\",\"emit\":\"metadata\"}}\n",
+        f.work.join("target").display()
+    )
+}
+
+fn parse(args: &[String]) -> RustcArgs {
+    let argv: Vec<OsString> = args.iter().map(OsString::from).collect();
+    match args::parse(&args::ParseInput {
+        args: &argv,
+        cwd: Path::new("/"),
+    }) {
+        args::Parsed::Cacheable(a) => a,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn output_names_follow_rustc_on_linux() {
+    let mut args = parse(&lib_args());
+    assert_eq!(
+        output_names(&args),
+        ["foo-abc.d", "libfoo-abc.rmeta", "libfoo-abc.rlib"]
+    );
+    args.crate_types = vec![CrateType::Bin];
+    args.emit = vec![Emit::DepInfo, Emit::Link];
+    assert_eq!(output_names(&args), ["foo-abc.d", "foo-abc"]);
+    args.crate_types = vec![CrateType::ProcMacro];
+    assert_eq!(output_names(&args), ["foo-abc.d", "libfoo-abc.so"]);
+    args.crate_types = vec![CrateType::Cdylib, CrateType::Rlib, CrateType::Staticlib];
+    assert_eq!(
+        output_names(&args),
+        [
+            "foo-abc.d",
+            "libfoo-abc.so",
+            "libfoo-abc.rlib",
+            "libfoo-abc.a"
+        ]
+    );
+}

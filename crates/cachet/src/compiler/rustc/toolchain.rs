@@ -25,6 +25,21 @@ pub struct Toolchain {
     sysroot_mtime: i128,
 }
 
+impl Toolchain {
+    /// A toolchain as probing would find it, for tests that do not run rustc.
+    #[cfg(test)]
+    pub fn for_tests(version: &str, host: &str, sysroot: &Path) -> Toolchain {
+        Toolchain {
+            version: version.into(),
+            host: host.into(),
+            sysroot: sysroot.to_owned(),
+            sysroot_mtime: std::fs::metadata(sysroot)
+                .map(|m| mtime_ns(&m))
+                .unwrap_or(0),
+        }
+    }
+}
+
 /// Everything that decides which toolchain a path runs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Selector {
