@@ -60,6 +60,12 @@ impl Workspace {
 
     /// `cargo ARGS` in the workspace; through cachet unless `plain`.
     fn cargo_with(&self, args: &[&str], vars: &[(&str, &str)], plain: bool) -> Output {
+        let wrapper = if plain { None } else { Some("RUSTC_WRAPPER") };
+        self.cargo_as(args, vars, wrapper)
+    }
+
+    /// `cargo ARGS` with cachet as `wrapper_var` (RUSTC_WRAPPER or RUSTC_WORKSPACE_WRAPPER).
+    fn cargo_as(&self, args: &[&str], vars: &[(&str, &str)], wrapper_var: Option<&str>) -> Output {
         let mut cmd = self.env.command("cargo");
         // The variables of the cargo that runs these tests are not the fixture's business.
         for (name, _) in std::env::vars_os() {
@@ -73,8 +79,8 @@ impl Workspace {
             .env("CARGO_INCREMENTAL", "0")
             .env("CARGO_TERM_COLOR", "never")
             .env("FIXTURE_GREETING", "hello");
-        if !plain {
-            cmd.env("RUSTC_WRAPPER", CACHET);
+        if let Some(var) = wrapper_var {
+            cmd.env(var, CACHET);
         }
         for (k, v) in vars {
             cmd.env(k, v);
@@ -276,4 +282,49 @@ fn a_warning_is_shown_on_a_hit_as_on_a_miss() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn the_workspace_wrapper_works_too() {
+    let mut ws = Workspace::new();
+    ws.cargo_as(&["build"], &[], Some("RUSTC_WORKSPACE_WRAPPER"));
+    ws.expect("cold build", &CRATES);
+    ws.clean();
+    ws.cargo_as(&["build"], &[], Some("RUSTC_WORKSPACE_WRAPPER"));
+    ws.expect("warm build", &[]);
+}
+
+/// `cachet rustc …` through rustup's proxy: the proxy's toolchain is found and remembered,
+/// and the compile hits like any other.
+#[test]
+fn a_rustup_proxy_resolves_to_its_toolchain() {
+    if !have("rustup") {
+        return skip("rustup is not installed");
+    }
+    let env = Env::new();
+    env.write("lib.rs", "pub fn answer() -> u32 { 42 }\n");
+    let args = [
+        "rustc",
+        "--crate-name",
+        "answer",
+        "--edition=2021",
+        "lib.rs",
+        "--crate-type",
+        "lib",
+        "--emit=dep-info,metadata,link",
+        "--out-dir",
+        "out",
+        "--error-format=json",
+        "--json=artifacts",
+    ];
+    for round in ["miss", "hit"] {
+        std::fs::create_dir_all(env.work.join("out")).unwrap();
+        let out = env.run(&args);
+        assert!(out.status.success(), "{round}: {}", stderr(&out));
+        assert!(env.work.join("out/libanswer.rlib").exists());
+        std::fs::remove_dir_all(env.work.join("out")).unwrap();
+        env.settle();
+    }
+    let stats = env.stats();
+    assert_eq!(stats["counters"]["languages"]["Rust"]["hits"], 1, "{stats}");
 }

@@ -689,8 +689,7 @@ fn collect(
 /// Writes a hit's files into the out-dir, each whole or not at all, with the modes the
 /// client's umask gives.
 fn restore(entry: &CacheEntry, out_dir: &Path, umask: u32) -> io::Result<()> {
-    // rustc creates its out-dir when it is missing; so do we.
-    std::fs::create_dir_all(out_dir)?;
+    // A missing out-dir fails here, and the miss path lets rustc report it as it would.
     for file in &entry.files {
         // Names come from our own output_names; still, never leave the out-dir.
         if file.role.contains('/') || file.role.starts_with('.') {

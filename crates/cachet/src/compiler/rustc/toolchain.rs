@@ -240,3 +240,53 @@ async fn probe(
         sysroot_mtime,
     })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
+    }
+
+    #[test]
+    fn a_proxy_is_selected_by_rustups_inputs_and_a_real_rustc_by_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("rustup-home");
+        std::fs::create_dir_all(&home).unwrap();
+        let rustup = dir.path().join("rustup");
+        std::fs::write(&rustup, "proxy").unwrap();
+        let proxy = dir.path().join("rustc");
+        std::os::unix::fs::symlink(&rustup, &proxy).unwrap();
+        let real = dir.path().join("real-rustc");
+        std::fs::write(&real, "rustc").unwrap();
+        let project = dir.path().join("project/src");
+        std::fs::create_dir_all(&project).unwrap();
+        let home_str = home.to_str().unwrap();
+
+        let base = env(&[("RUSTUP_HOME", home_str)]);
+        let a = Selector::of(&proxy, &base, &project).unwrap();
+        assert!(a.rustup.is_some());
+        assert_eq!(a, Selector::of(&proxy, &base, &project).unwrap());
+        let nightly = env(&[("RUSTUP_HOME", home_str), ("RUSTUP_TOOLCHAIN", "nightly")]);
+        assert_ne!(a, Selector::of(&proxy, &nightly, &project).unwrap());
+
+        // A rust-toolchain.toml above the cwd, then an edit of it.
+        let file = dir.path().join("project/rust-toolchain.toml");
+        std::fs::write(&file, "[toolchain]\nchannel = \"stable\"\n").unwrap();
+        let with_file = Selector::of(&proxy, &base, &project).unwrap();
+        assert_ne!(a, with_file);
+        std::fs::write(&file, "[toolchain]\nchannel = \"nightly-2026-01-01\"\n").unwrap();
+        assert_ne!(with_file, Selector::of(&proxy, &base, &project).unwrap());
+
+        // rustup's own settings (`rustup default`, overrides).
+        std::fs::write(home.join("settings.toml"), "default_toolchain = \"beta\"\n").unwrap();
+        let with_settings = Selector::of(&proxy, &base, &project).unwrap();
+        assert_ne!(with_settings.rustup.as_ref().unwrap().settings_mtime, None);
+
+        // A real rustc ignores all of that.
+        let plain = Selector::of(&real, &base, &project).unwrap();
+        assert!(plain.rustup.is_none());
+        assert_eq!(plain, Selector::of(&real, &nightly, &project).unwrap());
+    }
+}
