@@ -328,3 +328,31 @@ fn a_rustup_proxy_resolves_to_its_toolchain() {
     let stats = env.stats();
     assert_eq!(stats["counters"]["languages"]["Rust"]["hits"], 1, "{stats}");
 }
+
+/// Split debuginfo: the .dwo files rustc writes per codegen unit come back on a hit.
+#[test]
+fn split_debuginfo_files_are_restored() {
+    let mut ws = Workspace::new();
+    let split = [("CARGO_PROFILE_DEV_SPLIT_DEBUGINFO", "unpacked")];
+    ws.cargo(&["build"], &split);
+    ws.expect("cold build", &CRATES);
+    let dwo = |ws: &Workspace| {
+        let mut names: Vec<String> = std::fs::read_dir(ws.deps())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".dwo"))
+            .collect();
+        names.sort();
+        names
+    };
+    let cold = dwo(&ws);
+    assert!(cold.iter().any(|n| n.starts_with("util-")), "{cold:?}");
+    ws.clean();
+    ws.cargo(&["build"], &split);
+    ws.expect("warm build", &[]);
+    assert_eq!(dwo(&ws), cold);
+    let run = std::process::Command::new(ws.dir.join("target/debug/app"))
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+}

@@ -648,7 +648,9 @@ impl<'a> Parser<'a> {
         match key.as_str() {
             "incremental" => self.fail("incremental"),
             "save-temps" if !is_off(val) => self.fail("-C save-temps"),
-            "split-debuginfo" if val != Some("off") => {
+            // packed and unpacked write .dwp/.dwo files next to the outputs; the compiler
+            // module collects them by name.
+            "split-debuginfo" if !matches!(val, Some("off" | "packed" | "unpacked")) => {
                 self.fail(format!("-C split-debuginfo={}", val.unwrap_or("")));
             }
             "profile-generate" => self.fail("-C profile-generate"),

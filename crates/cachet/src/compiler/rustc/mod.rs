@@ -374,7 +374,7 @@ impl CompileService {
             }
         }
 
-        let compile_start = SystemTime::now();
+        let compile_start = coarse_now();
         let result = self.run_streaming(request, argv, out, cancel).await?;
         if !result.exit.success() {
             let _ = out.send(Response::Finished(result.exit));
@@ -638,7 +638,44 @@ fn entry_key(base: &CacheKey, variant: &Variant) -> CacheKey {
     h.finish()
 }
 
+/// The clock the kernel stamps files with. A file whose mtime is at or after this, taken
+/// before the compile, may have changed while rustc read it.
+fn coarse_now() -> SystemTime {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } != 0 {
+        return SystemTime::now();
+    }
+    SystemTime::UNIX_EPOCH + std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 type Collected = (Vec<StoredFile>, depinfo::DepInfo, Vec<(Vec<u8>, [u8; 32])>);
+
+/// Split debuginfo that this compile wrote: `<stem>.dwp` (packed) and
+/// `<stem>.<cgu>.rcgu.dwo` files (unpacked), whose names rustc picks per codegen unit.
+fn split_debuginfo_files(out_dir: &Path, stem: &str, since: SystemTime) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(out_dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m >= since)
+        })
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| {
+            n == &format!("{stem}.dwp")
+                || (n.starts_with(&format!("{stem}.")) && n.ends_with(".dwo"))
+        })
+        .collect();
+    names.sort();
+    names
+}
 
 /// Reads a successful compile's outputs and the sources its dep-info names. Sources
 /// modified since the compile started make the result unsafe to store.
@@ -652,7 +689,11 @@ fn collect(
 ) -> Result<Collected, String> {
     let mut files = Vec::new();
     let mut depinfo_text = None;
-    for name in outputs {
+    let stem = depinfo_name.trim_end_matches(".d");
+    // A little slack: these are outputs, and a stale one is only one written just before.
+    let since = compile_start - std::time::Duration::from_millis(50);
+    let split = split_debuginfo_files(out_dir, stem, since);
+    for name in outputs.iter().chain(&split) {
         let path = out_dir.join(name);
         let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mode = std::fs::metadata(&path)

@@ -858,12 +858,8 @@ fn not_cacheable_reasons() {
         (&["-C", "save-temps"], "-C save-temps"),
         (&["-C", "save_temps=yes"], "-C save-temps"),
         (
-            &["-C", "split-debuginfo=packed"],
-            "-C split-debuginfo=packed",
-        ),
-        (
-            &["-Csplit-debuginfo=unpacked"],
-            "-C split-debuginfo=unpacked",
+            &["-C", "split-debuginfo=sideways"],
+            "-C split-debuginfo=sideways",
         ),
         (&["-C", "profile-generate=/p"], "-C profile-generate"),
         (&["-C", "profile-use=/p.profdata"], "-C profile-use"),
