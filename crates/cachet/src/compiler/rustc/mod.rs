@@ -374,7 +374,8 @@ impl CompileService {
             }
         }
 
-        let compile_start = coarse_now();
+        // As ccache does: a source stamped after this was edited while rustc read it.
+        let compile_start = SystemTime::now();
         let result = self.run_streaming(request, argv, out, cancel).await?;
         if !result.exit.success() {
             let _ = out.send(Response::Finished(result.exit));
