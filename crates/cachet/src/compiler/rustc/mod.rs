@@ -639,20 +639,6 @@ fn entry_key(base: &CacheKey, variant: &Variant) -> CacheKey {
     h.finish()
 }
 
-/// The clock the kernel stamps files with. A file whose mtime is at or after this, taken
-/// before the compile, may have changed while rustc read it.
-fn coarse_now() -> SystemTime {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } != 0 {
-        return SystemTime::now();
-    }
-    SystemTime::UNIX_EPOCH + std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 type Collected = (Vec<StoredFile>, depinfo::DepInfo, Vec<(Vec<u8>, [u8; 32])>);
 
 /// Split debuginfo that this compile wrote: `<stem>.dwp` (packed) and
