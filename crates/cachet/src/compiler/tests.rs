@@ -157,7 +157,7 @@ async fn miss_runs_preprocessor_and_compiler_with_exact_command_lines() {
                 "{var}={value}"
             );
             assert!(
-                !value.contains("3,4") && !value.contains("9,10"),
+                !value.contains("=3,4") && !value.contains("=9,10"),
                 "{var}={value}"
             );
         }
