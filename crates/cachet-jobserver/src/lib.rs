@@ -29,17 +29,22 @@
 //! # }
 //! ```
 
+use std::ffi::CString;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 pub mod flags;
+pub mod inherited;
 mod pipe;
+mod proxy;
 mod stats;
 
+pub use proxy::{Demand, Proxy, ProxyReport, waiting_on};
 pub use stats::JobserverStats;
 
 /// Largest pool we make; a pipe holds far more, but no machine needs more.
@@ -88,10 +93,43 @@ impl Jobserver {
             write = pipe.write_fd(),
             "jobserver created"
         );
+        Self::wrap(pipe, tokens)
+    }
+
+    /// Joins another owner's pool through the read and write ends of its pipe (both
+    /// checked to be one pipe). Tokens taken go back to that pool. `capacity` is 0: the
+    /// size of someone else's pool is unknown.
+    pub fn join(read: OwnedFd, write: OwnedFd) -> io::Result<Self> {
+        inherited::check_pipe(read.as_raw_fd(), write.as_raw_fd())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Self::wrap(pipe::Pipe::from_fds(read, write)?, 0)
+    }
+
+    /// Joins a fifo jobserver (make 4.4+, ninja 1.13) by its path.
+    pub fn join_fifo(path: &Path) -> io::Result<Self> {
+        inherited::check_fifo(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let open = |flags: libc::c_int| -> io::Result<OwnedFd> {
+            let c = CString::new(path.as_os_str().as_encoded_bytes())
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            // SAFETY: a valid C string; the fd is ours on success.
+            let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: fresh fd owned here.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        };
+        // Opening the reading end first (non-blocking) lets the writing end open at once.
+        let read = open(libc::O_RDONLY | libc::O_NONBLOCK)?;
+        let write = open(libc::O_WRONLY)?;
+        Self::wrap(pipe::Pipe::from_fds(read, write)?, 0)
+    }
+
+    fn wrap(pipe: pipe::Pipe, capacity: usize) -> io::Result<Self> {
         Ok(Jobserver {
             inner: Arc::new(Inner {
                 pipe,
-                capacity: tokens,
+                capacity,
                 gate: tokio::sync::Mutex::new(()),
                 counters: stats::Counters::default(),
             }),
@@ -164,16 +202,7 @@ impl Jobserver {
     /// A non-UTF-8 value is read lossily.
     pub fn child_env(&self, inherited_makeflags: Option<&OsStr>) -> Vec<(String, OsString)> {
         let [read, write] = self.fds();
-        let inherited = inherited_makeflags.map(OsStr::to_string_lossy);
-        let (makeflags, mflags) = flags::compose(inherited.as_deref(), read, write);
-        vec![
-            ("MAKEFLAGS".to_owned(), makeflags.into()),
-            ("MFLAGS".to_owned(), mflags.into()),
-            (
-                "CARGO_MAKEFLAGS".to_owned(),
-                flags::pool_words(read, write).into(),
-            ),
-        ]
+        child_env_for(read, write, inherited_makeflags)
     }
 
     /// Sets [`child_env`](Self::child_env) on `cmd` and clears CLOEXEC on the
@@ -233,6 +262,24 @@ impl Jobserver {
     pub fn zero_stats(&self) {
         self.inner.counters.zero();
     }
+}
+
+/// MAKEFLAGS, MFLAGS and CARGO_MAKEFLAGS naming the pipe `read`,`write`.
+pub(crate) fn child_env_for(
+    read: RawFd,
+    write: RawFd,
+    inherited_makeflags: Option<&OsStr>,
+) -> Vec<(String, OsString)> {
+    let inherited = inherited_makeflags.map(OsStr::to_string_lossy);
+    let (makeflags, mflags) = flags::compose(inherited.as_deref(), read, write);
+    vec![
+        ("MAKEFLAGS".to_owned(), makeflags.into()),
+        ("MFLAGS".to_owned(), mflags.into()),
+        (
+            "CARGO_MAKEFLAGS".to_owned(),
+            flags::pool_words(read, write).into(),
+        ),
+    ]
 }
 
 impl fmt::Debug for Jobserver {

@@ -46,6 +46,12 @@ impl Pipe {
             }
         }
 
+        Pipe::from_fds(read, write)
+    }
+
+    /// Wraps the two ends of an existing pipe (or of a fifo opened twice),
+    /// adding a private non-blocking reader of it.
+    pub(crate) fn from_fds(read: OwnedFd, write: OwnedFd) -> io::Result<Pipe> {
         let path = CString::new(format!("/proc/self/fd/{}", read.as_raw_fd()))
             .expect("no NUL in a formatted path");
         let private = loop {
@@ -79,6 +85,11 @@ impl Pipe {
 
     pub(crate) fn write_fd(&self) -> RawFd {
         self.write.as_raw_fd()
+    }
+
+    /// The pipe's inode, as `/proc/PID/fd/N` links name it (`pipe:[INODE]`).
+    pub(crate) fn inode(&self) -> io::Result<u64> {
+        Ok(fstat(self.read.as_raw_fd())?.st_ino)
     }
 
     /// Takes one byte if one is there right now.
@@ -153,6 +164,14 @@ pub(crate) fn clear_cloexec(fd: RawFd) -> io::Result<()> {
         cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) })?;
     }
     Ok(())
+}
+
+pub(crate) fn fstat(fd: RawFd) -> io::Result<libc::stat> {
+    // SAFETY: a zeroed stat is a valid out-buffer for fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes one stat.
+    cvt(unsafe { libc::fstat(fd, &mut st) })?;
+    Ok(st)
 }
 
 trait IsMinusOne: Copy {

@@ -1,0 +1,185 @@
+//! A private jobserver for one child, fed from one or more pools.
+//!
+//! The child gets a pipe of its own in MAKEFLAGS. A token goes into that pipe only when
+//! one is held from every level at once (the calling build's pool and the server's), and
+//! whatever the child still holds when it exits is taken back by the owner: the child
+//! never touches a real pool, so killing it cannot cost any pool a token.
+//!
+//! The owner of a pipe cannot see that a reader waits on it, but Linux shows it: a thread
+//! blocked on the proxy has the read syscall in `/proc/PID/task/TID/syscall` on an fd whose
+//! `/proc/PID/fd/N` link is the proxy's `pipe:[INODE]`. Tokens are granted when such a
+//! waiter is seen and taken back when none is; where the tree cannot be looked at, at most
+//! one token is granted ahead.
+
+use std::ffi::{OsStr, OsString};
+use std::future::Future;
+use std::io;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use crate::pipe::Pipe;
+use crate::{Jobserver, TOKEN_BYTE, Token};
+
+/// How often the proxy looks at its child.
+const TICK: Duration = Duration::from_millis(3);
+
+/// The read(2) syscall number, as `/proc/PID/task/TID/syscall` shows it.
+#[cfg(target_arch = "x86_64")]
+const READ_SYSCALL: i64 = 0;
+#[cfg(target_arch = "aarch64")]
+const READ_SYSCALL: i64 = 63;
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const READ_SYSCALL: i64 = -1;
+
+/// What the proxy did for one child.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct ProxyReport {
+    /// Tokens put into the child's pipe.
+    pub grants: u64,
+    /// Tokens taken back from the pipe while the child ran (returned or unwanted).
+    pub reclaims: u64,
+    /// Tokens the child still held when it exited (killed, or careless), given back.
+    pub recovered: u64,
+    /// The most tokens granted at once.
+    pub peak: u64,
+    /// Token-time that granted tokens sat unread in the pipe.
+    pub idle: Duration,
+}
+
+/// Whether a process tree waits on a pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Demand {
+    Waiting,
+    Idle,
+    Unknown,
+}
+
+pub struct Proxy {
+    pipe: Pipe,
+    inode: u64,
+}
+
+impl Proxy {
+    /// An empty private pool. Must be called inside a tokio runtime.
+    pub fn new() -> io::Result<Proxy> {
+        let pipe = Pipe::new(0, TOKEN_BYTE)?;
+        let inode = pipe.inode()?;
+        Ok(Proxy { pipe, inode })
+    }
+
+    /// The pipe's read and write fds (CLOEXEC here; the spawner clears it in the child).
+    pub fn fds(&self) -> [RawFd; 2] {
+        [self.pipe.read_fd(), self.pipe.write_fd()]
+    }
+
+    /// MAKEFLAGS, MFLAGS and CARGO_MAKEFLAGS naming this proxy; see
+    /// [`Jobserver::child_env`].
+    pub fn child_env(&self, inherited_makeflags: Option<&OsStr>) -> Vec<(String, OsString)> {
+        let [read, write] = self.fds();
+        crate::child_env_for(read, write, inherited_makeflags)
+    }
+
+    /// Feeds the child from `levels` until `done` completes (the child has exited), then
+    /// takes every token back. `child` names the child's pid once it is known.
+    pub async fn serve<F: Future>(
+        &self,
+        levels: &[Jobserver],
+        child: impl Fn() -> Option<u32>,
+        done: F,
+    ) -> (F::Output, ProxyReport) {
+        let mut grants: Vec<Vec<Token>> = Vec::new();
+        let mut report = ProxyReport::default();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last = Instant::now();
+        tokio::pin!(done);
+        let output = loop {
+            tokio::select! {
+                biased;
+                output = &mut done => break output,
+                _ = tick.tick() => {}
+            }
+            let now = Instant::now();
+            let in_pipe = self.pipe.available().unwrap_or(0);
+            report.idle += (now - last) * in_pipe as u32;
+            last = now;
+            let demand = child().map_or(Demand::Unknown, |pid| waiting_on(pid, self.inode));
+            let wanted = match demand {
+                Demand::Waiting | Demand::Unknown => 1,
+                Demand::Idle => 0,
+            };
+            if in_pipe > wanted {
+                for _ in wanted..in_pipe {
+                    if let Ok(Some(_)) = self.pipe.try_read_byte() {
+                        grants.pop();
+                        report.reclaims += 1;
+                    }
+                }
+            } else if in_pipe < wanted
+                && let Some(tokens) = take_from_every(levels)
+                && self.pipe.write_byte(TOKEN_BYTE).is_ok()
+            {
+                grants.push(tokens);
+                report.grants += 1;
+                report.peak = report.peak.max(grants.len() as u64);
+            }
+        };
+        // The child is gone: what it did not give back was still ours.
+        let in_pipe = self.pipe.available().unwrap_or(0);
+        report.recovered = grants.len().saturating_sub(in_pipe) as u64;
+        grants.clear();
+        (output, report)
+    }
+}
+
+/// One token from each level, or none at all.
+fn take_from_every(levels: &[Jobserver]) -> Option<Vec<Token>> {
+    let mut held = Vec::with_capacity(levels.len());
+    for level in levels {
+        // Dropping `held` on the way out gives back what was taken so far.
+        held.push(level.try_acquire().ok()??);
+    }
+    Some(held)
+}
+
+/// Whether any thread in the tree rooted at `pid` is blocked reading the pipe `inode`.
+pub fn waiting_on(pid: u32, inode: u64) -> Demand {
+    let target = format!("pipe:[{inode}]");
+    let mut looked = false;
+    let mut stack = vec![pid];
+    while let Some(pid) = stack.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let dir = task.path();
+            if let Ok(syscall) = std::fs::read_to_string(dir.join("syscall")) {
+                looked = true;
+                let mut words = syscall.split_whitespace();
+                let nr = words.next().and_then(|w| w.parse::<i64>().ok());
+                let fd = words
+                    .next()
+                    .and_then(|w| i64::from_str_radix(w.trim_start_matches("0x"), 16).ok());
+                if nr == Some(READ_SYSCALL)
+                    && let Some(fd) = fd
+                    && std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+                        .is_ok_and(|link| link.as_os_str() == target.as_str())
+                {
+                    return Demand::Waiting;
+                }
+            }
+            if let Ok(children) = std::fs::read_to_string(dir.join("children")) {
+                stack.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    if looked {
+        Demand::Idle
+    } else {
+        Demand::Unknown
+    }
+}
