@@ -302,11 +302,12 @@ pub struct Token {
 
 impl Drop for Token {
     fn drop(&mut self) {
+        // Count it back first: once the byte is in the pipe another taker may count it.
+        self.inner.counters.gave_back();
         if let Err(e) = self.inner.pipe.write_byte(self.byte) {
             // Nothing better to do from Drop; the pool shrinks by one.
             tracing::error!("jobserver: failed to give a token back: {e}");
         }
-        self.inner.counters.gave_back();
     }
 }
 

@@ -80,7 +80,7 @@ impl Proxy {
     }
 
     /// Feeds the child from `levels` until `done` completes (the child has exited), then
-    /// takes every token back. `child` names the child's pid once it is known.
+    /// takes every token back. `child` names the child's pid once it runs (None before).
     pub async fn serve<F: Future>(
         &self,
         levels: &[Jobserver],
@@ -103,7 +103,8 @@ impl Proxy {
             let in_pipe = self.pipe.available().unwrap_or(0);
             report.idle += (now - last) * in_pipe as u32;
             last = now;
-            let demand = child().map_or(Demand::Unknown, |pid| waiting_on(pid, self.inode));
+            // Before the child is known to run, nobody can be waiting.
+            let demand = child().map_or(Demand::Idle, |pid| waiting_on(pid, self.inode));
             let wanted = match demand {
                 Demand::Waiting | Demand::Unknown => 1,
                 Demand::Idle => 0,

@@ -29,6 +29,18 @@ pub struct Counters {
     pub corrupt_entries: u64,
     /// Connections from another user, refused.
     pub connections_refused: u64,
+    /// Compiles that ran under their build's own jobserver (pipe or fifo).
+    pub build_jobservers: u64,
+    /// Jobserver settings that were stale or unusable, and ignored.
+    pub stale_jobservers: u64,
+    /// Tokens granted into compilers' private proxy pipes.
+    pub proxy_grants: u64,
+    /// Tokens taken back from proxies while compilers ran (returned or not wanted).
+    pub proxy_reclaims: u64,
+    /// Tokens compilers still held when they exited (killed, say), recovered for every pool.
+    pub tokens_recovered: u64,
+    /// Token-milliseconds that granted tokens sat unread in proxy pipes.
+    pub idle_token_ms: u64,
     /// Malformed, truncated or oversized frames, and handshake failures.
     pub protocol_errors: u64,
     pub hit_time_ms: u64,
@@ -176,6 +188,30 @@ impl StatsSnapshot {
                 c.connections_refused.to_string(),
             ),
             ("Protocol errors".into(), c.protocol_errors.to_string()),
+            (
+                "Compiles under their build's jobserver".into(),
+                c.build_jobservers.to_string(),
+            ),
+            (
+                "Stale jobserver settings ignored".into(),
+                c.stale_jobservers.to_string(),
+            ),
+            (
+                "Extra tokens granted to compilers".into(),
+                c.proxy_grants.to_string(),
+            ),
+            (
+                "Extra tokens taken back".into(),
+                c.proxy_reclaims.to_string(),
+            ),
+            (
+                "Tokens recovered from dead compilers".into(),
+                c.tokens_recovered.to_string(),
+            ),
+            (
+                "Granted tokens idle".into(),
+                format!("{:.3} token-s", c.idle_token_ms as f64 / 1000.0),
+            ),
             (
                 "Average hit time".into(),
                 average_ms(c.hit_time_ms, c.cache_hits),

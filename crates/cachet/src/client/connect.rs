@@ -1,6 +1,6 @@
 //! Reaching the server: connect, or start it and then connect.
 
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -58,6 +58,16 @@ impl Connection {
     /// Connects and shakes hands; the handshake is sent together with `first`, so a hit
     /// costs one round trip.
     pub fn open(config: &Config, start: Start, first: &Request) -> Result<Connection, ClientError> {
+        Connection::open_with_fds(config, start, first, &[])
+    }
+
+    /// [`open`](Self::open), with `fds` passed along with the first request.
+    pub fn open_with_fds(
+        config: &Config,
+        start: Start,
+        first: &Request,
+        fds: &[i32],
+    ) -> Result<Connection, ClientError> {
         let runtime = RuntimeDir::prepare(&config.runtime_dir)
             .map_err(|e| ClientError::RuntimeDir(config.runtime_dir.display().to_string(), e))?;
         let stream = match try_connect(&runtime) {
@@ -76,9 +86,7 @@ impl Connection {
         let mut hello = Vec::new();
         write_frame(&mut hello, &protocol::handshake(PROTOCOL_VERSION)).map_err(ClientError::Io)?;
         write_frame(&mut hello, &protocol::encode(first)).map_err(ClientError::Io)?;
-        connection
-            .stream
-            .write_all(&hello)
+        crate::protocol::fds::send_with_fds(&connection.stream, &hello, fds)
             .map_err(ClientError::Io)?;
         let _ = connection.stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
         let reply = connection.read_raw()?;

@@ -18,7 +18,9 @@ pub use connect::{ClientError, Connection, Start};
 pub use resolve::resolve_compiler;
 
 use crate::config::Config;
-use crate::protocol::{CompileRequest, Exit, Request, Response, to_bytes};
+use cachet_jobserver::inherited::{self, Found, NotFound};
+
+use crate::protocol::{BuildJobserver, CompileRequest, Exit, Request, Response, to_bytes};
 
 /// Runs one compile through the server. Returns the exit code; may also exec the compiler.
 pub fn compile(compiler: &OsStr, args: Vec<OsString>) -> i32 {
@@ -38,15 +40,15 @@ pub fn compile(compiler: &OsStr, args: Vec<OsString>) -> i32 {
     };
     crate::logging::init_client(config.log.as_deref());
 
-    let request = match build_request(&path, &args) {
+    let (request, fds) = match build_request(&path, &args) {
         Ok(request) => request,
         Err(e) => warn_and_run_directly(&e.to_string(), &path, &args),
     };
-    let mut connection =
-        match Connection::open(&config, Start::IfNeeded, &Request::Compile(request)) {
-            Ok(connection) => connection,
-            Err(e) => warn_and_run_directly(&e.to_string(), &path, &args),
-        };
+    let first = Request::Compile(request);
+    let mut connection = match Connection::open_with_fds(&config, Start::IfNeeded, &first, &fds) {
+        Ok(connection) => connection,
+        Err(e) => warn_and_run_directly(&e.to_string(), &path, &args),
+    };
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let mut compiler_group = None;
@@ -89,7 +91,11 @@ fn env_flag(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
-fn build_request(compiler: &Path, args: &[OsString]) -> std::io::Result<CompileRequest> {
+/// The request, and the fds to send with it (the build's jobserver pipe, if any).
+fn build_request(
+    compiler: &Path,
+    args: &[OsString],
+) -> std::io::Result<(CompileRequest, Vec<i32>)> {
     let cwd = std::env::current_dir()?;
     // umask can only be read by setting it; we are single-threaded here.
     let umask = unsafe {
@@ -97,7 +103,23 @@ fn build_request(compiler: &Path, args: &[OsString]) -> std::io::Result<CompileR
         libc::umask(mask);
         mask
     } as u32;
-    Ok(CompileRequest {
+    // The build's own jobserver, checked here where its fds are valid.
+    let (build_jobserver, stale_jobserver, fds) = match inherited::find(|name| {
+        std::env::var_os(name)
+    }) {
+        Ok(Found::Pipe { read, write }) => (Some(BuildJobserver::Pipe), None, vec![read, write]),
+        Ok(Found::Fifo(path)) => (
+            Some(BuildJobserver::Fifo(to_bytes(path.as_os_str()))),
+            None,
+            vec![],
+        ),
+        Err(NotFound::Absent) => (None, None, vec![]),
+        Err(NotFound::Stale(why)) => {
+            tracing::debug!("ignoring the jobserver in the environment: {why}");
+            (None, Some(why), vec![])
+        }
+    };
+    let request = CompileRequest {
         compiler: compiler.as_os_str().as_bytes().to_vec(),
         args: args.iter().map(|a| to_bytes(a)).collect(),
         cwd: to_bytes(cwd.as_os_str()),
@@ -106,7 +128,10 @@ fn build_request(compiler: &Path, args: &[OsString]) -> std::io::Result<CompileR
             .collect(),
         umask,
         stderr_is_tty: unsafe { libc::isatty(2) } == 1,
-    })
+        build_jobserver,
+        stale_jobserver,
+    };
+    Ok((request, fds))
 }
 
 /// Ends this process the way the compiler's process ended.

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use cachet_jobserver::Jobserver;
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
@@ -55,11 +56,15 @@ impl CompileService {
     pub async fn compile(
         &self,
         request: CompileRequest,
+        build: Option<Jobserver>,
         out: UnboundedSender<Response>,
         cancel: CancellationToken,
     ) -> Outcome {
         self.stats.update(|c| c.compile_requests += 1);
-        let outcome = match self.try_compile(&request, &out, &cancel).await {
+        let outcome = match self
+            .try_compile(&request, build.as_ref(), &out, &cancel)
+            .await
+        {
             Ok(outcome) => outcome,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Outcome::Cancelled,
             Err(e) => Outcome::Local(format!("server error: {e}")),
@@ -86,6 +91,7 @@ impl CompileService {
     async fn try_compile(
         &self,
         request: &CompileRequest,
+        build: Option<&Jobserver>,
         out: &UnboundedSender<Response>,
         cancel: &CancellationToken,
     ) -> io::Result<Outcome> {
@@ -105,7 +111,9 @@ impl CompileService {
                 .resolve(&self.launcher, &compiler, &env, &cwd)
                 .await?
             {
-                return self.compile_rust(request, toolchain, out, cancel).await;
+                return self
+                    .compile_rust(request, toolchain, build, out, cancel)
+                    .await;
             }
             return Ok(Outcome::Local("unsupported compiler".into()));
         };
@@ -118,11 +126,16 @@ impl CompileService {
             Some(args) => {
                 let pre = self
                     .launcher
-                    .run_compiler(self.spec(request, args.clone()), None, cancel.clone())
+                    .run_compiler(
+                        self.spec(request, args.clone()),
+                        None,
+                        cancel.clone(),
+                        build,
+                    )
                     .await?;
                 if !pre.exit.success() {
                     // The real compile reports the error as the user would see it.
-                    return self.run_uncached(request, &plan, out, cancel).await;
+                    return self.run_uncached(request, &plan, build, out, cancel).await;
                 }
                 pre.stdout
             }
@@ -160,7 +173,7 @@ impl CompileService {
         }
 
         let result = self
-            .run_streaming(request, plan.compile_args.clone(), out, cancel)
+            .run_streaming(request, plan.compile_args.clone(), build, out, cancel)
             .await?;
         if !result.exit.success() {
             let _ = out.send(Response::Finished(result.exit));
@@ -194,11 +207,12 @@ impl CompileService {
         &self,
         request: &CompileRequest,
         plan: &gcc::Plan,
+        build: Option<&Jobserver>,
         out: &UnboundedSender<Response>,
         cancel: &CancellationToken,
     ) -> io::Result<Outcome> {
         let result = self
-            .run_streaming(request, plan.compile_args.clone(), out, cancel)
+            .run_streaming(request, plan.compile_args.clone(), build, out, cancel)
             .await?;
         let _ = out.send(Response::Finished(result.exit));
         if result.exit.success() {
@@ -220,6 +234,7 @@ impl CompileService {
         &self,
         request: &CompileRequest,
         args: Vec<std::ffi::OsString>,
+        build: Option<&Jobserver>,
         out: &UnboundedSender<Response>,
         cancel: &CancellationToken,
     ) -> io::Result<ProcessOutput> {
@@ -239,7 +254,7 @@ impl CompileService {
         spec.umask = Some(request.umask);
         let result = self
             .launcher
-            .run_compiler(spec, Some(tx), cancel.clone())
+            .run_compiler(spec, Some(tx), cancel.clone(), build)
             .await;
         // All output reaches the client before the verdict does.
         let _ = forward.await;

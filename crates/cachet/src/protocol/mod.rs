@@ -4,6 +4,7 @@
 //! version as u32 LE, a layout that never changes), so that a version mismatch is always
 //! recognised. Every later frame is one postcard-encoded message. See `frame` for framing.
 
+pub mod fds;
 pub mod frame;
 
 use std::ffi::OsString;
@@ -65,6 +66,19 @@ pub struct CompileRequest {
     pub umask: u32,
     /// Whether the client's stderr is a terminal (the compiler's colour choice depends on it).
     pub stderr_is_tty: bool,
+    /// The calling build's jobserver, when the client found a usable one.
+    pub build_jobserver: Option<BuildJobserver>,
+    /// Why the client ignored a jobserver its environment named (stale or foreign).
+    pub stale_jobserver: Option<String>,
+}
+
+/// How the build's jobserver reaches the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BuildJobserver {
+    /// Its pipe's read and write ends ride with the request (SCM_RIGHTS), in that order.
+    Pipe,
+    /// A fifo, by path.
+    Fifo(Bytes),
 }
 
 impl CompileRequest {
@@ -158,6 +172,8 @@ mod tests {
             env: vec![(b"PATH".to_vec(), b"/usr/bin".to_vec())],
             umask: 0o022,
             stderr_is_tty: false,
+            build_jobserver: None,
+            stale_jobserver: None,
         });
         assert_eq!(decode::<Request>(&encode(&request)).unwrap(), request);
         let response = Response::Finished(Exit::Signal(9));

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use cachet_jobserver::Jobserver;
+use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::mpsc;
@@ -11,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ConnectionGuard, Server};
 use crate::protocol::frame::{read_frame_async, write_frame_async};
-use crate::protocol::{self, PROTOCOL_VERSION, Request, Response};
+use crate::protocol::{self, BuildJobserver, PROTOCOL_VERSION, Request, Response, fds};
 
 /// A client that connects and then says nothing is dropped after this long.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,7 +38,14 @@ pub async fn handle(server: Arc<Server>, stream: UnixStream, mut guard: Connecti
             return;
         }
     }
-    let (mut reader, mut writer) = stream.into_split();
+    // The first bytes may carry fds (the build's jobserver), so they are read with recvmsg.
+    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_first(&stream)).await;
+    let (initial, mut fds) = match first {
+        Ok(Ok(first)) => first,
+        _ => return,
+    };
+    let (read_half, mut writer) = stream.into_split();
+    let mut reader = std::io::Cursor::new(initial).chain(read_half);
 
     let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame_async(&mut reader)).await;
     let version = match hello {
@@ -84,7 +94,8 @@ pub async fn handle(server: Arc<Server>, stream: UnixStream, mut guard: Connecti
         };
         let response = match request {
             Request::Compile(compile) => {
-                serve_compile(&server, compile, reader, writer).await;
+                let build = join_build_jobserver(&server, &compile, std::mem::take(&mut fds));
+                serve_compile(&server, compile, build, reader, writer).await;
                 return;
             }
             Request::Stats => Response::Stats(Box::new(server.snapshot().await)),
@@ -139,6 +150,61 @@ pub async fn handle(server: Arc<Server>, stream: UnixStream, mut guard: Connecti
     }
 }
 
+/// The first chunk a client sent, and the fds that came with it.
+async fn read_first(stream: &UnixStream) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        stream.readable().await?;
+        match stream.try_io(Interest::READABLE, || {
+            fds::recv_with_fds(stream.as_raw_fd(), &mut buf)
+        }) {
+            Ok((n, fds)) => {
+                buf.truncate(n);
+                return Ok((buf, fds));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The calling build's pool for this compile only: joined here, dropped (and its fds
+/// closed) when the compile ends, so no build waits on us at its exit.
+fn join_build_jobserver(
+    server: &Server,
+    request: &protocol::CompileRequest,
+    fds: Vec<OwnedFd>,
+) -> Option<Jobserver> {
+    if let Some(why) = &request.stale_jobserver {
+        tracing::debug!("client ignored a stale jobserver: {why}");
+        server.stats.update(|c| c.stale_jobservers += 1);
+    }
+    let joined = match &request.build_jobserver {
+        None => return None,
+        Some(BuildJobserver::Pipe) => {
+            let mut fds = fds.into_iter();
+            match (fds.next(), fds.next()) {
+                (Some(read), Some(write)) => Jobserver::join(read, write),
+                _ => Err(std::io::Error::other("the pipe's fds did not arrive")),
+            }
+        }
+        Some(BuildJobserver::Fifo(path)) => {
+            Jobserver::join_fifo(std::path::Path::new(&protocol::to_os(path)))
+        }
+    };
+    match joined {
+        Ok(pool) => {
+            server.stats.update(|c| c.build_jobservers += 1);
+            Some(pool)
+        }
+        Err(e) => {
+            tracing::debug!("cannot use the build's jobserver: {e}");
+            server.stats.update(|c| c.stale_jobservers += 1);
+            None
+        }
+    }
+}
+
 async fn send(writer: &mut OwnedWriteHalf, response: &Response) -> std::io::Result<()> {
     write_frame_async(writer, &protocol::encode(response)).await
 }
@@ -148,7 +214,8 @@ async fn send(writer: &mut OwnedWriteHalf, response: &Response) -> std::io::Resu
 async fn serve_compile(
     server: &Arc<Server>,
     request: protocol::CompileRequest,
-    mut reader: tokio::net::unix::OwnedReadHalf,
+    build: Option<Jobserver>,
+    mut reader: impl tokio::io::AsyncRead + Unpin + Send + 'static,
     mut writer: OwnedWriteHalf,
 ) {
     let _running = server.compile_started();
@@ -163,7 +230,7 @@ async fn serve_compile(
         watch_cancel.cancel();
     });
 
-    let compile = server.compiles.compile(request, tx, cancel.clone());
+    let compile = server.compiles.compile(request, build, tx, cancel.clone());
     tokio::pin!(compile);
     let mut compile_done = false;
     let mut client_gone = false;

@@ -230,7 +230,8 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
         stats.clone(),
     ));
     let jobserver = Jobserver::new(config.jobs)?;
-    let launcher = Launcher::new(Arc::new(TokioRunner), jobserver.clone());
+    let launcher =
+        Launcher::new(Arc::new(TokioRunner), jobserver.clone()).with_stats(stats.clone());
     let server = Arc::new(Server {
         compiles: CompileService::new(launcher, cache.clone(), stats.clone()),
         runtime,

@@ -21,6 +21,8 @@ fn request(cwd: &Path, args: &[&str]) -> CompileRequest {
         env: vec![],
         umask: 0o022,
         stderr_is_tty: false,
+        build_jobserver: None,
+        stale_jobserver: None,
     }
 }
 

@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use cachet_jobserver::Jobserver;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
@@ -275,11 +276,12 @@ impl CompileService {
         &self,
         request: &CompileRequest,
         toolchain: Arc<Toolchain>,
+        build: Option<&Jobserver>,
         out: &UnboundedSender<Response>,
         cancel: &CancellationToken,
     ) -> io::Result<Outcome> {
         let outcome = self
-            .compile_rust_inner(request, toolchain, out, cancel)
+            .compile_rust_inner(request, toolchain, build, out, cancel)
             .await;
         let crate_name = request
             .args
@@ -298,6 +300,7 @@ impl CompileService {
         &self,
         request: &CompileRequest,
         toolchain: Arc<Toolchain>,
+        build: Option<&Jobserver>,
         out: &UnboundedSender<Response>,
         cancel: &CancellationToken,
     ) -> io::Result<Outcome> {
@@ -376,7 +379,9 @@ impl CompileService {
 
         // As ccache does: a source stamped after this was edited while rustc read it.
         let compile_start = SystemTime::now();
-        let result = self.run_streaming(request, argv, out, cancel).await?;
+        let result = self
+            .run_streaming(request, argv, build, out, cancel)
+            .await?;
         if !result.exit.success() {
             let _ = out.send(Response::Finished(result.exit));
             self.stats.update(|c| {

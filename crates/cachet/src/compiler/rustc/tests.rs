@@ -182,6 +182,8 @@ impl Fixture {
                 .collect(),
             umask: 0o022,
             stderr_is_tty: false,
+            build_jobserver: None,
+            stale_jobserver: None,
         }
     }
 
@@ -210,6 +212,7 @@ impl Fixture {
             .compile_rust(
                 &request,
                 self.toolchain.clone(),
+                None,
                 &tx,
                 &CancellationToken::new(),
             )
@@ -285,7 +288,7 @@ async fn what_changes_the_key_and_what_does_not() {
         );
     }
     assert_eq!(
-        f.base(&args, &[("CARGO_MAKEFLAGS", "-j --jobserver-auth=9,10")])
+        f.base(&args, &[("CARGO_MAKEFLAGS", "-j --jobserver-auth=997,998")])
             .await,
         base,
         "CARGO_MAKEFLAGS"
@@ -389,7 +392,7 @@ async fn a_miss_runs_rustc_once_and_a_hit_never() {
         ("GREETING", "hi"),
         (
             "CARGO_MAKEFLAGS",
-            "-j --jobserver-fds=7,8 --jobserver-auth=7,8",
+            "-j --jobserver-fds=991,992 --jobserver-auth=991,992",
         ),
     ];
     let (outcome, responses) = f.run(&args, &env).await;
@@ -406,11 +409,12 @@ async fn a_miss_runs_rustc_once_and_a_hit_never() {
         args.iter().map(OsString::from).collect::<Vec<_>>()
     );
     assert_eq!(call.cwd, f.work);
-    let [r, w] = f.jobserver.fds();
+    let [r, w] = [call.inherit_fds[0], call.inherit_fds[1]];
+    assert_ne!(call.inherit_fds, f.jobserver.fds().to_vec());
     for var in JOBSERVER_VARS {
         let value = call.env_var(var).unwrap().to_string_lossy().into_owned();
         assert!(
-            value.contains(&format!("--jobserver-auth={r},{w}")) && !value.contains("=7,8"),
+            value.contains(&format!("--jobserver-auth={r},{w}")) && !value.contains("=991,992"),
             "{var}={value}"
         );
     }
