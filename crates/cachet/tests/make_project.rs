@@ -108,3 +108,51 @@ fn make_j2_twice_gives_all_hits_and_plain_outputs() {
         std::fs::remove_dir_all(&out_dir).unwrap();
     }
 }
+
+/// make 4.3 with recursive `+` rules (make 4.3 hands its jobserver fds only to those)
+/// drives compiles through cachet; the first compile
+/// inside make starts the server. make must exit while the server still runs, and the
+/// server must hold no fd on make's jobserver pipe afterwards.
+#[test]
+fn make_exits_while_the_server_runs_and_the_server_keeps_none_of_its_fds() {
+    if !have("make") {
+        return skip("make is not installed");
+    }
+    let env = Env::new().with_env("CACHET_IDLE_TIMEOUT", "600");
+    env.write(
+        "Makefile",
+        "all:\n\t+$(MAKE) -f sub.mk\n",
+    );
+    env.write(
+        "sub.mk",
+        "OBJS = a.o b.o c.o d.o\n\
+         all: $(OBJS) pipe-id.txt\n\
+         %.o: %.c\n\t+$(CC) -c $< -o $@\n\
+         pipe-id.txt:\n\
+         \t+R=$$(echo \"$(MAKEFLAGS)\" | sed -n 's/.*--jobserver-auth=\\([0-9]*\\),.*/\\1/p'); \
+         readlink /proc/self/fd/$$R > $@\n",
+    );
+    for name in ["a", "b", "c", "d"] {
+        env.write(&format!("{name}.c"), &format!("int {name}(void) {{ return 1; }}\n"));
+    }
+    assert!(!env.socket().exists(), "the server must not run beforehand");
+    let out = env
+        .command("make")
+        .args(["-j4", &format!("CC={CACHET} gcc")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pipe = std::fs::read_to_string(env.work.join("pipe-id.txt")).unwrap();
+    let pipe = pipe.trim();
+    assert!(pipe.starts_with("pipe:["), "make gave no jobserver pipe: {pipe:?}");
+
+    let stats = env.stats();
+    assert_eq!(stats["counters"]["compile_requests"], 4, "{stats}");
+    assert_eq!(stats["counters"]["build_jobservers"], 4, "{stats}");
+    let pid = stats["server_pid"].as_u64().unwrap();
+    assert!(process_alive(pid as i32), "make exited only after the server did");
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let link = std::fs::read_link(fd.path()).unwrap_or_default();
+        assert_ne!(link.to_string_lossy(), pipe, "the server still holds make's jobserver pipe");
+    }
+}
