@@ -27,6 +27,8 @@ pub struct Counters {
     pub cache_write_errors: u64,
     /// Entries that failed their checksum or did not decode; each was removed.
     pub corrupt_entries: u64,
+    /// Compiles that joined an identical one already running instead of running again.
+    pub dedup_joins: u64,
     /// Connections from another user, refused.
     pub connections_refused: u64,
     /// Compiles that ran under their build's own jobserver (pipe or fifo).
@@ -173,6 +175,10 @@ impl StatsSnapshot {
                 c.uncacheable_total().to_string(),
             ),
             ("Compile failures".into(), c.compile_failures.to_string()),
+            (
+                "Identical compiles joined".into(),
+                c.dedup_joins.to_string(),
+            ),
             ("Cancelled compiles".into(), c.cancelled.to_string()),
             ("Cache read errors".into(), c.cache_read_errors.to_string()),
             (

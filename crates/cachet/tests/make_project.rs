@@ -119,10 +119,7 @@ fn make_exits_while_the_server_runs_and_the_server_keeps_none_of_its_fds() {
         return skip("make is not installed");
     }
     let env = Env::new().with_env("CACHET_IDLE_TIMEOUT", "600");
-    env.write(
-        "Makefile",
-        "all:\n\t+$(MAKE) -f sub.mk\n",
-    );
+    env.write("Makefile", "all:\n\t+$(MAKE) -f sub.mk\n");
     env.write(
         "sub.mk",
         "OBJS = a.o b.o c.o d.o\n\
@@ -133,7 +130,10 @@ fn make_exits_while_the_server_runs_and_the_server_keeps_none_of_its_fds() {
          readlink /proc/self/fd/$$R > $@\n",
     );
     for name in ["a", "b", "c", "d"] {
-        env.write(&format!("{name}.c"), &format!("int {name}(void) {{ return 1; }}\n"));
+        env.write(
+            &format!("{name}.c"),
+            &format!("int {name}(void) {{ return 1; }}\n"),
+        );
     }
     assert!(!env.socket().exists(), "the server must not run beforehand");
     let out = env
@@ -144,15 +144,28 @@ fn make_exits_while_the_server_runs_and_the_server_keeps_none_of_its_fds() {
     assert!(out.status.success(), "{}", stderr(&out));
     let pipe = std::fs::read_to_string(env.work.join("pipe-id.txt")).unwrap();
     let pipe = pipe.trim();
-    assert!(pipe.starts_with("pipe:["), "make gave no jobserver pipe: {pipe:?}");
+    assert!(
+        pipe.starts_with("pipe:["),
+        "make gave no jobserver pipe: {pipe:?}"
+    );
 
     let stats = env.stats();
     assert_eq!(stats["counters"]["compile_requests"], 4, "{stats}");
     assert_eq!(stats["counters"]["build_jobservers"], 4, "{stats}");
     let pid = stats["server_pid"].as_u64().unwrap();
-    assert!(process_alive(pid as i32), "make exited only after the server did");
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+    assert!(
+        process_alive(pid as i32),
+        "make exited only after the server did"
+    );
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
         let link = std::fs::read_link(fd.path()).unwrap_or_default();
-        assert_ne!(link.to_string_lossy(), pipe, "the server still holds make's jobserver pipe");
+        assert_ne!(
+            link.to_string_lossy(),
+            pipe,
+            "the server still holds make's jobserver pipe"
+        );
     }
 }

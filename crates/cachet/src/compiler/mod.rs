@@ -4,6 +4,7 @@
 pub mod file_hashes;
 pub mod gcc;
 pub mod identity;
+mod inflight;
 mod outputs;
 pub mod rustc;
 
@@ -21,6 +22,7 @@ use crate::process::{CommandSpec, Launcher, OutputChunk, ProcessOutput};
 use crate::protocol::{CompileRequest, Exit, Response};
 use crate::stats::{Stats, millis};
 use identity::{Identity, IdentityCache};
+use inflight::{Follower, InFlight, Leader, Role, Shared};
 
 pub struct CompileService {
     launcher: Launcher,
@@ -28,6 +30,7 @@ pub struct CompileService {
     stats: Arc<Stats>,
     identities: IdentityCache,
     rust: rustc::RustState,
+    inflight: Arc<InFlight>,
 }
 
 /// How a compile request ended, for the caller's bookkeeping.
@@ -48,6 +51,7 @@ impl CompileService {
             stats,
             identities: IdentityCache::default(),
             rust: rustc::RustState::default(),
+            inflight: Arc::default(),
         }
     }
 
@@ -172,10 +176,33 @@ impl CompileService {
             }
         }
 
+        // Identical compiles in flight run once: follow one that runs, or lead.
+        let mut leader = match self.inflight.join(key) {
+            Role::Follower(follower) => {
+                let shared = follow(follower, cancel, &self.stats).await?;
+                let (plan, umask) = (plan.clone(), request.umask);
+                let restore = move |entry: &CacheEntry| outputs::restore(entry, &plan, umask);
+                if let Some(outcome) = self.replay(&shared, restore, out).await? {
+                    return Ok(outcome);
+                }
+                None
+            }
+            Role::Leader(leader) => Some(leader),
+        };
+        let (compile_cancel, watcher) = lead(leader.as_mut(), cancel);
         let result = self
-            .run_streaming(request, plan.compile_args.clone(), build, out, cancel)
-            .await?;
+            .run_streaming(
+                request,
+                plan.compile_args.clone(),
+                build,
+                out,
+                &compile_cancel,
+            )
+            .await;
+        watcher.abort();
+        let result = result?;
         if !result.exit.success() {
+            publish(leader, &result, None);
             let _ = out.send(Response::Finished(result.exit));
             self.stats.update(|c| c.compile_failures += 1);
             return Ok(Outcome::Failed);
@@ -183,6 +210,7 @@ impl CompileService {
         // Read the outputs before the client hears back: once it has, the build may move
         // or delete them.
         let entry = outputs::collect(&plan, &result).await;
+        publish(leader, &result, entry.as_ref().ok().cloned());
         let _ = out.send(Response::Finished(result.exit));
         let elapsed = millis(started.elapsed());
         self.stats.update(|c| {
@@ -273,6 +301,93 @@ impl CompileService {
         self.identities
             .identify(&self.launcher, compiler, &[], cwd)
             .await
+    }
+}
+
+/// Waits for the leader of an identical compile, unless our own client goes first.
+async fn follow(
+    follower: Follower,
+    cancel: &CancellationToken,
+    stats: &Stats,
+) -> io::Result<Arc<Shared>> {
+    stats.update(|c| c.dedup_joins += 1);
+    tokio::select! {
+        shared = follower.result() => Ok(shared),
+        _ = cancel.cancelled() => Err(io::Error::new(io::ErrorKind::Interrupted, "the client went away")),
+    }
+}
+
+/// The cancellation a leader's compile runs under (it fires only when nobody waits any
+/// more), and a task that withdraws the leader's own client when that client goes away.
+fn lead(
+    leader: Option<&mut Leader>,
+    cancel: &CancellationToken,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let Some(leader) = leader else {
+        return (cancel.clone(), tokio::spawn(async {}));
+    };
+    let participant = leader.take_participant();
+    let client = cancel.clone();
+    let watcher = tokio::spawn(async move {
+        client.cancelled().await;
+        drop(participant);
+    });
+    (leader.cancel_token(), watcher)
+}
+
+fn publish(leader: Option<Leader>, result: &ProcessOutput, entry: Option<CacheEntry>) {
+    if let Some(leader) = leader {
+        leader.publish(Shared::Finished {
+            exit: result.exit,
+            stdout: result.stdout.clone(),
+            stderr: result.stderr.clone(),
+            entry,
+        });
+    }
+}
+
+impl CompileService {
+    /// Gives a follower the leader's result, writing its outputs with `restore`; None when
+    /// it must compile by itself (the leader gave up, or the outputs could not be written).
+    async fn replay(
+        &self,
+        shared: &Arc<Shared>,
+        restore: impl FnOnce(&CacheEntry) -> io::Result<()> + Send + 'static,
+        out: &UnboundedSender<Response>,
+    ) -> io::Result<Option<Outcome>> {
+        let Shared::Finished {
+            exit,
+            stdout,
+            stderr,
+            entry,
+        } = &**shared
+        else {
+            return Ok(None);
+        };
+        if let Some(entry) = entry.clone() {
+            let restored = tokio::task::spawn_blocking(move || restore(&entry))
+                .await
+                .map_err(io::Error::other)?;
+            if let Err(e) = restored {
+                tracing::debug!("restoring a joined compile's outputs failed: {e}");
+                return Ok(None);
+            }
+        }
+        send_output(out, stdout, stderr);
+        let _ = out.send(Response::Finished(*exit));
+        let success = exit.success();
+        self.stats.update(|c| {
+            if success {
+                c.cache_hits += 1;
+            } else {
+                c.compile_failures += 1;
+            }
+        });
+        Ok(Some(if success {
+            Outcome::Hit
+        } else {
+            Outcome::Failed
+        }))
     }
 }
 

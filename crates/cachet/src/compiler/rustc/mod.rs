@@ -39,7 +39,8 @@ use args::{CrateType, Emit, NativeLib, RustcArgs, Target};
 use toolchain::Toolchain;
 
 use super::file_hashes::FileHashes;
-use super::{CompileService, Outcome};
+use super::inflight::Role;
+use super::{CompileService, Outcome, follow, lead, publish};
 use crate::cache::{CacheEntry, CacheKey, StoredFile};
 use crate::protocol::{CompileRequest, Exit, Response};
 use crate::stats::millis;
@@ -377,12 +378,31 @@ impl CompileService {
             }
         }
 
+        // Identical requests in flight (same base key: same command, cwd, inputs) run once.
+        let mut leader = match self.inflight.join(base) {
+            Role::Follower(follower) => {
+                let shared = follow(follower, cancel, &self.stats).await?;
+                let (out_dir, umask) = (out_dir.clone(), request.umask);
+                let restore = move |entry: &CacheEntry| restore(entry, &out_dir, umask);
+                if let Some(outcome) = self.replay(&shared, restore, out).await? {
+                    self.stats
+                        .update(|c| c.languages.entry(LANGUAGE.into()).or_default().hits += 1);
+                    return Ok(outcome);
+                }
+                None
+            }
+            Role::Leader(leader) => Some(leader),
+        };
+        let (compile_cancel, watcher) = lead(leader.as_mut(), cancel);
         // As ccache does: a source stamped after this was edited while rustc read it.
         let compile_start = SystemTime::now();
         let result = self
-            .run_streaming(request, argv, build, out, cancel)
-            .await?;
+            .run_streaming(request, argv, build, out, &compile_cancel)
+            .await;
+        watcher.abort();
+        let result = result?;
         if !result.exit.success() {
+            publish(leader, &result, None);
             let _ = out.send(Response::Finished(result.exit));
             self.stats.update(|c| {
                 c.compile_failures += 1;
@@ -408,6 +428,14 @@ impl CompileService {
             .await
             .map_err(io::Error::other)?
         };
+        let shared_entry = collected.as_ref().ok().map(|(files, _, _)| CacheEntry {
+            exit_code: 0,
+            stdout: result.stdout.clone(),
+            stderr: result.stderr.clone(),
+            files: files.clone(),
+            meta: vec![],
+        });
+        publish(leader, &result, shared_entry);
         let _ = out.send(Response::Finished(result.exit));
         let elapsed = millis(started.elapsed());
         self.stats.update(|c| {
