@@ -69,6 +69,16 @@ struct Inner {
     /// in this process are served in the order they came.
     gate: tokio::sync::Mutex<()>,
     counters: stats::Counters,
+    /// Set for a pool made as a fifo; removed from disk when the pool goes.
+    fifo: Option<std::path::PathBuf>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(path) = &self.fifo {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 impl Jobserver {
@@ -96,6 +106,41 @@ impl Jobserver {
         Self::wrap(pipe, tokens)
     }
 
+    /// Like [`new`](Self::new), but the pool is a fifo at `path` (mode 0600), so that
+    /// tools that speak `--jobserver-auth=fifo:PATH` (make 4.4+, ninja 1.13) can join it by
+    /// path. A file already at `path` is replaced.
+    pub fn new_fifo(tokens: usize, path: &Path) -> io::Result<Self> {
+        if !(1..=MAX_TOKENS).contains(&tokens) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("jobserver tokens must be 1..={MAX_TOKENS}, got {tokens}"),
+            ));
+        }
+        let _ = std::fs::remove_file(path);
+        let c = CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: a valid C string.
+        if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let (read, write) = open_fifo(path)?;
+        let pipe = pipe::Pipe::from_fds(read, write)?;
+        for _ in 0..tokens {
+            pipe.write_byte(TOKEN_BYTE)?;
+        }
+        Self::wrap_fifo(pipe, tokens, path)
+    }
+
+    /// The fifo this pool lives in, when it is one of ours made by [`new_fifo`](Self::new_fifo).
+    pub fn fifo_path(&self) -> Option<&Path> {
+        self.inner.fifo.as_deref()
+    }
+
+    /// Whether `other` is this very pool (a clone of it).
+    pub fn same_pool(&self, other: &Jobserver) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Joins another owner's pool through the read and write ends of its pipe (both
     /// checked to be one pipe). Tokens taken go back to that pool. `capacity` is 0: the
     /// size of someone else's pool is unknown.
@@ -108,20 +153,7 @@ impl Jobserver {
     /// Joins a fifo jobserver (make 4.4+, ninja 1.13) by its path.
     pub fn join_fifo(path: &Path) -> io::Result<Self> {
         inherited::check_fifo(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let open = |flags: libc::c_int| -> io::Result<OwnedFd> {
-            let c = CString::new(path.as_os_str().as_encoded_bytes())
-                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-            // SAFETY: a valid C string; the fd is ours on success.
-            let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: fresh fd owned here.
-            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-        };
-        // Opening the reading end first (non-blocking) lets the writing end open at once.
-        let read = open(libc::O_RDONLY | libc::O_NONBLOCK)?;
-        let write = open(libc::O_WRONLY)?;
+        let (read, write) = open_fifo(path)?;
         Self::wrap(pipe::Pipe::from_fds(read, write)?, 0)
     }
 
@@ -132,8 +164,15 @@ impl Jobserver {
                 capacity,
                 gate: tokio::sync::Mutex::new(()),
                 counters: stats::Counters::default(),
+                fifo: None,
             }),
         })
+    }
+
+    fn wrap_fifo(pipe: pipe::Pipe, capacity: usize, path: &Path) -> io::Result<Self> {
+        let mut pool = Self::wrap(pipe, capacity)?;
+        Arc::get_mut(&mut pool.inner).expect("fresh").fifo = Some(path.to_owned());
+        Ok(pool)
     }
 
     /// Tokens in the pool.
@@ -262,6 +301,24 @@ impl Jobserver {
     pub fn zero_stats(&self) {
         self.inner.counters.zero();
     }
+}
+
+/// Opens a fifo's reading end (non-blocking, so it opens at once) and then its writing end.
+fn open_fifo(path: &Path) -> io::Result<(OwnedFd, OwnedFd)> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let open = |flags: libc::c_int| -> io::Result<OwnedFd> {
+        // SAFETY: a valid C string; the fd is ours on success.
+        let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fresh fd owned here.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    let read = open(libc::O_RDONLY | libc::O_NONBLOCK)?;
+    let write = open(libc::O_WRONLY)?;
+    Ok((read, write))
 }
 
 /// MAKEFLAGS, MFLAGS and CARGO_MAKEFLAGS naming the pipe `read`,`write`.

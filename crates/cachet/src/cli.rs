@@ -16,7 +16,7 @@ use crate::server;
     version,
     about = "A compiler cache with a background server and a GNU make jobserver",
     override_usage = "cachet <COMPILER> [ARGS]...\n       cachet [OPTIONS]",
-    after_help = "Use it as a wrapper: CC=\"cachet gcc\" make -j8, or RUSTC_WRAPPER=cachet cargo build.\nConfiguration: $XDG_CONFIG_HOME/cachet/config.toml or CACHET_CONFIG; CACHET_* variables override it."
+    after_help = "Use it as a wrapper: CC=\"cachet gcc\" make -j8, or RUSTC_WRAPPER=cachet cargo build.\n`eval \"$(cachet jobserver-env)\"` lets make 4.4+, ninja or cargo join the machine-wide pool.\nConfiguration: $XDG_CONFIG_HOME/cachet/config.toml or CACHET_CONFIG; CACHET_* variables override it."
 )]
 struct Cli {
     /// Show the server's statistics.
@@ -61,6 +61,17 @@ pub fn main() -> i32 {
     if !invoked_as.to_string_lossy().starts_with("cachet") {
         argv.remove(0);
         return client::compile(&invoked_as, argv);
+    }
+    // `cachet jobserver-env`: the one word that is not a compiler.
+    if argv.get(1).is_some_and(|a| a == "jobserver-env") {
+        let config = match Config::load() {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("cachet: {e}");
+                return 2;
+            }
+        };
+        return report(commands::jobserver_env(&config));
     }
     // `cachet <compiler> args…`: the first argument is not an option.
     if argv.len() > 1 && !argv[1].to_string_lossy().starts_with('-') {

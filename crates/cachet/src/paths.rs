@@ -69,6 +69,11 @@ impl RuntimeDir {
         self.dir.join("start.lock")
     }
 
+    /// The server's jobserver pool, as a fifo other tools can join by path.
+    pub fn jobserver_fifo(&self) -> PathBuf {
+        self.dir.join(format!("jobserver-v{PROTOCOL_VERSION}.fifo"))
+    }
+
     pub fn log_file(&self) -> PathBuf {
         self.dir.join("server.log")
     }

@@ -102,6 +102,8 @@ pub struct JobserverSnapshot {
     pub pool_in_use: u64,
     pub token_waits: u64,
     pub token_wait_time_ms: u64,
+    /// The pool's fifo, for tools that join it by path (`cachet jobserver-env`).
+    pub fifo: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -60,6 +60,25 @@ pub fn cleanup(config: &Config) -> Outcome {
     done(ask(config, Start::IfNeeded, Request::CleanupCache))
 }
 
+/// Shell settings that let make 4.4+, ninja 1.13, cargo or any jobserver client join the
+/// server's pool: `eval "$(cachet jobserver-env)"`.
+pub fn jobserver_env(config: &Config) -> Outcome {
+    match ask(config, Start::IfNeeded, Request::Stats) {
+        Ok(Response::Stats(snapshot)) => {
+            let fifo = snapshot
+                .jobserver
+                .fifo
+                .ok_or("the server's pool has no fifo")?;
+            // Single quotes keep a path with spaces whole; a quote in it is closed and escaped.
+            let value = format!(" -j --jobserver-auth=fifo:{fifo}").replace('\'', "'\\''");
+            Ok(format!(
+                "MAKEFLAGS='{value}'\nCARGO_MAKEFLAGS='{value}'\nexport MAKEFLAGS CARGO_MAKEFLAGS"
+            ))
+        }
+        other => done(other),
+    }
+}
+
 /// The effective configuration and where each value came from.
 pub fn show_config(config: &Config) -> Outcome {
     let origin = |key: &str| {

@@ -56,10 +56,18 @@ impl Launcher {
         cancel: CancellationToken,
         build: Option<&Jobserver>,
     ) -> io::Result<ProcessOutput> {
-        let token = tokio::select! {
-            token = self.jobserver.acquire() => token?,
-            _ = cancel.cancelled() => {
-                return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled while waiting for a jobserver token"));
+        // A build that joined our own pool (through its fifo) already holds one of our
+        // tokens for this job: take no second one, and count our pool once.
+        let own_pool = build.is_some_and(|b| b.same_pool(&self.jobserver));
+        let build = build.filter(|_| !own_pool);
+        let token = if own_pool {
+            None
+        } else {
+            tokio::select! {
+                token = self.jobserver.acquire() => Some(token?),
+                _ = cancel.cancelled() => {
+                    return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled while waiting for a jobserver token"));
+                }
             }
         };
         let proxy = Proxy::new()?;

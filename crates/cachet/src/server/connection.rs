@@ -189,7 +189,14 @@ fn join_build_jobserver(
             }
         }
         Some(BuildJobserver::Fifo(path)) => {
-            Jobserver::join_fifo(std::path::Path::new(&protocol::to_os(path)))
+            let path = std::path::PathBuf::from(protocol::to_os(path));
+            // Our own pool, exported by `cachet jobserver-env`: the make job holding a
+            // token of it holds one of ours, so the compile needs no second one.
+            if is_same_file(&path, server.jobserver.fifo_path()) {
+                Ok(server.jobserver.clone())
+            } else {
+                Jobserver::join_fifo(&path)
+            }
         }
     };
     match joined {
@@ -203,6 +210,12 @@ fn join_build_jobserver(
             None
         }
     }
+}
+
+fn is_same_file(path: &std::path::Path, other: Option<&std::path::Path>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    other.is_some_and(|other| id(path).is_some() && id(path) == id(other))
 }
 
 async fn send(writer: &mut OwnedWriteHalf, response: &Response) -> std::io::Result<()> {

@@ -126,6 +126,7 @@ impl Server {
                 pool_in_use: j.pool_in_use as u64,
                 token_waits: j.waits,
                 token_wait_time_ms: millis(j.wait_time),
+                fifo: self.jobserver.fifo_path().map(|p| p.display().to_string()),
             },
         }
     }
@@ -229,7 +230,8 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
         Arc::new(DiskStorage::new(disk.clone())),
         stats.clone(),
     ));
-    let jobserver = Jobserver::new(config.jobs)?;
+    // A fifo in the private runtime dir: `cachet jobserver-env` lets make 4.4 or ninja join it.
+    let jobserver = Jobserver::new_fifo(config.jobs, &runtime.jobserver_fifo())?;
     let launcher =
         Launcher::new(Arc::new(TokioRunner), jobserver.clone()).with_stats(stats.clone());
     let server = Arc::new(Server {
