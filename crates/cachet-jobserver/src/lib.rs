@@ -71,6 +71,8 @@ struct Inner {
     counters: stats::Counters,
     /// Set for a pool made as a fifo; removed from disk when the pool goes.
     fifo: Option<std::path::PathBuf>,
+    /// Set for someone else's fifo that we joined; never removed by us.
+    joined_fifo: Option<std::path::PathBuf>,
 }
 
 impl Drop for Inner {
@@ -136,6 +138,17 @@ impl Jobserver {
         self.inner.fifo.as_deref()
     }
 
+    /// A name for the pool that tells pools apart: `pipe:[INODE]`, or `fifo:PATH` for a fifo.
+    pub fn id(&self) -> String {
+        match (&self.inner.fifo, &self.inner.joined_fifo) {
+            (Some(path), _) | (None, Some(path)) => format!("fifo:{}", path.display()),
+            (None, None) => match pipe::fstat(self.inner.pipe.read_fd()) {
+                Ok(st) => format!("pipe:[{}]", st.st_ino),
+                Err(_) => "unknown".into(),
+            },
+        }
+    }
+
     /// Whether `other` is this very pool (a clone of it).
     pub fn same_pool(&self, other: &Jobserver) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
@@ -154,7 +167,9 @@ impl Jobserver {
     pub fn join_fifo(path: &Path) -> io::Result<Self> {
         inherited::check_fifo(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (read, write) = open_fifo(path)?;
-        Self::wrap(pipe::Pipe::from_fds(read, write)?, 0)
+        let mut pool = Self::wrap(pipe::Pipe::from_fds(read, write)?, 0)?;
+        Arc::get_mut(&mut pool.inner).expect("fresh").joined_fifo = Some(path.to_owned());
+        Ok(pool)
     }
 
     fn wrap(pipe: pipe::Pipe, capacity: usize) -> io::Result<Self> {
@@ -165,6 +180,7 @@ impl Jobserver {
                 gate: tokio::sync::Mutex::new(()),
                 counters: stats::Counters::default(),
                 fifo: None,
+                joined_fifo: None,
             }),
         })
     }

@@ -44,6 +44,8 @@ pub struct ProxyReport {
     pub peak: u64,
     /// Token-time that granted tokens sat unread in the pipe.
     pub idle: Duration,
+    /// Token-time granted in all (held by the child or waiting in its pipe).
+    pub granted: Duration,
 }
 
 /// Whether a process tree waits on a pipe.
@@ -102,6 +104,7 @@ impl Proxy {
             let now = Instant::now();
             let in_pipe = self.pipe.available().unwrap_or(0);
             report.idle += (now - last) * in_pipe as u32;
+            report.granted += (now - last) * grants.len() as u32;
             last = now;
             // Before the child is known to run, nobody can be waiting.
             let demand = child().map_or(Demand::Idle, |pid| waiting_on(pid, self.inode));

@@ -43,6 +43,9 @@ pub struct Counters {
     pub tokens_recovered: u64,
     /// Token-milliseconds that granted tokens sat unread in proxy pipes.
     pub idle_token_ms: u64,
+    /// Token-milliseconds of the server's pool used by each build (by its jobserver:
+    /// `pipe:[INODE]`, `fifo:PATH`, or "no jobserver"), main processes and extra threads.
+    pub token_ms_by_build: BTreeMap<String, u64>,
     /// Malformed, truncated or oversized frames, and handshake failures.
     pub protocol_errors: u64,
     pub hit_time_ms: u64,
@@ -269,6 +272,17 @@ impl StatsSnapshot {
             .iter()
             .map(|(reason, count)| (format!("  {reason}"), count.to_string()));
         rows.splice(after..after, reasons);
+        let total: u64 = c.token_ms_by_build.values().sum();
+        for (build, ms) in &c.token_ms_by_build {
+            rows.push((
+                format!("Token time, build {build}"),
+                format!(
+                    "{:.3} token-s ({})",
+                    *ms as f64 / 1000.0,
+                    percent(*ms, total)
+                ),
+            ));
+        }
         for (language, l) in &c.languages {
             rows.push((
                 format!("{language} hits/misses/uncacheable/failed"),

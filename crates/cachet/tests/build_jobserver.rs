@@ -418,3 +418,45 @@ fn two_builds_and_one_server_token_never_overlap() {
     assert_eq!(peak, 1, "two compiler processes overlapped");
     assert_eq!((a.available(), b.available()), (3, 3));
 }
+
+/// Two builds compete for a server of one token: each gets a fair share of the token-time,
+/// and the stats say how it was shared.
+#[test]
+fn two_builds_share_a_small_pool_fairly() {
+    let env = Env::new().with_env("CACHET_JOBS", "1");
+    let cc = env.dir.path().join("slowcc");
+    script(
+        &cc,
+        "case \" $* \" in *\" -dM \"*|*\" -E \"*) exec gcc \"$@\";; esac\nsleep 0.3\nexec gcc \"$@\"\n",
+    );
+    let cc = cc.to_str().unwrap();
+    env.write("warm.c", "int w;\n");
+    env.ok(&[cc, "-c", "warm.c"]);
+    env.zero();
+    let (a, b) = (Pool::pipe(4), Pool::pipe(4));
+    let mut children = Vec::new();
+    for i in 0..4 {
+        children.push(compile(&env, cc, &format!("fa{i}.c"), Some(&a)));
+        children.push(compile(&env, cc, &format!("fb{i}.c"), Some(&b)));
+    }
+    for child in children {
+        assert!(child.wait_with_output().unwrap().status.success());
+    }
+    let stats = env.stats();
+    let shares = stats["counters"]["token_ms_by_build"]
+        .as_object()
+        .unwrap()
+        .clone();
+    assert_eq!(shares.len(), 2, "{stats}");
+    let total: u64 = shares.values().map(|v| v.as_u64().unwrap()).sum();
+    for (build, ms) in &shares {
+        let share = ms.as_u64().unwrap() as f64 / total as f64;
+        eprintln!("build {build}: {share:.2} of the token-time");
+        assert!(
+            (0.3..=0.7).contains(&share),
+            "{build} got {share:.2} of the token-time: {stats}"
+        );
+    }
+    let text = String::from_utf8_lossy(&env.ok(&["-s"]).stdout).into_owned();
+    assert!(text.contains("Token time, build pipe:["), "{text}");
+}

@@ -60,6 +60,11 @@ impl Launcher {
         // tokens for this job: take no second one, and count our pool once.
         let own_pool = build.is_some_and(|b| b.same_pool(&self.jobserver));
         let build = build.filter(|_| !own_pool);
+        let build_id = if own_pool {
+            "this server's pool (jobserver-env)".to_owned()
+        } else {
+            build.map_or_else(|| "no jobserver".to_owned(), Jobserver::id)
+        };
         let token = if own_pool {
             None
         } else {
@@ -95,15 +100,33 @@ impl Launcher {
         });
         let child = || Some(pid.load(Ordering::SeqCst)).filter(|p| *p != 0);
         let run = self.runner.run(spec, Some(tx), cancel);
+        let started = std::time::Instant::now();
         let (result, report) = proxy.serve(&levels, child, run).await;
         let _ = forward.await;
         // The runner returns only after the child is reaped, so the token is free now.
+        let main_time = if token.is_some() {
+            started.elapsed()
+        } else {
+            Default::default()
+        };
         drop(token);
         self.stats.update(|c| {
             c.proxy_grants += report.grants;
             c.proxy_reclaims += report.reclaims;
             c.tokens_recovered += report.recovered;
             c.idle_token_ms += millis(report.idle);
+            *c.token_ms_by_build.entry(build_id).or_default() += millis(main_time + report.granted);
+            // Bounded: a long-lived server sees many builds; keep the busiest.
+            if c.token_ms_by_build.len() > 32 {
+                let smallest = c
+                    .token_ms_by_build
+                    .iter()
+                    .min_by_key(|(_, ms)| **ms)
+                    .map(|(k, _)| k.clone());
+                if let Some(key) = smallest {
+                    c.token_ms_by_build.remove(&key);
+                }
+            }
         });
         result
     }
