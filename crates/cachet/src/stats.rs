@@ -37,6 +37,8 @@ pub struct Counters {
     pub stale_jobservers: u64,
     /// Tokens granted into compilers' private proxy pipes.
     pub proxy_grants: u64,
+    /// The most extra tokens one compiler held at once (each from its build's pool and ours).
+    pub peak_extra_tokens: u64,
     /// Tokens taken back from proxies while compilers ran (returned or not wanted).
     pub proxy_reclaims: u64,
     /// Tokens compilers still held when they exited (killed, say), recovered for every pool.
@@ -163,6 +165,18 @@ fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// What the jobserver figures mean, in plain words, under the table.
+const JOBSERVER_LEGEND: &str = "
+How the jobserver figures read:
+  The server's N tokens bound every compile that reaches it, across all builds. Each
+  compiler process holds one while it runs (\"Tokens held now\"; restoring a hit holds none). Its extra
+  threads (rustc codegen, gcc -flto=jobserver) each get one more through a private pipe,
+  and only while the server also holds one of the build's own tokens, so a build's -j is
+  never exceeded (\"Extra tokens granted\", \"taken back\"). Tokens a killed compiler
+  still held come back to every pool (\"recovered\"). \"Token waits\" count compilers that
+  queued for the server's pool; \"Token time, build\" shows how builds shared it.
+";
+
 impl StatsSnapshot {
     /// The human-readable table of `cachet --show-stats`.
     pub fn to_text(&self) -> String {
@@ -214,6 +228,10 @@ impl StatsSnapshot {
             (
                 "Extra tokens taken back".into(),
                 c.proxy_reclaims.to_string(),
+            ),
+            (
+                "Peak extra tokens of one compiler".into(),
+                c.peak_extra_tokens.to_string(),
             ),
             (
                 "Tokens recovered from dead compilers".into(),
@@ -294,6 +312,7 @@ impl StatsSnapshot {
         for (key, value) in rows {
             let _ = writeln!(out, "{key:<width$}  {value}");
         }
+        out.push_str(JOBSERVER_LEGEND);
         out
     }
 }

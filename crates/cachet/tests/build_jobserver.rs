@@ -236,9 +236,22 @@ fn the_server_pool_bounds_extra_tokens_too() {
 }
 
 #[test]
-fn a_compiler_killed_holding_tokens_costs_no_pool_a_token() {
+fn a_compiler_killed_holding_pipe_tokens_costs_no_pool_a_token() {
+    a_compiler_killed_holding_tokens_costs_no_pool_a_token(false);
+}
+
+#[test]
+fn a_compiler_killed_holding_fifo_tokens_costs_no_pool_a_token() {
+    a_compiler_killed_holding_tokens_costs_no_pool_a_token(true);
+}
+
+fn a_compiler_killed_holding_tokens_costs_no_pool_a_token(fifo: bool) {
     let env = setup("8").with_env("GREEDY_HOLD_MS", "30000");
-    let pool = Pool::pipe(3);
+    let pool = if fifo {
+        Pool::fifo(env.dir.path(), 3)
+    } else {
+        Pool::pipe(3)
+    };
     let cc = greedy(&env);
     let pids = env.dir.path().join("pids");
     let child = compile(&env, &cc, "victim.c", Some(&pool));

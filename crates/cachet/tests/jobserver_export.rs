@@ -112,3 +112,40 @@ fn ninja_joins_the_machine_wide_pool() {
     assert_eq!(stats["counters"]["build_jobservers"], 4, "{stats}");
     pool_is_whole(&env);
 }
+
+/// make 4.4.1 with its own fifo jobserver (-j4) drives compiles through cachet: they join
+/// make's fifo by path, make exits while the server runs, and the server keeps no fd on it.
+#[test]
+fn make_4_4_with_its_own_fifo_drives_cachet() {
+    let Some(make) = tool("CACHET_TEST_MAKE44") else {
+        return;
+    };
+    let env = Env::new().with_env("CACHET_IDLE_TIMEOUT", "600");
+    sources(&env);
+    env.write(
+        "Makefile",
+        "all: a.o b.o c.o d.o\n%.o: %.c\n\t$(CC) -c $< -o $@\n",
+    );
+    let out = env
+        .command(&make)
+        .args(["-j4", &format!("CC={CACHET} gcc")])
+        .env("TMPDIR", env.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stats = env.stats();
+    assert_eq!(stats["counters"]["build_jobservers"], 4, "{stats}");
+    let pid = stats["server_pid"].as_u64().unwrap() as i32;
+    assert!(process_alive(pid));
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let link = std::fs::read_link(fd.path()).unwrap_or_default();
+        assert!(
+            !link.to_string_lossy().contains("GMfifo"),
+            "the server kept make's fifo: {link:?}"
+        );
+    }
+    pool_is_whole(&env);
+}

@@ -112,6 +112,7 @@ impl Launcher {
         drop(token);
         self.stats.update(|c| {
             c.proxy_grants += report.grants;
+            c.peak_extra_tokens = c.peak_extra_tokens.max(report.peak);
             c.proxy_reclaims += report.reclaims;
             c.tokens_recovered += report.recovered;
             c.idle_token_ms += millis(report.idle);
