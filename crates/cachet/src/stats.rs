@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 pub struct Counters {
     pub compile_requests: u64,
     pub cache_hits: u64,
+    /// Hits found in direct mode: no preprocessor ran.
+    pub direct_hits: u64,
     pub cache_misses: u64,
     /// Misses forced by CACHET_RECACHE=1 (also counted as misses).
     pub forced_recaches: u64,
@@ -186,6 +188,7 @@ impl StatsSnapshot {
         let mut rows: Vec<(String, String)> = vec![
             ("Compile requests".into(), c.compile_requests.to_string()),
             ("Cache hits".into(), c.cache_hits.to_string()),
+            ("  of them in direct mode".into(), c.direct_hits.to_string()),
             ("Cache misses".into(), c.cache_misses.to_string()),
             ("Hit rate".into(), percent(c.cache_hits, cacheable)),
             ("Forced recaches".into(), c.forced_recaches.to_string()),

@@ -17,10 +17,11 @@ use cachet_jobserver::Jobserver;
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{Cache, CacheEntry};
+use crate::cache::{Cache, CacheEntry, CacheKey};
 use crate::process::{CommandSpec, Launcher, OutputChunk, ProcessOutput};
 use crate::protocol::{CompileRequest, Exit, Response};
 use crate::stats::{Stats, millis};
+use gcc::direct;
 use identity::{Identity, IdentityCache};
 use inflight::{Follower, InFlight, Leader, Role, Shared};
 
@@ -125,6 +126,42 @@ impl CompileService {
             Ok(plan) => plan,
             Err(reason) => return Ok(Outcome::Local(reason)),
         };
+        let recache = request
+            .env_var("CACHET_RECACHE")
+            .is_some_and(|v| !v.is_empty() && v != b"0");
+
+        // Direct mode: no preprocessor on a hit, nor on a miss (see gcc/direct.rs).
+        if direct::applies(&plan, request) {
+            let (hashes, input) = (self.rust.hashes.clone(), cwd.join(&plan.args.input));
+            let source = tokio::task::spawn_blocking(move || hashes.hash(&input))
+                .await
+                .map_err(io::Error::other)??;
+            let base = direct::base_key(&identity, &plan, request, source.as_bytes());
+            let manifest_key = direct::manifest_key(&base);
+            let manifest = self.direct_manifest(&manifest_key).await;
+            if !manifest.no_direct {
+                if !recache
+                    && let Some(entry) = self.direct_lookup(&manifest, &base, &cwd).await?
+                    && self
+                        .restore_hit(&entry, &plan, request, out, started)
+                        .await?
+                {
+                    self.stats.update(|c| c.direct_hits += 1);
+                    return Ok(Outcome::Hit);
+                }
+                return self
+                    .compile_direct(
+                        request,
+                        &plan,
+                        (base, manifest_key),
+                        build,
+                        out,
+                        cancel,
+                        recache,
+                    )
+                    .await;
+            }
+        }
 
         let source = match &plan.preprocess_args {
             Some(args) => {
@@ -149,31 +186,13 @@ impl CompileService {
             }
         };
         let key = gcc::key(&identity, &plan, request, &source);
-        let recache = request
-            .env_var("CACHET_RECACHE")
-            .is_some_and(|v| !v.is_empty() && v != b"0");
-
-        if !recache && let Some(entry) = self.cache.get(&key).await {
-            let restored = {
-                let (entry, plan, umask) = (entry.clone(), plan.clone(), request.umask);
-                tokio::task::spawn_blocking(move || outputs::restore(&entry, &plan, umask))
-                    .await
-                    .map_err(io::Error::other)?
-            };
-            match restored {
-                Ok(()) => {
-                    send_output(out, &entry.stdout, &entry.stderr);
-                    let _ = out.send(Response::Finished(Exit::Code(entry.exit_code)));
-                    let elapsed = millis(started.elapsed());
-                    self.stats.update(|c| {
-                        c.cache_hits += 1;
-                        c.hit_time_ms += elapsed;
-                    });
-                    return Ok(Outcome::Hit);
-                }
-                // For example, the output directory is gone: the compiler will say so.
-                Err(e) => tracing::debug!("restoring {} failed: {e}", key.to_hex()),
-            }
+        if !recache
+            && let Some(entry) = self.cache.get(&key).await
+            && self
+                .restore_hit(&entry, &plan, request, out, started)
+                .await?
+        {
+            return Ok(Outcome::Hit);
         }
 
         // Identical compiles in flight run once: follow one that runs, or lead.
@@ -228,6 +247,180 @@ impl CompileService {
                 self.stats.update(|c| c.cache_write_errors += 1);
             }
         }
+        Ok(Outcome::Miss)
+    }
+
+    /// Writes a hit's outputs and replays it; false when they could not be written (for
+    /// example, the output directory is gone: the compiler will say so).
+    async fn restore_hit(
+        &self,
+        entry: &CacheEntry,
+        plan: &gcc::Plan,
+        request: &CompileRequest,
+        out: &UnboundedSender<Response>,
+        started: Instant,
+    ) -> io::Result<bool> {
+        let restored = {
+            let (entry, plan, umask) = (entry.clone(), plan.clone(), request.umask);
+            tokio::task::spawn_blocking(move || outputs::restore(&entry, &plan, umask))
+                .await
+                .map_err(io::Error::other)?
+        };
+        if let Err(e) = restored {
+            tracing::debug!("restoring a hit failed: {e}");
+            return Ok(false);
+        }
+        send_output(out, &entry.stdout, &entry.stderr);
+        let _ = out.send(Response::Finished(Exit::Code(entry.exit_code)));
+        let elapsed = millis(started.elapsed());
+        self.stats.update(|c| {
+            c.cache_hits += 1;
+            c.hit_time_ms += elapsed;
+        });
+        Ok(true)
+    }
+
+    async fn direct_manifest(&self, key: &CacheKey) -> direct::Manifest {
+        self.cache
+            .get(key)
+            .await
+            .and_then(|e| e.files.into_iter().find(|f| f.role == "manifest"))
+            .and_then(|f| postcard::from_bytes(&f.data).ok())
+            .unwrap_or_default()
+    }
+
+    /// The entry of the first variant whose headers are all as they were.
+    async fn direct_lookup(
+        &self,
+        manifest: &direct::Manifest,
+        base: &CacheKey,
+        cwd: &std::path::Path,
+    ) -> io::Result<Option<CacheEntry>> {
+        for variant in &manifest.variants {
+            let (hashes, cwd, v) = (self.rust.hashes.clone(), cwd.to_owned(), variant.clone());
+            let same = tokio::task::spawn_blocking(move || direct::matches(&v, &cwd, &hashes))
+                .await
+                .map_err(io::Error::other)?;
+            if same && let Some(entry) = self.cache.get(&direct::entry_key(base, variant)).await {
+                return Ok(Some(entry));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A direct-mode miss: one compile, with `-MD` added when the user did not ask for a
+    /// dep file, whose dep list becomes the manifest variant.
+    #[allow(clippy::too_many_arguments)]
+    async fn compile_direct(
+        &self,
+        request: &CompileRequest,
+        plan: &gcc::Plan,
+        (base, manifest_key): (CacheKey, CacheKey),
+        build: Option<&Jobserver>,
+        out: &UnboundedSender<Response>,
+        cancel: &CancellationToken,
+        recache: bool,
+    ) -> io::Result<Outcome> {
+        let started = Instant::now();
+        let temp_depfile = match &plan.depfile {
+            Some(_) => None,
+            None => Some(
+                tempfile::Builder::new()
+                    .prefix("cachet-deps-")
+                    .suffix(".d")
+                    .tempfile()?,
+            ),
+        };
+        let args = match &temp_depfile {
+            Some(temp) => direct::with_depfile(&plan.compile_args, temp.path()),
+            None => plan.compile_args.clone(),
+        };
+        let mut leader = match self.inflight.join(base) {
+            Role::Follower(follower) => {
+                let shared = follow(follower, cancel, &self.stats).await?;
+                let (plan, umask) = (plan.clone(), request.umask);
+                let restore = move |entry: &CacheEntry| outputs::restore(entry, &plan, umask);
+                if let Some(outcome) = self.replay(&shared, restore, out).await? {
+                    return Ok(outcome);
+                }
+                None
+            }
+            Role::Leader(leader) => Some(leader),
+        };
+        let (compile_cancel, watcher) = lead(leader.as_mut(), cancel);
+        let compile_start = std::time::SystemTime::now();
+        let result = self
+            .run_streaming(request, args, build, out, &compile_cancel)
+            .await;
+        watcher.abort();
+        let result = result?;
+        if !result.exit.success() {
+            publish(leader, &result, None);
+            let _ = out.send(Response::Finished(result.exit));
+            self.stats.update(|c| c.compile_failures += 1);
+            return Ok(Outcome::Failed);
+        }
+        let entry = outputs::collect(plan, &result).await;
+        let depfile = match (&temp_depfile, &plan.depfile) {
+            (Some(temp), _) => tokio::fs::read_to_string(temp.path()).await,
+            (None, Some(path)) => tokio::fs::read_to_string(path).await,
+            (None, None) => Ok(String::new()),
+        };
+        publish(leader, &result, entry.as_ref().ok().cloned());
+        let _ = out.send(Response::Finished(result.exit));
+        let elapsed = millis(started.elapsed());
+        self.stats.update(|c| {
+            c.cache_misses += 1;
+            c.miss_time_ms += elapsed;
+            if recache {
+                c.forced_recaches += 1;
+            }
+        });
+        let (Ok(entry), Ok(depfile)) = (entry, depfile) else {
+            self.stats.update(|c| c.cache_write_errors += 1);
+            return Ok(Outcome::Miss);
+        };
+        let (plan, cwd, hashes) = (plan.clone(), request.cwd_path(), self.rust.hashes.clone());
+        let variant = tokio::task::spawn_blocking(move || {
+            direct::variant_from_depfile(&depfile, &plan, &cwd, &hashes, compile_start)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        let variant = match variant {
+            Ok(Some(variant)) => Some(variant),
+            // Time macros: this source is for preprocessor mode from now on.
+            Ok(None) => None,
+            Err(why) => {
+                tracing::debug!("not stored in direct mode: {why}");
+                return Ok(Outcome::Miss);
+            }
+        };
+        if let Some(variant) = &variant {
+            self.cache
+                .put_in_background(direct::entry_key(&base, variant), entry);
+        }
+        self.cache
+            .update_in_background(manifest_key, true, move |old| {
+                let mut manifest: direct::Manifest = old
+                    .and_then(|e| e.files.into_iter().find(|f| f.role == "manifest"))
+                    .and_then(|f| postcard::from_bytes(&f.data).ok())
+                    .unwrap_or_default();
+                match variant {
+                    Some(variant) => manifest.add(variant),
+                    None => manifest.no_direct = true,
+                }
+                Some(CacheEntry {
+                    exit_code: 0,
+                    stdout: vec![],
+                    stderr: vec![],
+                    files: vec![crate::cache::StoredFile {
+                        role: "manifest".into(),
+                        executable: false,
+                        data: postcard::to_stdvec(&manifest).ok()?,
+                    }],
+                    meta: vec![],
+                })
+            });
         Ok(Outcome::Miss)
     }
 

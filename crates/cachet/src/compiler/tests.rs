@@ -32,6 +32,10 @@ fn fake_gcc(spec: &CommandSpec) -> io::Result<ProcessOutput> {
     if args.iter().any(|a| a == "-E") {
         return Ok(output(0, &source, b""));
     }
+    // -MD -MF FILE: the dependency list, as gcc writes it.
+    if let Some(at) = args.iter().position(|a| a == "-MF") {
+        std::fs::write(spec.cwd.join(&args[at + 1]), format!("a.o: {input}\n"))?;
+    }
     let at = args.iter().position(|a| a == "-o").unwrap();
     std::fs::write(
         spec.cwd.join(&args[at + 1]),
@@ -80,7 +84,14 @@ fn fixture() -> Fixture {
 }
 
 impl Fixture {
+    /// A request in preprocessor mode (most tests here are about it).
     fn request(&self, args: &[&str], env: &[(&str, &str)]) -> CompileRequest {
+        let mut env = env.to_vec();
+        env.push(("CACHET_DIRECT_MODE", "0"));
+        self.direct_request(args, &env)
+    }
+
+    fn direct_request(&self, args: &[&str], env: &[(&str, &str)]) -> CompileRequest {
         CompileRequest {
             compiler: to_bytes(self.compiler.as_os_str()),
             args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
@@ -285,4 +296,42 @@ async fn a_tty_client_gets_colour_and_a_key_of_its_own() {
     );
     let last = f.compiles().pop().unwrap();
     assert_eq!(last.args[0], "-fdiagnostics-color=always");
+}
+
+/// Direct mode: a miss runs the compiler once (with -MD -MF added, no preprocessor); a hit
+/// runs nothing at all and takes no token.
+#[tokio::test]
+async fn direct_mode_runs_no_preprocessor() {
+    let f = fixture();
+    std::fs::write(f.work.join("a.c"), b"int x;\n").unwrap();
+    // Old enough to be trusted in a manifest.
+    let old = std::time::SystemTime::now() - Duration::from_secs(10);
+    std::fs::File::options()
+        .write(true)
+        .open(f.work.join("a.c"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let args = ["-c", "a.c", "-o", "a.o"];
+    let (outcome, _) = f.run(f.direct_request(&args, &[])).await;
+    assert_eq!(outcome, Outcome::Miss);
+    let calls = f.compiles();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    let compile: Vec<&str> = calls[0].args.iter().map(|a| a.to_str().unwrap()).collect();
+    assert_eq!(&compile[..4], ["-c", "a.c", "-o", "a.o"]);
+    assert_eq!(&compile[4..6], ["-MD", "-MF"]);
+    assert!(!compile.contains(&"-E"));
+    f.cache.pending().drain(Duration::from_secs(10)).await;
+
+    // Hold the only free token: a hit must not need one.
+    let _held = (
+        f.jobserver.try_acquire().unwrap(),
+        f.jobserver.try_acquire().unwrap(),
+    );
+    std::fs::remove_file(f.work.join("a.o")).unwrap();
+    let (outcome, _) = f.run(f.direct_request(&args, &[])).await;
+    assert_eq!(outcome, Outcome::Hit);
+    assert_eq!(f.compiles().len(), 1, "a direct hit runs nothing");
+    assert_eq!(f.stats.counters().direct_hits, 1);
+    assert_eq!(std::fs::read(f.work.join("a.o")).unwrap(), b"OBJ:int x;\n");
 }

@@ -5,6 +5,7 @@
 //! runs with the original arguments; only its outputs are stored.
 
 pub mod args;
+pub mod direct;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
