@@ -427,7 +427,8 @@ fn two_builds_and_one_server_token_never_overlap() {
         now += d;
         peak = peak.max(now);
     }
-    assert_eq!(events.len(), 24, "{text}");
+    // One compile each (direct mode), or a preprocessor run and a compile.
+    assert!(events.len() == 12 || events.len() == 24, "{text}");
     assert_eq!(peak, 1, "two compiler processes overlapped");
     assert_eq!((a.available(), b.available()), (3, 3));
 }

@@ -50,13 +50,14 @@ fn stats_text_json_and_zero() {
     assert_eq!(stats["jobserver"]["tokens"], 3);
     assert_eq!(stats["jobserver"]["peak_tokens_held"], 1);
     assert_eq!(stats["counters"]["cache_misses"], 1);
-    assert_eq!(stats["cache"]["entries"], 1);
+    // The entry and its direct-mode manifest.
+    assert_eq!(stats["cache"]["entries"], 2);
     assert!(stats["cache"]["size_bytes"].as_u64().unwrap() > 0);
     env.ok(&["-z"]);
     let stats = env.stats();
     assert_eq!(stats["counters"]["cache_misses"], 0);
     assert_eq!(
-        stats["cache"]["entries"], 1,
+        stats["cache"]["entries"], 2,
         "zeroing stats keeps the cache"
     );
 }
@@ -69,11 +70,12 @@ fn clear_and_cleanup() {
         env.ok(&["gcc", "-c", &format!("f{i}.c")]);
     }
     env.settle();
-    assert_eq!(env.stats()["cache"]["entries"], 3);
+    // Three entries, and a direct-mode manifest for each.
+    assert_eq!(env.stats()["cache"]["entries"], 6);
     env.ok(&["--cleanup"]);
     assert_eq!(
         env.stats()["cache"]["entries"],
-        3,
+        6,
         "under the limit, cleanup keeps everything"
     );
     env.ok(&["--clear"]);

@@ -99,11 +99,18 @@ fn time_macros_go_to_preprocessor_mode() {
 fn a_header_too_new_to_trust_is_not_stored() {
     let env = Env::new();
     env.write("a.c", "#include \"fresh.h\"\nint a(void) { return F; }\n");
-    age_all(&env.work);
     env.write("fresh.h", "#define F 1\n");
+    // Stamped as if edited while the compile ran (or by a clock ahead of ours).
+    let ahead = SystemTime::now() + Duration::from_secs(3);
+    std::fs::File::options()
+        .write(true)
+        .open(env.work.join("fresh.h"))
+        .unwrap()
+        .set_modified(ahead)
+        .unwrap();
     let args = ["-c", "a.c"];
     assert_eq!(outcome(&env, &args).0, "miss");
-    // Modified within the timestamp resolution of the compile: not trusted, not stored.
+    // Not trusted, so not stored: the next request misses too.
     assert_eq!(outcome(&env, &args).0, "miss");
     age_all(&env.work);
     assert_eq!(outcome(&env, &args).0, "miss");

@@ -120,8 +120,12 @@ fn with_one_token_no_two_compilers_overlap() {
         );
     }
     let runs = intervals(&log);
-    // Each miss runs the preprocessor and the compiler.
-    assert_eq!(runs.len(), 2 * count);
+    // Each miss runs the compiler once (direct mode), or a preprocessor and a compiler.
+    assert!(
+        runs.len() == count || runs.len() == 2 * count,
+        "{}",
+        runs.len()
+    );
     assert_eq!(
         max_overlap(&runs),
         1,

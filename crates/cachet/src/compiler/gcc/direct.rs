@@ -30,8 +30,9 @@ use crate::compiler::identity::Identity;
 use crate::compiler::rustc::depinfo;
 use crate::protocol::CompileRequest;
 
-/// Files modified this close to the compile's start may have changed while it read them.
-const RESOLUTION: Duration = Duration::from_secs(1);
+/// File timestamps come from the kernel's coarse clock (a tick of a few ms): a file stamped
+/// this close to the compile's start, or after it, may have changed while it was read.
+const RESOLUTION: Duration = Duration::from_millis(20);
 
 /// Variants kept per manifest.
 const VARIANTS: usize = 8;
