@@ -115,6 +115,10 @@ pub struct JobserverSnapshot {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheSnapshot {
+    /// Content hashes of input files served from the server's memory, and all lookups.
+    pub file_hash_hits: u64,
+    pub file_hash_lookups: u64,
+    pub file_hashes_remembered: u64,
     pub dir: String,
     pub size_bytes: u64,
     pub entries: u64,
@@ -266,6 +270,16 @@ impl StatsSnapshot {
                 },
             ),
             ("Cache entries".into(), self.cache.entries.to_string()),
+            (
+                "File hashes from memory".into(),
+                format!(
+                    "{} of {} ({}), {} remembered",
+                    self.cache.file_hash_hits,
+                    self.cache.file_hash_lookups,
+                    percent(self.cache.file_hash_hits, self.cache.file_hash_lookups),
+                    self.cache.file_hashes_remembered
+                ),
+            ),
             (
                 "Max cache size".into(),
                 human_bytes(self.cache.max_size_bytes),

@@ -489,6 +489,11 @@ impl CompileService {
         spec
     }
 
+    /// How the server's file-hash memory is doing.
+    pub fn file_hash_stats(&self) -> file_hashes::FileHashStats {
+        self.rust.hashes.stats()
+    }
+
     /// For tests and stats: the identity the service found for `compiler`.
     pub async fn identity(&self, compiler: &Path, cwd: &Path) -> io::Result<Option<Identity>> {
         self.identities

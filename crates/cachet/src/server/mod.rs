@@ -104,6 +104,7 @@ impl Server {
             Err(e) => (Default::default(), Some(e.to_string())),
         };
         let j = self.jobserver.stats();
+        let hashes = self.compiles.file_hash_stats();
         StatsSnapshot {
             version: env!("CARGO_PKG_VERSION").into(),
             server_pid: std::process::id(),
@@ -113,6 +114,9 @@ impl Server {
             pending_writes: self.cache.pending().count(),
             counters: self.stats.counters(),
             cache: CacheSnapshot {
+                file_hash_hits: hashes.hits,
+                file_hash_lookups: hashes.lookups,
+                file_hashes_remembered: hashes.entries,
                 dir: self.config.cache_dir.display().to_string(),
                 size_bytes: usage.bytes,
                 entries: usage.entries,
