@@ -169,3 +169,50 @@ fn make_exits_while_the_server_runs_and_the_server_keeps_none_of_its_fds() {
         );
     }
 }
+
+/// Depend mode (opt-in): a -MMD project hits without any preprocessor run, trusting the
+/// compiler's dep list, with outputs identical to a plain build.
+#[test]
+fn depend_mode_serves_an_mmd_project_without_the_preprocessor() {
+    if !have("make") {
+        return skip("make is not installed");
+    }
+    let env = Env::new().with_env("CACHET_DEPEND_MODE", "1");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cproject"),
+        &env.work,
+    );
+    // Sources as they are when nobody is editing them.
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    for dir in ["src", "include"] {
+        for entry in std::fs::read_dir(env.work.join(dir)).unwrap().flatten() {
+            std::fs::File::options()
+                .write(true)
+                .open(entry.path())
+                .unwrap()
+                .set_modified(past)
+                .unwrap();
+        }
+    }
+    let out_dir = env.work.join("out");
+    make(&env, "gcc");
+    let plain = outputs(&out_dir);
+    std::fs::remove_dir_all(&out_dir).unwrap();
+    let cachet_cc = format!("{CACHET} gcc");
+    for round in ["first", "second"] {
+        env.zero();
+        make(&env, &cachet_cc);
+        let stats = env.settle();
+        if round == "second" {
+            assert_eq!(stats["counters"]["direct_hits"], 6, "{stats}");
+        }
+        let got = outputs(&out_dir);
+        for (name, bytes) in &plain {
+            assert!(
+                got[name] == *bytes,
+                "{round} run: {name} differs from the plain build's"
+            );
+        }
+        std::fs::remove_dir_all(&out_dir).unwrap();
+    }
+}

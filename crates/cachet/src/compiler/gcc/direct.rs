@@ -70,16 +70,22 @@ impl KeyHasher {
 }
 
 /// Whether direct mode can serve this compile. With -MMD the compiler's dep list leaves
-/// out system headers, so we could not see them change: preprocessor mode then.
+/// out system headers, so we could not see them change: preprocessor mode then, unless
+/// the user opted into depend mode (CACHET_DEPEND_MODE=1), which trusts the compiler's
+/// list as it is.
 pub fn applies(plan: &Plan, request: &CompileRequest) -> bool {
-    let disabled = request
-        .env_var("CACHET_DIRECT_MODE")
-        .is_some_and(|v| v == b"0" || v == b"false");
-    let system_deps_left_out = plan.args.expanded.iter().any(|a| a == "-MMD" || a == "-MM");
+    let flag = |name: &str| {
+        request
+            .env_var(name)
+            .map(|v| !(v.is_empty() || v == b"0" || v == b"false"))
+    };
+    let disabled = flag("CACHET_DIRECT_MODE") == Some(false);
+    let depend_mode = flag("CACHET_DEPEND_MODE") == Some(true);
+    let system_deps_left_out = plan.args.expanded.iter().any(|a| a == "-MMD");
     !disabled
         && !plan.args.preprocessed_input
         && plan.args.language != Language::Asm
-        && !system_deps_left_out
+        && (!system_deps_left_out || depend_mode)
 }
 
 /// The direct key: everything but the headers. `source` is the input's content hash.
