@@ -102,6 +102,13 @@ impl PendingWrites {
         self.inner.1.notify_waiters();
     }
 
+    /// Counts a write that is about to be handed off, until the guard is dropped: taken
+    /// before a client hears back, so nobody sees "no pending writes" in between.
+    pub fn reserve(&self) -> PendingGuard {
+        self.start();
+        PendingGuard(self.clone())
+    }
+
     /// Waits until every write is done, or `limit` has passed; returns how many are left.
     pub async fn drain(&self, limit: Duration) -> u64 {
         let deadline = tokio::time::Instant::now() + limit;
@@ -115,6 +122,14 @@ impl PendingWrites {
                 return self.count();
             }
         }
+    }
+}
+
+pub struct PendingGuard(PendingWrites);
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.finish();
     }
 }
 

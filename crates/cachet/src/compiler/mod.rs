@@ -230,6 +230,7 @@ impl CompileService {
         // or delete them.
         let entry = outputs::collect(&plan, &result).await;
         publish(leader, &result, entry.as_ref().ok().cloned());
+        let _storing = self.cache.pending().reserve();
         let _ = out.send(Response::Finished(result.exit));
         let elapsed = millis(started.elapsed());
         self.stats.update(|c| {
@@ -367,6 +368,7 @@ impl CompileService {
             (None, None) => Ok(String::new()),
         };
         publish(leader, &result, entry.as_ref().ok().cloned());
+        let _storing = self.cache.pending().reserve();
         let _ = out.send(Response::Finished(result.exit));
         let elapsed = millis(started.elapsed());
         self.stats.update(|c| {

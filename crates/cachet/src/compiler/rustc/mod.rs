@@ -436,6 +436,7 @@ impl CompileService {
             meta: vec![],
         });
         publish(leader, &result, shared_entry);
+        let _storing = self.cache.pending().reserve();
         let _ = out.send(Response::Finished(result.exit));
         let elapsed = millis(started.elapsed());
         self.stats.update(|c| {
