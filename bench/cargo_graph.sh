@@ -55,7 +55,7 @@ build cachet-cold "${wrap[@]}"
 "$cachet" --zero-stats >/dev/null
 build cachet-warm "${wrap[@]}"
 stats=$("$cachet" --show-stats --json)
-"$cachet" --show-stats | grep -E 'hits/misses|^Uncacheable|^  |Average hit' || true
+"$cachet" --show-stats | grep -E 'hits/misses|^Uncacheable|^  [a-z]|Average hit' || true
 "$cachet" --stop-server >/dev/null
 
 hits=$(echo "$stats" | awk -F: '/"cache_hits"/{gsub(/[ ,]/,"",$2); print $2; exit}')

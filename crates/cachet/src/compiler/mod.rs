@@ -5,6 +5,7 @@ pub mod file_hashes;
 pub mod gcc;
 pub mod identity;
 mod inflight;
+pub mod key;
 mod outputs;
 pub mod rustc;
 
@@ -196,17 +197,13 @@ impl CompileService {
         }
 
         // Identical compiles in flight run once: follow one that runs, or lead.
-        let mut leader = match self.inflight.join(key) {
-            Role::Follower(follower) => {
-                let shared = follow(follower, cancel, &self.stats).await?;
-                let (plan, umask) = (plan.clone(), request.umask);
-                let restore = move |entry: &CacheEntry| outputs::restore(entry, &plan, umask);
-                if let Some(outcome) = self.replay(&shared, restore, out).await? {
-                    return Ok(outcome);
-                }
-                None
-            }
-            Role::Leader(leader) => Some(leader),
+        let restore = {
+            let (plan, umask) = (plan.clone(), request.umask);
+            move |entry: &CacheEntry| outputs::restore(entry, &plan, umask)
+        };
+        let mut leader = match self.lead_or_follow(key, restore, out, cancel).await? {
+            Ok(leader) => leader,
+            Err(replayed) => return Ok(replayed),
         };
         let (compile_cancel, watcher) = lead(leader.as_mut(), cancel);
         let result = self
@@ -336,17 +333,13 @@ impl CompileService {
             Some(temp) => direct::with_depfile(&plan.compile_args, temp.path()),
             None => plan.compile_args.clone(),
         };
-        let mut leader = match self.inflight.join(base) {
-            Role::Follower(follower) => {
-                let shared = follow(follower, cancel, &self.stats).await?;
-                let (plan, umask) = (plan.clone(), request.umask);
-                let restore = move |entry: &CacheEntry| outputs::restore(entry, &plan, umask);
-                if let Some(outcome) = self.replay(&shared, restore, out).await? {
-                    return Ok(outcome);
-                }
-                None
-            }
-            Role::Leader(leader) => Some(leader),
+        let restore = {
+            let (plan, umask) = (plan.clone(), request.umask);
+            move |entry: &CacheEntry| outputs::restore(entry, &plan, umask)
+        };
+        let mut leader = match self.lead_or_follow(base, restore, out, cancel).await? {
+            Ok(leader) => leader,
+            Err(replayed) => return Ok(replayed),
         };
         let (compile_cancel, watcher) = lead(leader.as_mut(), cancel);
         let compile_start = std::time::SystemTime::now();
@@ -547,6 +540,28 @@ fn publish(leader: Option<Leader>, result: &ProcessOutput, entry: Option<CacheEn
 }
 
 impl CompileService {
+    /// Leads the compile of `key`, or follows an identical one already running and replays
+    /// its result, writing the outputs with `restore`: `Err(outcome)` when replayed.
+    async fn lead_or_follow(
+        &self,
+        key: CacheKey,
+        restore: impl FnOnce(&CacheEntry) -> io::Result<()> + Send + 'static,
+        out: &UnboundedSender<Response>,
+        cancel: &CancellationToken,
+    ) -> io::Result<Result<Option<Leader>, Outcome>> {
+        match self.inflight.join(key) {
+            Role::Leader(leader) => Ok(Ok(Some(leader))),
+            Role::Follower(follower) => {
+                let shared = follow(follower, cancel, &self.stats).await?;
+                match self.replay(&shared, restore, out).await? {
+                    Some(outcome) => Ok(Err(outcome)),
+                    // The leader gave up: compile without it.
+                    None => Ok(Ok(None)),
+                }
+            }
+        }
+    }
+
     /// Gives a follower the leader's result, writing its outputs with `restore`; None when
     /// it must compile by itself (the leader gave up, or the outputs could not be written).
     async fn replay(

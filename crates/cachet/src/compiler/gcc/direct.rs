@@ -27,6 +27,7 @@ use super::args::Language;
 use crate::cache::CacheKey;
 use crate::compiler::file_hashes::FileHashes;
 use crate::compiler::identity::Identity;
+use crate::compiler::key::KeyHasher;
 use crate::compiler::rustc::depinfo;
 use crate::protocol::CompileRequest;
 
@@ -60,15 +61,6 @@ impl Manifest {
     }
 }
 
-struct KeyHasher(blake3::Hasher);
-
-impl KeyHasher {
-    fn field(&mut self, bytes: &[u8]) {
-        self.0.update(&(bytes.len() as u64).to_le_bytes());
-        self.0.update(bytes);
-    }
-}
-
 /// Whether direct mode can serve this compile. With -MMD the compiler's dep list leaves
 /// out system headers, so we could not see them change: preprocessor mode then, unless
 /// the user opted into depend mode (CACHET_DEPEND_MODE=1), which trusts the compiler's
@@ -95,8 +87,7 @@ pub fn base_key(
     request: &CompileRequest,
     source: &[u8; 32],
 ) -> CacheKey {
-    let mut h = KeyHasher(blake3::Hasher::new());
-    h.field(b"cachet c-family direct v1");
+    let mut h = KeyHasher::new(b"cachet c-family direct v1");
     h.field(&identity.digest);
     h.field(
         request
@@ -133,34 +124,23 @@ pub fn base_key(
         h.field(b"dep target");
         h.field(plan.args.output.as_os_str().as_bytes());
     }
-    let mut vars: Vec<(&[u8], &[u8])> = request
-        .env
-        .iter()
-        .filter(|(k, _)| {
-            k.starts_with(b"LC_") || super::KEY_VARS.iter().any(|v| v.as_bytes() == k.as_slice())
-        })
-        .map(|(k, v)| (k.as_slice(), v.as_slice()))
-        .collect();
-    vars.sort();
-    for (name, value) in vars {
+    for (name, value) in super::key_env(request) {
         h.field(name);
         h.field(value);
     }
     h.field(b"source");
     h.field(source);
-    CacheKey::from(h.0.finalize())
+    h.finish()
 }
 
 pub fn manifest_key(base: &CacheKey) -> CacheKey {
-    let mut h = KeyHasher(blake3::Hasher::new());
-    h.field(b"cachet c-family direct manifest v1");
+    let mut h = KeyHasher::new(b"cachet c-family direct manifest v1");
     h.field(&base.0);
-    CacheKey::from(h.0.finalize())
+    h.finish()
 }
 
 pub fn entry_key(base: &CacheKey, variant: &Variant) -> CacheKey {
-    let mut h = KeyHasher(blake3::Hasher::new());
-    h.field(b"cachet c-family direct entry v1");
+    let mut h = KeyHasher::new(b"cachet c-family direct entry v1");
     h.field(&base.0);
     for (path, digest) in &variant.files {
         h.field(path);
@@ -169,7 +149,7 @@ pub fn entry_key(base: &CacheKey, variant: &Variant) -> CacheKey {
     for path in &variant.absent {
         h.field(path);
     }
-    CacheKey::from(h.0.finalize())
+    h.finish()
 }
 
 fn os(bytes: &[u8]) -> &Path {

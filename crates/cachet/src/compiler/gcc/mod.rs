@@ -14,6 +14,7 @@ use args::{CompileArgs, Family};
 
 use super::identity::Identity;
 use crate::cache::CacheKey;
+use crate::compiler::key::KeyHasher;
 use crate::protocol::CompileRequest;
 
 /// Environment variables that change what gcc or clang produce or print.
@@ -102,21 +103,10 @@ fn would_color(family: Family, request: &CompileRequest) -> bool {
     family == Family::Clang || request.env_var("GCC_COLORS") != Some(b"")
 }
 
-/// Length-prefixed fields, so that no two different inputs hash alike.
-struct KeyHasher(blake3::Hasher);
-
-impl KeyHasher {
-    fn field(&mut self, bytes: &[u8]) {
-        self.0.update(&(bytes.len() as u64).to_le_bytes());
-        self.0.update(bytes);
-    }
-}
-
 /// The cache key. `source` is the preprocessed text, or the input itself when it needs none.
 pub fn key(identity: &Identity, plan: &Plan, request: &CompileRequest, source: &[u8]) -> CacheKey {
     use std::os::unix::ffi::OsStrExt;
-    let mut h = KeyHasher(blake3::Hasher::new());
-    h.field(b"cachet c-family key v1");
+    let mut h = KeyHasher::new(b"cachet c-family key v1");
     h.field(&identity.digest);
     h.field(plan.args.language.as_x_arg().as_bytes());
     h.field(b"args");
@@ -150,6 +140,17 @@ pub fn key(identity: &Identity, plan: &Plan, request: &CompileRequest, source: &
         h.field(b"dep target");
         h.field(plan.args.output.as_os_str().as_bytes());
     }
+    for (name, value) in key_env(request) {
+        h.field(name);
+        h.field(value);
+    }
+    h.field(b"source");
+    h.field(source);
+    h.finish()
+}
+
+/// The environment that changes what gcc or clang produce or print, sorted.
+pub(crate) fn key_env(request: &CompileRequest) -> Vec<(&[u8], &[u8])> {
     let mut vars: Vec<(&[u8], &[u8])> = request
         .env
         .iter()
@@ -159,13 +160,7 @@ pub fn key(identity: &Identity, plan: &Plan, request: &CompileRequest, source: &
         .map(|(k, v)| (k.as_slice(), v.as_slice()))
         .collect();
     vars.sort();
-    for (name, value) in vars {
-        h.field(name);
-        h.field(value);
-    }
-    h.field(b"source");
-    h.field(source);
-    CacheKey::from(h.0.finalize())
+    vars
 }
 
 /// What the compiler may record as the working directory: the cwd itself, or what each

@@ -39,9 +39,9 @@ use args::{CrateType, Emit, NativeLib, RustcArgs, Target};
 use toolchain::Toolchain;
 
 use super::file_hashes::FileHashes;
-use super::inflight::Role;
-use super::{CompileService, Outcome, follow, lead, publish};
+use super::{CompileService, Outcome, lead, publish};
 use crate::cache::{CacheEntry, CacheKey, StoredFile};
+use crate::compiler::key::KeyHasher;
 use crate::protocol::{CompileRequest, Exit, Response};
 use crate::stats::millis;
 
@@ -135,26 +135,6 @@ fn crate_types_label(types: &[CrateType]) -> String {
         .map(|t| t.as_str())
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// Length-prefixed fields, so that no two different inputs hash alike.
-struct KeyHasher(blake3::Hasher);
-
-impl KeyHasher {
-    fn new(domain: &[u8]) -> KeyHasher {
-        let mut h = KeyHasher(blake3::Hasher::new());
-        h.field(domain);
-        h
-    }
-
-    fn field(&mut self, bytes: &[u8]) {
-        self.0.update(&(bytes.len() as u64).to_le_bytes());
-        self.0.update(bytes);
-    }
-
-    fn finish(self) -> CacheKey {
-        CacheKey::from(self.0.finalize())
-    }
 }
 
 fn display_key(args: &RustcArgs) -> Vec<u8> {
@@ -379,19 +359,17 @@ impl CompileService {
         }
 
         // Identical requests in flight (same base key: same command, cwd, inputs) run once.
-        let mut leader = match self.inflight.join(base) {
-            Role::Follower(follower) => {
-                let shared = follow(follower, cancel, &self.stats).await?;
-                let (out_dir, umask) = (out_dir.clone(), request.umask);
-                let restore = move |entry: &CacheEntry| restore(entry, &out_dir, umask);
-                if let Some(outcome) = self.replay(&shared, restore, out).await? {
-                    self.stats
-                        .update(|c| c.languages.entry(LANGUAGE.into()).or_default().hits += 1);
-                    return Ok(outcome);
-                }
-                None
+        let restore = {
+            let (out_dir, umask) = (out_dir.clone(), request.umask);
+            move |entry: &CacheEntry| restore(entry, &out_dir, umask)
+        };
+        let mut leader = match self.lead_or_follow(base, restore, out, cancel).await? {
+            Ok(leader) => leader,
+            Err(replayed) => {
+                self.stats
+                    .update(|c| c.languages.entry(LANGUAGE.into()).or_default().hits += 1);
+                return Ok(replayed);
             }
-            Role::Leader(leader) => Some(leader),
         };
         let (compile_cancel, watcher) = lead(leader.as_mut(), cancel);
         // As ccache does: a source stamped after this was edited while rustc read it.
