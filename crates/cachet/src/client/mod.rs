@@ -39,16 +39,21 @@ pub fn compile(compiler: &OsStr, args: Vec<OsString>) -> i32 {
         Err(e) => warn_and_run_directly(&e.to_string(), &path, &args),
     };
     crate::logging::init_client(config.log.as_deref());
+    // Timing spans for CACHET_LOG=debug: where a hit's time goes, from this process's start.
+    let started = std::time::Instant::now();
+    tracing::debug!(target: "cachet::timing", "client: config loaded");
 
     let (request, fds) = match build_request(&path, &args) {
         Ok(request) => request,
         Err(e) => warn_and_run_directly(&e.to_string(), &path, &args),
     };
+    tracing::debug!(target: "cachet::timing", "client: request built after {:?}", started.elapsed());
     let first = Request::Compile(request);
     let mut connection = match Connection::open_with_fds(&config, Start::IfNeeded, &first, &fds) {
         Ok(connection) => connection,
         Err(e) => warn_and_run_directly(&e.to_string(), &path, &args),
     };
+    tracing::debug!(target: "cachet::timing", "client: connected and handshaken after {:?}", started.elapsed());
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let mut compiler_group = None;
@@ -70,6 +75,7 @@ pub fn compile(compiler: &OsStr, args: Vec<OsString>) -> i32 {
             }
             Ok(Response::Finished(exit)) => {
                 let _ = stdout.lock().flush();
+                tracing::debug!(target: "cachet::timing", "client: finished after {:?}", started.elapsed());
                 return exit_like(exit);
             }
             Ok(Response::RunLocally { reason }) => {

@@ -123,6 +123,7 @@ impl CompileService {
             }
             return Ok(Outcome::Local("unsupported compiler".into()));
         };
+        tracing::debug!(target: "cachet::timing", "server: compiler identified after {:?}", started.elapsed());
         let plan = match gcc::plan(&identity, request) {
             Ok(plan) => plan,
             Err(reason) => return Ok(Outcome::Local(reason)),
@@ -140,6 +141,7 @@ impl CompileService {
             let base = direct::base_key(&identity, &plan, request, source.as_bytes());
             let manifest_key = direct::manifest_key(&base);
             let manifest = self.direct_manifest(&manifest_key).await;
+            tracing::debug!(target: "cachet::timing", "server: direct key and manifest after {:?}", started.elapsed());
             if !manifest.no_direct {
                 if !recache
                     && let Some(entry) = self.direct_lookup(&manifest, &base, &cwd).await?
@@ -148,6 +150,7 @@ impl CompileService {
                         .await?
                 {
                     self.stats.update(|c| c.direct_hits += 1);
+                    tracing::debug!(target: "cachet::timing", "server: direct hit restored after {:?}", started.elapsed());
                     return Ok(Outcome::Hit);
                 }
                 return self
