@@ -139,6 +139,60 @@ def main():
                   f"CPU {by['cachet hit']['cpu'] / by[hit]['cpu']:.2f}; "
                   f"miss: wall {by['cachet miss']['wall'] / by[peer + ' miss']['wall']:.2f}")
     shutil.rmtree(work, ignore_errors=True)
+    project_bench(args)
+
+
+def project_bench(args):
+    """`make -j2` of a multi-file project (tests/fixtures/cproject, -MMD -MP) through each
+    tool: cold (empty cache) and warm (out/ deleted, cache kept), median of several runs."""
+    src = ROOT / "crates/cachet/tests/fixtures/cproject"
+    runs = max(3, args.runs // 8)
+    rows = []
+    tools = [("plain gcc", [], {})]
+    tools.append(("cachet", [args.cachet], {"CACHET_DEPEND_MODE": "1"}))
+    if shutil.which("ccache"):
+        tools.append(("ccache", ["ccache"], {"CCACHE_DEPEND": "1"}))
+    if shutil.which("sccache"):
+        tools.append(("sccache", [shutil.which("sccache")], {"SCCACHE_SERVER_PORT": "4304"}))
+    for label, wrapper, extra in tools:
+        work = Path(tempfile.mkdtemp(prefix="cachet-project-"))
+        shutil.copytree(src, work / "p")
+        env = dict(os.environ, CACHET_DIR=str(work / "c1"), CACHET_RUNTIME_DIR=str(work / "r"),
+                   CCACHE_DIR=str(work / "c2"), SCCACHE_DIR=str(work / "c3"), **extra)
+        for var in ("MAKEFLAGS", "MFLAGS", "CARGO_MAKEFLAGS"):
+            env.pop(var, None)
+        cc = " ".join(wrapper + ["gcc"])
+        make = ["make", "-s", "-j2", f"CC={cc}"]
+
+        def build(cold):
+            shutil.rmtree(work / "p" / "out", ignore_errors=True)
+            if cold:
+                for d in ("c1", "c2", "c3"):
+                    shutil.rmtree(work / d, ignore_errors=True)
+                if wrapper and "cachet" in wrapper[0]:
+                    subprocess.run([wrapper[0], "--stop-server"], env=env, stdout=subprocess.DEVNULL)
+            start = time.perf_counter()
+            subprocess.run(make, cwd=work / "p", env=env, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return time.perf_counter() - start
+
+        cold = statistics.median(build(True) for _ in range(runs))
+        warm = statistics.median(build(False) for _ in range(runs))
+        rows.append((label, cold, warm))
+        if wrapper and "cachet" in wrapper[0]:
+            subprocess.run([wrapper[0], "--stop-server"], env=env, stdout=subprocess.DEVNULL)
+        if wrapper and "sccache" in wrapper[0]:
+            subprocess.run([wrapper[0], "--stop-server"], env=env, stdout=subprocess.DEVNULL)
+        shutil.rmtree(work, ignore_errors=True)
+    print()
+    print(f"make -j2 of tests/fixtures/cproject (6 objects + link), median of {runs} runs")
+    print(f"{'':12} {'cold':>10} {'warm':>10}")
+    for label, cold, warm in rows:
+        print(f"{label:12} {cold*1000:7.1f} ms {warm*1000:7.1f} ms")
+    by = {label: (cold, warm) for label, cold, warm in rows}
+    for peer in ("ccache", "sccache"):
+        if peer in by:
+            print(f"cachet/{peer}: cold {by['cachet'][0] / by[peer][0]:.2f}, warm {by['cachet'][1] / by[peer][1]:.2f}")
 
 
 if __name__ == "__main__":
