@@ -236,10 +236,7 @@ pub fn variant_from_depfile(
             return Err(format!("{} is too new to trust", path.display()));
         }
         let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        if [&b"__DATE__"[..], b"__TIME__", b"__TIMESTAMP__"]
-            .iter()
-            .any(|m| text.windows(m.len()).any(|w| w == *m))
-        {
+        if uses_time_macros(&text) {
             return Ok(None);
         }
         let digest = hashes.hash(&path).map_err(|e| e.to_string())?;
@@ -270,6 +267,23 @@ pub fn variant_from_depfile(
     Ok(Some(Variant { files, absent }))
 }
 
+/// Whether `text` names `__DATE__`, `__TIME__` or `__TIMESTAMP__`. Hops from underscore to
+/// underscore: every header of a miss is scanned, so this must be fast.
+fn uses_time_macros(text: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(found) = text[at..].iter().position(|&b| b == b'_') {
+        let rest = &text[at + found..];
+        if rest.starts_with(b"__DATE__")
+            || rest.starts_with(b"__TIME__")
+            || rest.starts_with(b"__TIMESTAMP__")
+        {
+            return true;
+        }
+        at += found + 1;
+    }
+    false
+}
+
 /// Compile args with `-MD -MF <depfile>` added when the user asked for no dep file.
 pub fn with_depfile(args: &[OsString], depfile: &Path) -> Vec<OsString> {
     let mut out = args.to_vec();
@@ -280,6 +294,17 @@ pub fn with_depfile(args: &[OsString], depfile: &Path) -> Vec<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_macros_are_found() {
+        assert!(uses_time_macros(b"const char *d = __DATE__;"));
+        assert!(uses_time_macros(b"x __TIMESTAMP__"));
+        assert!(uses_time_macros(b"__TIME__"));
+        assert!(!uses_time_macros(
+            b"int __x_DATE; _TIME__ __DATE_ __builtin_expect"
+        ));
+        assert!(!uses_time_macros(b""));
+    }
 
     #[test]
     fn continuation_lines_are_joined() {
