@@ -67,8 +67,9 @@ async fn blocking<T: Send + 'static>(
 #[async_trait]
 impl Storage for DiskStorage {
     async fn get(&self, key: &CacheKey) -> io::Result<Option<Vec<u8>>> {
-        let (disk, key) = (self.disk.clone(), key.to_hex());
-        blocking(move || disk.get(&key)).await
+        // Inline: a read from the page cache is far cheaper than a hop to the blocking
+        // pool, and reads are on every hit's path.
+        self.disk.get(&key.to_hex())
     }
 
     async fn put(&self, key: &CacheKey, bytes: Vec<u8>) -> io::Result<()> {

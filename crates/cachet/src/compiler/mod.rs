@@ -26,6 +26,9 @@ use gcc::direct;
 use identity::{Identity, IdentityCache};
 use inflight::{Follower, InFlight, Leader, Role, Shared};
 
+/// Outputs smaller than this are restored on the runtime thread itself.
+const INLINE_WRITE_LIMIT: usize = 1 << 20;
+
 pub struct CompileService {
     launcher: Launcher,
     cache: Arc<Cache>,
@@ -134,10 +137,9 @@ impl CompileService {
 
         // Direct mode: no preprocessor on a hit, nor on a miss (see gcc/direct.rs).
         if direct::applies(&plan, request) {
-            let (hashes, input) = (self.rust.hashes.clone(), cwd.join(&plan.args.input));
-            let source = tokio::task::spawn_blocking(move || hashes.hash(&input))
-                .await
-                .map_err(io::Error::other)??;
+            // Inline, like the other small file work on the hit path: a hop to the blocking
+            // pool costs more than a stat (and the hash is usually remembered).
+            let source = self.rust.hashes.hash(&cwd.join(&plan.args.input))?;
             let base = direct::base_key(&identity, &plan, request, source.as_bytes());
             let manifest_key = direct::manifest_key(&base);
             let manifest = self.direct_manifest(&manifest_key).await;
@@ -261,7 +263,12 @@ impl CompileService {
         out: &UnboundedSender<Response>,
         started: Instant,
     ) -> io::Result<bool> {
-        let restored = {
+        tracing::debug!(target: "cachet::timing", "server: entry read after {:?}", started.elapsed());
+        // Small outputs are written inline; big ones on the blocking pool.
+        let size: usize = entry.files.iter().map(|f| f.data.len()).sum();
+        let restored = if size < INLINE_WRITE_LIMIT {
+            outputs::restore(entry, plan, request.umask)
+        } else {
             let (entry, plan, umask) = (entry.clone(), plan.clone(), request.umask);
             tokio::task::spawn_blocking(move || outputs::restore(&entry, &plan, umask))
                 .await
@@ -298,10 +305,7 @@ impl CompileService {
         cwd: &std::path::Path,
     ) -> io::Result<Option<CacheEntry>> {
         for variant in &manifest.variants {
-            let (hashes, cwd, v) = (self.rust.hashes.clone(), cwd.to_owned(), variant.clone());
-            let same = tokio::task::spawn_blocking(move || direct::matches(&v, &cwd, &hashes))
-                .await
-                .map_err(io::Error::other)?;
+            let same = direct::matches(variant, cwd, &self.rust.hashes);
             if same && let Some(entry) = self.cache.get(&direct::entry_key(base, variant)).await {
                 return Ok(Some(entry));
             }
