@@ -45,7 +45,8 @@ pub trait Storage: Send + Sync {
     async fn remove(&self, key: &CacheKey) -> io::Result<()>;
 }
 
-/// The local disk cache as a [`Storage`]; its file I/O runs on tokio's blocking pool.
+/// The local disk cache as a [`Storage`]: reads run inline (they are on every hit's path
+/// and cheaper than a thread hop), writes and removals on tokio's blocking pool.
 pub struct DiskStorage {
     disk: Arc<DiskCache>,
 }
