@@ -212,7 +212,7 @@ fn garbage_on_the_socket_does_not_kill_the_server() {
 fn as_nobody(env: &Env, args: &[&str]) -> std::process::Output {
     let copy = env.dir.path().join("cachet-for-nobody");
     if !copy.exists() {
-        std::fs::copy(CACHET, &copy).unwrap();
+        copy_executable(Path::new(CACHET), &copy);
     }
     env.command("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
@@ -313,7 +313,7 @@ fn a_server_of_another_user_is_not_trusted() {
     assert!(sh(&format!("chmod 0777 {}", env.runtime_dir.display())));
     chown_nobody(env.dir.path());
     let helper = env.dir.path().join("foreign-helper");
-    std::fs::copy(std::env::current_exe().unwrap(), &helper).unwrap();
+    copy_executable(&std::env::current_exe().unwrap(), &helper);
     let socket = env.socket();
     let mut foreign = match Command::new(&helper)
         .args([

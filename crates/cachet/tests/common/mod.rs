@@ -215,10 +215,36 @@ pub fn stderr(out: &Output) -> String {
 }
 
 /// Writes an executable shell script.
+///
+/// Written by a child `sh`, not by this process: tests run in threads, and a child forked
+/// by another test thread while we held the file open for writing would make exec of it
+/// fail with "Text file busy" (ETXTBSY).
 pub fn script(path: &Path, body: &str) {
-    std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_executable(path, format!("#!/bin/sh\n{body}").as_bytes());
+}
+
+/// Writes an executable file through a child process; see [`script`].
+pub fn write_executable(path: &Path, bytes: &[u8]) {
+    let mut child = Command::new("sh")
+        .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
+        .arg(path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// Copies an executable through `cp`, for the same reason as [`script`].
+pub fn copy_executable(from: &Path, to: &Path) {
+    assert!(
+        Command::new("cp")
+            .arg(from)
+            .arg(to)
+            .status()
+            .unwrap()
+            .success()
+    );
 }
 
 /// Polls `cond` for up to 30 s.
