@@ -35,6 +35,8 @@ pub struct CompileService {
     stats: Arc<Stats>,
     identities: IdentityCache,
     rust: rustc::RustState,
+    /// Content hashes of sources, headers and externs, remembered between compiles.
+    hashes: Arc<file_hashes::FileHashes>,
     inflight: Arc<InFlight>,
 }
 
@@ -56,6 +58,7 @@ impl CompileService {
             stats,
             identities: IdentityCache::default(),
             rust: rustc::RustState::default(),
+            hashes: Arc::default(),
             inflight: Arc::default(),
         }
     }
@@ -139,7 +142,7 @@ impl CompileService {
         if direct::applies(&plan, request) {
             // Inline, like the other small file work on the hit path: a hop to the blocking
             // pool costs more than a stat (and the hash is usually remembered).
-            let source = self.rust.hashes.hash(&cwd.join(&plan.args.input))?;
+            let source = self.hashes.hash(&cwd.join(&plan.args.input))?;
             let base = direct::base_key(&identity, &plan, request, source.as_bytes());
             let manifest_key = direct::manifest_key(&base);
             let manifest = self.direct_manifest(&manifest_key).await;
@@ -305,7 +308,7 @@ impl CompileService {
         cwd: &std::path::Path,
     ) -> io::Result<Option<CacheEntry>> {
         for variant in &manifest.variants {
-            let same = direct::matches(variant, cwd, &self.rust.hashes);
+            let same = direct::matches(variant, cwd, &self.hashes);
             if same && let Some(entry) = self.cache.get(&direct::entry_key(base, variant)).await {
                 return Ok(Some(entry));
             }
@@ -382,7 +385,7 @@ impl CompileService {
             self.stats.update(|c| c.cache_write_errors += 1);
             return Ok(Outcome::Miss);
         };
-        let (plan, cwd, hashes) = (plan.clone(), request.cwd_path(), self.rust.hashes.clone());
+        let (plan, cwd, hashes) = (plan.clone(), request.cwd_path(), self.hashes.clone());
         let variant = tokio::task::spawn_blocking(move || {
             direct::variant_from_depfile(&depfile, &plan, &cwd, &hashes, compile_start)
         })
@@ -493,7 +496,7 @@ impl CompileService {
 
     /// How the server's file-hash memory is doing.
     pub fn file_hash_stats(&self) -> file_hashes::FileHashStats {
-        self.rust.hashes.stats()
+        self.hashes.stats()
     }
 
     /// For tests and stats: the identity the service found for `compiler`.

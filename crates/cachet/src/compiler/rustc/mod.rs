@@ -83,7 +83,6 @@ const MANIFEST_ROLE: &str = "manifest";
 pub struct RustState {
     pub toolchains: toolchain::Toolchains,
     pub linkers: linker::Linkers,
-    pub hashes: Arc<FileHashes>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -391,7 +390,7 @@ impl CompileService {
         // Read everything before the client hears back: cargo may move outputs right after.
         let collected = {
             let (out_dir, outputs, cwd) = (out_dir.clone(), outputs.clone(), cwd.clone());
-            let hashes = self.rust.hashes.clone();
+            let hashes = self.hashes.clone();
             let depinfo_name = format!("{}{}.d", args.crate_name, args.extra_filename);
             tokio::task::spawn_blocking(move || {
                 collect(
@@ -504,7 +503,7 @@ impl CompileService {
         let libs = self
             .rust
             .toolchains
-            .libs_digest(toolchain, target, self.rust.hashes.clone())
+            .libs_digest(toolchain, target, self.hashes.clone())
             .await?;
         let linked = args.crate_types.iter().any(|t| t.is_linked());
         let linker_digest = if linked {
@@ -515,7 +514,7 @@ impl CompileService {
             Some(
                 self.rust
                     .linkers
-                    .digest(&self.launcher, &path, &env, &cwd, self.rust.hashes.clone())
+                    .digest(&self.launcher, &path, &env, &cwd, self.hashes.clone())
                     .await?,
             )
         } else {
@@ -525,7 +524,7 @@ impl CompileService {
             Ok(inputs) => inputs,
             Err(reason) => return Ok(Err(reason)),
         };
-        let hashes = self.rust.hashes.clone();
+        let hashes = self.hashes.clone();
         let hashed = tokio::task::spawn_blocking(move || {
             inputs
                 .files
@@ -609,11 +608,8 @@ impl CompileService {
             if !env_matches {
                 continue;
             }
-            let (hashes, cwd2, sources) = (
-                self.rust.hashes.clone(),
-                cwd.clone(),
-                variant.sources.clone(),
-            );
+            let (hashes, cwd2, sources) =
+                (self.hashes.clone(), cwd.clone(), variant.sources.clone());
             let sources_match = tokio::task::spawn_blocking(move || {
                 sources.iter().all(|(path, digest)| {
                     let path = cwd2.join(Path::new(std::ffi::OsStr::from_bytes(path)));
