@@ -213,23 +213,18 @@ impl CompileService {
             Ok(leader) => leader,
             Err(replayed) => return Ok(replayed),
         };
-        let (compile_cancel, watcher) = lead(leader.as_mut(), cancel);
         let result = self
-            .run_streaming(
+            .run_leading(
+                leader.as_mut(),
                 request,
                 plan.compile_args.clone(),
                 build,
                 out,
-                &compile_cancel,
+                cancel,
             )
-            .await;
-        watcher.abort();
-        let result = result?;
+            .await?;
         if !result.exit.success() {
-            publish(leader, &result, None);
-            let _ = out.send(Response::Finished(result.exit));
-            self.stats.update(|c| c.compile_failures += 1);
-            return Ok(Outcome::Failed);
+            return Ok(self.finish_failed(leader, &result, out));
         }
         // Read the outputs before the client hears back: once it has, the build may move
         // or delete them.
@@ -237,14 +232,7 @@ impl CompileService {
         publish(leader, &result, entry.as_ref().ok().cloned());
         let _storing = self.cache.pending().reserve();
         let _ = out.send(Response::Finished(result.exit));
-        let elapsed = millis(started.elapsed());
-        self.stats.update(|c| {
-            c.cache_misses += 1;
-            c.miss_time_ms += elapsed;
-            if recache {
-                c.forced_recaches += 1;
-            }
-        });
+        self.count_miss(started, recache);
         // Compressing and storing happen after, off the client's path.
         match entry {
             Ok(entry) => self.cache.put_in_background(key, entry),
@@ -351,18 +339,12 @@ impl CompileService {
             Ok(leader) => leader,
             Err(replayed) => return Ok(replayed),
         };
-        let (compile_cancel, watcher) = lead(leader.as_mut(), cancel);
         let compile_start = std::time::SystemTime::now();
         let result = self
-            .run_streaming(request, args, build, out, &compile_cancel)
-            .await;
-        watcher.abort();
-        let result = result?;
+            .run_leading(leader.as_mut(), request, args, build, out, cancel)
+            .await?;
         if !result.exit.success() {
-            publish(leader, &result, None);
-            let _ = out.send(Response::Finished(result.exit));
-            self.stats.update(|c| c.compile_failures += 1);
-            return Ok(Outcome::Failed);
+            return Ok(self.finish_failed(leader, &result, out));
         }
         let entry = outputs::collect(plan, &result).await;
         let depfile = match (&temp_depfile, &plan.depfile) {
@@ -373,14 +355,7 @@ impl CompileService {
         publish(leader, &result, entry.as_ref().ok().cloned());
         let _storing = self.cache.pending().reserve();
         let _ = out.send(Response::Finished(result.exit));
-        let elapsed = millis(started.elapsed());
-        self.stats.update(|c| {
-            c.cache_misses += 1;
-            c.miss_time_ms += elapsed;
-            if recache {
-                c.forced_recaches += 1;
-            }
-        });
+        self.count_miss(started, recache);
         let (Ok(entry), Ok(depfile)) = (entry, depfile) else {
             self.stats.update(|c| c.cache_write_errors += 1);
             return Ok(Outcome::Miss);
@@ -570,6 +545,50 @@ impl CompileService {
                 }
             }
         }
+    }
+
+    /// Runs the compile as the leader of its key (or alone, when `leader` is None), under a
+    /// cancellation that fires only when no client waits for it any more.
+    async fn run_leading(
+        &self,
+        leader: Option<&mut Leader>,
+        request: &CompileRequest,
+        args: Vec<std::ffi::OsString>,
+        build: Option<&Jobserver>,
+        out: &UnboundedSender<Response>,
+        cancel: &CancellationToken,
+    ) -> io::Result<ProcessOutput> {
+        let (compile_cancel, watcher) = lead(leader, cancel);
+        let result = self
+            .run_streaming(request, args, build, out, &compile_cancel)
+            .await;
+        watcher.abort();
+        result
+    }
+
+    fn count_miss(&self, started: Instant, recache: bool) {
+        let elapsed = millis(started.elapsed());
+        self.stats.update(|c| {
+            c.cache_misses += 1;
+            c.miss_time_ms += elapsed;
+            if recache {
+                c.forced_recaches += 1;
+            }
+        });
+    }
+
+    /// A compile that failed: its followers and its client get its output and exit code,
+    /// and nothing is stored.
+    fn finish_failed(
+        &self,
+        leader: Option<Leader>,
+        result: &ProcessOutput,
+        out: &UnboundedSender<Response>,
+    ) -> Outcome {
+        publish(leader, result, None);
+        let _ = out.send(Response::Finished(result.exit));
+        self.stats.update(|c| c.compile_failures += 1);
+        Outcome::Failed
     }
 
     /// Gives a follower the leader's result, writing its outputs with `restore`; None when

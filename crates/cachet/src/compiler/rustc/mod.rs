@@ -39,7 +39,7 @@ use args::{CrateType, Emit, NativeLib, RustcArgs, Target};
 use toolchain::Toolchain;
 
 use super::file_hashes::FileHashes;
-use super::{CompileService, Outcome, lead, publish};
+use super::{CompileService, Outcome, publish};
 use crate::cache::{CacheEntry, CacheKey, StoredFile};
 use crate::compiler::key::KeyHasher;
 use crate::protocol::{CompileRequest, Exit, Response};
@@ -370,22 +370,16 @@ impl CompileService {
                 return Ok(replayed);
             }
         };
-        let (compile_cancel, watcher) = lead(leader.as_mut(), cancel);
         // As ccache does: a source stamped after this was edited while rustc read it.
         let compile_start = SystemTime::now();
         let result = self
-            .run_streaming(request, argv, build, out, &compile_cancel)
-            .await;
-        watcher.abort();
-        let result = result?;
+            .run_leading(leader.as_mut(), request, argv, build, out, cancel)
+            .await?;
         if !result.exit.success() {
-            publish(leader, &result, None);
-            let _ = out.send(Response::Finished(result.exit));
-            self.stats.update(|c| {
-                c.compile_failures += 1;
-                c.languages.entry(LANGUAGE.into()).or_default().failures += 1;
-            });
-            return Ok(Outcome::Failed);
+            let failed = self.finish_failed(leader, &result, out);
+            self.stats
+                .update(|c| c.languages.entry(LANGUAGE.into()).or_default().failures += 1);
+            return Ok(failed);
         }
         // Read everything before the client hears back: cargo may move outputs right after.
         let collected = {
@@ -415,15 +409,9 @@ impl CompileService {
         publish(leader, &result, shared_entry);
         let _storing = self.cache.pending().reserve();
         let _ = out.send(Response::Finished(result.exit));
-        let elapsed = millis(started.elapsed());
-        self.stats.update(|c| {
-            c.cache_misses += 1;
-            c.miss_time_ms += elapsed;
-            c.languages.entry(LANGUAGE.into()).or_default().misses += 1;
-            if recache {
-                c.forced_recaches += 1;
-            }
-        });
+        self.count_miss(started, recache);
+        self.stats
+            .update(|c| c.languages.entry(LANGUAGE.into()).or_default().misses += 1);
         match collected {
             Ok((files, depinfo, sources)) => {
                 let variant = Variant {
