@@ -64,8 +64,8 @@ pub struct Config {
     pub cache_dir: PathBuf,
     /// Size limit of the local disk cache, in bytes.
     pub cache_size: u64,
-    /// Tokens in the server's jobserver.
-    pub jobs: usize,
+    /// Tokens in the server's jobserver, when set; see [`Config::jobs`].
+    pub jobs_setting: Option<usize>,
     /// The server exits after this long without requests; zero means never.
     pub idle_timeout: Duration,
     /// Directory of the server's socket, lock and log.
@@ -94,6 +94,12 @@ enum Raw {
 }
 
 impl Config {
+    /// Tokens in the server's jobserver: the setting, or the number of available CPUs.
+    pub fn jobs(&self) -> usize {
+        self.jobs_setting
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
     /// Loads the configuration of this process.
     pub fn load() -> Result<Config, ConfigError> {
         Config::load_with(|name| std::env::var_os(name))
@@ -166,9 +172,11 @@ impl Config {
             Some((value, origin)) => as_size("cache_size", value, origin)?,
             None => DEFAULT_CACHE_SIZE,
         };
-        let jobs = match take("jobs") {
-            Some((value, origin)) => as_jobs(value, origin)?,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        // The default (the CPUs) is found only when asked: every compile's client loads the
+        // configuration, and only the server needs it.
+        let jobs_setting = match take("jobs") {
+            Some((value, origin)) => Some(as_jobs(value, origin)?),
+            None => None,
         };
         let idle_timeout = match take("idle_timeout") {
             Some((value, origin)) => as_duration("idle_timeout", value, origin)?,
@@ -197,7 +205,7 @@ impl Config {
         Ok(Config {
             cache_dir,
             cache_size,
-            jobs,
+            jobs_setting,
             idle_timeout,
             runtime_dir,
             log,
@@ -371,7 +379,8 @@ mod tests {
             config.runtime_dir,
             PathBuf::from("/home/u/.cache/cachet/run")
         );
-        assert!(config.jobs >= 1);
+        assert!(config.jobs() >= 1);
+        assert_eq!(config.jobs_setting, None);
         assert_eq!(config.origins["jobs"], Origin::Default);
     }
 
@@ -393,7 +402,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.cache_dir, PathBuf::from("/srv/cache"));
         assert_eq!(config.cache_size, 2 << 30);
-        assert_eq!(config.jobs, 7);
+        assert_eq!(config.jobs(), 7);
         assert_eq!(config.idle_timeout, Duration::from_secs(300));
         assert_eq!(config.origins["jobs"], Origin::Env("CACHET_JOBS"));
         assert_eq!(config.origins["cache_size"], Origin::File(file.clone()));

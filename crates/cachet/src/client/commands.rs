@@ -91,7 +91,7 @@ pub fn show_config(config: &Config) -> Outcome {
     let rows = [
         ("cache_dir", config.cache_dir.display().to_string()),
         ("cache_size", config.cache_size.to_string()),
-        ("jobs", config.jobs.to_string()),
+        ("jobs", config.jobs().to_string()),
         (
             "idle_timeout",
             format!("{}s", config.idle_timeout.as_secs()),

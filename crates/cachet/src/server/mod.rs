@@ -235,7 +235,7 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
         stats.clone(),
     ));
     // A fifo in the private runtime dir: `cachet jobserver-env` lets make 4.4 or ninja join it.
-    let jobserver = Jobserver::new_fifo(config.jobs, &runtime.jobserver_fifo())?;
+    let jobserver = Jobserver::new_fifo(config.jobs(), &runtime.jobserver_fifo())?;
     let launcher =
         Launcher::new(Arc::new(TokioRunner), jobserver.clone()).with_stats(stats.clone());
     let server = Arc::new(Server {
@@ -257,7 +257,7 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
         "cachet server {} listening on {} with {} jobserver tokens",
         std::process::id(),
         address.real_path().display(),
-        server.config.jobs
+        server.jobserver.capacity()
     );
 
     let connections = tokio_util::task::TaskTracker::new();
