@@ -6,7 +6,7 @@
 mod common;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -91,15 +91,7 @@ impl Pool {
                     "MAKEFLAGS",
                     format!(" -j{} --jobserver-auth={r},{w}", self.tokens + 1),
                 );
-                unsafe {
-                    cmd.pre_exec(move || {
-                        for fd in [r, w] {
-                            let flags = libc::fcntl(fd, libc::F_GETFD);
-                            libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-                        }
-                        Ok(())
-                    });
-                }
+                inherit_fds(cmd, [r, w]);
             }
         }
     }
@@ -317,17 +309,7 @@ fn stale_jobserver_fds_are_never_used() {
         cmd.args([cc.as_str(), "-c", &format!("s{i}.c")])
             .env("MAKEFLAGS", format!(" -j4 --jobserver-auth={r},{w}"))
             .stdin(Stdio::null());
-        unsafe {
-            cmd.pre_exec(move || {
-                for fd in [r, w] {
-                    let flags = libc::fcntl(fd, libc::F_GETFD);
-                    if flags >= 0 {
-                        libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-                    }
-                }
-                Ok(())
-            });
-        }
+        inherit_fds(&mut cmd, [r, w]);
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{what}: {}", stderr(&out));
         assert_eq!(
@@ -372,13 +354,7 @@ fn rustc_never_warns_about_a_stale_jobserver() {
         "CARGO_MAKEFLAGS",
         format!("-j --jobserver-fds={fd},{fd} --jobserver-auth={fd},{fd}"),
     );
-    unsafe {
-        cmd.pre_exec(move || {
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-            Ok(())
-        });
-    }
+    inherit_fds(&mut cmd, [fd, fd]);
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("jobserver"), "{}", stderr(&out));

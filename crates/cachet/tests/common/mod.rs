@@ -235,6 +235,39 @@ pub fn write_executable(path: &Path, bytes: &[u8]) {
     assert!(child.wait().unwrap().success());
 }
 
+/// Copies a fixture tree, leaving out any `target` build directory.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            if entry.file_name() != "target" {
+                copy_dir(&entry.path(), &target);
+            }
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Keeps `fds` open across exec in `cmd`'s child, as make does for its jobserver.
+pub fn inherit_fds(cmd: &mut Command, fds: [i32; 2]) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only fcntl between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in fds {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags >= 0 {
+                    libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Copies an executable through `cp`, for the same reason as [`script`].
 pub fn copy_executable(from: &Path, to: &Path) {
     assert!(
