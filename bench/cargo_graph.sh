@@ -4,12 +4,12 @@
 # each cold (empty cache) and warm (`cargo clean`, cache kept), in one run, and prints the
 # wall times, the ratios and the hit counts.
 #
-# Usage: bench/cargo_graph.sh        (needs: cargo build --release -p cachet; cargo install sccache)
+# Usage: bench/cargo_graph.sh        (needs: scripts/build-release; cargo install sccache)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-cachet="$root/target/release/cachet"
+cachet="$root/target/dist/cachet"
 sccache="$(command -v sccache || true)"
-[ -x "$cachet" ] || { echo "build cachet first: cargo build --release -p cachet" >&2; exit 1; }
+[ -x "$cachet" ] || { echo "build cachet first: scripts/build-release" >&2; exit 1; }
 
 work="$(mktemp -d /tmp/cachet-graph.XXXXXX)"
 trap 'rm -rf "$work"' EXIT

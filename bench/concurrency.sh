@@ -5,12 +5,12 @@
 # rustc threads in state R every 3 ms; it prints the peak, the mean while any compiler
 # runs, and the share of those samples above -j, with the wall time of each build.
 #
-# Usage: bench/concurrency.sh   (needs: cargo build --release -p cachet)
+# Usage: bench/concurrency.sh   (needs: scripts/build-release)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-cachet="$root/target/release/cachet"
+cachet="$root/target/dist/cachet"
 sccache="$(command -v sccache || true)"
-[ -x "$cachet" ] || { echo "build cachet first: cargo build --release -p cachet" >&2; exit 1; }
+[ -x "$cachet" ] || { echo "build cachet first: scripts/build-release" >&2; exit 1; }
 
 work="$(mktemp -d /tmp/cachet-concurrency.XXXXXX)"
 trap 'rm -rf "$work"' EXIT

@@ -40,7 +40,7 @@ def cargo_command(project):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--cachet", default=str(ROOT / "target/release/cachet"))
+    ap.add_argument("--cachet", default=str(ROOT / "target/dist/cachet"))
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="cachet-rustc-bench-"))

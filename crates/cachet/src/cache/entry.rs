@@ -142,6 +142,9 @@ impl CacheEntry {
 /// Decompresses `payload`, requiring exactly `expected` output bytes and
 /// never buffering more than `expected + 1`.
 fn decompress_bounded(payload: &[u8], expected: u64) -> std::io::Result<Vec<u8>> {
+    if expected <= BULK_LIMIT {
+        return decompress_small(payload, expected as usize);
+    }
     let decoder = zstd::stream::read::Decoder::with_buffer(payload)?;
     // Don't trust the header for the initial allocation: grow as data really
     // arrives, capped at a modest up-front reservation.
@@ -156,6 +159,35 @@ fn decompress_bounded(payload: &[u8], expected: u64) -> std::io::Result<Vec<u8>>
         ));
     }
     Ok(out)
+}
+
+/// Entries up to this size decompress in one call into an exact-size buffer.
+const BULK_LIMIT: u64 = 16 << 20;
+
+/// One-shot decompression with a context kept per thread: creating a zstd context costs
+/// more than decompressing a typical object, and hits are on every warm build's path.
+fn decompress_small(payload: &[u8], expected: usize) -> std::io::Result<Vec<u8>> {
+    thread_local! {
+        static CONTEXT: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    CONTEXT.with(|context| {
+        let mut context = context.borrow_mut();
+        if context.is_none() {
+            *context = Some(zstd::bulk::Decompressor::new()?);
+        }
+        let decompressor = context.as_mut().expect("set above");
+        // Capacity is exactly the claim: a frame that holds more fails to fit.
+        let mut out = Vec::with_capacity(expected);
+        decompressor.decompress_to_buffer(payload, &mut out)?;
+        if out.len() != expected {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("decompressed size does not match the header's {expected} bytes"),
+            ));
+        }
+        Ok(out)
+    })
 }
 
 #[cfg(test)]
@@ -281,6 +313,39 @@ mod tests {
             CacheEntry::decode(&bytes),
             Err(EntryError::Decompress(_))
         ));
+    }
+
+    fn framed(raw_len: u64, raw: &[u8]) -> Vec<u8> {
+        let compressed = zstd::bulk::compress(raw, 3).unwrap();
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&ENTRY_MAGIC);
+        bytes.extend_from_slice(&ENTRY_FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&raw_len.to_le_bytes());
+        bytes.extend_from_slice(blake3::hash(&compressed).as_bytes());
+        bytes.extend_from_slice(&compressed);
+        bytes
+    }
+
+    #[test]
+    fn short_frame_for_the_claimed_size_is_refused_on_both_paths() {
+        // Small claims take the one-shot path, large ones the streaming path.
+        for (claim, real) in [
+            (2048u64, 1024usize),
+            (BULK_LIMIT + 4096, BULK_LIMIT as usize),
+        ] {
+            let bytes = framed(claim, &vec![7u8; real]);
+            assert!(
+                matches!(CacheEntry::decode(&bytes), Err(EntryError::Decompress(_))),
+                "claim {claim} with {real} real bytes decoded"
+            );
+        }
+    }
+
+    #[test]
+    fn large_entry_round_trips_through_the_streaming_path() {
+        let mut entry = sample();
+        entry.files[0].data = (0..BULK_LIMIT + 10).map(|i| (i % 251) as u8).collect();
+        assert_eq!(CacheEntry::decode(&entry.encode()).unwrap(), entry);
     }
 
     #[test]
