@@ -34,8 +34,11 @@ async fn killed_child_returns_every_token_to_every_pool() {
     let (status, report) = proxy.serve(&levels, || pid, child.wait()).await;
     let status = status.unwrap();
     assert_eq!(status.signal(), Some(libc::SIGKILL));
-    assert_eq!(report.grants, 2, "{report:?}");
+    // The proxy may hand out one more token before it sees the child die; every grant
+    // must come back, either unread (reclaimed) or from the dead child (recovered).
+    assert!(report.grants >= 2, "{report:?}");
     assert_eq!(report.recovered, 2, "{report:?}");
+    assert_eq!(report.recovered + report.reclaims, report.grants, "{report:?}");
     assert_eq!(
         build.stats().pool_in_use,
         0,

@@ -34,6 +34,9 @@ struct Cli {
     /// Stop the server, after its running compiles and pending cache writes.
     #[arg(long)]
     stop_server: bool,
+    /// Wait until every pending cache write, local and remote, is done (30 s at most).
+    #[arg(long)]
+    flush: bool,
     /// Remove every entry of the local cache.
     #[arg(long)]
     clear: bool,
@@ -107,6 +110,9 @@ pub fn main() -> i32 {
     }
     if cli.start_server {
         actions.push(commands::start_server);
+    }
+    if cli.flush {
+        actions.push(commands::flush);
     }
     if cli.show_config {
         actions.push(commands::show_config);

@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub mod remotes;
+
+pub use remotes::{RemoteConfig, RemoteKind};
+
 pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -20,6 +24,8 @@ pub enum Origin {
     Default,
     File(PathBuf),
     Env(&'static str),
+    /// A variable whose name is made at run time, such as `CACHET_S3_BUCKET`.
+    EnvVar(String),
 }
 
 impl fmt::Display for Origin {
@@ -28,6 +34,7 @@ impl fmt::Display for Origin {
             Origin::Default => write!(f, "default"),
             Origin::File(path) => write!(f, "{}", path.display()),
             Origin::Env(var) => write!(f, "environment variable {var}"),
+            Origin::EnvVar(var) => write!(f, "environment variable {var}"),
         }
     }
 }
@@ -53,6 +60,8 @@ pub enum ConfigError {
         origin: Origin,
         message: String,
     },
+    #[error("bad remote cache setting in {origin}: {message}")]
+    Remote { origin: Origin, message: String },
     #[error("cannot find a home for the cache: set CACHET_DIR or HOME")]
     NoHome,
 }
@@ -72,6 +81,10 @@ pub struct Config {
     pub runtime_dir: PathBuf,
     /// A `tracing` filter such as `debug` or `cachet=trace`.
     pub log: Option<String>,
+    /// Whether the local disk cache is level 0 (it is unless turned off).
+    pub local: bool,
+    /// Shared caches after the local disk, in the order they are read.
+    pub remotes: Vec<RemoteConfig>,
     /// The config file that was read, if any.
     pub file: Option<PathBuf>,
     /// Where each key's value came from.
@@ -85,6 +98,7 @@ const KEYS: &[&str] = &[
     "idle_timeout",
     "runtime_dir",
     "log",
+    "local",
 ];
 
 /// One raw setting before it is checked: its text (or TOML value) and its origin.
@@ -124,10 +138,11 @@ impl Config {
 
         let mut raw: BTreeMap<&'static str, (Raw, Origin)> = BTreeMap::new();
         let mut file_used = None;
+        let mut raw_remotes = Vec::new();
         if let Some((path, explicit)) = file {
             match std::fs::read_to_string(&path) {
                 Ok(text) => {
-                    read_file_values(&path, &text, &mut raw)?;
+                    raw_remotes = read_file_values(&path, &text, &mut raw)?;
                     file_used = Some(path);
                 }
                 // A missing default file is normal; a missing file the user named is not.
@@ -143,6 +158,7 @@ impl Config {
             ("idle_timeout", "CACHET_IDLE_TIMEOUT"),
             ("runtime_dir", "CACHET_RUNTIME_DIR"),
             ("log", "CACHET_LOG"),
+            ("local", "CACHET_LOCAL"),
         ] {
             if let Some(value) = env_str(var) {
                 raw.insert(key, (Raw::Text(value), Origin::Env(var)));
@@ -202,6 +218,15 @@ impl Config {
             None => None,
         };
 
+        let local = match take("local") {
+            Some((Raw::Toml(toml::Value::Boolean(b)), _)) => b,
+            Some((Raw::Text(s), origin)) => remotes::parse_bool(&s)
+                .ok_or_else(|| bad("local", origin, format!("`{s}` is not true or false")))?,
+            Some((_, origin)) => return Err(bad("local", origin, "expected true or false")),
+            None => true,
+        };
+        let remotes = remotes::finish(raw_remotes, &env_str)?;
+
         Ok(Config {
             cache_dir,
             cache_size,
@@ -209,17 +234,21 @@ impl Config {
             idle_timeout,
             runtime_dir,
             log,
+            local,
+            remotes,
             file: file_used,
             origins,
         })
     }
 }
 
+/// Reads the plain keys into `raw`, and returns the `[[remote]]` tables.
 fn read_file_values(
     path: &Path,
     text: &str,
     raw: &mut BTreeMap<&'static str, (Raw, Origin)>,
-) -> Result<(), ConfigError> {
+) -> Result<Vec<remotes::RawRemote>, ConfigError> {
+    let mut found_remotes = Vec::new();
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Syntax {
@@ -227,16 +256,20 @@ fn read_file_values(
             message: e.message().to_owned(),
         })?;
     for (key, value) in table {
+        if key == "remote" {
+            found_remotes = remotes::from_file(value, &Origin::File(path.to_owned()))?;
+            continue;
+        }
         let Some(&known) = KEYS.iter().find(|k| **k == key) else {
             return Err(ConfigError::UnknownKey {
                 path: path.to_owned(),
                 key,
-                known: KEYS.join(", "),
+                known: format!("{}, [[remote]]", KEYS.join(", ")),
             });
         };
         raw.insert(known, (Raw::Toml(value), Origin::File(path.to_owned())));
     }
-    Ok(())
+    Ok(found_remotes)
 }
 
 fn bad(key: &'static str, origin: Origin, message: impl Into<String>) -> ConfigError {
@@ -318,7 +351,7 @@ fn as_size(key: &'static str, value: Raw, origin: Origin) -> Result<u64, ConfigE
     }
 }
 
-/// Durations are seconds, or a number with a suffix: s, m, h.
+/// Durations are seconds, or a number with a suffix: ms, s, m, h, d.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text
@@ -327,6 +360,8 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     let (number, suffix) = text.split_at(split);
     let n: u64 = number.parse().ok()?;
     let scale = match suffix.trim() {
+        "ms" => return Some(Duration::from_millis(n)),
+        "d" => 86400,
         "" | "s" => 1,
         "m" | "min" => 60,
         "h" => 3600,

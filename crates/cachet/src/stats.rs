@@ -56,6 +56,54 @@ pub struct Counters {
     pub miss_time_ms: u64,
     /// The same outcomes by language ("C", "C++", "Rust", …).
     pub languages: BTreeMap<String, LanguageCounters>,
+    /// Each cache level in read order: the local disk (when on), then the remotes.
+    pub levels: Vec<LevelCounters>,
+}
+
+/// What one cache level did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LevelCounters {
+    pub name: String,
+    /// "disk", "s3", "redis", …
+    pub kind: String,
+    pub read_only: bool,
+    /// Verified entries served from this level.
+    pub hits: u64,
+    /// Reads that found nothing, or found an entry that failed its checks.
+    pub misses: u64,
+    /// Calls that reached the store.
+    pub reads: u64,
+    pub writes: u64,
+    /// Of the writes, copies of an entry found on a slower level.
+    pub backfills: u64,
+    /// Failed calls, timeouts not included.
+    pub errors: u64,
+    pub timeouts: u64,
+    /// Entries that failed the checksum, or have another format version: never restored.
+    pub corrupt: u64,
+    /// Entries too large for this store (memcached's item limit), not written.
+    pub skipped_too_large: u64,
+    /// Calls not made because the circuit breaker was open.
+    pub skipped_by_breaker: u64,
+    pub breaker_opens: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Total time of reads and of successful writes, for the means.
+    pub read_time_us: u64,
+    pub write_time_us: u64,
+    /// The breaker now: "closed", "open (Ns left)" or "probing"; set in snapshots.
+    pub breaker: String,
+}
+
+impl LevelCounters {
+    pub fn named(name: &str, kind: &str, read_only: bool) -> LevelCounters {
+        LevelCounters {
+            name: name.into(),
+            kind: kind.into(),
+            read_only,
+            ..LevelCounters::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,8 +137,18 @@ impl Stats {
             .clone()
     }
 
+    /// Zeroes every counter; the levels keep their names.
     pub fn zero(&self) {
-        *self.counters.lock().unwrap_or_else(|e| e.into_inner()) = Counters::default();
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let levels = counters
+            .levels
+            .iter()
+            .map(|l| LevelCounters::named(&l.name, &l.kind, l.read_only))
+            .collect();
+        *counters = Counters {
+            levels,
+            ..Counters::default()
+        };
     }
 }
 
@@ -329,9 +387,91 @@ impl StatsSnapshot {
         for (key, value) in rows {
             let _ = writeln!(out, "{key:<width$}  {value}");
         }
+        out.push_str(&levels_table(&c.levels));
         out.push_str(JOBSERVER_LEGEND);
         out
     }
+}
+
+/// One row per cache level, in read order.
+fn levels_table(levels: &[LevelCounters]) -> String {
+    if levels.is_empty() {
+        return "\nCache levels: none (the local disk is off and no remote is set)\n".into();
+    }
+    let mut out = String::from("\nCache levels, in read order:\n");
+    let _ = writeln!(
+        out,
+        "  {:<12} {:<9} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>7} {:>10} {:>10} {:>9} {:>9}  breaker",
+        "level",
+        "kind",
+        "hits",
+        "misses",
+        "reads",
+        "writes",
+        "errors",
+        "timeouts",
+        "corrupt",
+        "read",
+        "written",
+        "mean rd",
+        "mean wr"
+    );
+    for l in levels {
+        let mean = |total_us: u64, n: u64| {
+            if n == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.2} ms", total_us as f64 / n as f64 / 1000.0)
+            }
+        };
+        let kind = if l.read_only {
+            format!("{} ro", l.kind)
+        } else {
+            l.kind.clone()
+        };
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<9} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>7} {:>10} {:>10} {:>9} {:>9}  {}",
+            l.name,
+            kind,
+            l.hits,
+            l.misses,
+            l.reads,
+            l.writes,
+            l.errors,
+            l.timeouts,
+            l.corrupt,
+            human_bytes(l.bytes_read),
+            human_bytes(l.bytes_written),
+            mean(l.read_time_us, l.reads),
+            mean(l.write_time_us, l.writes),
+            if l.breaker.is_empty() {
+                "closed"
+            } else {
+                &l.breaker
+            },
+        );
+        let mut notes = Vec::new();
+        if l.backfills > 0 {
+            notes.push(format!("{} writes were backfills", l.backfills));
+        }
+        if l.skipped_by_breaker > 0 || l.breaker_opens > 0 {
+            notes.push(format!(
+                "breaker opened {} times, {} calls skipped",
+                l.breaker_opens, l.skipped_by_breaker
+            ));
+        }
+        if l.skipped_too_large > 0 {
+            notes.push(format!(
+                "{} entries too large to store",
+                l.skipped_too_large
+            ));
+        }
+        if !notes.is_empty() {
+            let _ = writeln!(out, "  {:<12} ({})", "", notes.join("; "));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

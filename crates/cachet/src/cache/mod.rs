@@ -1,12 +1,16 @@
 //! Where compile results are kept.
 //!
-//! [`Storage`] is the byte-level seam that every store implements (the local disk now,
-//! remote stores later). [`Cache`] sits above it: it checks every entry's integrity on read,
-//! removes what fails, counts errors, and performs writes in the background so that no client
-//! waits for a store.
+//! [`Storage`] is the byte-level seam that every store implements: the local disk and the
+//! shared stores in [`remote`]. A [`Level`] wraps one store with its timeout, circuit
+//! breaker and counters. [`Cache`] sits above the levels: it reads down them, checks every
+//! entry's integrity, backfills faster levels, and performs writes in the background so
+//! that no client waits for a store.
 
+pub mod breaker;
 pub mod disk;
 pub mod entry;
+pub mod level;
+pub mod remote;
 
 use std::io;
 use std::sync::Arc;
@@ -19,7 +23,8 @@ use tokio::sync::Notify;
 pub use disk::DiskCache;
 pub use entry::{CacheEntry, StoredFile};
 
-use crate::stats::Stats;
+use crate::stats::{LevelCounters, Stats};
+use level::{Level, LevelOptions, Read};
 
 /// A blake3 digest of everything that can change a compile's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,29 +140,52 @@ impl Drop for PendingGuard {
     }
 }
 
+/// The levels in read order (the local disk first, when on) and the writes in flight.
 pub struct Cache {
-    storage: Arc<dyn Storage>,
+    levels: Vec<Arc<Level>>,
     stats: Arc<Stats>,
     pending: PendingWrites,
 }
 
 impl Cache {
+    /// A cache of one level, the local disk.
     pub fn new(storage: Arc<dyn Storage>, stats: Arc<Stats>) -> Cache {
+        Cache::with_levels(vec![(storage, LevelOptions::local())], stats)
+    }
+
+    /// A cache of these levels, read in this order.
+    pub fn with_levels(levels: Vec<(Arc<dyn Storage>, LevelOptions)>, stats: Arc<Stats>) -> Cache {
+        let levels: Vec<Arc<Level>> = levels
+            .into_iter()
+            .enumerate()
+            .map(|(index, (storage, options))| Arc::new(Level::new(index, storage, options)))
+            .collect();
+        stats.update(|c| {
+            c.levels = levels
+                .iter()
+                .map(|l| LevelCounters::named(&l.name, &l.kind, l.read_only))
+                .collect()
+        });
         Cache {
-            storage,
+            levels,
             stats,
             pending: PendingWrites::default(),
         }
+    }
+
+    pub fn levels(&self) -> &[Arc<Level>] {
+        &self.levels
     }
 
     pub fn pending(&self) -> &PendingWrites {
         &self.pending
     }
 
-    /// A verified entry, or None. A read error or a corrupt entry is a miss, counted; a
-    /// corrupt entry is also removed so that the next compile stores a good one.
+    /// A verified entry, or None. Reads go down the levels; a hit below the first copies
+    /// the entry into the faster writable levels in the background. An error or a corrupt
+    /// entry on one level is counted and the next level is tried.
     pub async fn get(&self, key: &CacheKey) -> Option<CacheEntry> {
-        read_verified(&*self.storage, &self.stats, key).await
+        read_levels(&self.levels, &self.stats, &self.pending, key).await
     }
 
     /// Stores `entry` without making anyone wait; failures are logged and counted.
@@ -166,62 +194,100 @@ impl Cache {
     }
 
     /// Reads the entry at `key` (when `read_first`), lets `change` decide what to store
-    /// there, and stores it, all in the background and counted as one pending write.
+    /// there, and stores it on every writable level, all in the background and counted as
+    /// one pending write.
     pub fn update_in_background(
         &self,
         key: CacheKey,
         read_first: bool,
         change: impl FnOnce(Option<CacheEntry>) -> Option<CacheEntry> + Send + 'static,
     ) {
-        self.pending.start();
-        let (storage, stats, pending) = (
-            self.storage.clone(),
+        let guard = self.pending.reserve();
+        let (levels, stats, pending) = (
+            self.levels.clone(),
             self.stats.clone(),
             self.pending.clone(),
         );
         tokio::spawn(async move {
             let old = if read_first {
-                read_verified(&*storage, &stats, &key).await
+                read_levels(&levels, &stats, &pending, &key).await
             } else {
                 None
             };
             if let Some(entry) = change(old) {
-                let bytes = tokio::task::spawn_blocking(move || entry.encode()).await;
-                let result = match bytes {
-                    Ok(bytes) => storage.put(&key, bytes).await,
-                    Err(e) => Err(io::Error::other(e.to_string())),
-                };
-                if let Err(e) = result {
-                    tracing::warn!("cache write of {} failed: {e}", key.to_hex());
-                    stats.update(|c| c.cache_write_errors += 1);
+                match tokio::task::spawn_blocking(move || entry.encode()).await {
+                    Ok(bytes) => {
+                        let targets: Vec<_> = levels.iter().filter(|l| !l.read_only).collect();
+                        write_all(&targets, &key, bytes, false, &stats).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!("encoding cache entry {} failed: {e}", key.to_hex());
+                        stats.update(|c| c.cache_write_errors += 1);
+                    }
                 }
             }
-            pending.finish();
+            drop(guard);
         });
     }
 }
 
-async fn read_verified(storage: &dyn Storage, stats: &Stats, key: &CacheKey) -> Option<CacheEntry> {
-    let bytes = match storage.get(key).await {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => return None,
-        Err(e) => {
-            tracing::warn!("cache read of {} failed: {e}", key.to_hex());
-            stats.update(|c| c.cache_read_errors += 1);
-            return None;
-        }
-    };
-    match CacheEntry::decode(&bytes) {
-        Ok(entry) => Some(entry),
-        Err(e) => {
-            tracing::warn!("cache entry {} is corrupt ({e}); removing it", key.to_hex());
-            stats.update(|c| c.corrupt_entries += 1);
-            if let Err(e) = storage.remove(key).await {
-                tracing::warn!("could not remove corrupt entry {}: {e}", key.to_hex());
+/// Writes `bytes` to every level in `targets` at once: a slow remote does not hold up the
+/// local disk.
+async fn write_all(
+    targets: &[&Arc<Level>],
+    key: &CacheKey,
+    bytes: Vec<u8>,
+    backfill: bool,
+    stats: &Arc<Stats>,
+) {
+    let mut writes = tokio::task::JoinSet::new();
+    for level in targets {
+        let (level, stats, key, bytes) = ((*level).clone(), stats.clone(), *key, bytes.clone());
+        writes.spawn(async move { level.write(&key, bytes, backfill, &stats).await });
+    }
+    while writes.join_next().await.is_some() {}
+}
+
+async fn read_levels(
+    levels: &[Arc<Level>],
+    stats: &Arc<Stats>,
+    pending: &PendingWrites,
+    key: &CacheKey,
+) -> Option<CacheEntry> {
+    for (depth, level) in levels.iter().enumerate() {
+        let Read::Found(bytes) = level.read(key, stats).await else {
+            continue;
+        };
+        match CacheEntry::decode(&bytes) {
+            Ok(entry) => {
+                level.count_hit(stats);
+                let faster: Vec<Arc<Level>> = levels[..depth]
+                    .iter()
+                    .filter(|l| !l.read_only)
+                    .cloned()
+                    .collect();
+                if !faster.is_empty() {
+                    let (guard, stats, key) = (pending.reserve(), stats.clone(), *key);
+                    tokio::spawn(async move {
+                        let targets: Vec<_> = faster.iter().collect();
+                        write_all(&targets, &key, bytes, true, &stats).await;
+                        drop(guard);
+                    });
+                }
+                return Some(entry);
             }
-            None
+            Err(e) => {
+                tracing::warn!(
+                    "cache entry {} on level {} is unusable ({e}); treating it as a miss",
+                    key.to_hex(),
+                    level.name
+                );
+                stats.update(|c| c.corrupt_entries += 1);
+                level.count_corrupt(key, stats).await;
+            }
         }
     }
+    None
 }
 
 #[cfg(test)]

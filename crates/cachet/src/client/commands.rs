@@ -52,6 +52,13 @@ pub fn stop_server(config: &Config) -> Outcome {
     }
 }
 
+pub fn flush(config: &Config) -> Outcome {
+    match ask(config, Start::Never, Request::Flush) {
+        Err(ClientError::NotRunning) => Ok("no server was running: nothing to flush".into()),
+        other => done(other),
+    }
+}
+
 pub fn clear(config: &Config) -> Outcome {
     done(ask(config, Start::IfNeeded, Request::ClearCache))
 }
@@ -108,6 +115,38 @@ pub fn show_config(config: &Config) -> Outcome {
     );
     for (key, value) in rows {
         out.push_str(&format!("{key:<13} = {value:<40} # {}\n", origin(key)));
+    }
+    out.push_str(&format!(
+        "{:<13} = {:<40} # {}\n",
+        "local",
+        config.local,
+        origin("local")
+    ));
+    out.push_str("\ncache levels, in read order:\n");
+    if config.local {
+        out.push_str(&format!(
+            "  0 local (disk at {})\n",
+            config.cache_dir.display()
+        ));
+    }
+    for (n, remote) in config.remotes.iter().enumerate() {
+        let index = n + usize::from(config.local);
+        out.push_str(&format!(
+            "  {index} {} ({}{}), timeout {:?}, breaker after {} failures for {:?}  # declared in {}\n",
+            remote.name,
+            remote.kind.name(),
+            if remote.read_only { ", read-only" } else { "" },
+            remote.timeout,
+            remote.breaker_failures,
+            remote.breaker_cooldown,
+            remote.origin
+        ));
+        for (key, value, origin) in remote.shown() {
+            out.push_str(&format!("      {key:<18} = {value:<40} # {origin}\n"));
+        }
+    }
+    if !config.local && config.remotes.is_empty() {
+        out.push_str("  (none: nothing is cached)\n");
     }
     Ok(out.trim_end().to_owned())
 }

@@ -52,6 +52,8 @@ pub enum Request {
     Shutdown,
     ClearCache,
     CleanupCache,
+    /// Wait, with a bound, until every pending cache write (to every level) is done.
+    Flush,
 }
 
 /// One compiler invocation, as the build tool made it.

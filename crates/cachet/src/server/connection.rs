@@ -116,6 +116,23 @@ pub async fn handle(server: Arc<Server>, stream: UnixStream, mut guard: Connecti
                     },
                 }
             }
+            Request::Flush => {
+                let started = std::time::Instant::now();
+                let left = server.cache.pending().drain(super::DRAIN_LIMIT).await;
+                if left == 0 {
+                    Response::Done {
+                        message: format!(
+                            "all cache writes are done ({:.1} s)",
+                            started.elapsed().as_secs_f64()
+                        ),
+                    }
+                } else {
+                    Response::Error(format!(
+                        "{left} cache writes were still pending after {:?}; they go on in the background",
+                        super::DRAIN_LIMIT
+                    ))
+                }
+            }
             Request::ClearCache => {
                 let disk = server.disk.clone();
                 match tokio::task::spawn_blocking(move || disk.clear()).await {

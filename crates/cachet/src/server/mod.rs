@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use daemon::{close_inherited_fds, spawn_detached};
 
-use crate::cache::{Cache, DiskCache, DiskStorage, disk::Fault};
+use crate::cache::level::LevelOptions;
+use crate::cache::{self, Cache, DiskCache, DiskStorage, Storage, disk::Fault};
 use crate::compiler::CompileService;
 use crate::config::Config;
 use crate::paths::{FileLock, RuntimeDir};
@@ -26,7 +27,7 @@ use crate::process::{Launcher, TokioRunner};
 use crate::stats::{CacheSnapshot, JobserverSnapshot, Stats, StatsSnapshot, millis};
 
 /// How long shutdown waits for pending cache writes before it drops them.
-const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+pub(crate) const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// Hidden switch for fault tests on machines that refuse tmpfs and bind mounts.
 const FAULT_VAR: &str = "CACHET_TEST_STORAGE_FAULT";
@@ -112,7 +113,13 @@ impl Server {
             runtime_dir: self.runtime.path().display().to_string(),
             compiles_running: self.running.load(Ordering::SeqCst),
             pending_writes: self.cache.pending().count(),
-            counters: self.stats.counters(),
+            counters: {
+                let mut counters = self.stats.counters();
+                for (counters, level) in counters.levels.iter_mut().zip(self.cache.levels()) {
+                    counters.breaker = level.breaker().to_string();
+                }
+                counters
+            },
             cache: CacheSnapshot {
                 file_hash_hits: hashes.hits,
                 file_hash_lookups: hashes.lookups,
@@ -216,6 +223,29 @@ pub fn run(config: Config) -> i32 {
     }
 }
 
+/// The cache levels in read order: the local disk unless turned off, then each remote.
+/// A remote that cannot be set up is left out with a warning: it never stops the server.
+fn levels(config: &Config, disk: &Arc<DiskCache>) -> Vec<(Arc<dyn Storage>, LevelOptions)> {
+    let mut levels: Vec<(Arc<dyn Storage>, LevelOptions)> = Vec::new();
+    if config.local {
+        levels.push((
+            Arc::new(DiskStorage::new(disk.clone())),
+            LevelOptions::local(),
+        ));
+    }
+    for remote in &config.remotes {
+        match cache::remote::build(remote) {
+            Ok(storage) => levels.push((storage, cache::remote::level_options(remote))),
+            Err(e) => tracing::warn!(
+                "remote cache {} ({}) left out: {e}",
+                remote.name,
+                remote.kind.name()
+            ),
+        }
+    }
+    levels
+}
+
 async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
     let address = runtime.socket()?;
     // We hold the server lock, so a socket file left here belongs to a dead server.
@@ -230,10 +260,7 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
     let disk =
         Arc::new(DiskCache::new(config.cache_dir.clone(), config.cache_size).with_fault(fault));
     let stats = Arc::new(Stats::default());
-    let cache = Arc::new(Cache::new(
-        Arc::new(DiskStorage::new(disk.clone())),
-        stats.clone(),
-    ));
+    let cache = Arc::new(Cache::with_levels(levels(&config, &disk), stats.clone()));
     // A fifo in the private runtime dir: `cachet jobserver-env` lets make 4.4 or ninja join it.
     let jobserver = Jobserver::new_fifo(config.jobs(), &runtime.jobserver_fifo())?;
     let launcher =

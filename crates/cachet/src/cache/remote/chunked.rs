@@ -1,0 +1,145 @@
+//! Entries split into items that fit a key-value store's item limit (memcached: 1 MiB by
+//! default, smaller than many rlibs).
+//!
+//! The item at an entry's key starts with a tag byte: 0 and the entry itself, or 1 and a
+//! table: chunk count (u32), total length (u64), blake3 of the whole (32 bytes). Chunks live
+//! at `<key>.<hash>.<n>`: naming them by content means two writers of one key never mix
+//! their chunks. Chunks are written before the table, so a reader that finds the table
+//! finds the chunks, unless the store evicted one, which reads as a miss.
+
+use std::io;
+
+use async_trait::async_trait;
+use opendal::{ErrorKind as DalErrorKind, Operator};
+
+use super::{io_error, key_path};
+use crate::cache::{CacheKey, Storage};
+
+pub const DEFAULT_ITEM_LIMIT: u64 = 1 << 20;
+pub const DEFAULT_MAX_CHUNKS: u64 = 64;
+/// Room left under the limit for the store's own item header and the key.
+const ITEM_OVERHEAD: u64 = 1024;
+
+const WHOLE: u8 = 0;
+const TABLE: u8 = 1;
+const TABLE_LEN: usize = 1 + 4 + 8 + 32;
+
+pub struct Chunked {
+    op: Operator,
+    prefix: String,
+    /// The most bytes one item may hold.
+    item_bytes: usize,
+    max_chunks: u64,
+}
+
+impl Chunked {
+    pub fn new(op: Operator, prefix: String, item_limit: u64, max_chunks: u64) -> Chunked {
+        Chunked {
+            op,
+            prefix,
+            item_bytes: item_limit.saturating_sub(ITEM_OVERHEAD).max(1024) as usize,
+            max_chunks: max_chunks.max(1),
+        }
+    }
+
+    async fn read_item(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
+        match self.op.read(path).await {
+            Ok(buffer) => Ok(Some(buffer.to_vec())),
+            Err(e) if e.kind() == DalErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    async fn write_item(&self, path: &str, bytes: Vec<u8>) -> io::Result<()> {
+        self.op.write(path, bytes).await.map(drop).map_err(io_error)
+    }
+}
+
+fn chunk_path(head: &str, hash: &[u8; 32], n: u32) -> String {
+    let hex = blake3::Hash::from(*hash).to_hex();
+    format!("{head}.{}.{n}", &hex[..16])
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+#[async_trait]
+impl Storage for Chunked {
+    async fn get(&self, key: &CacheKey) -> io::Result<Option<Vec<u8>>> {
+        let head = key_path(&self.prefix, key);
+        let Some(item) = self.read_item(&head).await? else {
+            return Ok(None);
+        };
+        match item.first() {
+            Some(&WHOLE) => Ok(Some(item[1..].to_vec())),
+            Some(&TABLE) if item.len() == TABLE_LEN => {
+                let count = u32::from_le_bytes(item[1..5].try_into().expect("4 bytes"));
+                let total = u64::from_le_bytes(item[5..13].try_into().expect("8 bytes"));
+                let hash: [u8; 32] = item[13..45].try_into().expect("32 bytes");
+                if u64::from(count) > self.max_chunks.max(4096) {
+                    return Err(invalid(format!(
+                        "chunk table of {head} claims {count} chunks"
+                    )));
+                }
+                let mut whole = Vec::with_capacity(total.min(1 << 30) as usize);
+                for n in 0..count {
+                    match self.read_item(&chunk_path(&head, &hash, n)).await? {
+                        Some(chunk) => whole.extend_from_slice(&chunk),
+                        // Evicted: the entry is gone.
+                        None => return Ok(None),
+                    }
+                }
+                if whole.len() as u64 != total || *blake3::hash(&whole).as_bytes() != hash {
+                    return Err(invalid(format!(
+                        "chunks of {head} do not match their table"
+                    )));
+                }
+                Ok(Some(whole))
+            }
+            _ => Err(invalid(format!(
+                "item {head} is not a cachet entry or chunk table"
+            ))),
+        }
+    }
+
+    async fn put(&self, key: &CacheKey, bytes: Vec<u8>) -> io::Result<()> {
+        let head = key_path(&self.prefix, key);
+        if bytes.len() < self.item_bytes {
+            let mut item = Vec::with_capacity(bytes.len() + 1);
+            item.push(WHOLE);
+            item.extend_from_slice(&bytes);
+            return self.write_item(&head, item).await;
+        }
+        let count = bytes.len().div_ceil(self.item_bytes) as u64;
+        if count > self.max_chunks {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!(
+                    "{} bytes would take {count} items, above max_chunks = {}",
+                    bytes.len(),
+                    self.max_chunks
+                ),
+            ));
+        }
+        let hash = *blake3::hash(&bytes).as_bytes();
+        for (n, chunk) in bytes.chunks(self.item_bytes).enumerate() {
+            self.write_item(&chunk_path(&head, &hash, n as u32), chunk.to_vec())
+                .await?;
+        }
+        let mut table = Vec::with_capacity(TABLE_LEN);
+        table.push(TABLE);
+        table.extend_from_slice(&(count as u32).to_le_bytes());
+        table.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        table.extend_from_slice(&hash);
+        self.write_item(&head, table).await
+    }
+
+    async fn remove(&self, key: &CacheKey) -> io::Result<()> {
+        // The chunks age out of the store on their own.
+        self.op
+            .delete(&key_path(&self.prefix, key))
+            .await
+            .map_err(io_error)
+    }
+}

@@ -1,0 +1,210 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use opendal::Operator;
+
+use super::chunked::Chunked;
+use super::*;
+use crate::cache::entry::ENTRY_FORMAT_VERSION;
+use crate::config::Origin;
+use crate::config::remotes::Setting;
+
+fn memory() -> Operator {
+    Operator::new(opendal::services::Memory::default()).unwrap()
+}
+
+fn config(kind: RemoteKind, settings: &[(&str, &str)]) -> RemoteConfig {
+    RemoteConfig {
+        kind,
+        name: kind.name().into(),
+        read_only: false,
+        timeout: Duration::from_secs(1),
+        prefix: String::new(),
+        breaker_failures: 3,
+        breaker_cooldown: Duration::from_secs(30),
+        settings: settings
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    Setting {
+                        value: v.to_string(),
+                        origin: Origin::Default,
+                    },
+                )
+            })
+            .collect::<BTreeMap<_, _>>(),
+        origin: Origin::Default,
+    }
+}
+
+#[test]
+fn keys_are_namespaced_by_prefix_and_format_version() {
+    let key = CacheKey([0xab; 32]);
+    assert_eq!(
+        key_path("team-a/", &key),
+        format!("team-a/cachet/v{ENTRY_FORMAT_VERSION}/{}", key.to_hex())
+    );
+}
+
+#[test]
+fn every_backend_builds_from_its_config_without_touching_the_network() {
+    let cases = [
+        config(
+            RemoteKind::S3,
+            &[
+                ("bucket", "b"),
+                ("endpoint", "http://127.0.0.1:1"),
+                ("anonymous", "true"),
+            ],
+        ),
+        config(
+            RemoteKind::Redis,
+            &[("endpoint", "redis://127.0.0.1:1"), ("db", "2")],
+        ),
+        config(
+            RemoteKind::Redis,
+            &[(
+                "cluster_endpoints",
+                "redis://127.0.0.1:1,redis://127.0.0.1:2",
+            )],
+        ),
+        config(RemoteKind::Memcached, &[("endpoint", "tcp://127.0.0.1:1")]),
+        config(
+            RemoteKind::Webdav,
+            &[("endpoint", "http://127.0.0.1:1/dav/")],
+        ),
+        config(
+            RemoteKind::Http,
+            &[("endpoint", "http://127.0.0.1:1/cache/")],
+        ),
+        config(
+            RemoteKind::Gcs,
+            &[
+                ("bucket", "b"),
+                ("endpoint", "http://127.0.0.1:1"),
+                ("token", "t"),
+            ],
+        ),
+        config(
+            RemoteKind::Azblob,
+            &[
+                ("container", "c"),
+                ("endpoint", "http://127.0.0.1:1/acct"),
+                ("account_name", "acct"),
+                ("account_key", "a2V5"),
+            ],
+        ),
+        config(
+            RemoteKind::Gha,
+            &[("endpoint", "http://127.0.0.1:1/"), ("runtime_token", "t")],
+        ),
+    ];
+    for case in &cases {
+        if let Err(e) = build(case) {
+            panic!("{} did not build: {e}", case.kind.name());
+        }
+        let options = level_options(case);
+        assert_eq!(options.kind, case.kind.name());
+        assert_eq!(options.timeout, Some(case.timeout));
+        assert!(!options.remove_corrupt);
+    }
+}
+
+#[test]
+fn a_malformed_endpoint_is_an_error_at_build_time() {
+    let bad = config(RemoteKind::Memcached, &[("endpoint", "ftp://host")]);
+    assert!(build(&bad).is_err());
+    let bad = config(RemoteKind::Http, &[("endpoint", "not a url")]);
+    assert!(build(&bad).is_err());
+}
+
+#[tokio::test]
+async fn a_down_remote_is_an_error_not_a_hang() {
+    // Nothing listens on port 1 of loopback: refused at once.
+    let storage = build(&config(
+        RemoteKind::Redis,
+        &[("endpoint", "redis://127.0.0.1:1")],
+    ))
+    .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), storage.get(&CacheKey([1; 32])))
+        .await
+        .expect("answers");
+    assert!(result.is_err(), "{result:?}");
+}
+
+#[tokio::test]
+async fn opendal_storage_round_trips_and_misses_are_none() {
+    let op = memory();
+    let storage = OpendalStorage::new(op.clone(), "p/".into());
+    let key = CacheKey([3; 32]);
+    assert_eq!(storage.get(&key).await.unwrap(), None);
+    storage.put(&key, b"entry".to_vec()).await.unwrap();
+    assert_eq!(storage.get(&key).await.unwrap(), Some(b"entry".to_vec()));
+    assert!(op.exists(&key_path("p/", &key)).await.unwrap());
+    storage.remove(&key).await.unwrap();
+    assert_eq!(storage.get(&key).await.unwrap(), None);
+}
+
+async fn item_sizes(op: &Operator) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    for entry in op.list_with("/").recursive(true).await.unwrap() {
+        if entry.metadata().is_file() {
+            let len = op.read(entry.path()).await.unwrap().len();
+            out.push((entry.path().to_owned(), len));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn chunked_items_never_exceed_the_limit_and_round_trip() {
+    let op = memory();
+    let limit = 4096;
+    let store = Chunked::new(op.clone(), String::new(), limit, 64);
+    for (n, len) in [0usize, 10, 3000, 3071, 3072, 10_000, 100_000]
+        .into_iter()
+        .enumerate()
+    {
+        let key = CacheKey([n as u8; 32]);
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + n) as u8).collect();
+        store.put(&key, bytes.clone()).await.unwrap();
+        assert_eq!(store.get(&key).await.unwrap(), Some(bytes), "length {len}");
+    }
+    let sizes = item_sizes(&op).await;
+    assert!(sizes.len() > 7, "large entries were split: {sizes:?}");
+    for (path, len) in sizes {
+        assert!(len as u64 <= limit, "{path} holds {len} bytes");
+    }
+}
+
+#[tokio::test]
+async fn chunked_refuses_entries_above_max_chunks_as_too_large() {
+    let store = Chunked::new(memory(), String::new(), 4096, 2);
+    let err = store
+        .put(&CacheKey([1; 32]), vec![0; 20_000])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::FileTooLarge);
+}
+
+#[tokio::test]
+async fn an_evicted_chunk_is_a_miss_and_a_bad_table_an_error() {
+    let op = memory();
+    let store = Chunked::new(op.clone(), String::new(), 4096, 64);
+    let key = CacheKey([9; 32]);
+    store.put(&key, vec![5; 20_000]).await.unwrap();
+    let head = key_path("", &key);
+    let chunk = item_sizes(&op)
+        .await
+        .into_iter()
+        .map(|(p, _)| p)
+        .find(|p| p.ends_with(".1"))
+        .unwrap();
+    op.delete(&chunk).await.unwrap();
+    assert_eq!(store.get(&key).await.unwrap(), None);
+
+    op.write(&head, vec![7u8, 1, 2, 3]).await.unwrap();
+    let err = store.get(&key).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+}
