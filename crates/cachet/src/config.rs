@@ -85,6 +85,9 @@ pub struct Config {
     pub local: bool,
     /// Shared caches after the local disk, in the order they are read.
     pub remotes: Vec<RemoteConfig>,
+    /// Roots whose location does not matter to the cache key (see docs/config.md, "base
+    /// dirs"): normalized absolute paths, none inside another, in the order given.
+    pub base_dirs: Vec<PathBuf>,
     /// The config file that was read, if any.
     pub file: Option<PathBuf>,
     /// Where each key's value came from.
@@ -99,6 +102,7 @@ const KEYS: &[&str] = &[
     "runtime_dir",
     "log",
     "local",
+    "base_dirs",
 ];
 
 /// One raw setting before it is checked: its text (or TOML value) and its origin.
@@ -164,6 +168,14 @@ impl Config {
                 raw.insert(key, (Raw::Text(value), Origin::Env(var)));
             }
         }
+        // Set but empty means "no base dirs", overriding the file.
+        if let Some(value) = env("CACHET_BASE_DIRS") {
+            let value = value.to_string_lossy().into_owned();
+            raw.insert(
+                "base_dirs",
+                (Raw::Text(value), Origin::Env("CACHET_BASE_DIRS")),
+            );
+        }
 
         let mut origins = BTreeMap::new();
         let mut take = |key: &'static str| {
@@ -226,8 +238,13 @@ impl Config {
             None => true,
         };
         let remotes = remotes::finish(raw_remotes, &env_str)?;
+        let base_dirs = match take("base_dirs") {
+            Some((value, origin)) => as_base_dirs(value, origin)?,
+            None => Vec::new(),
+        };
 
         Ok(Config {
+            base_dirs,
             cache_dir,
             cache_size,
             jobs_setting,
@@ -293,6 +310,79 @@ fn as_path(key: &'static str, value: Raw, origin: Origin) -> Result<PathBuf, Con
         return Err(bad(key, origin, "the path must be absolute"));
     }
     Ok(path)
+}
+
+/// A list of absolute directories: a TOML array of strings, or colon-separated text.
+fn as_base_dirs(value: Raw, origin: Origin) -> Result<Vec<PathBuf>, ConfigError> {
+    const KEY: &str = "base_dirs";
+    let items: Vec<String> = match value {
+        Raw::Text(s) => s
+            .split(':')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Raw::Toml(toml::Value::Array(items)) => items
+            .into_iter()
+            .map(|v| match v {
+                toml::Value::String(s) => Ok(s),
+                other => Err(bad(
+                    KEY,
+                    origin.clone(),
+                    format!("expected path strings, found {other}"),
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Raw::Toml(_) => {
+            return Err(bad(
+                KEY,
+                origin,
+                "expected an array of absolute paths such as [\"/home/ci/work\"]",
+            ));
+        }
+    };
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for item in items {
+        let dir = normalize_base_dir(&item).map_err(|why| bad(KEY, origin.clone(), why))?;
+        // Nested base dirs would give one path two relative forms; the key must have one.
+        if let Some(other) = dirs
+            .iter()
+            .find(|d| d.starts_with(&dir) || dir.starts_with(d))
+        {
+            return Err(bad(
+                KEY,
+                origin,
+                format!(
+                    "{} and {} overlap; base dirs must not contain one another",
+                    other.display(),
+                    dir.display()
+                ),
+            ));
+        }
+        dirs.push(dir);
+    }
+    Ok(dirs)
+}
+
+/// Absolute, no `..`, no `.` or doubled or trailing slashes; not `/` itself.
+fn normalize_base_dir(text: &str) -> Result<PathBuf, String> {
+    if !text.starts_with('/') {
+        return Err(format!("`{text}` is not an absolute path"));
+    }
+    let mut out = String::new();
+    for part in text.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(format!("`{text}` contains `..`")),
+            part => {
+                out.push('/');
+                out.push_str(part);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err("`/` cannot be a base dir (every path would lie under it)".into());
+    }
+    Ok(PathBuf::from(out))
 }
 
 fn as_jobs(value: Raw, origin: Origin) -> Result<usize, ConfigError> {
@@ -488,6 +578,102 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(text.contains("`jobs`"), "{text}");
+    }
+
+    #[test]
+    fn base_dirs_from_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "base_dirs = [\"/home/ci/work/\", \"/root//.cargo\"]\n",
+        )
+        .unwrap();
+        let file_str = file.to_str().unwrap();
+        let config = load(&[("HOME", "/h"), ("CACHET_CONFIG", file_str)]).unwrap();
+        assert_eq!(
+            config.base_dirs,
+            vec![
+                PathBuf::from("/home/ci/work"),
+                PathBuf::from("/root/.cargo")
+            ]
+        );
+        assert_eq!(config.origins["base_dirs"], Origin::File(file.clone()));
+
+        let config = load(&[
+            ("HOME", "/h"),
+            ("CACHET_CONFIG", file_str),
+            ("CACHET_BASE_DIRS", "/a/./b:/c/"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.base_dirs,
+            vec![PathBuf::from("/a/b"), PathBuf::from("/c")]
+        );
+        assert_eq!(config.origins["base_dirs"], Origin::Env("CACHET_BASE_DIRS"));
+
+        // Set but empty: no base dirs, even though the file lists some.
+        let config = load(&[
+            ("HOME", "/h"),
+            ("CACHET_CONFIG", file_str),
+            ("CACHET_BASE_DIRS", ""),
+        ])
+        .unwrap();
+        assert!(config.base_dirs.is_empty());
+
+        std::fs::write(&file, "base_dirs = []\n").unwrap();
+        let config = load(&[("HOME", "/h"), ("CACHET_CONFIG", file_str)]).unwrap();
+        assert!(config.base_dirs.is_empty());
+
+        let default = load(&[("HOME", "/h"), ("XDG_CONFIG_HOME", "/nonexistent")]).unwrap();
+        assert!(default.base_dirs.is_empty());
+        assert_eq!(default.origins["base_dirs"], Origin::Default);
+    }
+
+    #[test]
+    fn bad_base_dirs_are_explained() {
+        let env_err = |value: &str| {
+            load(&[
+                ("HOME", "/h"),
+                ("XDG_CONFIG_HOME", "/nonexistent"),
+                ("CACHET_BASE_DIRS", value),
+            ])
+            .unwrap_err()
+            .to_string()
+        };
+        for (value, says) in [
+            ("relative/dir", "not an absolute path"),
+            ("/a/../b", "contains `..`"),
+            ("/", "cannot be a base dir"),
+            ("/a/b:/a", "overlap"),
+            ("/a:/a/", "overlap"),
+        ] {
+            let text = env_err(value);
+            assert!(
+                text.contains("`base_dirs`")
+                    && text.contains("CACHET_BASE_DIRS")
+                    && text.contains(says),
+                "{value}: {text}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        for (toml, says) in [
+            ("base_dirs = \"/a\"\n", "expected an array"),
+            ("base_dirs = [1]\n", "expected path strings"),
+            ("base_dirs = [\"a\"]\n", "not an absolute path"),
+        ] {
+            std::fs::write(&file, toml).unwrap();
+            let text = load(&[("HOME", "/h"), ("CACHET_CONFIG", file.to_str().unwrap())])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                text.contains("`base_dirs`")
+                    && text.contains(file.to_str().unwrap())
+                    && text.contains(says),
+                "{toml}: {text}"
+            );
+        }
     }
 
     #[test]

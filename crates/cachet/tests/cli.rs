@@ -202,6 +202,27 @@ fn config_file_is_read() {
     let out = env.ok(&["--show-config"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("config.toml"), "{text}");
+    assert!(text.contains("base_dirs     = (none)"), "{text}");
+    let out = env
+        .cachet()
+        .arg("--show-config")
+        .env("CACHET_BASE_DIRS", "/srv/ci/:/opt/cargo")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("base_dirs     = /srv/ci:/opt/cargo")
+            && text.contains("environment variable CACHET_BASE_DIRS"),
+        "{text}"
+    );
+    let out = env
+        .cachet()
+        .arg("--show-config")
+        .env("CACHET_BASE_DIRS", "relative")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("`base_dirs`"), "{}", stderr(&out));
 }
 
 #[test]

@@ -177,7 +177,8 @@ fn garbage_on_the_socket_does_not_kill_the_server() {
     let env = Env::new();
     env.ok(&["--start-server"]);
     let pid = env.stats()["server_pid"].clone();
-    let handshake = [&10u32.to_le_bytes()[..], b"CACHET", &1u32.to_le_bytes()].concat();
+    let version = cachet::protocol::PROTOCOL_VERSION.to_le_bytes();
+    let handshake = [&10u32.to_le_bytes()[..], b"CACHET", &version].concat();
     let cases: Vec<Vec<u8>> = vec![
         // Not a handshake at all.
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
@@ -253,7 +254,8 @@ fn a_connection_from_another_user_is_refused() {
 
     // Root may traverse the 0700 dir, so the socket check is what refuses us.
     let mut stream = raw_connect(&env);
-    let handshake = [&10u32.to_le_bytes()[..], b"CACHET", &1u32.to_le_bytes()].concat();
+    let version = cachet::protocol::PROTOCOL_VERSION.to_le_bytes();
+    let handshake = [&10u32.to_le_bytes()[..], b"CACHET", &version].concat();
     send_raw(&mut stream, &handshake);
     assert!(
         read_all(&mut stream).is_empty(),
@@ -297,8 +299,8 @@ fn foreign_server_helper() {
     while let Ok((mut stream, _)) = listener.accept() {
         let mut hello = [0u8; 14];
         let _ = stream.read_exact(&mut hello);
-        let _ =
-            stream.write_all(&[&10u32.to_le_bytes()[..], b"CACHET", &1u32.to_le_bytes()].concat());
+        let version = cachet::protocol::PROTOCOL_VERSION.to_le_bytes();
+        let _ = stream.write_all(&[&10u32.to_le_bytes()[..], b"CACHET", &version].concat());
     }
 }
 

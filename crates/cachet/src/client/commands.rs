@@ -105,6 +105,19 @@ pub fn show_config(config: &Config) -> Outcome {
         ),
         ("runtime_dir", config.runtime_dir.display().to_string()),
         ("log", config.log.clone().unwrap_or_else(|| "(off)".into())),
+        (
+            "base_dirs",
+            if config.base_dirs.is_empty() {
+                "(none)".into()
+            } else {
+                config
+                    .base_dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":")
+            },
+        ),
     ];
     let mut out = format!(
         "config file: {}\n",

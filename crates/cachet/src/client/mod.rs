@@ -43,7 +43,7 @@ pub fn compile(compiler: &OsStr, args: Vec<OsString>) -> i32 {
     let started = std::time::Instant::now();
     tracing::debug!(target: "cachet::timing", "client: config loaded");
 
-    let (request, fds) = match build_request(&path, &args) {
+    let (request, fds) = match build_request(&path, &args, &config) {
         Ok(request) => request,
         Err(e) => warn_and_run_directly(&e.to_string(), &path, &args),
     };
@@ -101,6 +101,7 @@ fn env_flag(name: &str) -> bool {
 fn build_request(
     compiler: &Path,
     args: &[OsString],
+    config: &Config,
 ) -> std::io::Result<(CompileRequest, Vec<i32>)> {
     let cwd = std::env::current_dir()?;
     // umask can only be read by setting it; we are single-threaded here.
@@ -136,6 +137,11 @@ fn build_request(
         stderr_is_tty: unsafe { libc::isatty(2) } == 1,
         build_jobserver,
         stale_jobserver,
+        base_dirs: config
+            .base_dirs
+            .iter()
+            .map(|d| to_bytes(d.as_os_str()))
+            .collect(),
     };
     Ok((request, fds))
 }

@@ -1,6 +1,7 @@
 //! The path of one compile request through the server: identify the compiler, plan the
 //! compile, compute the key, then restore a hit or run the compiler and store the result.
 
+pub mod basedir;
 pub mod file_hashes;
 pub mod gcc;
 pub mod identity;
@@ -143,13 +144,13 @@ impl CompileService {
             // Inline, like the other small file work on the hit path: a hop to the blocking
             // pool costs more than a stat (and the hash is usually remembered).
             let source = self.hashes.hash(&cwd.join(&plan.args.input))?;
-            let base = direct::base_key(&identity, &plan, request, source.as_bytes());
+            let (base, maps) = direct::base_key(&identity, &plan, request, source.as_bytes());
             let manifest_key = direct::manifest_key(&base);
             let manifest = self.direct_manifest(&manifest_key).await;
             tracing::debug!(target: "cachet::timing", "server: direct key and manifest after {:?}", started.elapsed());
             if !manifest.no_direct {
                 if !recache
-                    && let Some(entry) = self.direct_lookup(&manifest, &base, &cwd).await?
+                    && let Some(entry) = self.direct_lookup(&manifest, &base, &maps, &cwd).await?
                     && self
                         .restore_hit(&entry, &plan, request, out, started)
                         .await?
@@ -162,7 +163,7 @@ impl CompileService {
                     .compile_direct(
                         request,
                         &plan,
-                        (base, manifest_key),
+                        (base, manifest_key, maps),
                         build,
                         out,
                         cancel,
@@ -293,11 +294,17 @@ impl CompileService {
         &self,
         manifest: &direct::Manifest,
         base: &CacheKey,
+        maps: &basedir::Maps,
         cwd: &std::path::Path,
     ) -> io::Result<Option<CacheEntry>> {
         for variant in &manifest.variants {
             let same = direct::matches(variant, cwd, &self.hashes);
-            if same && let Some(entry) = self.cache.get(&direct::entry_key(base, variant)).await {
+            if same
+                && let Some(entry) = self
+                    .cache
+                    .get(&direct::entry_key(base, variant, maps))
+                    .await
+            {
                 return Ok(Some(entry));
             }
         }
@@ -311,7 +318,7 @@ impl CompileService {
         &self,
         request: &CompileRequest,
         plan: &gcc::Plan,
-        (base, manifest_key): (CacheKey, CacheKey),
+        (base, manifest_key, maps): (CacheKey, CacheKey, basedir::Maps),
         build: Option<&Jobserver>,
         out: &UnboundedSender<Response>,
         cancel: &CancellationToken,
@@ -335,7 +342,10 @@ impl CompileService {
             let (plan, umask) = (plan.clone(), request.umask);
             move |entry: &CacheEntry| outputs::restore(entry, &plan, umask)
         };
-        let mut leader = match self.lead_or_follow(base, restore, out, cancel).await? {
+        // Base dirs make one base key serve several checkouts; only one checkout's compile
+        // may be followed.
+        let inflight = basedir::BaseDirs::of(request).inflight_key(&base, request);
+        let mut leader = match self.lead_or_follow(inflight, restore, out, cancel).await? {
             Ok(leader) => leader,
             Err(replayed) => return Ok(replayed),
         };
@@ -377,7 +387,7 @@ impl CompileService {
         };
         if let Some(variant) = &variant {
             self.cache
-                .put_in_background(direct::entry_key(&base, variant), entry);
+                .put_in_background(direct::entry_key(&base, variant, &maps), entry);
         }
         self.cache
             .update_in_background(manifest_key, true, move |old| {

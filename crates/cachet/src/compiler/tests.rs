@@ -104,6 +104,7 @@ impl Fixture {
             stderr_is_tty: false,
             build_jobserver: None,
             stale_jobserver: None,
+            base_dirs: vec![],
         }
     }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::stats::StatsSnapshot;
 
 /// Bump on any change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 const HANDSHAKE_MAGIC: &[u8; 6] = b"CACHET";
 
@@ -72,6 +72,9 @@ pub struct CompileRequest {
     pub build_jobserver: Option<BuildJobserver>,
     /// Why the client ignored a jobserver its environment named (stale or foreign).
     pub stale_jobserver: Option<String>,
+    /// The client's `base_dirs`: they belong to the build (each checkout sets its own), not
+    /// to the server, which may serve several checkouts at once.
+    pub base_dirs: Vec<Bytes>,
 }
 
 /// How the build's jobserver reaches the server.
@@ -176,6 +179,7 @@ mod tests {
             stderr_is_tty: false,
             build_jobserver: None,
             stale_jobserver: None,
+            base_dirs: vec![b"/home/ci".to_vec()],
         });
         assert_eq!(decode::<Request>(&encode(&request)).unwrap(), request);
         let response = Response::Finished(Exit::Signal(9));

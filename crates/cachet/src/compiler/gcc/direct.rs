@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::Plan;
 use super::args::Language;
 use crate::cache::CacheKey;
+use crate::compiler::basedir::{BaseDirs, Maps};
 use crate::compiler::file_hashes::FileHashes;
 use crate::compiler::identity::Identity;
 use crate::compiler::key::KeyHasher;
@@ -81,12 +82,20 @@ pub fn applies(plan: &Plan, request: &CompileRequest) -> bool {
 }
 
 /// The direct key: everything but the headers. `source` is the input's content hash.
+/// Also returns the prefix maps that base dirs relativized, for [`entry_key`].
+///
+/// Under base dirs the cwd enters as its relative form: relative paths are resolved against
+/// the requester's own cwd when the manifest is checked, and without `-g` nothing records
+/// it. With `-g` the cwd also enters as debug info records it (literal unless a prefix map
+/// rewrites it). Absolute paths in the arguments stay literal: `__FILE__` and the dep file
+/// embed them.
 pub fn base_key(
     identity: &Identity,
     plan: &Plan,
     request: &CompileRequest,
     source: &[u8; 32],
-) -> CacheKey {
+) -> (CacheKey, Maps) {
+    let base = BaseDirs::of(request);
     let mut h = KeyHasher::new(b"cachet c-family direct v1");
     h.field(&identity.digest);
     h.field(
@@ -100,6 +109,7 @@ pub fn base_key(
     h.field(b"args");
     // The full command line but where outputs go: include paths and macros matter here.
     let mut skip = false;
+    let mut kept = Vec::new();
     for arg in &plan.compile_args {
         if skip {
             skip = false;
@@ -113,10 +123,24 @@ pub fn base_key(
         if bytes.starts_with(b"-o") || bytes.starts_with(b"-MF") {
             continue;
         }
-        h.field(bytes);
+        kept.push(arg);
+    }
+    let (args, maps) = super::key_args(&base, kept.into_iter());
+    for arg in &args {
+        h.field(arg);
     }
     h.field(b"cwd");
-    h.field(&request.cwd);
+    if base.is_empty() {
+        h.field(&request.cwd);
+    } else {
+        h.field(&base.key_form(&request.cwd));
+        if plan.args.debug_info {
+            h.field(b"recorded cwd");
+            for recorded in super::recorded_cwds(&request.cwd, &plan.args.prefix_maps) {
+                h.field(&recorded);
+            }
+        }
+    }
     // Without -MT/-MQ the dependency file names the object as its target.
     if let Some(dep) = &plan.args.depfile
         && dep.targets.is_empty()
@@ -130,7 +154,7 @@ pub fn base_key(
     }
     h.field(b"source");
     h.field(source);
-    h.finish()
+    (h.finish(), maps)
 }
 
 pub fn manifest_key(base: &CacheKey) -> CacheKey {
@@ -139,7 +163,9 @@ pub fn manifest_key(base: &CacheKey) -> CacheKey {
     h.finish()
 }
 
-pub fn entry_key(base: &CacheKey, variant: &Variant) -> CacheKey {
+/// `maps` are the prefix maps base dirs relativized: what they make of each absolute path
+/// the compile read is what `__FILE__` and debug info record, so it is keyed too.
+pub fn entry_key(base: &CacheKey, variant: &Variant, maps: &Maps) -> CacheKey {
     let mut h = KeyHasher::new(b"cachet c-family direct entry v1");
     h.field(&base.0);
     for (path, digest) in &variant.files {
@@ -148,6 +174,17 @@ pub fn entry_key(base: &CacheKey, variant: &Variant) -> CacheKey {
     }
     for path in &variant.absent {
         h.field(path);
+    }
+    if !maps.is_empty() {
+        h.field(b"mapped");
+        for (path, _) in &variant.files {
+            if path.starts_with(b"/") {
+                for form in maps.mapped_forms(path) {
+                    h.field(path);
+                    h.field(&form);
+                }
+            }
+        }
     }
     h.finish()
 }

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use args::{CompileArgs, Family};
 
+use super::basedir::{self, BaseDirs, Maps, Match};
 use super::identity::Identity;
 use crate::cache::CacheKey;
 use crate::compiler::key::KeyHasher;
@@ -32,6 +33,26 @@ const KEY_VARS: &[&str] = &[
     "CPLUS_INCLUDE_PATH",
     "OBJC_INCLUDE_PATH",
 ];
+
+/// Prefix maps whose OLD side base dirs may relativize (gcc and clang split at the first `=`).
+pub(crate) const MAP_FLAGS: &[&str] = &[
+    "-fdebug-prefix-map=",
+    "-ffile-prefix-map=",
+    "-fmacro-prefix-map=",
+];
+
+/// The arguments as they enter a key: with base dirs, prefix maps' OLD side relativized.
+pub(crate) fn key_args<'a>(
+    base: &BaseDirs,
+    args: impl Iterator<Item = &'a std::ffi::OsString>,
+) -> (Vec<Vec<u8>>, Maps) {
+    use std::os::unix::ffi::OsStrExt;
+    let tokens: Vec<Vec<u8>> = args.map(|a| a.as_bytes().to_vec()).collect();
+    if base.is_empty() {
+        return (tokens, Maps::default());
+    }
+    basedir::relativize_map_args(base, &tokens, MAP_FLAGS, false, Match::String)
+}
 
 /// Variables that make the compiler write outputs we do not know about.
 const EXTRA_OUTPUT_VARS: &[&str] = &["DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES"];
@@ -106,6 +127,7 @@ fn would_color(family: Family, request: &CompileRequest) -> bool {
 /// The cache key. `source` is the preprocessed text, or the input itself when it needs none.
 pub fn key(identity: &Identity, plan: &Plan, request: &CompileRequest, source: &[u8]) -> CacheKey {
     use std::os::unix::ffi::OsStrExt;
+    let base = BaseDirs::of(request);
     let mut h = KeyHasher::new(b"cachet c-family key v1");
     h.field(&identity.digest);
     h.field(plan.args.language.as_x_arg().as_bytes());
@@ -113,8 +135,9 @@ pub fn key(identity: &Identity, plan: &Plan, request: &CompileRequest, source: &
     if let Some(flag) = plan.color_flag {
         h.field(flag.as_bytes());
     }
-    for arg in &plan.args.hashed_args {
-        h.field(arg.as_bytes());
+    let (hashed_args, maps) = key_args(&base, plan.args.hashed_args.iter());
+    for arg in &hashed_args {
+        h.field(arg);
     }
     h.field(b"end args");
     // clang and clang++ are one binary whose driver mode comes from its name.
@@ -145,8 +168,63 @@ pub fn key(identity: &Identity, plan: &Plan, request: &CompileRequest, source: &
         h.field(value);
     }
     h.field(b"source");
-    h.field(source);
+    if base.is_empty() {
+        h.field(source);
+    } else {
+        hash_source_with_base_dirs(&mut h, plan, request, source, &maps);
+    }
     h.finish()
+}
+
+/// The preprocessed text under base dirs. gcc's `-g` output names the cwd in a line marker
+/// (`# 1 "/cwd//"`) that no prefix map rewrites; the key already has the cwd as debug info
+/// records it, so that line is left out. Other paths in line markers stay literal: the dep
+/// file, diagnostics and `__builtin_FILE` show them as they are. Where a relativized map
+/// would rewrite one of them, what it becomes is keyed too (see basedir.rs).
+fn hash_source_with_base_dirs(
+    h: &mut KeyHasher,
+    plan: &Plan,
+    request: &CompileRequest,
+    source: &[u8],
+    maps: &Maps,
+) {
+    h.field(b"base dirs");
+    let cwd_marker = [request.cwd.as_slice(), b"//"].concat();
+    let skip = plan
+        .args
+        .debug_info
+        .then(|| {
+            basedir::line_markers(source)
+                .take(4)
+                .find(|(_, path)| *path == cwd_marker.as_slice())
+        })
+        .flatten()
+        .map(|(start, _)| {
+            let end = source[start..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(source.len(), |n| start + n + 1);
+            (start, end)
+        });
+    match skip {
+        Some((start, end)) => {
+            h.field(&source[..start]);
+            h.field(b"cwd marker");
+            h.field(&source[end..]);
+        }
+        None => h.field(source),
+    }
+    if !maps.is_empty() {
+        // The path itself is in the text; what the maps make of it is not.
+        h.field(b"mapped");
+        for (start, path) in basedir::line_markers(source) {
+            if path.starts_with(b"/") && skip.is_none_or(|(s, _)| s != start) {
+                for form in maps.mapped_forms(path) {
+                    h.field(&form);
+                }
+            }
+        }
+    }
 }
 
 /// The environment that changes what gcc or clang produce or print, sorted.
@@ -166,21 +244,8 @@ pub(crate) fn key_env(request: &CompileRequest) -> Vec<(&[u8], &[u8])> {
 /// What the compiler may record as the working directory: the cwd itself, or what each
 /// matching prefix map turns it into. Compilers differ on which of several matching maps
 /// wins, so every candidate goes into the key. Matching is by string prefix, as gcc does.
-fn recorded_cwds(cwd: &[u8], maps: &[(String, String)]) -> Vec<Vec<u8>> {
-    let remapped: Vec<Vec<u8>> = maps
-        .iter()
-        .filter_map(|(old, new)| {
-            let rest = cwd
-                .strip_prefix(old.as_bytes())
-                .filter(|_| !old.is_empty())?;
-            Some([new.as_bytes(), rest].concat())
-        })
-        .collect();
-    if remapped.is_empty() {
-        vec![cwd.to_vec()]
-    } else {
-        remapped
-    }
+pub(crate) fn recorded_cwds(cwd: &[u8], maps: &[(String, String)]) -> Vec<Vec<u8>> {
+    basedir::remapped(Match::String, maps, cwd).unwrap_or_else(|| vec![cwd.to_vec()])
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ fn request(cwd: &Path, args: &[&str]) -> CompileRequest {
         stderr_is_tty: false,
         build_jobserver: None,
         stale_jobserver: None,
+        base_dirs: vec![],
     }
 }
 
@@ -109,4 +110,138 @@ fn plans_absolute_outputs() {
     assert_eq!(p.object, dir.path().join("obj/a.o"));
     assert_eq!(p.depfile, Some(dir.path().join("obj/a.d")));
     assert_eq!(p.color_flag, None);
+}
+
+/// Two checkouts of one project, `<tmp>/one/proj` and `<tmp>/two/proj`, each with its
+/// parent as base dir.
+struct Checkouts {
+    _dir: tempfile::TempDir,
+    dirs: [std::path::PathBuf; 2],
+}
+
+fn checkouts() -> Checkouts {
+    let dir = tempfile::tempdir().unwrap();
+    let dirs = ["one", "two"].map(|n| dir.path().join(n).join("proj"));
+    for d in &dirs {
+        std::fs::create_dir_all(d.join("src")).unwrap();
+        std::fs::write(d.join("src/a.c"), "int x;").unwrap();
+    }
+    Checkouts { _dir: dir, dirs }
+}
+
+/// A request from `cwd` with its parent as base dir; `{}` in an argument is the cwd.
+fn based_request(cwd: &Path, args: &[&str]) -> CompileRequest {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.replace("{}", &cwd.display().to_string()))
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut req = request(cwd, &args);
+    req.base_dirs = vec![to_bytes(cwd.parent().unwrap().as_os_str())];
+    req
+}
+
+/// The preprocessor-mode key, with text as gcc -E writes it (a cwd marker with -g).
+fn based_key(cwd: &Path, args: &[&str]) -> CacheKey {
+    let id = identity(Family::Gcc);
+    let req = based_request(cwd, args);
+    let p = plan(&id, &req).unwrap();
+    let marker = if p.args.debug_info {
+        format!("# 1 \"{}//\"\n", cwd.display())
+    } else {
+        String::new()
+    };
+    let text = format!("# 0 \"src/a.c\"\n{marker}# 1 \"src/a.c\"\nint x;\n");
+    key(&id, &p, &req, text.as_bytes())
+}
+
+fn based_direct_key(cwd: &Path, args: &[&str]) -> CacheKey {
+    let id = identity(Family::Gcc);
+    let req = based_request(cwd, args);
+    let p = plan(&id, &req).unwrap();
+    direct::base_key(&id, &p, &req, &[1; 32]).0
+}
+
+#[test]
+fn base_dirs_share_keys_between_checkouts_when_nothing_records_the_path() {
+    let c = checkouts();
+    let [one, two] = &c.dirs;
+    for key_of in [based_key, based_direct_key] {
+        // No debug info: the cwd is not in the object.
+        let plain = ["-c", "src/a.c", "-O2", "-Iinclude"];
+        assert_eq!(key_of(one, &plain), key_of(two, &plain));
+        // Debug info with the checkout mapped away: the object records ".".
+        for map in ["-fdebug-prefix-map={}=.", "-ffile-prefix-map={}=."] {
+            let mapped = ["-c", "src/a.c", "-g", map];
+            assert_eq!(key_of(one, &mapped), key_of(two, &mapped), "{map}");
+        }
+        // Debug info and no map: DW_AT_comp_dir is the absolute cwd.
+        let debug = ["-c", "src/a.c", "-g"];
+        assert_ne!(key_of(one, &debug), key_of(two, &debug));
+        // A map that leaves the checkouts apart (their common parent's parent).
+        let parent = format!(
+            "-fdebug-prefix-map={}=/src",
+            one.parent().unwrap().parent().unwrap().display()
+        );
+        let apart = ["-c", "src/a.c", "-g", &parent];
+        assert_ne!(key_of(one, &apart), key_of(two, &apart));
+        // A different map target is a different object.
+        assert_ne!(
+            key_of(one, &["-c", "src/a.c", "-g", "-fdebug-prefix-map={}=."]),
+            key_of(two, &["-c", "src/a.c", "-g", "-fdebug-prefix-map={}=/x"])
+        );
+    }
+}
+
+#[test]
+fn absolute_paths_stay_in_the_key_under_base_dirs() {
+    let c = checkouts();
+    let [one, two] = &c.dirs;
+    // __FILE__ and the dep file embed an absolute source path: no sharing.
+    let abs = ["-c", "{}/src/a.c", "-ffile-prefix-map={}=."];
+    assert_ne!(based_direct_key(one, &abs), based_direct_key(two, &abs));
+    let inc = ["-c", "src/a.c", "-I{}/include"];
+    assert_ne!(based_direct_key(one, &inc), based_direct_key(two, &inc));
+    // A map whose OLD lies outside every base dir stays literal.
+    let out = ["-c", "src/a.c", "-g", "-fdebug-prefix-map=/usr/src=/s"];
+    assert_ne!(based_key(one, &out), based_key(two, &out));
+}
+
+#[test]
+fn literal_paths_are_keyed_as_a_relativized_map_rewrites_them() {
+    // A header path of checkout one, read from checkout two: one's map rewrites it, two's
+    // does not, so the objects differ though everything else is equal.
+    let c = checkouts();
+    let [one, two] = &c.dirs;
+    let id = identity(Family::Gcc);
+    let args = ["-c", "src/a.c", "-g", "-fdebug-prefix-map={}=."];
+    let text = format!(
+        "# 1 \"src/a.c\"\n# 1 \"{}/include/x.h\" 1\nint x;\n",
+        one.display()
+    );
+    let keys: Vec<CacheKey> = [one, two]
+        .iter()
+        .map(|cwd| {
+            let req = based_request(cwd, &args);
+            let p = plan(&id, &req).unwrap();
+            key(&id, &p, &req, text.as_bytes())
+        })
+        .collect();
+    assert_ne!(keys[0], keys[1]);
+
+    let header = format!("{}/include/x.h", one.display()).into_bytes();
+    let variant = direct::Variant {
+        files: vec![(header, [3; 32])],
+        absent: vec![],
+    };
+    let entry_keys: Vec<CacheKey> = [one, two]
+        .iter()
+        .map(|cwd| {
+            let req = based_request(cwd, &args);
+            let p = plan(&id, &req).unwrap();
+            let (base, maps) = direct::base_key(&id, &p, &req, &[1; 32]);
+            direct::entry_key(&base, &variant, &maps)
+        })
+        .collect();
+    assert_ne!(entry_keys[0], entry_keys[1]);
 }

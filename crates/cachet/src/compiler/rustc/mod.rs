@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use args::{CrateType, Emit, NativeLib, RustcArgs, Target};
 use toolchain::Toolchain;
 
+use super::basedir::{self, BaseDirs, Maps, Match};
 use super::file_hashes::FileHashes;
 use super::{CompileService, Outcome, publish};
 use crate::cache::{CacheEntry, CacheKey, StoredFile};
@@ -76,6 +77,8 @@ const MANIFEST_VARIANTS: usize = 8;
 
 const META_DISPLAY: &str = "display";
 const META_DIAGNOSTICS: &str = "diagnostics";
+/// The out-dir the entry's dep-info and artifact notices name (see [`moved_out_dir`]).
+const META_OUT_DIR: &str = "out_dir";
 const MANIFEST_ROLE: &str = "manifest";
 
 /// What the server keeps for rustc between requests.
@@ -306,11 +309,11 @@ impl CompileService {
         if !target.contains("linux") {
             return Ok(self.rust_local(&args.crate_types, format!("target {target} is not Linux")));
         }
-        let base = match self
+        let (base, maps) = match self
             .rust_base_key(request, &toolchain, &args, &target)
             .await?
         {
-            Ok(base) => base,
+            Ok(found) => found,
             Err(reason) => return Ok(self.rust_local(&args.crate_types, reason)),
         };
         let manifest_key = {
@@ -325,7 +328,11 @@ impl CompileService {
             .env_var("CACHET_RECACHE")
             .is_some_and(|v| !v.is_empty() && v != b"0");
 
-        if !recache && let Some(entry) = self.rust_lookup(request, &base, &manifest_key).await? {
+        if !recache
+            && let Some(entry) = self
+                .rust_lookup(request, &base, &maps, &manifest_key)
+                .await?
+        {
             let same_display = entry.meta(META_DISPLAY) == Some(display.as_slice());
             let display_free = entry.meta(META_DIAGNOSTICS) == Some(&[0]);
             if same_display || display_free {
@@ -341,7 +348,11 @@ impl CompileService {
                             let _ = out.send(Response::Stdout(entry.stdout.clone()));
                         }
                         if !entry.stderr.is_empty() {
-                            let _ = out.send(Response::Stderr(entry.stderr.clone()));
+                            let stderr = match moved_out_dir(&entry, &out_dir) {
+                                Some(old) => rewrite_out_dir(&entry.stderr, old, &out_dir),
+                                None => entry.stderr.clone(),
+                            };
+                            let _ = out.send(Response::Stderr(stderr));
                         }
                         let _ = out.send(Response::Finished(Exit::Code(entry.exit_code)));
                         let elapsed = millis(started.elapsed());
@@ -362,7 +373,10 @@ impl CompileService {
             let (out_dir, umask) = (out_dir.clone(), request.umask);
             move |entry: &CacheEntry| restore(entry, &out_dir, umask)
         };
-        let mut leader = match self.lead_or_follow(base, restore, out, cancel).await? {
+        // Base dirs make one base key serve several checkouts; only one checkout's compile
+        // may be followed.
+        let inflight = BaseDirs::of(request).inflight_key(&base, request);
+        let mut leader = match self.lead_or_follow(inflight, restore, out, cancel).await? {
             Ok(leader) => leader,
             Err(replayed) => {
                 self.stats
@@ -424,7 +438,7 @@ impl CompileService {
                         })
                         .collect(),
                 };
-                let key = entry_key(&base, &variant);
+                let key = entry_key(&base, &variant, &maps);
                 let entry = CacheEntry {
                     exit_code: 0,
                     stdout: result.stdout.clone(),
@@ -436,6 +450,7 @@ impl CompileService {
                             META_DIAGNOSTICS.into(),
                             vec![has_diagnostics(&result.stderr) as u8],
                         ),
+                        (META_OUT_DIR.into(), out_dir.as_os_str().as_bytes().to_vec()),
                     ],
                 };
                 self.cache.put_in_background(key, entry);
@@ -485,7 +500,7 @@ impl CompileService {
         toolchain: &Toolchain,
         args: &RustcArgs,
         target: &str,
-    ) -> io::Result<Result<CacheKey, String>> {
+    ) -> io::Result<Result<(CacheKey, Maps), String>> {
         let cwd = request.cwd_path();
         let env = request.env_os();
         let libs = self
@@ -532,15 +547,17 @@ impl CompileService {
             Err(reason) => return Ok(Err(reason)),
         };
 
+        let base = BaseDirs::of(request);
         let mut h = KeyHasher::new(b"cachet rustc base v1");
         h.field(toolchain.version.as_bytes());
         h.field(&libs);
         h.field(b"args");
-        for arg in &args.hashed_args {
-            h.field(arg.as_bytes());
+        let (key_args, maps) = rust_key_args(&base, args);
+        for arg in &key_args {
+            h.field(arg);
         }
         h.field(b"cwd");
-        h.field(&request.cwd);
+        h.field(&key_cwd(&base, args, &request.cwd));
         h.field(b"inputs");
         for (label, digest) in hashed {
             h.field(label.as_bytes());
@@ -561,12 +578,24 @@ impl CompileService {
             .map(|(k, v)| (k.as_slice(), v.as_slice()))
             .collect();
         vars.sort();
+        // What the compile reads with env! is keyed literally in the manifest variant. A
+        // proc macro may read (and embed) any variable unseen, so with one the values stay
+        // literal here too.
+        let proc_macro = args.externs.iter().any(|e| {
+            e.path
+                .as_ref()
+                .is_some_and(|p| p.extension() == Some("so".as_ref()))
+        });
         h.field(b"env");
         for (name, value) in vars {
             h.field(name);
-            h.field(value);
+            if base.is_empty() || proc_macro {
+                h.field(value);
+            } else {
+                h.field(&base.key_form(value));
+            }
         }
-        Ok(Ok(h.finish()))
+        Ok(Ok((h.finish(), maps)))
     }
 
     /// The entry of the first manifest variant whose sources and env match now.
@@ -574,6 +603,7 @@ impl CompileService {
         &self,
         request: &CompileRequest,
         base: &CacheKey,
+        maps: &Maps,
         manifest_key: &CacheKey,
     ) -> io::Result<Option<CacheEntry>> {
         let Some(stored) = self.cache.get(manifest_key).await else {
@@ -606,7 +636,9 @@ impl CompileService {
             })
             .await
             .map_err(io::Error::other)?;
-            if sources_match && let Some(entry) = self.cache.get(&entry_key(base, &variant)).await {
+            if sources_match
+                && let Some(entry) = self.cache.get(&entry_key(base, &variant, maps)).await
+            {
                 return Ok(Some(entry));
             }
         }
@@ -614,12 +646,20 @@ impl CompileService {
     }
 }
 
-fn entry_key(base: &CacheKey, variant: &Variant) -> CacheKey {
+/// `maps` are the remaps base dirs relativized; what they make of an absolute source path
+/// is what the output records, so it is keyed with the path.
+fn entry_key(base: &CacheKey, variant: &Variant, maps: &Maps) -> CacheKey {
     let mut h = KeyHasher::new(b"cachet rustc entry v1");
     h.field(&base.0);
     for (path, digest) in &variant.sources {
         h.field(path);
         h.field(digest);
+        if path.starts_with(b"/") {
+            for form in maps.mapped_forms(path) {
+                h.field(b"mapped");
+                h.field(&form);
+            }
+        }
     }
     h.field(b"env");
     for (name, value) in &variant.env {
@@ -713,6 +753,7 @@ fn collect(
 /// Writes a hit's files into the out-dir, each whole or not at all, with the modes the
 /// client's umask gives.
 fn restore(entry: &CacheEntry, out_dir: &Path, umask: u32) -> io::Result<()> {
+    let moved = moved_out_dir(entry, out_dir);
     // A missing out-dir fails here, and the miss path lets rustc report it as it would.
     for file in &entry.files {
         // Names come from our own output_names; still, never leave the out-dir.
@@ -720,9 +761,127 @@ fn restore(entry: &CacheEntry, out_dir: &Path, umask: u32) -> io::Result<()> {
             return Err(io::Error::other(format!("bad output name {}", file.role)));
         }
         let base = if file.executable { 0o777 } else { 0o666 };
-        super::outputs::write_atomically(&out_dir.join(&file.role), &file.data, base & !umask)?;
+        let data = match moved {
+            Some(old) if file.role.ends_with(".d") => rewrite_out_dir(&file.data, old, out_dir),
+            _ => file.data.clone(),
+        };
+        super::outputs::write_atomically(&out_dir.join(&file.role), &data, base & !umask)?;
     }
     Ok(())
+}
+
+/// Remaps are the only way an entry is shared between out-dirs (see [`rust_key_args`]);
+/// rustc's dep-info and artifact notices name the out-dir as it was, so a hit from
+/// elsewhere gets them rewritten. The out-dir it was compiled in, when that differs.
+fn moved_out_dir<'a>(entry: &'a CacheEntry, out_dir: &Path) -> Option<&'a [u8]> {
+    entry
+        .meta(META_OUT_DIR)
+        .filter(|old| *old != out_dir.as_os_str().as_bytes())
+}
+
+/// `old/` becomes `new/` on every line but comments (`# env-dep:` values are keyed
+/// literally, so they are already right). Both are plain paths (see [`plain_path`]), so
+/// make and JSON write them unescaped.
+fn rewrite_out_dir(data: &[u8], old: &[u8], new: &Path) -> Vec<u8> {
+    let old = [old, b"/"].concat();
+    let new = [new.as_os_str().as_bytes(), b"/"].concat();
+    let mut out = Vec::with_capacity(data.len());
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b"#") {
+            out.extend_from_slice(line);
+            continue;
+        }
+        let mut rest = line;
+        while let Some(at) = rest.windows(old.len()).position(|w| w == old.as_slice()) {
+            out.extend_from_slice(&rest[..at]);
+            out.extend_from_slice(&new);
+            rest = &rest[at + old.len()..];
+        }
+        out.extend_from_slice(rest);
+    }
+    out
+}
+
+/// A path that make-style dep files and JSON write as it is.
+fn plain_path(path: &[u8]) -> bool {
+    path.iter()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+@,~=%".contains(b))
+}
+
+/// The arguments as they enter the base key. Under base dirs, `--remap-path-prefix`'s FROM
+/// becomes its relative form, and a path argument (the crate root, `--out-dir`, `-L`,
+/// `--sysroot`) under a base dir that a remap covers enters as rustc records it: remapped.
+/// Without a covering remap a path stays literal, since rustc embeds it in the rlib's
+/// metadata, debug info and panic messages. The out-dir is remapped only when it is a
+/// plain path, as the dep-info rewrite on a hit needs.
+fn rust_key_args(base: &BaseDirs, args: &RustcArgs) -> (Vec<Vec<u8>>, Maps) {
+    let tokens: Vec<Vec<u8>> = args
+        .hashed_args
+        .iter()
+        .map(|a| a.as_bytes().to_vec())
+        .collect();
+    if base.is_empty() {
+        return (tokens, Maps::default());
+    }
+    let remaps = &args.remap_path_prefixes;
+    let (mut tokens, maps) = basedir::relativize_map_args(
+        base,
+        &tokens,
+        &["--remap-path-prefix"],
+        true,
+        Match::Components,
+    );
+    const PATH_PREFIXES: &[&[u8]] = &[
+        b"--out-dir=",
+        b"--sysroot=",
+        b"-Lnative=",
+        b"-Lcrate=",
+        b"-Lall=",
+        b"-Lframework=",
+        b"native=",
+        b"crate=",
+        b"all=",
+        b"framework=",
+        b"-L",
+        b"",
+    ];
+    let mut previous: Vec<u8> = Vec::new();
+    for token in tokens.iter_mut() {
+        let after = std::mem::replace(&mut previous, token.clone());
+        if token.first() == Some(&0) || after == b"--remap-path-prefix" {
+            continue;
+        }
+        let Some(prefix) = PATH_PREFIXES
+            .iter()
+            .find(|p| token.starts_with(p) && token.get(p.len()) == Some(&b'/'))
+        else {
+            continue;
+        };
+        let path = &token[prefix.len()..];
+        let is_out_dir = after == b"--out-dir" || *prefix == b"--out-dir=";
+        if base.relativize(path).is_none() || (is_out_dir && !plain_path(path)) {
+            continue;
+        }
+        if let Some(recorded) = basedir::remapped(Match::Components, remaps, path) {
+            let mut keyed = [*prefix, b"\0remapped:"].concat();
+            keyed.extend_from_slice(&recorded[0]);
+            *token = keyed;
+        }
+    }
+    (tokens, maps)
+}
+
+/// The cwd as the key has it: rustc records it in the rlib (and debug info), remapped if a
+/// remap covers it. Under base dirs a covered cwd enters as its relative form plus what
+/// rustc records; otherwise literally.
+fn key_cwd(base: &BaseDirs, args: &RustcArgs, cwd: &[u8]) -> Vec<u8> {
+    if base.is_empty() || base.relativize(cwd).is_none() {
+        return cwd.to_vec();
+    }
+    match basedir::remapped(Match::Components, &args.remap_path_prefixes, cwd) {
+        Some(recorded) => [base.key_form(cwd).as_slice(), b"\0remapped:", &recorded[0]].concat(),
+        None => cwd.to_vec(),
+    }
 }
 
 #[cfg(test)]

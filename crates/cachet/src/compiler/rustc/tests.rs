@@ -184,6 +184,7 @@ impl Fixture {
             stderr_is_tty: false,
             build_jobserver: None,
             stale_jobserver: None,
+            base_dirs: vec![],
         }
     }
 
@@ -202,6 +203,7 @@ impl Fixture {
             .await
             .unwrap()
             .unwrap()
+            .0
     }
 
     async fn run(&self, args: &[String], env: &[(&str, &str)]) -> (Outcome, Vec<Response>) {
@@ -531,4 +533,115 @@ fn output_names_follow_rustc_on_linux() {
             "libfoo-abc.a"
         ]
     );
+}
+
+impl Fixture {
+    /// The base key of `args` run in checkout `cwd` with base dirs `bases`; `{}` in an
+    /// argument or env value is the cwd.
+    async fn based(
+        &self,
+        cwd: &Path,
+        bases: &[&Path],
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> CacheKey {
+        let fill = |s: &str| s.replace("{}", &cwd.display().to_string());
+        let args: Vec<String> = args.iter().map(|a| fill(a)).collect();
+        let env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| (k.to_string(), fill(v))).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut request = self.request(&args, &env);
+        request.cwd = to_bytes(cwd.as_os_str());
+        request.base_dirs = bases.iter().map(|b| to_bytes(b.as_os_str())).collect();
+        let argv = request.args_os();
+        let args::Parsed::Cacheable(parsed) = args::parse(&args::ParseInput { args: &argv, cwd })
+        else {
+            panic!("not cacheable: {args:?}");
+        };
+        self.service
+            .rust_base_key(&request, &self.toolchain, &parsed, HOST)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+    }
+}
+
+#[tokio::test]
+async fn base_dirs_share_rustc_keys_only_where_a_remap_covers_the_checkout() {
+    let f = fixture();
+    let checkouts = ["one", "two"].map(|n| f.dir.path().join(n).join("ws"));
+    for c in &checkouts {
+        std::fs::create_dir_all(c.join("src")).unwrap();
+        std::fs::create_dir_all(c.join("deps")).unwrap();
+        std::fs::write(c.join("src/lib.rs"), "pub fn f() {}").unwrap();
+        std::fs::write(c.join("deps/libdep-1.rlib"), "dep v1").unwrap();
+    }
+    let with = |extra: &[&str]| {
+        let mut args: Vec<String> = lib_args()
+            .into_iter()
+            .map(|a| {
+                if a == "target" {
+                    "{}/target/debug/deps".into()
+                } else {
+                    a
+                }
+            })
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let env = [("CARGO_MANIFEST_DIR", "{}")];
+    let key = |i: usize, args: Vec<String>, based: bool| {
+        let cwd = checkouts[i].clone();
+        let parent = cwd.parent().unwrap().to_path_buf();
+        let f = &f;
+        async move {
+            let bases: Vec<&Path> = if based { vec![&parent] } else { vec![] };
+            f.based(&cwd, &bases, &args, &env).await
+        }
+    };
+    let remap = with(&["--remap-path-prefix", "{}=/ws"]);
+    assert_eq!(
+        key(0, remap.clone(), true).await,
+        key(1, remap.clone(), true).await
+    );
+    // Joined spelling too.
+    let joined = with(&["--remap-path-prefix={}=/ws"]);
+    assert_eq!(
+        key(0, joined.clone(), true).await,
+        key(1, joined, true).await
+    );
+    // Without base dirs nothing changes.
+    assert_ne!(
+        key(0, remap.clone(), false).await,
+        key(1, remap, false).await
+    );
+    // Without a remap rustc embeds the absolute cwd: keep it.
+    assert_ne!(key(0, with(&[]), true).await, key(1, with(&[]), true).await);
+    // A remap to different places is a different rlib.
+    assert_ne!(
+        key(0, with(&["--remap-path-prefix", "{}=/ws"]), true).await,
+        key(1, with(&["--remap-path-prefix", "{}=/other"]), true).await
+    );
+    // A remap of a directory above the base dirs leaves it literal (and the keys apart).
+    let above = format!("{}=/x", f.dir.path().display());
+    assert_ne!(
+        key(0, with(&["--remap-path-prefix", &above]), true).await,
+        key(1, with(&["--remap-path-prefix", &above]), true).await
+    );
+}
+
+#[test]
+fn a_moved_out_dir_is_rewritten_in_dep_info_but_not_in_env_deps() {
+    let old = b"/b1/ws/target/debug/deps";
+    let new = Path::new("/b2/ws/target/debug/deps");
+    let text = b"/b1/ws/target/debug/deps/libfoo-abc.rmeta: src/lib.rs\n\nsrc/lib.rs:\n\n# env-dep:X=/b1/ws/target/debug/deps/x\n";
+    assert_eq!(
+        rewrite_out_dir(text, old, new),
+        b"/b2/ws/target/debug/deps/libfoo-abc.rmeta: src/lib.rs\n\nsrc/lib.rs:\n\n# env-dep:X=/b1/ws/target/debug/deps/x\n".to_vec()
+    );
+    assert!(plain_path(b"/home/ci/work/p-1/target_x/debug"));
+    assert!(!plain_path(b"/home/my dir/target"));
+    assert!(!plain_path(b"/a#b"));
 }

@@ -1,0 +1,348 @@
+//! Base dirs: keys that do not depend on where a checkout (or CARGO_HOME) lives.
+//!
+//! A path under base dir number `i` enters a key as `<base i>/rest`. That form is used only
+//! where the output cannot depend on the location: the cwd when no debug info records it
+//! (or when a prefix map rewrites what it records), and the OLD side of prefix maps. Paths
+//! the output embeds as they are (dependency files, `__FILE__`, debug info without a map)
+//! stay literal; see docs/config.md for the rules per compiler.
+//!
+//! Relativizing the OLD side of a map drops where it points, so a literal path in the same
+//! key could be rewritten by the map in one checkout and not in another. Every such path is
+//! therefore keyed with what the map turns it into as well ([`Maps::mapped_forms`]).
+
+use crate::cache::CacheKey;
+use crate::compiler::key::KeyHasher;
+use crate::protocol::CompileRequest;
+
+/// The client's base dirs, as normalized by its config (absolute, no trailing slash).
+#[derive(Debug, Clone, Default)]
+pub struct BaseDirs {
+    dirs: Vec<Vec<u8>>,
+}
+
+impl BaseDirs {
+    pub fn new(dirs: Vec<Vec<u8>>) -> BaseDirs {
+        // Defensive: the protocol carries whatever a client sends.
+        let dirs = dirs
+            .into_iter()
+            .filter(|d| d.len() > 1 && d.starts_with(b"/") && !d.ends_with(b"/"))
+            .collect();
+        BaseDirs { dirs }
+    }
+
+    pub fn of(request: &CompileRequest) -> BaseDirs {
+        BaseDirs::new(request.base_dirs.clone())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty()
+    }
+
+    /// `<base i>/rest` for a path equal to or under base dir `i`, by whole components.
+    pub fn relativize(&self, path: &[u8]) -> Option<Vec<u8>> {
+        self.dirs.iter().enumerate().find_map(|(i, dir)| {
+            let rest = path.strip_prefix(dir.as_slice())?;
+            (rest.is_empty() || rest.starts_with(b"/"))
+                .then(|| [format!("<base {i}>").as_bytes(), rest].concat())
+        })
+    }
+
+    /// The relativized form, or the path itself, tagged so the two can never collide.
+    pub fn key_form(&self, path: &[u8]) -> Vec<u8> {
+        match self.relativize(path) {
+            Some(rel) => [b"rel:".as_slice(), &rel].concat(),
+            None => [b"abs:".as_slice(), path].concat(),
+        }
+    }
+
+    /// A key for "the same compile running now": unlike a base-dir key, it tells checkouts
+    /// apart, so a compile never follows one that reads another checkout's files.
+    pub fn inflight_key(&self, key: &CacheKey, request: &CompileRequest) -> CacheKey {
+        if self.is_empty() {
+            return *key;
+        }
+        let mut h = KeyHasher::new(b"cachet in-flight v1");
+        h.field(&key.0);
+        h.field(&request.cwd);
+        for dir in &self.dirs {
+            h.field(dir);
+        }
+        h.finish()
+    }
+}
+
+/// How a compiler matches a prefix map's OLD against a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    /// gcc and clang: plain string prefix.
+    String,
+    /// rustc: whole path components (`Path::strip_prefix`).
+    Components,
+}
+
+/// The prefix maps whose OLD side was relativized in a key.
+#[derive(Debug, Clone, Default)]
+pub struct Maps {
+    maps: Vec<(Vec<u8>, Vec<u8>)>,
+    rule: Option<Match>,
+}
+
+impl Maps {
+    pub fn is_empty(&self) -> bool {
+        self.maps.is_empty()
+    }
+
+    /// What each relativized map turns an absolute `path` into, in map order; empty when
+    /// none applies.
+    pub fn mapped_forms(&self, path: &[u8]) -> Vec<Vec<u8>> {
+        let rule = self.rule.unwrap_or(Match::String);
+        self.maps
+            .iter()
+            .filter_map(|(old, new)| apply(rule, old, new, path))
+            .collect()
+    }
+}
+
+fn apply(rule: Match, old: &[u8], new: &[u8], path: &[u8]) -> Option<Vec<u8>> {
+    if old.is_empty() {
+        return None;
+    }
+    let rest = path.strip_prefix(old)?;
+    match rule {
+        Match::String => Some([new, rest].concat()),
+        Match::Components => {
+            let old_is_dir = old.ends_with(b"/");
+            if !(rest.is_empty() || old_is_dir || rest.starts_with(b"/")) {
+                return None;
+            }
+            let rest = rest.strip_prefix(b"/").unwrap_or(rest);
+            Some(if rest.is_empty() {
+                new.to_vec()
+            } else if new.ends_with(b"/") || new.is_empty() {
+                [new, rest].concat()
+            } else {
+                [new, b"/", rest].concat()
+            })
+        }
+    }
+}
+
+/// What a compiler records for `path` under `maps` (OLD, NEW), as it does: rustc takes the
+/// last matching map; gcc and clang differ, so for them every matching map's result is a
+/// candidate. None when no map applies.
+pub fn remapped(rule: Match, maps: &[(String, String)], path: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let found: Vec<Vec<u8>> = maps
+        .iter()
+        .filter_map(|(old, new)| apply(rule, old.as_bytes(), new.as_bytes(), path))
+        .collect();
+    match rule {
+        _ if found.is_empty() => None,
+        Match::Components => found.last().map(|last| vec![last.clone()]),
+        Match::String => Some(found),
+    }
+}
+
+/// Rewrites the key form of prefix-map arguments: in `FLAG` + `OLD=NEW`, an OLD under a
+/// base dir becomes its relative form. `split_last` says whether OLD ends at the last `=`
+/// (rustc) or the first (gcc, clang). Returns the rewritten tokens and the maps rewritten.
+pub fn relativize_map_args(
+    base: &BaseDirs,
+    tokens: &[Vec<u8>],
+    flags: &[&str],
+    split_last: bool,
+    rule: Match,
+) -> (Vec<Vec<u8>>, Maps) {
+    let mut maps = Maps {
+        maps: Vec::new(),
+        rule: Some(rule),
+    };
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut value_next = false;
+    for token in tokens {
+        let (head, value): (&[u8], &[u8]) = if value_next {
+            value_next = false;
+            (b"", token)
+        } else if let Some(flag) = flags.iter().find(|f| token.as_slice() == f.as_bytes()) {
+            // The map is the next token (`--remap-path-prefix FROM=TO`).
+            value_next = !flag.ends_with('=');
+            out.push(token.clone());
+            continue;
+        } else if let Some(flag) = flags.iter().find(|f| {
+            let f = f.as_bytes();
+            token.starts_with(f) && token.len() > f.len()
+        }) {
+            let head_len = flag.len() + usize::from(!flag.ends_with('='));
+            if !flag.ends_with('=') && token.get(flag.len()) != Some(&b'=') {
+                out.push(token.clone());
+                continue;
+            }
+            (&token[..head_len], &token[head_len..])
+        } else {
+            out.push(token.clone());
+            continue;
+        };
+        let split = if split_last {
+            value.iter().rposition(|&b| b == b'=')
+        } else {
+            value.iter().position(|&b| b == b'=')
+        };
+        match split.and_then(|at| Some((at, base.relativize(&value[..at])?))) {
+            Some((at, rel)) => {
+                maps.maps
+                    .push((value[..at].to_vec(), value[at + 1..].to_vec()));
+                out.push([head, b"\0", &rel, &value[at..]].concat());
+            }
+            None => out.push(token.clone()),
+        }
+    }
+    (out, maps)
+}
+
+/// Line markers (`# 12 "path" flags`) of preprocessed text: (start of the line, the path).
+pub fn line_markers(text: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while at < text.len() {
+            let start = at;
+            let end = text[at..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(text.len(), |n| at + n);
+            at = end + 1;
+            let line = &text[start..end];
+            let Some(rest) = line.strip_prefix(b"# ") else {
+                continue;
+            };
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            let Some(quoted) = rest[digits..].strip_prefix(b" \"").filter(|_| digits > 0) else {
+                continue;
+            };
+            // Escaped quotes would need unescaping; such a marker is simply left alone.
+            if let Some(close) = quoted.iter().position(|&b| b == b'"' || b == b'\\')
+                && quoted[close] == b'"'
+            {
+                return Some((start, &quoted[..close]));
+            }
+        }
+        None
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bases(dirs: &[&str]) -> BaseDirs {
+        BaseDirs::new(dirs.iter().map(|d| d.as_bytes().to_vec()).collect())
+    }
+
+    #[test]
+    fn relative_forms_follow_components() {
+        let b = bases(&["/home/ci/work", "/root/.cargo"]);
+        assert_eq!(
+            b.relativize(b"/home/ci/work/p/a.c").unwrap(),
+            b"<base 0>/p/a.c"
+        );
+        assert_eq!(b.relativize(b"/home/ci/work").unwrap(), b"<base 0>");
+        assert_eq!(
+            b.relativize(b"/root/.cargo/registry/src/x").unwrap(),
+            b"<base 1>/registry/src/x"
+        );
+        // Outside every base dir: unchanged.
+        assert_eq!(b.relativize(b"/home/ci/workshop/a.c"), None);
+        assert_eq!(b.relativize(b"/usr/include/stdio.h"), None);
+        assert_eq!(b.relativize(b"src/a.c"), None);
+        assert_eq!(b.key_form(b"/usr/x"), b"abs:/usr/x");
+        // Two checkouts under their own base dirs agree.
+        let other = bases(&["/builds/7", "/opt/cargo"]);
+        assert_eq!(
+            b.key_form(b"/home/ci/work/p"),
+            other.key_form(b"/builds/7/p")
+        );
+    }
+
+    #[test]
+    fn map_arguments_are_relativized_on_the_old_side_only() {
+        let b = bases(&["/home/a"]);
+        let toks: Vec<Vec<u8>> = [
+            "-g",
+            "-fdebug-prefix-map=/home/a/p=.",
+            "-ffile-prefix-map=/usr/src=/s",
+            "-fmacro-prefix-map=/home/a/p/x=/home/a/q",
+        ]
+        .iter()
+        .map(|t| t.as_bytes().to_vec())
+        .collect();
+        let flags = [
+            "-fdebug-prefix-map=",
+            "-ffile-prefix-map=",
+            "-fmacro-prefix-map=",
+        ];
+        let (out, maps) = relativize_map_args(&b, &toks, &flags, false, Match::String);
+        assert_eq!(out[0], b"-g");
+        assert_eq!(out[1], b"-fdebug-prefix-map=\0<base 0>/p=.");
+        assert_eq!(out[2], toks[2]);
+        // NEW stays literal: it is what the object records.
+        assert_eq!(out[3], b"-fmacro-prefix-map=\0<base 0>/p/x=/home/a/q");
+        assert_eq!(
+            maps.mapped_forms(b"/home/a/p/x/h.h"),
+            vec![b"./x/h.h".to_vec(), b"/home/a/q/h.h".to_vec()]
+        );
+        assert!(maps.mapped_forms(b"/home/b/p/h.h").is_empty());
+
+        let rust = [
+            "--remap-path-prefix",
+            "/home/a/ws=/ws",
+            "--remap-path-prefix=/home/a/c=x=/c",
+        ]
+        .iter()
+        .map(|t| t.as_bytes().to_vec())
+        .collect::<Vec<_>>();
+        let (out, maps) =
+            relativize_map_args(&b, &rust, &["--remap-path-prefix"], true, Match::Components);
+        assert_eq!(out[0], b"--remap-path-prefix");
+        assert_eq!(out[1], b"\0<base 0>/ws=/ws");
+        assert_eq!(out[2], b"--remap-path-prefix=\0<base 0>/c=x=/c");
+        assert_eq!(
+            maps.mapped_forms(b"/home/a/ws/src/lib.rs"),
+            vec![b"/ws/src/lib.rs".to_vec()]
+        );
+        assert!(maps.mapped_forms(b"/home/a/wsx/lib.rs").is_empty());
+    }
+
+    #[test]
+    fn remapping_follows_each_compiler() {
+        let maps = vec![
+            ("/p".to_owned(), "/a".to_owned()),
+            ("/p/q".to_owned(), "/b".to_owned()),
+        ];
+        assert_eq!(
+            remapped(Match::String, &maps, b"/p/q/r").unwrap(),
+            vec![b"/a/q/r".to_vec(), b"/b/r".to_vec()]
+        );
+        assert_eq!(
+            remapped(Match::Components, &maps, b"/p/q/r").unwrap(),
+            vec![b"/b/r".to_vec()]
+        );
+        assert_eq!(
+            remapped(Match::String, &maps, b"/pq").unwrap(),
+            vec![b"/aq".to_vec()]
+        );
+        assert_eq!(remapped(Match::Components, &maps, b"/pq"), None);
+        assert_eq!(remapped(Match::Components, &maps, b"/x"), None);
+    }
+
+    #[test]
+    fn line_markers_are_found() {
+        let text = b"# 0 \"src/a.c\"\n# 1 \"/tmp/w//\"\nint x;\n#pragma once\n# 3 \"/i/x.h\" 1 3\n";
+        let found: Vec<(usize, &[u8])> = line_markers(text).collect();
+        assert_eq!(
+            found,
+            vec![
+                (0, &b"src/a.c"[..]),
+                (14, &b"/tmp/w//"[..]),
+                (49, &b"/i/x.h"[..])
+            ]
+        );
+    }
+}
