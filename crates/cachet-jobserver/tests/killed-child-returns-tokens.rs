@@ -38,7 +38,11 @@ async fn killed_child_returns_every_token_to_every_pool() {
     // must come back, either unread (reclaimed) or from the dead child (recovered).
     assert!(report.grants >= 2, "{report:?}");
     assert_eq!(report.recovered, 2, "{report:?}");
-    assert_eq!(report.recovered + report.reclaims, report.grants, "{report:?}");
+    assert_eq!(
+        report.recovered + report.reclaims,
+        report.grants,
+        "{report:?}"
+    );
     assert_eq!(
         build.stats().pool_in_use,
         0,

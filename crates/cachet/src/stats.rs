@@ -27,7 +27,8 @@ pub struct Counters {
     pub cancelled: u64,
     pub cache_read_errors: u64,
     pub cache_write_errors: u64,
-    /// Entries that failed their checksum or did not decode; each was removed.
+    /// Entries that failed their checksum, did not decode or have another format version:
+    /// counted misses, never restored (the local disk also removes its own).
     pub corrupt_entries: u64,
     /// Compiles that joined an identical one already running instead of running again.
     pub dedup_joins: u64,
@@ -270,7 +271,7 @@ impl StatsSnapshot {
                 c.cache_write_errors.to_string(),
             ),
             (
-                "Corrupt entries removed".into(),
+                "Corrupt entries (never restored)".into(),
                 c.corrupt_entries.to_string(),
             ),
             (

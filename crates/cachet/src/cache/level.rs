@@ -173,6 +173,22 @@ impl Level {
                 self.count(stats, |l| l.misses += 1);
                 Read::Missing
             }
+            // The store answered, with bad data (a chunk or blob that fails its hash): a
+            // corrupt entry, not a failing store, so it does not count toward the breaker.
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                self.succeeded();
+                tracing::warn!(
+                    "cache level {}: entry {} is corrupt: {e}",
+                    self.name,
+                    key.to_hex()
+                );
+                stats.update(|c| c.corrupt_entries += 1);
+                self.count(stats, |l| {
+                    l.corrupt += 1;
+                    l.misses += 1;
+                });
+                Read::Failed
+            }
             Err(e) => {
                 stats.update(|c| c.cache_read_errors += 1);
                 self.failed(stats, "read", key, &e);

@@ -157,6 +157,12 @@ pub fn show_config(config: &Config) -> Outcome {
         for (key, value, origin) in remote.shown() {
             out.push_str(&format!("      {key:<18} = {value:<40} # {origin}\n"));
         }
+        // Setting a store up touches no network; what fails here, the server leaves out.
+        if let Err(e) = crate::cache::remote::build(remote) {
+            out.push_str(&format!(
+                "      ! cannot be used, the server leaves it out: {e}\n"
+            ));
+        }
     }
     if !config.local && config.remotes.is_empty() {
         out.push_str("  (none: nothing is cached)\n");

@@ -205,7 +205,7 @@ pub struct RemoteConfig {
     pub timeout: Duration,
     /// Prepended to every key, so that several teams can share a bucket.
     pub prefix: String,
-    /// Failed calls in a row that open the circuit breaker.
+    /// Failed calls in a row that open the circuit breaker; 0 turns the breaker off.
     pub breaker_failures: u32,
     /// How long an open breaker skips the level before it tries again.
     pub breaker_cooldown: Duration,
@@ -426,7 +426,7 @@ pub(super) fn finish(
                 remotes.push(RawRemote {
                     kind,
                     settings: BTreeMap::new(),
-                    origin: Origin::EnvVar(prefix.clone()),
+                    origin: Origin::EnvVar(format!("{prefix}*")),
                 });
                 remotes.len() - 1
             }
@@ -505,6 +505,49 @@ fn check(raw: RawRemote, taken: &[String]) -> Result<RemoteConfig, ConfigError> 
             "redis remote: set `endpoint` (one node) or `cluster_endpoints` (a Cluster)".into(),
         ));
     }
+    let get_duration = |key: &str| {
+        raw.settings
+            .get(key)
+            .and_then(|s| parse_duration(&s.value).map(|d| (d, &s.origin)))
+    };
+    if let Some((ttl, origin)) = get_duration("ttl") {
+        // Redis refuses an expiry of 0 s; memcached reads one above 30 days as a date.
+        let ok = match kind {
+            RemoteKind::Redis => ttl >= Duration::from_secs(1),
+            _ => (Duration::from_secs(1)..=Duration::from_secs(30 * 86400)).contains(&ttl),
+        };
+        if !ok {
+            return Err(remote_error(
+                origin,
+                format!(
+                    "{} remote: `ttl` of {ttl:?} is out of range (1 s{})",
+                    kind.name(),
+                    if kind == RemoteKind::Redis {
+                        " or more"
+                    } else {
+                        " to 30 days"
+                    }
+                ),
+            ));
+        }
+    }
+    if let Some((timeout, origin)) = get_duration("timeout")
+        && timeout.is_zero()
+    {
+        return Err(remote_error(
+            origin,
+            format!("{} remote: `timeout` must be above zero", kind.name()),
+        ));
+    }
+    if kind == RemoteKind::Http
+        && raw.settings.contains_key("bearer_token")
+        && raw.settings.contains_key("username")
+    {
+        return Err(remote_error(
+            &raw.origin,
+            "http remote: set `bearer_token` or `username`/`password`, not both".into(),
+        ));
+    }
     let name = match raw.settings.get("name") {
         Some(s) => s.value.clone(),
         None => {
@@ -536,7 +579,6 @@ fn check(raw: RawRemote, taken: &[String]) -> Result<RemoteConfig, ConfigError> 
         prefix: get("prefix").unwrap_or("").to_owned(),
         breaker_failures: get("breaker_failures")
             .and_then(|v| v.trim().parse().ok())
-            .filter(|n| *n > 0)
             .unwrap_or(DEFAULT_BREAKER_FAILURES),
         breaker_cooldown: get("breaker_cooldown")
             .and_then(parse_duration)

@@ -293,6 +293,41 @@ async fn too_large_for_a_store_is_a_counted_skip_not_an_error() {
     assert_eq!(c.cache_write_errors, 0);
 }
 
+/// A store that answers, but with data that fails its own check (a chunk or blob hash).
+struct BadData;
+
+#[async_trait]
+impl Storage for BadData {
+    async fn get(&self, _key: &CacheKey) -> io::Result<Option<Vec<u8>>> {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "blob hash mismatch",
+        ))
+    }
+    async fn put(&self, _key: &CacheKey, _bytes: Vec<u8>) -> io::Result<()> {
+        Ok(())
+    }
+    async fn remove(&self, _key: &CacheKey) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn bad_data_from_a_store_is_corrupt_not_a_failure_that_opens_the_breaker() {
+    let stats = Arc::new(Stats::default());
+    let cache = Cache::with_levels(
+        vec![(Arc::new(BadData) as Arc<dyn Storage>, remote("team", false))],
+        stats.clone(),
+    );
+    for n in 0..5 {
+        assert_eq!(cache.get(&key(n)).await, None);
+    }
+    let c = stats.counters();
+    assert_eq!((c.levels[0].corrupt, c.levels[0].errors), (5, 0));
+    assert_eq!(c.levels[0].breaker_opens, 0);
+    assert_eq!(c.corrupt_entries, 5);
+}
+
 #[tokio::test]
 async fn zeroing_keeps_the_level_names() {
     let s = two_levels(true);

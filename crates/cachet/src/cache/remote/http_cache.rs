@@ -181,7 +181,7 @@ impl HttpCache {
         Ok(HttpCache { client, base, auth })
     }
 
-    /// `key` is an opaque string such as `"cachet-v2/ab12..."`. `Ok(None)` on a miss,
+    /// `key` is an opaque string such as `"cachet/v2/ab12..."`. `Ok(None)` on a miss,
     /// including an action entry whose content blob has gone missing.
     pub async fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
         let ac_url = self.url("ac", &sha256_hex(key.as_bytes()))?;

@@ -34,7 +34,8 @@ pub fn level_options(config: &RemoteConfig) -> LevelOptions {
         kind: config.kind.name().into(),
         read_only: config.read_only,
         timeout: Some(config.timeout),
-        breaker: Some((config.breaker_failures, config.breaker_cooldown)),
+        breaker: (config.breaker_failures > 0)
+            .then_some((config.breaker_failures, config.breaker_cooldown)),
         remove_corrupt: false,
     }
 }
@@ -63,8 +64,9 @@ pub fn build(config: &RemoteConfig) -> Result<Arc<dyn Storage>, String> {
             if let Some(endpoint) = config.get("endpoint") {
                 b = b.endpoint(endpoint);
             }
-            // A custom endpoint (MinIO, SeaweedFS, Ceph) rarely cares about the region,
-            // but signing needs one; AWS itself is found from AWS_REGION or the profile.
+            // Signing needs a region. A custom endpoint (MinIO, SeaweedFS, Ceph) rarely
+            // cares which; for AWS set `region` or AWS_REGION (a region that only the
+            // profile file names is not read).
             let region = config
                 .get("region")
                 .map(str::to_owned)
@@ -92,6 +94,23 @@ pub fn build(config: &RemoteConfig) -> Result<Arc<dyn Storage>, String> {
         RemoteKind::Redis => {
             let mut b = opendal::services::Redis::default().root("/");
             if let Some(endpoint) = config.get("endpoint") {
+                // The client takes only the scheme, host and port of the URL: a user,
+                // password or /db in it are passed on here, below any explicit setting.
+                let url = reqwest::Url::parse(endpoint)
+                    .map_err(|e| format!("endpoint `{endpoint}` is not a URL: {e}"))?;
+                if !url.username().is_empty() && config.get("username").is_none() {
+                    b = b.username(url.username());
+                }
+                if let Some(password) = url.password()
+                    && config.get("password").is_none()
+                {
+                    b = b.password(password);
+                }
+                if let Ok(db) = url.path().trim_start_matches('/').parse::<i64>()
+                    && config.get("db").is_none()
+                {
+                    b = b.db(db);
+                }
                 b = b.endpoint(endpoint);
             }
             let cluster = config.list("cluster_endpoints");

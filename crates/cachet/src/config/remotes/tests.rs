@@ -134,6 +134,39 @@ fn mistakes_are_clear_errors_that_name_the_place() {
         ),
         (None, &[("CACHET_LOCAL", "maybe")], "`local`"),
         (
+            None,
+            &[
+                ("CACHET_REDIS_ENDPOINT", "redis://h"),
+                ("CACHET_REDIS_TTL", "0s"),
+            ],
+            "`ttl`",
+        ),
+        (
+            None,
+            &[
+                ("CACHET_MEMCACHED_ENDPOINT", "tcp://h:1"),
+                ("CACHET_MEMCACHED_TTL", "60d"),
+            ],
+            "`ttl`",
+        ),
+        (
+            None,
+            &[
+                ("CACHET_REDIS_ENDPOINT", "redis://h"),
+                ("CACHET_REDIS_TIMEOUT", "0"),
+            ],
+            "above zero",
+        ),
+        (
+            None,
+            &[
+                ("CACHET_HTTP_ENDPOINT", "http://h/"),
+                ("CACHET_HTTP_BEARER_TOKEN", "t"),
+                ("CACHET_HTTP_USERNAME", "u"),
+            ],
+            "not both",
+        ),
+        (
             Some("[[remote]]\ntype = \"s3\"\nbucket = \"x\"\nname = \"local\"\n"),
             &[],
             "already used",
