@@ -41,19 +41,6 @@ fn make(env: &Env, dir: &Path, vars: &[(&str, &str)], args: &[String]) {
     );
 }
 
-/// Every file in `dir` but the linked program.
-fn outputs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_name() != "prog")
-        .map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            (name, std::fs::read(e.path()).unwrap())
-        })
-        .collect()
-}
-
 fn same_files(got: &BTreeMap<String, Vec<u8>>, want: &BTreeMap<String, Vec<u8>>, what: &str) {
     assert_eq!(
         got.keys().collect::<Vec<_>>(),
@@ -130,7 +117,7 @@ fn a_c_project_at_another_path_hits_with_debug_info_mapped_and_matches_a_plain_b
         );
         // Moved aside: the dep files name out/ as the objects' directory.
         std::fs::rename(dirs[1].join("out"), dirs[1].join("plain")).unwrap();
-        let plain = outputs(&dirs[1].join("plain"));
+        let plain = build_outputs(&dirs[1].join("plain"));
         let objects = plain.keys().filter(|k| k.ends_with(".o")).count() as u64;
         assert_eq!(objects, 6);
 
@@ -140,7 +127,7 @@ fn a_c_project_at_another_path_hits_with_debug_info_mapped_and_matches_a_plain_b
             (objects, 0),
             "{cc}: checkout two should hit"
         );
-        same_files(&outputs(&dirs[1].join("out")), &plain, cc);
+        same_files(&build_outputs(&dirs[1].join("out")), &plain, cc);
 
         // -g without a map records the absolute cwd: checkout two must not share.
         let unmapped = |_: &Path| "-O2 -g -MMD -MP -Iinclude".to_owned();

@@ -3,25 +3,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::*;
-
-/// Every file of `dir` except the linked program, by name.
-fn outputs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_name() != "prog")
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect()
-}
 
 fn make(env: &Env, cc: &str) {
     let out = env
@@ -50,7 +34,7 @@ fn make_j2_twice_gives_all_hits_and_plain_outputs() {
     let out_dir = env.work.join("out");
 
     make(&env, "gcc");
-    let plain = outputs(&out_dir);
+    let plain = build_outputs(&out_dir);
     let objects = plain.keys().filter(|k| k.ends_with(".o")).count();
     assert_eq!(objects, 6);
     assert!(
@@ -75,7 +59,7 @@ fn make_j2_twice_gives_all_hits_and_plain_outputs() {
         // The link is passed through, never cached.
         assert_eq!(counters["uncacheable"]["linking (no -c)"], 1, "{stats}");
 
-        let got = outputs(&out_dir);
+        let got = build_outputs(&out_dir);
         assert_eq!(
             got.keys().collect::<Vec<_>>(),
             plain.keys().collect::<Vec<_>>(),
@@ -183,7 +167,7 @@ fn depend_mode_serves_an_mmd_project_without_the_preprocessor() {
     }
     let out_dir = env.work.join("out");
     make(&env, "gcc");
-    let plain = outputs(&out_dir);
+    let plain = build_outputs(&out_dir);
     std::fs::remove_dir_all(&out_dir).unwrap();
     let cachet_cc = format!("{CACHET} gcc");
     for round in ["first", "second"] {
@@ -193,7 +177,7 @@ fn depend_mode_serves_an_mmd_project_without_the_preprocessor() {
         if round == "second" {
             assert_eq!(stats["counters"]["direct_hits"], 6, "{stats}");
         }
-        let got = outputs(&out_dir);
+        let got = build_outputs(&out_dir);
         for (name, bytes) in &plain {
             assert!(
                 got[name] == *bytes,

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
@@ -86,21 +85,6 @@ fn make_ok(env: &Env, dir: &Path) {
     );
 }
 
-/// Objects, depfiles and per-object stderr of a build, by name.
-fn outputs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir.join("out"))
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_name() != "prog")
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect()
-}
-
 fn level<'a>(stats: &'a Value, name: &str) -> &'a Value {
     stats["counters"]["levels"]
         .as_array()
@@ -162,8 +146,8 @@ fn shares_across_checkouts(remote: &[(String, String)], remote_name: &str) -> (E
     );
     assert_eq!(n(&level(&stats, remote_name)["hits"]), 6, "{stats}");
     assert_eq!(
-        outputs(&one),
-        outputs(&two),
+        build_outputs(&one.join("out")),
+        build_outputs(&two.join("out")),
         "outputs differ between checkouts"
     );
     // And identical to a build without cachet.
@@ -172,8 +156,8 @@ fn shares_across_checkouts(remote: &[(String, String)], remote_name: &str) -> (E
     let out = make(&plain, &three, "gcc");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
-        outputs(&three),
-        outputs(&two),
+        build_outputs(&three.join("out")),
+        build_outputs(&two.join("out")),
         "cachet's outputs differ from gcc's"
     );
     (first, second)
@@ -685,7 +669,7 @@ fn corrupt_and_wrong_version_entries_in_a_remote_are_counted_misses_never_restor
     for (k, v) in &remote {
         second = second.with_env(k, v);
     }
-    let built = outputs(&one);
+    let built = build_outputs(&one.join("out"));
     std::fs::remove_dir_all(one.join("out")).unwrap();
     make_ok(&second, &one);
     let stats = second.settle();
@@ -693,7 +677,11 @@ fn corrupt_and_wrong_version_entries_in_a_remote_are_counted_misses_never_restor
     assert_eq!(n(&l["hits"]), 0, "{stats}");
     assert!(n(&l["corrupt"]) >= 6, "{stats}");
     assert_eq!(n(&stats["counters"]["cache_hits"]), 0, "{stats}");
-    assert_eq!(built, outputs(&one), "a planted entry was restored");
+    assert_eq!(
+        built,
+        build_outputs(&one.join("out")),
+        "a planted entry was restored"
+    );
 }
 
 #[test]
@@ -711,7 +699,7 @@ fn s3_anonymous_read_only_level_serves_what_a_trusted_build_stored() {
     let dir = checkout(&writer, "main");
     make_ok(&writer, &dir);
     flush(&writer);
-    let built = outputs(&dir);
+    let built = build_outputs(&dir.join("out"));
 
     // A fork's build: no credentials at all, read-only, same checkout path.
     let mut reader = Env::new().with_env("CACHET_BASE_DIRS", writer.work.to_str().unwrap());
@@ -729,5 +717,5 @@ fn s3_anonymous_read_only_level_serves_what_a_trusted_build_stored() {
     let stats = reader.settle();
     assert_eq!(n(&level(&stats, "s3")["hits"]), 6, "{stats}");
     assert_eq!(n(&level(&stats, "s3")["errors"]), 0, "{stats}");
-    assert_eq!(built, outputs(&dir));
+    assert_eq!(built, build_outputs(&dir.join("out")));
 }
