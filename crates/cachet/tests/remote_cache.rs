@@ -232,7 +232,7 @@ fn redis_shares_across_checkouts_and_a_read_only_level_stays_empty() {
 }
 
 #[test]
-fn redis_cluster_shares_across_checkouts() {
+fn redis_cluster_shares_across_checkouts_and_a_read_only_level_stays_empty() {
     let Some(urls) = service("CACHET_TEST_REDIS_CLUSTER") else {
         return;
     };
@@ -252,6 +252,22 @@ fn redis_cluster_shares_across_checkouts() {
         "entries of {} keys sit on {nodes_with_keys} node",
         local_keys(&first).len()
     );
+
+    // Read-only: the nodes hold exactly as many keys after a build as before it.
+    let total = || -> u64 {
+        urls.split(',')
+            .map(|url| redis_cli(url, 0, &["DBSIZE"]).parse::<u64>().unwrap())
+            .sum()
+    };
+    let before = total();
+    read_only_build(
+        &vars(&[
+            ("CACHET_REDIS_CLUSTER_ENDPOINTS", &urls),
+            ("CACHET_REDIS_PREFIX", &unique_prefix("cluster-ro")),
+        ]),
+        "redis",
+    );
+    assert_eq!(total(), before, "a read-only level was written");
 }
 
 #[test]
