@@ -15,6 +15,36 @@ use opendal::{ErrorKind as DalErrorKind, Operator};
 use super::{io_error, key_path};
 use crate::cache::{CacheKey, Storage};
 
+/// A key-value store of items of limited size: memcached (ours, or OpenDAL's client).
+#[async_trait]
+pub trait Items: Send + Sync {
+    async fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>>;
+    async fn write(&self, key: &str, bytes: Vec<u8>) -> io::Result<()>;
+    async fn delete(&self, key: &str) -> io::Result<()>;
+}
+
+#[async_trait]
+impl Items for Operator {
+    async fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        match Operator::read(self, key).await {
+            Ok(buffer) => Ok(Some(buffer.to_vec())),
+            Err(e) if e.kind() == DalErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    async fn write(&self, key: &str, bytes: Vec<u8>) -> io::Result<()> {
+        Operator::write(self, key, bytes)
+            .await
+            .map(drop)
+            .map_err(io_error)
+    }
+
+    async fn delete(&self, key: &str) -> io::Result<()> {
+        Operator::delete(self, key).await.map_err(io_error)
+    }
+}
+
 pub const DEFAULT_ITEM_LIMIT: u64 = 1 << 20;
 pub const DEFAULT_MAX_CHUNKS: u64 = 64;
 /// Room left under the limit for the store's own item header and the key.
@@ -25,7 +55,7 @@ const TABLE: u8 = 1;
 const TABLE_LEN: usize = 1 + 4 + 8 + 32;
 
 pub struct Chunked {
-    op: Operator,
+    items: Box<dyn Items>,
     prefix: String,
     /// The most bytes one item may hold.
     item_bytes: usize,
@@ -33,25 +63,13 @@ pub struct Chunked {
 }
 
 impl Chunked {
-    pub fn new(op: Operator, prefix: String, item_limit: u64, max_chunks: u64) -> Chunked {
+    pub fn new(items: Box<dyn Items>, prefix: String, item_limit: u64, max_chunks: u64) -> Chunked {
         Chunked {
-            op,
+            items,
             prefix,
             item_bytes: item_limit.saturating_sub(ITEM_OVERHEAD).max(1024) as usize,
             max_chunks: max_chunks.max(1),
         }
-    }
-
-    async fn read_item(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
-        match self.op.read(path).await {
-            Ok(buffer) => Ok(Some(buffer.to_vec())),
-            Err(e) if e.kind() == DalErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_error(e)),
-        }
-    }
-
-    async fn write_item(&self, path: &str, bytes: Vec<u8>) -> io::Result<()> {
-        self.op.write(path, bytes).await.map(drop).map_err(io_error)
     }
 }
 
@@ -68,7 +86,7 @@ fn invalid(message: String) -> io::Error {
 impl Storage for Chunked {
     async fn get(&self, key: &CacheKey) -> io::Result<Option<Vec<u8>>> {
         let head = key_path(&self.prefix, key);
-        let Some(item) = self.read_item(&head).await? else {
+        let Some(item) = self.items.read(&head).await? else {
             return Ok(None);
         };
         match item.first() {
@@ -84,7 +102,7 @@ impl Storage for Chunked {
                 }
                 let mut whole = Vec::with_capacity(total.min(1 << 30) as usize);
                 for n in 0..count {
-                    match self.read_item(&chunk_path(&head, &hash, n)).await? {
+                    match self.items.read(&chunk_path(&head, &hash, n)).await? {
                         Some(chunk) => whole.extend_from_slice(&chunk),
                         // Evicted: the entry is gone.
                         None => return Ok(None),
@@ -109,7 +127,7 @@ impl Storage for Chunked {
             let mut item = Vec::with_capacity(bytes.len() + 1);
             item.push(WHOLE);
             item.extend_from_slice(&bytes);
-            return self.write_item(&head, item).await;
+            return self.items.write(&head, item).await;
         }
         let count = bytes.len().div_ceil(self.item_bytes) as u64;
         if count > self.max_chunks {
@@ -124,7 +142,8 @@ impl Storage for Chunked {
         }
         let hash = *blake3::hash(&bytes).as_bytes();
         for (n, chunk) in bytes.chunks(self.item_bytes).enumerate() {
-            self.write_item(&chunk_path(&head, &hash, n as u32), chunk.to_vec())
+            self.items
+                .write(&chunk_path(&head, &hash, n as u32), chunk.to_vec())
                 .await?;
         }
         let mut table = Vec::with_capacity(TABLE_LEN);
@@ -132,14 +151,11 @@ impl Storage for Chunked {
         table.extend_from_slice(&(count as u32).to_le_bytes());
         table.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
         table.extend_from_slice(&hash);
-        self.write_item(&head, table).await
+        self.items.write(&head, table).await
     }
 
     async fn remove(&self, key: &CacheKey) -> io::Result<()> {
         // The chunks age out of the store on their own.
-        self.op
-            .delete(&key_path(&self.prefix, key))
-            .await
-            .map_err(io_error)
+        self.items.delete(&key_path(&self.prefix, key)).await
     }
 }

@@ -2,14 +2,16 @@
 //!
 //! Every backend but one goes through OpenDAL. The bazel-remote HTTP layout is our own
 //! ([`http_cache`]): OpenDAL's `http` service is read-only and its `webdav` service sends
-//! PROPFIND and MKCOL, which bazel-remote refuses. Memcached gets a chunking layer
-//! ([`chunked`]) because its default item limit (1 MiB) is smaller than many rlibs.
+//! PROPFIND and MKCOL, which bazel-remote refuses. Memcached has a client of our own
+//! ([`memcached`], for speed) under a chunking layer ([`chunked`]), because its default
+//! item limit (1 MiB) is smaller than many rlibs.
 //!
 //! Keys are namespaced by the entry format version, so two versions of cachet can share
 //! one bucket without reading each other's entries: `<prefix>cachet/v2/<key>`.
 
 pub mod chunked;
 pub mod http_cache;
+pub mod memcached;
 
 use std::io;
 use std::sync::Arc;
@@ -132,21 +134,35 @@ pub fn build(config: &RemoteConfig) -> Result<Arc<dyn Storage>, String> {
             dal(Operator::new(b))
         }
         RemoteKind::Memcached => {
-            let mut b = opendal::services::Memcached::default()
-                .endpoint(text("endpoint"))
-                .root("/");
-            if let Some(v) = config.get("username") {
-                b = b.username(v);
+            let endpoint = text("endpoint");
+            let items: Box<dyn chunked::Items> = match config.get("username") {
+                // SASL needs the binary protocol: OpenDAL's client has it (and is slow,
+                // see memcached.rs).
+                Some(user) => {
+                    let mut b = opendal::services::Memcached::default()
+                        .endpoint(endpoint)
+                        .root("/")
+                        .username(user);
+                    if let Some(v) = config.get("password") {
+                        b = b.password(v);
+                    }
+                    if let Some(ttl) = config.duration("ttl") {
+                        b = b.default_ttl(ttl);
+                    }
+                    Box::new(Operator::new(b).map_err(|e| e.to_string())?)
+                }
+                None => {
+                    let expiry = config.duration("ttl").map_or(0, |d| d.as_secs() as u32);
+                    Box::new(memcached::Memcached::new(endpoint, expiry)?)
+                }
+            };
+            if prefix.len() > memcached::MAX_KEY_LEN - 100 || prefix.contains(char::is_whitespace) {
+                return Err(format!(
+                    "memcached keys hold the prefix: `{prefix}` must be under 150 bytes, without spaces"
+                ));
             }
-            if let Some(v) = config.get("password") {
-                b = b.password(v);
-            }
-            if let Some(ttl) = config.duration("ttl") {
-                b = b.default_ttl(ttl);
-            }
-            let op = Operator::new(b).map_err(|e| e.to_string())?;
             Ok(Arc::new(chunked::Chunked::new(
-                op,
+                items,
                 prefix,
                 config
                     .size("item_limit")

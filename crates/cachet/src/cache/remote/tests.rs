@@ -161,7 +161,7 @@ async fn item_sizes(op: &Operator) -> Vec<(String, usize)> {
 async fn chunked_items_never_exceed_the_limit_and_round_trip() {
     let op = memory();
     let limit = 4096;
-    let store = Chunked::new(op.clone(), String::new(), limit, 64);
+    let store = Chunked::new(Box::new(op.clone()), String::new(), limit, 64);
     for (n, len) in [0usize, 10, 3000, 3071, 3072, 10_000, 100_000]
         .into_iter()
         .enumerate()
@@ -180,7 +180,7 @@ async fn chunked_items_never_exceed_the_limit_and_round_trip() {
 
 #[tokio::test]
 async fn chunked_refuses_entries_above_max_chunks_as_too_large() {
-    let store = Chunked::new(memory(), String::new(), 4096, 2);
+    let store = Chunked::new(Box::new(memory()), String::new(), 4096, 2);
     let err = store
         .put(&CacheKey([1; 32]), vec![0; 20_000])
         .await
@@ -191,7 +191,7 @@ async fn chunked_refuses_entries_above_max_chunks_as_too_large() {
 #[tokio::test]
 async fn an_evicted_chunk_is_a_miss_and_a_bad_table_an_error() {
     let op = memory();
-    let store = Chunked::new(op.clone(), String::new(), 4096, 64);
+    let store = Chunked::new(Box::new(op.clone()), String::new(), 4096, 64);
     let key = CacheKey([9; 32]);
     store.put(&key, vec![5; 20_000]).await.unwrap();
     let head = key_path("", &key);
