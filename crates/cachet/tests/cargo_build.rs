@@ -81,7 +81,11 @@ impl Workspace {
         self.cargo_with(args, vars, false)
     }
 
+    /// `cargo clean`, once the server's cache writes are done: they go on after each
+    /// compile's answer, and a warm build that starts at once could outrun them (a large
+    /// proc-macro's entry, on a slow disk).
     fn clean(&self) {
+        self.env.settle();
         self.cargo_with(&["clean", "-q"], &[], true);
     }
 
