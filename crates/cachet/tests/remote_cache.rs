@@ -1,6 +1,6 @@
 //! Shared caches against real servers on loopback, started by `scripts/services start`
-//! (`.ci/run` does it): redis (one node and a 3-node Cluster), memcached, SeaweedFS S3,
-//! nginx WebDAV, and nginx as a bazel-remote style HTTP store.
+//! (`.ci/run` does it): redis (one node, over TLS too, and a 3-node Cluster), memcached,
+//! SeaweedFS S3, nginx WebDAV, and nginx as a bazel-remote style HTTP store.
 //!
 //! Each backend shows: two cachet servers with their own local dirs and runtime dirs share
 //! one remote, with the project checked out at two paths; a read-only level is never
@@ -734,4 +734,23 @@ fn s3_anonymous_read_only_level_serves_what_a_trusted_build_stored() {
     assert_eq!(n(&level(&stats, "s3")["hits"]), 6, "{stats}");
     assert_eq!(n(&level(&stats, "s3")["errors"]), 0, "{stats}");
     assert_eq!(built, build_outputs(&dir.join("out")));
+}
+
+#[test]
+fn redis_over_tls_shares_across_checkouts() {
+    let Some(url) = service("CACHET_TEST_REDIS_TLS") else {
+        return;
+    };
+    let Some(ca) = service("CACHET_TEST_TLS_CA") else {
+        return;
+    };
+    // The server's certificate is signed by a test CA, trusted through SSL_CERT_FILE.
+    shares_across_checkouts(
+        &vars(&[
+            ("CACHET_REDIS_ENDPOINT", &url),
+            ("CACHET_REDIS_PREFIX", &unique_prefix("tls")),
+            ("SSL_CERT_FILE", &ca),
+        ]),
+        "redis",
+    );
 }
