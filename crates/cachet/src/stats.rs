@@ -30,6 +30,8 @@ pub struct Counters {
     /// Entries that failed their checksum, did not decode or have another format version:
     /// counted misses, never restored (the local disk also removes its own).
     pub corrupt_entries: u64,
+    /// Hits on entries whose writes were still going on, served from the server's memory.
+    pub hits_before_written: u64,
     /// Compiles that joined an identical one already running instead of running again.
     pub dedup_joins: u64,
     /// Connections from another user, refused.
@@ -269,6 +271,10 @@ impl StatsSnapshot {
             (
                 "Cache write errors".into(),
                 c.cache_write_errors.to_string(),
+            ),
+            (
+                "Hits on entries still being written".into(),
+                c.hits_before_written.to_string(),
             ),
             (
                 "Corrupt entries (never restored)".into(),

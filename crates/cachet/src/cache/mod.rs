@@ -145,6 +145,16 @@ pub struct Cache {
     levels: Vec<Arc<Level>>,
     stats: Arc<Stats>,
     pending: PendingWrites,
+    /// Entries whose writes are still going on, readable meanwhile: a build that starts
+    /// the moment the last one ended must not miss what is being written.
+    unwritten: Unwritten,
+}
+
+type Unwritten = Arc<std::sync::Mutex<std::collections::HashMap<CacheKey, Arc<CacheEntry>>>>;
+
+fn unwritten_get(unwritten: &Unwritten, key: &CacheKey) -> Option<CacheEntry> {
+    let map = unwritten.lock().unwrap_or_else(|e| e.into_inner());
+    map.get(key).map(|entry| CacheEntry::clone(entry))
 }
 
 impl Cache {
@@ -170,6 +180,7 @@ impl Cache {
             levels,
             stats,
             pending: PendingWrites::default(),
+            unwritten: Unwritten::default(),
         }
     }
 
@@ -185,12 +196,31 @@ impl Cache {
     /// the entry into the faster writable levels in the background. An error or a corrupt
     /// entry on one level is counted and the next level is tried.
     pub async fn get(&self, key: &CacheKey) -> Option<CacheEntry> {
+        if let Some(entry) = unwritten_get(&self.unwritten, key) {
+            self.stats.update(|c| c.hits_before_written += 1);
+            return Some(entry);
+        }
         read_levels(&self.levels, &self.stats, &self.pending, key).await
     }
 
     /// Stores `entry` without making anyone wait; failures are logged and counted.
     pub fn put_in_background(&self, key: CacheKey, entry: CacheEntry) {
-        self.update_in_background(key, false, move |_| Some(entry));
+        // Readable from now on, before the task that writes it has even started.
+        let entry = Arc::new(entry);
+        self.unwritten
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, entry.clone());
+        let guard = self.pending.reserve();
+        let (levels, stats, unwritten) = (
+            self.levels.clone(),
+            self.stats.clone(),
+            self.unwritten.clone(),
+        );
+        tokio::spawn(async move {
+            store(&levels, &stats, &unwritten, key, entry).await;
+            drop(guard);
+        });
     }
 
     /// Reads the entry at `key` (when `read_first`), lets `change` decide what to store
@@ -203,31 +233,57 @@ impl Cache {
         change: impl FnOnce(Option<CacheEntry>) -> Option<CacheEntry> + Send + 'static,
     ) {
         let guard = self.pending.reserve();
-        let (levels, stats, pending) = (
+        let (levels, stats, pending, unwritten) = (
             self.levels.clone(),
             self.stats.clone(),
             self.pending.clone(),
+            self.unwritten.clone(),
         );
         tokio::spawn(async move {
-            let old = if read_first {
-                read_levels(&levels, &stats, &pending, &key).await
-            } else {
+            let old = if !read_first {
                 None
+            } else if let Some(entry) = unwritten_get(&unwritten, &key) {
+                // A write of this key is still going on: build on it, not on the older copy.
+                Some(entry)
+            } else {
+                read_levels(&levels, &stats, &pending, &key).await
             };
             if let Some(entry) = change(old) {
-                match tokio::task::spawn_blocking(move || entry.encode()).await {
-                    Ok(bytes) => {
-                        let targets: Vec<_> = levels.iter().filter(|l| !l.read_only).collect();
-                        write_all(&targets, &key, bytes, false, &stats).await;
-                    }
-                    Err(e) => {
-                        tracing::warn!("encoding cache entry {} failed: {e}", key.to_hex());
-                        stats.update(|c| c.cache_write_errors += 1);
-                    }
-                }
+                let entry = Arc::new(entry);
+                unwritten
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, entry.clone());
+                store(&levels, &stats, &unwritten, key, entry).await;
             }
             drop(guard);
         });
+    }
+}
+
+/// Encodes `entry` (already in `unwritten`) and writes it to every writable level, then
+/// takes it out of `unwritten` unless a newer entry for the key has come meanwhile.
+async fn store(
+    levels: &[Arc<Level>],
+    stats: &Arc<Stats>,
+    unwritten: &Unwritten,
+    key: CacheKey,
+    entry: Arc<CacheEntry>,
+) {
+    let encoding = entry.clone();
+    match tokio::task::spawn_blocking(move || encoding.encode()).await {
+        Ok(bytes) => {
+            let targets: Vec<_> = levels.iter().filter(|l| !l.read_only).collect();
+            write_all(&targets, &key, bytes, false, stats).await;
+        }
+        Err(e) => {
+            tracing::warn!("encoding cache entry {} failed: {e}", key.to_hex());
+            stats.update(|c| c.cache_write_errors += 1);
+        }
+    }
+    let mut map = unwritten.lock().unwrap_or_else(|e| e.into_inner());
+    if map.get(&key).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
+        map.remove(&key);
     }
 }
 

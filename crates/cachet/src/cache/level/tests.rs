@@ -342,3 +342,30 @@ async fn zeroing_keeps_the_level_names() {
     );
     assert_eq!(c.levels[0].writes, 0);
 }
+
+#[tokio::test]
+async fn an_entry_is_readable_while_its_writes_are_still_going_on() {
+    let s = two_levels(false);
+    // The remote takes its whole timeout to fail: the write stays pending meanwhile.
+    s.shared.set(Mode::Hangs);
+    s.cache.put_in_background(key(20), entry(20));
+    assert_eq!(s.cache.get(&key(20)).await, Some(entry(20)));
+    assert_eq!(s.stats.counters().hits_before_written, 1);
+
+    // An update that reads first builds on the entry being written, not on nothing.
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+    s.cache.update_in_background(key(20), true, move |old| {
+        let _ = seen_tx.send(old.clone());
+        old
+    });
+    assert_eq!(seen_rx.await.unwrap(), Some(entry(20)));
+
+    drained(&s.cache).await;
+    assert_eq!(s.cache.get(&key(20)).await, Some(entry(20)));
+    let c = s.stats.counters();
+    assert_eq!(
+        c.hits_before_written, 1,
+        "once written, it is read from the disk"
+    );
+    assert_eq!(c.levels[0].hits, 1);
+}
