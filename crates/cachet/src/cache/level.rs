@@ -177,16 +177,7 @@ impl Level {
             // corrupt entry, not a failing store, so it does not count toward the breaker.
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                 self.succeeded();
-                tracing::warn!(
-                    "cache level {}: entry {} is corrupt: {e}",
-                    self.name,
-                    key.to_hex()
-                );
-                stats.update(|c| c.corrupt_entries += 1);
-                self.count(stats, |l| {
-                    l.corrupt += 1;
-                    l.misses += 1;
-                });
+                self.note_corrupt(key, stats, &e);
                 Read::Failed
             }
             Err(e) => {
@@ -202,12 +193,29 @@ impl Level {
         self.count(stats, |l| l.hits += 1);
     }
 
-    /// An entry found here that failed its checks: a miss, never restored.
-    pub async fn count_corrupt(&self, key: &CacheKey, stats: &Stats) {
+    /// An entry here that failed a check: logged, and counted as a miss, never restored.
+    fn note_corrupt(&self, key: &CacheKey, stats: &Stats, why: &(dyn std::fmt::Display + Sync)) {
+        tracing::warn!(
+            "cache level {}: entry {} is unusable ({why}); treating it as a miss",
+            self.name,
+            key.to_hex()
+        );
+        stats.update(|c| c.corrupt_entries += 1);
         self.count(stats, |l| {
             l.corrupt += 1;
             l.misses += 1;
         });
+    }
+
+    /// An entry read from here that failed to decode: counted as corrupt, and removed when
+    /// it is this level's own file.
+    pub async fn count_corrupt(
+        &self,
+        key: &CacheKey,
+        stats: &Stats,
+        why: &(dyn std::fmt::Display + Sync),
+    ) {
+        self.note_corrupt(key, stats, why);
         if self.remove_corrupt
             && let Err(e) = self.storage.remove(key).await
         {

@@ -157,6 +157,14 @@ fn unwritten_get(unwritten: &Unwritten, key: &CacheKey) -> Option<CacheEntry> {
     map.get(key).map(|entry| CacheEntry::clone(entry))
 }
 
+/// Makes `entry` readable until [`store`] has written it.
+fn unwritten_insert(unwritten: &Unwritten, key: CacheKey, entry: CacheEntry) -> Arc<CacheEntry> {
+    let entry = Arc::new(entry);
+    let mut map = unwritten.lock().unwrap_or_else(|e| e.into_inner());
+    map.insert(key, entry.clone());
+    entry
+}
+
 impl Cache {
     /// A cache of one level, the local disk.
     pub fn new(storage: Arc<dyn Storage>, stats: Arc<Stats>) -> Cache {
@@ -206,11 +214,7 @@ impl Cache {
     /// Stores `entry` without making anyone wait; failures are logged and counted.
     pub fn put_in_background(&self, key: CacheKey, entry: CacheEntry) {
         // Readable from now on, before the task that writes it has even started.
-        let entry = Arc::new(entry);
-        self.unwritten
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, entry.clone());
+        let entry = unwritten_insert(&self.unwritten, key, entry);
         let guard = self.pending.reserve();
         let (levels, stats, unwritten) = (
             self.levels.clone(),
@@ -249,11 +253,7 @@ impl Cache {
                 read_levels(&levels, &stats, &pending, &key).await
             };
             if let Some(entry) = change(old) {
-                let entry = Arc::new(entry);
-                unwritten
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key, entry.clone());
+                let entry = unwritten_insert(&unwritten, key, entry);
                 store(&levels, &stats, &unwritten, key, entry).await;
             }
             drop(guard);
@@ -332,15 +332,7 @@ async fn read_levels(
                 }
                 return Some(entry);
             }
-            Err(e) => {
-                tracing::warn!(
-                    "cache entry {} on level {} is unusable ({e}); treating it as a miss",
-                    key.to_hex(),
-                    level.name
-                );
-                stats.update(|c| c.corrupt_entries += 1);
-                level.count_corrupt(key, stats).await;
-            }
+            Err(e) => level.count_corrupt(key, stats, &e).await,
         }
     }
     None

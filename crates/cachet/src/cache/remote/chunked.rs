@@ -10,40 +10,9 @@
 use std::io;
 
 use async_trait::async_trait;
-use opendal::{ErrorKind as DalErrorKind, Operator};
 
-use super::{io_error, key_path};
+use super::{Items, key_path};
 use crate::cache::{CacheKey, Storage};
-
-/// A key-value store of items of limited size: memcached (ours, or OpenDAL's client).
-#[async_trait]
-pub trait Items: Send + Sync {
-    async fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>>;
-    async fn write(&self, key: &str, bytes: Vec<u8>) -> io::Result<()>;
-    async fn delete(&self, key: &str) -> io::Result<()>;
-}
-
-#[async_trait]
-impl Items for Operator {
-    async fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
-        match Operator::read(self, key).await {
-            Ok(buffer) => Ok(Some(buffer.to_vec())),
-            Err(e) if e.kind() == DalErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_error(e)),
-        }
-    }
-
-    async fn write(&self, key: &str, bytes: Vec<u8>) -> io::Result<()> {
-        Operator::write(self, key, bytes)
-            .await
-            .map(drop)
-            .map_err(io_error)
-    }
-
-    async fn delete(&self, key: &str) -> io::Result<()> {
-        Operator::delete(self, key).await.map_err(io_error)
-    }
-}
 
 pub const DEFAULT_ITEM_LIMIT: u64 = 1 << 20;
 pub const DEFAULT_MAX_CHUNKS: u64 = 64;

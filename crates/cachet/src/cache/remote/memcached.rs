@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::chunked::Items;
+use super::Items;
 
 /// Connections kept open for reuse; more are opened when all are busy.
 const IDLE_CONNECTIONS: usize = 16;

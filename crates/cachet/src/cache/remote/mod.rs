@@ -52,10 +52,7 @@ pub fn build(config: &RemoteConfig) -> Result<Arc<dyn Storage>, String> {
     let prefix = config.prefix.clone();
     let dal = |op: Result<Operator, opendal::Error>| -> Result<Arc<dyn Storage>, String> {
         let op = op.map_err(|e| e.to_string())?;
-        Ok(Arc::new(OpendalStorage {
-            op,
-            prefix: prefix.clone(),
-        }))
+        Ok(Arc::new(Prefixed::new(op, prefix.clone())))
     };
     let text = |key: &str| config.get(key).unwrap_or("");
     match config.kind {
@@ -135,7 +132,7 @@ pub fn build(config: &RemoteConfig) -> Result<Arc<dyn Storage>, String> {
         }
         RemoteKind::Memcached => {
             let endpoint = text("endpoint");
-            let items: Box<dyn chunked::Items> = match config.get("username") {
+            let items: Box<dyn Items> = match config.get("username") {
                 // SASL needs the binary protocol: OpenDAL's client has it (and is slow,
                 // see memcached.rs).
                 Some(user) => {
@@ -259,7 +256,7 @@ pub fn build(config: &RemoteConfig) -> Result<Arc<dyn Storage>, String> {
                 extra_headers: Vec::new(),
             })
             .map_err(|e| e.to_string())?;
-            Ok(Arc::new(HttpStorage { cache, prefix }))
+            Ok(Arc::new(Prefixed::new(cache, prefix)))
         }
     }
 }
@@ -276,63 +273,77 @@ pub fn io_error(e: opendal::Error) -> io::Error {
     io::Error::new(kind, e.to_string())
 }
 
-/// A store reached through OpenDAL.
-pub struct OpendalStorage {
-    op: Operator,
-    prefix: String,
-}
-
-impl OpendalStorage {
-    pub fn new(op: Operator, prefix: String) -> OpendalStorage {
-        OpendalStorage { op, prefix }
-    }
+/// A store of named items: OpenDAL's services, our memcached client, the HTTP layout.
+#[async_trait]
+pub trait Items: Send + Sync {
+    /// Ok(None) when there is no such item.
+    async fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>>;
+    async fn write(&self, key: &str, bytes: Vec<u8>) -> io::Result<()>;
+    async fn delete(&self, key: &str) -> io::Result<()>;
 }
 
 #[async_trait]
-impl Storage for OpendalStorage {
-    async fn get(&self, key: &CacheKey) -> io::Result<Option<Vec<u8>>> {
-        match self.op.read(&key_path(&self.prefix, key)).await {
+impl Items for Operator {
+    async fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        match Operator::read(self, key).await {
             Ok(buffer) => Ok(Some(buffer.to_vec())),
             Err(e) if e.kind() == DalErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_error(e)),
         }
     }
 
-    async fn put(&self, key: &CacheKey, bytes: Vec<u8>) -> io::Result<()> {
-        self.op
-            .write(&key_path(&self.prefix, key), bytes)
+    async fn write(&self, key: &str, bytes: Vec<u8>) -> io::Result<()> {
+        Operator::write(self, key, bytes)
             .await
             .map(drop)
             .map_err(io_error)
     }
 
-    async fn remove(&self, key: &CacheKey) -> io::Result<()> {
-        self.op
-            .delete(&key_path(&self.prefix, key))
-            .await
-            .map_err(io_error)
+    async fn delete(&self, key: &str) -> io::Result<()> {
+        Operator::delete(self, key).await.map_err(io_error)
     }
-}
-
-/// The bazel-remote HTTP layout as a [`Storage`].
-struct HttpStorage {
-    cache: http_cache::HttpCache,
-    prefix: String,
 }
 
 #[async_trait]
-impl Storage for HttpStorage {
-    async fn get(&self, key: &CacheKey) -> io::Result<Option<Vec<u8>>> {
-        self.cache.get(&key_path(&self.prefix, key)).await
+impl Items for http_cache::HttpCache {
+    async fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        self.get(key).await
     }
 
-    async fn put(&self, key: &CacheKey, bytes: Vec<u8>) -> io::Result<()> {
-        self.cache.put(&key_path(&self.prefix, key), bytes).await
+    async fn write(&self, key: &str, bytes: Vec<u8>) -> io::Result<()> {
+        self.put(key, bytes).await
     }
 
     /// bazel-remote has no delete; a bad entry is replaced by the next store of its key.
-    async fn remove(&self, _key: &CacheKey) -> io::Result<()> {
+    async fn delete(&self, _key: &str) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// A [`Storage`] over a store of named items, each entry at [`key_path`].
+pub struct Prefixed<I> {
+    items: I,
+    prefix: String,
+}
+
+impl<I: Items> Prefixed<I> {
+    pub fn new(items: I, prefix: String) -> Prefixed<I> {
+        Prefixed { items, prefix }
+    }
+}
+
+#[async_trait]
+impl<I: Items> Storage for Prefixed<I> {
+    async fn get(&self, key: &CacheKey) -> io::Result<Option<Vec<u8>>> {
+        self.items.read(&key_path(&self.prefix, key)).await
+    }
+
+    async fn put(&self, key: &CacheKey, bytes: Vec<u8>) -> io::Result<()> {
+        self.items.write(&key_path(&self.prefix, key), bytes).await
+    }
+
+    async fn remove(&self, key: &CacheKey) -> io::Result<()> {
+        self.items.delete(&key_path(&self.prefix, key)).await
     }
 }
 

@@ -136,7 +136,7 @@ async fn a_down_remote_is_an_error_not_a_hang() {
 #[tokio::test]
 async fn opendal_storage_round_trips_and_misses_are_none() {
     let op = memory();
-    let storage = OpendalStorage::new(op.clone(), "p/".into());
+    let storage = Prefixed::new(op.clone(), "p/".into());
     let key = CacheKey([3; 32]);
     assert_eq!(storage.get(&key).await.unwrap(), None);
     storage.put(&key, b"entry".to_vec()).await.unwrap();
