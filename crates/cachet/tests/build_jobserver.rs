@@ -247,19 +247,7 @@ fn a_compiler_killed_holding_tokens_costs_no_pool_a_token(fifo: bool) {
     let cc = greedy(&env);
     let pids = env.dir.path().join("pids");
     let child = compile(&env, &cc, "victim.c", Some(&pool));
-    wait_for("the compiler to hold tokens", || {
-        std::fs::read_dir(&pids).unwrap().count() > 0
-    });
-    let pid: i32 = std::fs::read_dir(&pids)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .file_name()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pid = wait_for_pid_file("the compiler to hold tokens", &pids);
     assert!(pool.available() < 3, "the compiler holds nothing");
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let out = child.wait_with_output().unwrap();

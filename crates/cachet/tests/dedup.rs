@@ -90,19 +90,7 @@ fn a_compile_nobody_waits_for_is_killed() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("the compile to start", || {
-        std::fs::read_dir(&pids).unwrap().count() > 0
-    });
-    let pid: i32 = std::fs::read_dir(&pids)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .file_name()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pid = wait_for_pid_file("the compile to start", &pids);
     client.kill().unwrap();
     client.wait().unwrap();
     wait_for("the orphaned compile to be killed", || !process_alive(pid));

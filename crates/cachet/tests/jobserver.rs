@@ -159,19 +159,7 @@ fn a_client_killed_mid_compile_kills_its_compiler_and_returns_the_token() {
         .process_group(0)
         .spawn()
         .unwrap();
-    wait_for("the compiler to start", || {
-        std::fs::read_dir(&pids).unwrap().count() > 0
-    });
-    let compiler_pid: i32 = std::fs::read_dir(&pids)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .file_name()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let compiler_pid = wait_for_pid_file("the compiler to start", &pids);
     assert!(process_alive(compiler_pid));
     client.kill().unwrap(); // SIGKILL
     client.wait().unwrap();

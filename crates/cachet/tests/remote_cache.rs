@@ -48,9 +48,15 @@ fn fixture() -> PathBuf {
 /// A cachet with its own local dir and runtime dir, its base dir set to its own work dir
 /// (where the checkout lives), and the remote settings given.
 fn cachet_with(remote: &[(String, String)]) -> Env {
-    let mut env = Env::new();
-    let base = env.work.to_str().unwrap().to_owned();
-    env = env.with_env("CACHET_BASE_DIRS", &base);
+    let env = Env::new();
+    let base = env.work.clone();
+    with_remote(env, &base, remote)
+}
+
+/// `env` with `base` as its base dir and the remote settings given (a second cachet that
+/// builds another one's checkout passes that one's base dir).
+fn with_remote(env: Env, base: &Path, remote: &[(String, String)]) -> Env {
+    let mut env = env.with_env("CACHET_BASE_DIRS", base.to_str().unwrap());
     for (k, v) in remote {
         env = env.with_env(k, v);
     }
@@ -681,10 +687,7 @@ fn corrupt_and_wrong_version_entries_in_a_remote_are_counted_misses_never_restor
     }
 
     // A second cachet (empty local dir) builds the same checkout again.
-    let mut second = Env::new().with_env("CACHET_BASE_DIRS", first.work.to_str().unwrap());
-    for (k, v) in &remote {
-        second = second.with_env(k, v);
-    }
+    let second = with_remote(Env::new(), &first.work, &remote);
     let built = build_outputs(&one.join("out"));
     std::fs::remove_dir_all(one.join("out")).unwrap();
     make_ok(&second, &one);
@@ -718,16 +721,17 @@ fn s3_anonymous_read_only_level_serves_what_a_trusted_build_stored() {
     let built = build_outputs(&dir.join("out"));
 
     // A fork's build: no credentials at all, read-only, same checkout path.
-    let mut reader = Env::new().with_env("CACHET_BASE_DIRS", writer.work.to_str().unwrap());
-    for (k, v) in vars(&[
-        ("CACHET_S3_ENDPOINT", &endpoint),
-        ("CACHET_S3_BUCKET", &bucket),
-        ("CACHET_S3_PREFIX", &prefix),
-        ("CACHET_S3_ANONYMOUS", "true"),
-        ("CACHET_S3_READ_ONLY", "true"),
-    ]) {
-        reader = reader.with_env(&k, &v);
-    }
+    let reader = with_remote(
+        Env::new(),
+        &writer.work,
+        &vars(&[
+            ("CACHET_S3_ENDPOINT", &endpoint),
+            ("CACHET_S3_BUCKET", &bucket),
+            ("CACHET_S3_PREFIX", &prefix),
+            ("CACHET_S3_ANONYMOUS", "true"),
+            ("CACHET_S3_READ_ONLY", "true"),
+        ]),
+    );
     std::fs::remove_dir_all(dir.join("out")).unwrap();
     make_ok(&reader, &dir);
     let stats = reader.settle();

@@ -305,6 +305,14 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until a file appears in `dir` (a test compiler writes one named after its pid),
+/// and returns the pid it names.
+pub fn wait_for_pid_file(what: &str, dir: &Path) -> i32 {
+    wait_for(what, || std::fs::read_dir(dir).unwrap().count() > 0);
+    let entry = std::fs::read_dir(dir).unwrap().next().unwrap().unwrap();
+    entry.file_name().to_str().unwrap().parse().unwrap()
+}
+
 pub fn process_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat.contains(") Z "),
