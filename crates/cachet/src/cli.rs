@@ -76,7 +76,11 @@ pub fn main() -> i32 {
         };
         return report(commands::jobserver_env(&config));
     }
-    // `cachet <compiler> args…`: the first argument is not an option.
+    // `cachet <compiler> args…`: the first argument is not an option. Words that name
+    // cachet itself (`cachet cachet gcc`) are skipped.
+    while argv.len() > 2 && client::names_cachet(&argv[1]) {
+        argv.remove(1);
+    }
     if argv.len() > 1 && !argv[1].to_string_lossy().starts_with('-') {
         let compiler = argv.remove(1);
         argv.remove(0);
@@ -117,12 +121,18 @@ pub fn main() -> i32 {
     if cli.show_config {
         actions.push(commands::show_config);
     }
-    let json = cli.json;
-    let show_stats = move |config: &Config| commands::show_stats(config, json);
+    if cli.show_stats {
+        // Before a stop: the stats of the server that runs, never of one started to show them.
+        actions.push(if cli.json {
+            |config| commands::show_stats(config, true)
+        } else {
+            |config| commands::show_stats(config, false)
+        });
+    }
     if cli.stop_server {
         actions.push(commands::stop_server);
     }
-    if actions.is_empty() && !cli.show_stats {
+    if actions.is_empty() {
         use clap::CommandFactory;
         let _ = Cli::command().print_help();
         return 2;
@@ -131,21 +141,19 @@ pub fn main() -> i32 {
     for action in actions {
         code = code.max(report(action(&config)));
     }
-    if cli.show_stats {
-        code = code.max(report(show_stats(&config)));
-    }
     code
 }
 
+/// Prints a command's answer. A reader that went away (`cachet -s | head -3`) ends the
+/// output quietly, as it ends other tools' output: no panic, no message.
 fn report(outcome: commands::Outcome) -> i32 {
-    match outcome {
-        Ok(text) => {
-            println!("{text}");
-            0
-        }
-        Err(text) => {
-            eprintln!("cachet: {text}");
-            1
-        }
+    use std::io::Write;
+    let (written, code) = match outcome {
+        Ok(text) => (writeln!(std::io::stdout(), "{text}"), 0),
+        Err(text) => (writeln!(std::io::stderr(), "cachet: {text}"), 1),
+    };
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => 1,
+        _ => code,
     }
 }

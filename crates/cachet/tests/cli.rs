@@ -316,3 +316,87 @@ fn the_server_keeps_no_inherited_descriptor() {
     );
     assert!(env.socket().exists(), "the server is still running");
 }
+
+/// `cachet cachet gcc …` (a launcher in front of `CC="cachet gcc"`) and `cachet /x/gcc …`
+/// where `/x/gcc` is a cachet masquerade link (CMake's launcher with such a `CC`) both
+/// compile with the real gcc, as a plain compile would.
+#[test]
+fn words_that_name_cachet_itself_are_skipped() {
+    let env = Env::new();
+    env.write("t.c", "int t(void) { return 1; }\n");
+    assert!(
+        env.command("gcc")
+            .args(["-c", "t.c", "-o", "plain.o"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let plain = std::fs::read(env.work.join("plain.o")).unwrap();
+    let masquerade = env.dir.path().join("bin/gcc");
+    std::fs::create_dir_all(masquerade.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(CACHET, &masquerade).unwrap();
+    let masquerade = masquerade.to_str().unwrap();
+    let forms: [&[&str]; 4] = [
+        &["cachet", "gcc"],
+        &["cachet", "cachet", "gcc"],
+        &[CACHET, "gcc"],
+        &[masquerade],
+    ];
+    for form in forms {
+        let mut args = form.to_vec();
+        args.extend(["-c", "t.c", "-o", "t.o"]);
+        let out = env.run(&args);
+        assert!(out.status.success(), "{form:?}: {}", stderr(&out));
+        assert_eq!(
+            std::fs::read(env.work.join("t.o")).unwrap(),
+            plain,
+            "{form:?}"
+        );
+        std::fs::remove_file(env.work.join("t.o")).unwrap();
+    }
+    let stats = env.settle();
+    assert_eq!(stats["counters"]["compile_requests"], 4, "{stats}");
+}
+
+/// `cachet --show-stats | head -3`: a reader that goes away ends the output quietly.
+#[test]
+fn a_closed_stdout_ends_the_output_quietly() {
+    let env = Env::new();
+    for args in [
+        &["--show-stats"][..],
+        &["--show-config"],
+        &["--show-stats", "--json"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = env
+            .cachet()
+            .args(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(out.stderr.is_empty(), "{args:?}: {}", stderr(&out));
+    }
+}
+
+/// `--stop-server --show-stats` shows the running server's stats, then stops it: no new
+/// server is started to show them.
+#[test]
+fn stop_server_with_show_stats_leaves_no_server() {
+    let env = Env::new();
+    env.write("t.c", "int t(void) { return 1; }\n");
+    env.ok(&["gcc", "-c", "t.c"]);
+    let out = env.ok(&["--stop-server", "--show-stats", "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let stats: serde_json::Value = serde_json::Deserializer::from_str(&text)
+        .into_iter()
+        .next()
+        .expect("stats first")
+        .unwrap();
+    assert_eq!(stats["counters"]["compile_requests"], 1, "{text}");
+    wait_for("the server to exit", || !env.socket().exists());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!env.socket().exists(), "a server was started again");
+}

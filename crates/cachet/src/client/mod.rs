@@ -15,7 +15,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 pub use connect::{ClientError, Connection, Start};
-pub use resolve::resolve_compiler;
+pub use resolve::{names_cachet, resolve_compiler};
 
 use crate::config::Config;
 use cachet_jobserver::inherited::{self, Found, NotFound};

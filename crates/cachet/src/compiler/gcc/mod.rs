@@ -104,9 +104,14 @@ pub fn plan(identity: &Identity, request: &CompileRequest) -> Result<Plan, Strin
             pre.insert(0, flag.into());
         }
     }
+    let object = cwd.join(&args.output);
+    let depfile = args.depfile.as_ref().map(|d| cwd.join(&d.path));
+    for path in std::iter::once(&object).chain(&depfile) {
+        super::outputs::check_output_path(path)?;
+    }
     Ok(Plan {
-        object: cwd.join(&args.output),
-        depfile: args.depfile.as_ref().map(|d| cwd.join(&d.path)),
+        object,
+        depfile,
         compile_args,
         preprocess_args,
         color_flag,

@@ -324,6 +324,11 @@ impl CompileService {
         let display = display_key(&args);
         let outputs = output_names(&args);
         let out_dir = cwd.join(&args.out_dir);
+        for name in &outputs {
+            if let Err(reason) = super::outputs::check_output_path(&out_dir.join(name)) {
+                return Ok(self.rust_local(&args.crate_types, format!("{name}: {reason}")));
+            }
+        }
         let recache = request
             .env_var("CACHET_RECACHE")
             .is_some_and(|v| !v.is_empty() && v != b"0");
@@ -718,7 +723,8 @@ fn collect(
     let split = split_debuginfo_files(out_dir, stem, since);
     for name in outputs.iter().chain(&split) {
         let path = out_dir.join(name);
-        let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let data =
+            super::outputs::read_regular(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mode = std::fs::metadata(&path)
             .map_err(|e| e.to_string())?
             .permissions()
