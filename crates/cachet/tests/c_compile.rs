@@ -358,3 +358,92 @@ fn debug_info_keys_on_the_recorded_working_directory() {
         );
     }
 }
+
+/// gcc writes no dependency file for plain assembler input, even with `-MD`: a stale `.d`
+/// lying there is neither stored nor restored, and the object is still cached.
+#[test]
+fn assembler_input_with_md_writes_no_depfile() {
+    let env = Env::new();
+    env.write("t.s", ".text\n.globl f\nf:\n\tret\n");
+    env.write("t.d", "stale: dependencies\n");
+    let args = ["-c", "t.s", "-o", "t.o", "-MD"];
+    assert!(env.command("gcc").args(args).status().unwrap().success());
+    let plain = std::fs::read(env.work.join("t.o")).unwrap();
+    for round in ["miss", "hit"] {
+        std::fs::remove_file(env.work.join("t.o")).unwrap();
+        let stale = format!("stale: {round}\n");
+        env.write("t.d", &stale);
+        let mut full = vec!["gcc"];
+        full.extend(args);
+        env.ok(&full);
+        assert_eq!(
+            std::fs::read(env.work.join("t.o")).unwrap(),
+            plain,
+            "{round}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(env.work.join("t.d")).unwrap(),
+            stale,
+            "{round}: the .d was written"
+        );
+        env.settle();
+    }
+    assert_eq!(env.counter("cache_hits"), 1);
+}
+
+/// With `DEPENDENCIES_OUTPUT` set, the server's first compile (which probes the compiler)
+/// leaves the user's dependency file exactly as a plain compile writes it: the probe
+/// never writes into the user's tree.
+#[test]
+fn helper_runs_never_write_the_users_dependency_file() {
+    for cc in compilers() {
+        let plain_env = Env::new().with_env("DEPENDENCIES_OUTPUT", "one.d");
+        plain_env.write("t.c", "int t(void) { return 1; }\n");
+        let plain = plain_env.command(cc).args(["-c", "t.c"]).status().unwrap();
+        assert!(plain.success());
+        let expected = std::fs::read(plain_env.work.join("one.d")).unwrap();
+
+        let env = Env::new().with_env("DEPENDENCIES_OUTPUT", "one.d");
+        env.write("t.c", "int t(void) { return 1; }\n");
+        env.ok(&[cc, "-c", "t.c"]);
+        assert_eq!(
+            String::from_utf8_lossy(&std::fs::read(env.work.join("one.d")).unwrap()),
+            String::from_utf8_lossy(&expected),
+            "{cc}"
+        );
+    }
+}
+
+/// `-march=native` compiles are cached (keyed by what the driver resolves them to) and
+/// give the plain compiler's object.
+#[test]
+fn native_cpu_flags_are_cached_like_the_plain_compile() {
+    for cc in compilers() {
+        let env = Env::new();
+        env.write("t.c", "int sum(int *v, int n) { int s = 0; for (int i = 0; i < n; i++) s += v[i]; return s; }\n");
+        let args = [
+            "-c",
+            "t.c",
+            "-O3",
+            "-march=native",
+            "-mtune=native",
+            "-o",
+            "t.o",
+        ];
+        assert!(env.command(cc).args(args).status().unwrap().success());
+        let plain = std::fs::read(env.work.join("t.o")).unwrap();
+        for round in ["miss", "hit"] {
+            std::fs::remove_file(env.work.join("t.o")).unwrap();
+            let mut full = vec![cc];
+            full.extend(args);
+            env.ok(&full);
+            assert_eq!(
+                std::fs::read(env.work.join("t.o")).unwrap(),
+                plain,
+                "{cc} {round}"
+            );
+            env.settle();
+        }
+        assert_eq!(env.counter("cache_hits"), 1, "{cc}");
+    }
+}

@@ -114,7 +114,7 @@ impl CompileService {
         let env = request.env_os();
         let Some(identity) = self
             .identities
-            .identify(&self.launcher, &compiler, &env, &cwd)
+            .identify(&self.launcher, &compiler, &env)
             .await?
         else {
             // Not gcc or clang: perhaps rustc (its toolchain is probed, never guessed).
@@ -135,6 +135,16 @@ impl CompileService {
             Ok(plan) => plan,
             Err(reason) => return Ok(Outcome::Local(reason)),
         };
+        let identity = self
+            .identities
+            .with_native(
+                &self.launcher,
+                &compiler,
+                &env,
+                identity,
+                &plan.args.expanded,
+            )
+            .await?;
         let recache = request
             .env_var("CACHET_RECACHE")
             .is_some_and(|v| !v.is_empty() && v != b"0");
@@ -485,9 +495,9 @@ impl CompileService {
     }
 
     /// For tests and stats: the identity the service found for `compiler`.
-    pub async fn identity(&self, compiler: &Path, cwd: &Path) -> io::Result<Option<Identity>> {
+    pub async fn identity(&self, compiler: &Path) -> io::Result<Option<Identity>> {
         self.identities
-            .identify(&self.launcher, compiler, &[], cwd)
+            .identify(&self.launcher, compiler, &[])
             .await
     }
 }

@@ -69,6 +69,34 @@ impl CommandSpec {
     }
 }
 
+/// Variables every helper run keeps: what it takes to start the program at all.
+const HELPER_BASE_VARS: &[&str] = &["PATH", "LD_LIBRARY_PATH"];
+
+/// The environment of a helper run (an identity probe, `rustc -vV`, `-print-file-name`):
+/// only what starts the program and the variables in `identity_vars`, which change its
+/// answer and so belong in the key that answer is remembered under. Never the rest of the
+/// request's environment: `DEPENDENCIES_OUTPUT` would make a probe write into the user's
+/// tree, and anything else would make a remembered answer depend on one request.
+pub fn helper_env(
+    env: &[(OsString, OsString)],
+    identity_vars: &[&str],
+) -> Vec<(OsString, OsString)> {
+    // Sorted by name, the last value of a name winning as in the child's environment.
+    let kept: std::collections::BTreeMap<&OsString, &OsString> = env
+        .iter()
+        .filter(|(k, _)| {
+            HELPER_BASE_VARS
+                .iter()
+                .chain(identity_vars)
+                .any(|name| k == name)
+        })
+        .map(|(k, v)| (k, v))
+        .collect();
+    kept.into_iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// Output of a child, as it arrives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputChunk {

@@ -382,7 +382,8 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, String> {
         Some(o) => PathBuf::from(o),
         None => with_suffix(stem, ".o"),
     };
-    let depfile = st.dep_enabled.then(|| DepFile {
+    // gcc writes a dependency file only from the preprocessor: none for plain assembler.
+    let depfile = (st.dep_enabled && language != Language::Asm).then(|| DepFile {
         path: match (&st.dep_file, &st.output) {
             (Some(mf), _) => PathBuf::from(mf),
             (None, Some(_)) => output.with_extension("d"),

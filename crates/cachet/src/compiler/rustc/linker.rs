@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 
 use crate::compiler::file_hashes::FileHashes;
-use crate::process::{CommandSpec, Launcher};
+use crate::process::{CommandSpec, Launcher, helper_env};
 
 /// Files every link on Linux may read without naming them.
 const IMPLICIT_INPUTS: &[&str] = &[
@@ -49,7 +49,12 @@ struct LinkerKey {
     ino: u64,
     mtime: i64,
     size: u64,
+    /// The probes' environment: [`LINKER_VARS`] and what starts the driver.
+    env: Vec<(OsString, OsString)>,
 }
+
+/// Variables that change what the driver links in (`-print-file-name`, `-print-prog-name`).
+const LINKER_VARS: &[&str] = &["GCC_EXEC_PREFIX", "COMPILER_PATH", "LIBRARY_PATH"];
 
 #[derive(Default)]
 pub struct Linkers {
@@ -89,9 +94,16 @@ impl Linkers {
             ino: meta.ino(),
             mtime: meta.mtime(),
             size: meta.size(),
+            env: helper_env(env, LINKER_VARS),
         };
-        let slot = self.slots.lock().unwrap().entry(key).or_default().clone();
-        slot.get_or_try_init(|| probe(launcher, linker, env, cwd, hashes))
+        let slot = self
+            .slots
+            .lock()
+            .unwrap()
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        slot.get_or_try_init(|| probe(launcher, linker, &key.env, cwd, hashes))
             .await
             .copied()
     }

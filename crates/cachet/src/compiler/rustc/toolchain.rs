@@ -14,7 +14,16 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 
 use crate::compiler::file_hashes::FileHashes;
-use crate::process::{CommandSpec, Launcher};
+use crate::process::{CommandSpec, Launcher, helper_env};
+use crate::protocol::Exit;
+
+/// Variables that pick a toolchain through a rustup proxy; `rustc -vV` gets only these
+/// (and what starts it), and its answer is remembered under their values.
+const TOOLCHAIN_VARS: &[&str] = &["RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "HOME", "CARGO_HOME"];
+
+/// How long "not rustc" from a `-vV` that exited with an error is believed (a transient
+/// failure of a real rustc must not pass it through for the server's life).
+const FAILED_PROBE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Toolchain {
@@ -48,6 +57,8 @@ struct Selector {
     mtime_ns: i128,
     /// Only for rustup proxies.
     rustup: Option<RustupInputs>,
+    /// The probe's environment: what starts it, and for a proxy [`TOOLCHAIN_VARS`].
+    env: Vec<(OsString, OsString)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -107,11 +118,14 @@ impl Selector {
             ino: meta.ino(),
             mtime_ns: mtime_ns(&meta),
             rustup,
+            // A real rustc's answer depends on none of rustup's variables.
+            env: helper_env(env, if is_proxy { TOOLCHAIN_VARS } else { &[] }),
         })
     }
 }
 
-type Slot = Arc<OnceCell<Option<Arc<Toolchain>>>>;
+/// A probe's answer, and until when "not rustc" holds (None: for the file's life).
+type Slot = Arc<OnceCell<(Option<Arc<Toolchain>>, Option<std::time::Instant>)>>;
 
 /// A digest computed once, by (sysroot, target).
 type LibsSlot = Arc<OnceCell<[u8; 32]>>;
@@ -141,11 +155,15 @@ impl Toolchains {
                 .entry(selector.clone())
                 .or_default()
                 .clone();
-            let found = slot
-                .get_or_try_init(|| probe(launcher, binary, env, cwd))
+            let (found, expires) = slot
+                .get_or_try_init(|| probe(launcher, binary, &selector.env, cwd))
                 .await?
                 .clone();
             let Some(toolchain) = found else {
+                if expires.is_some_and(|at| std::time::Instant::now() >= at) {
+                    self.toolchains.lock().unwrap().remove(&selector);
+                    continue;
+                }
                 return Ok(None);
             };
             let current = std::fs::metadata(&toolchain.sysroot)
@@ -212,7 +230,7 @@ async fn probe(
     binary: &Path,
     env: &[(OsString, OsString)],
     cwd: &Path,
-) -> io::Result<Option<Arc<Toolchain>>> {
+) -> io::Result<(Option<Arc<Toolchain>>, Option<std::time::Instant>)> {
     let run = |args: &[&str]| {
         let mut spec = CommandSpec::new(binary, cwd);
         spec.args = args.iter().map(Into::into).collect();
@@ -221,24 +239,34 @@ async fn probe(
     };
     let version = run(&["-vV"]).await?;
     let text = String::from_utf8_lossy(&version.stdout).into_owned();
-    if !version.exit.success() || !text.starts_with("rustc ") {
-        return Ok(None);
+    match version.exit {
+        Exit::Code(0) => {}
+        Exit::Code(_) => return Ok((None, Some(std::time::Instant::now() + FAILED_PROBE_TTL))),
+        Exit::Signal(signal) => {
+            return Err(io::Error::other(format!(
+                "rustc -vV died of signal {signal}"
+            )));
+        }
+    }
+    if !text.starts_with("rustc ") {
+        return Ok((None, None));
     }
     let Some(host) = text.lines().find_map(|l| l.strip_prefix("host: ")) else {
-        return Ok(None);
+        return Err(io::Error::other("rustc -vV names no host"));
     };
     let sysroot = run(&["--print", "sysroot"]).await?;
     if !sysroot.exit.success() {
-        return Ok(None);
+        return Err(io::Error::other("rustc --print sysroot failed"));
     }
     let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
     let sysroot_mtime = mtime_ns(&std::fs::metadata(&sysroot)?);
-    Ok(Some(Arc::new(Toolchain {
+    let toolchain = Toolchain {
         host: host.trim().to_owned(),
         version: text,
         sysroot,
         sysroot_mtime,
-    })))
+    };
+    Ok((Some(Arc::new(toolchain)), None))
 }
 
 #[cfg(test)]
