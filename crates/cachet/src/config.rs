@@ -83,6 +83,9 @@ pub struct Config {
     pub log: Option<String>,
     /// Whether the local disk cache is level 0 (it is unless turned off).
     pub local: bool,
+    /// Whether the server observes compiles with its interposer (see
+    /// docs/observation.md); off, direct mode is not used and conservative rules apply.
+    pub observe: bool,
     /// Shared caches after the local disk, in the order they are read.
     pub remotes: Vec<RemoteConfig>,
     /// Roots whose location does not matter to the cache key (see docs/config.md, "base
@@ -102,6 +105,7 @@ const KEYS: &[&str] = &[
     "runtime_dir",
     "log",
     "local",
+    "observe",
     "base_dirs",
 ];
 
@@ -163,6 +167,7 @@ impl Config {
             ("runtime_dir", "CACHET_RUNTIME_DIR"),
             ("log", "CACHET_LOG"),
             ("local", "CACHET_LOCAL"),
+            ("observe", "CACHET_OBSERVE"),
         ] {
             if let Some(value) = env_str(var) {
                 raw.insert(key, (Raw::Text(value), Origin::Env(var)));
@@ -230,13 +235,17 @@ impl Config {
             None => None,
         };
 
-        let local = match take("local") {
-            Some((Raw::Toml(toml::Value::Boolean(b)), _)) => b,
-            Some((Raw::Text(s), origin)) => remotes::parse_bool(&s)
-                .ok_or_else(|| bad("local", origin, format!("`{s}` is not true or false")))?,
-            Some((_, origin)) => return Err(bad("local", origin, "expected true or false")),
-            None => true,
+        let mut flag = |key: &'static str| -> Result<bool, ConfigError> {
+            Ok(match take(key) {
+                Some((Raw::Toml(toml::Value::Boolean(b)), _)) => b,
+                Some((Raw::Text(s), origin)) => remotes::parse_bool(&s)
+                    .ok_or_else(|| bad(key, origin, format!("`{s}` is not true or false")))?,
+                Some((_, origin)) => return Err(bad(key, origin, "expected true or false")),
+                None => true,
+            })
         };
+        let local = flag("local")?;
+        let observe = flag("observe")?;
         let remotes = remotes::finish(raw_remotes, &env_str)?;
         let base_dirs = match take("base_dirs") {
             Some((value, origin)) => as_base_dirs(value, origin)?,
@@ -252,6 +261,7 @@ impl Config {
             runtime_dir,
             log,
             local,
+            observe,
             remotes,
             file: file_used,
             origins,

@@ -21,6 +21,14 @@ pub struct Counters {
     pub forced_recaches: u64,
     /// Passed back to the client to run itself, by reason.
     pub uncacheable: BTreeMap<String, u64>,
+    /// Misses whose inputs the interposer observed whole (see docs/observation.md).
+    pub observed_compiles: u64,
+    /// Misses some program of which ran unobserved (or observation is off): conservative
+    /// rules applied.
+    pub unobserved_compiles: u64,
+    /// Successful compiles whose result was not stored (a file changed while it was
+    /// read, `.incbin` seen without observation, a `.gch` beside a header), by reason.
+    pub not_stored: BTreeMap<String, u64>,
     /// Compiles that exited non-zero (never cached).
     pub compile_failures: u64,
     /// Compiles abandoned because the client went away; their compiler was killed.
@@ -196,6 +204,9 @@ pub struct StatsSnapshot {
     pub runtime_dir: String,
     pub compiles_running: u64,
     pub pending_writes: u64,
+    /// Whether compiles are observed: "on", or "off: <why>".
+    #[serde(default)]
+    pub observation: String,
     pub counters: Counters,
     pub cache: CacheSnapshot,
     pub jobserver: JobserverSnapshot,
@@ -262,6 +273,15 @@ impl StatsSnapshot {
                 c.uncacheable_total().to_string(),
             ),
             ("Compile failures".into(), c.compile_failures.to_string()),
+            ("Misses observed".into(), c.observed_compiles.to_string()),
+            (
+                "  not observed whole".into(),
+                c.unobserved_compiles.to_string(),
+            ),
+            (
+                "Results not stored".into(),
+                c.not_stored.values().sum::<u64>().to_string(),
+            ),
             (
                 "Identical compiles joined".into(),
                 c.dedup_joins.to_string(),
@@ -322,6 +342,7 @@ impl StatsSnapshot {
                 average_ms(c.miss_time_ms, c.cache_misses),
             ),
             ("Compiles running".into(), self.compiles_running.to_string()),
+            ("Observation".into(), self.observation.clone()),
             (
                 "Pending cache writes".into(),
                 self.pending_writes.to_string(),

@@ -129,12 +129,9 @@ pub fn show_config(config: &Config) -> Outcome {
     for (key, value) in rows {
         out.push_str(&format!("{key:<13} = {value:<40} # {}\n", origin(key)));
     }
-    out.push_str(&format!(
-        "{:<13} = {:<40} # {}\n",
-        "local",
-        config.local,
-        origin("local")
-    ));
+    for (key, value) in [("local", config.local), ("observe", config.observe)] {
+        out.push_str(&format!("{key:<13} = {value:<40} # {}\n", origin(key)));
+    }
     out.push_str("\ncache levels, in read order:\n");
     if config.local {
         out.push_str(&format!(

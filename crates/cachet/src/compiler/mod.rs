@@ -7,6 +7,7 @@ pub mod gcc;
 pub mod identity;
 mod inflight;
 pub mod key;
+pub mod observe;
 mod outputs;
 pub mod rustc;
 
@@ -23,7 +24,7 @@ use crate::cache::{Cache, CacheEntry, CacheKey};
 use crate::process::{CommandSpec, Launcher, OutputChunk, ProcessOutput};
 use crate::protocol::{CompileRequest, Exit, Response};
 use crate::stats::{Stats, millis};
-use gcc::direct;
+use gcc::{direct, manifest};
 use identity::{Identity, IdentityCache};
 use inflight::{Follower, InFlight, Leader, Role, Shared};
 
@@ -39,6 +40,17 @@ pub struct CompileService {
     /// Content hashes of sources, headers and externs, remembered between compiles.
     hashes: Arc<file_hashes::FileHashes>,
     inflight: Arc<InFlight>,
+    /// Observes compiles (see `observe`); None where the interposer cannot load.
+    interposer: Option<Arc<observe::Interposer>>,
+}
+
+/// The keys a C miss is stored under: the variant's entry and the manifest hang off
+/// `parent` (direct mode's base key, or preprocessor mode's key).
+struct Keys {
+    parent: CacheKey,
+    manifest: CacheKey,
+    maps: basedir::Maps,
+    direct: bool,
 }
 
 /// How a compile request ended, for the caller's bookkeeping.
@@ -61,7 +73,24 @@ impl CompileService {
             rust: rustc::RustState::default(),
             hashes: Arc::default(),
             inflight: Arc::default(),
+            interposer: None,
         }
+    }
+
+    /// Observes every compile with `interposer` (see `observe`).
+    pub fn with_interposer(mut self, interposer: Option<observe::Interposer>) -> CompileService {
+        self.interposer = interposer.map(Arc::new);
+        self
+    }
+
+    /// Whether compiles are observed.
+    pub fn observing(&self) -> bool {
+        self.interposer.is_some()
+    }
+
+    /// A log for one compile, when compiles are observed.
+    fn watch(&self) -> io::Result<Option<observe::Watch>> {
+        self.interposer.as_ref().map(|i| i.watch()).transpose()
     }
 
     /// Serves one request. Every response goes to `out`; the last one is `Finished` or
@@ -150,17 +179,17 @@ impl CompileService {
             .is_some_and(|v| !v.is_empty() && v != b"0");
 
         // Direct mode: no preprocessor on a hit, nor on a miss (see gcc/direct.rs).
-        if direct::applies(&plan, request) {
+        if direct::applies(&plan, request, self.observing()) {
             // Inline, like the other small file work on the hit path: a hop to the blocking
             // pool costs more than a stat (and the hash is usually remembered).
             let source = self.hashes.hash(&cwd.join(&plan.args.input))?;
             let (base, maps) = direct::base_key(&identity, &plan, request, source.as_bytes());
-            let manifest_key = direct::manifest_key(&base);
-            let manifest = self.direct_manifest(&manifest_key).await;
+            let manifest_key = manifest::manifest_key(&base);
+            let manifest = self.manifest(&manifest_key).await;
             tracing::debug!(target: "cachet::timing", "server: direct key and manifest after {:?}", started.elapsed());
             if !manifest.no_direct {
                 if !recache
-                    && let Some(entry) = self.direct_lookup(&manifest, &base, &maps, &cwd).await?
+                    && let Some(entry) = self.lookup(&manifest, &base, &maps, request).await?
                     && self
                         .restore_hit(&entry, &plan, request, out, started)
                         .await?
@@ -170,10 +199,16 @@ impl CompileService {
                     return Ok(Outcome::Hit);
                 }
                 return self
-                    .compile_direct(
+                    .compile_observed(
                         request,
                         &plan,
-                        (base, manifest_key, maps),
+                        Keys {
+                            parent: base,
+                            manifest: manifest_key,
+                            maps,
+                            direct: true,
+                        },
+                        None,
                         build,
                         out,
                         cancel,
@@ -206,53 +241,34 @@ impl CompileService {
             }
         };
         let key = gcc::key(&identity, &plan, request, &source);
-        if !recache
-            && let Some(entry) = self.cache.get(&key).await
-            && self
-                .restore_hit(&entry, &plan, request, out, started)
-                .await?
-        {
-            return Ok(Outcome::Hit);
-        }
-
-        // Identical compiles in flight run once: follow one that runs, or lead.
-        let restore = {
-            let (plan, umask) = (plan.clone(), request.umask);
-            move |entry: &CacheEntry| outputs::restore(entry, &plan, umask)
-        };
-        let mut leader = match self.lead_or_follow(key, restore, out, cancel).await? {
-            Ok(leader) => leader,
-            Err(replayed) => return Ok(replayed),
-        };
-        let result = self
-            .run_leading(
-                leader.as_mut(),
-                request,
-                plan.compile_args.clone(),
-                build,
-                out,
-                cancel,
-            )
-            .await?;
-        if !result.exit.success() {
-            return Ok(self.finish_failed(leader, &result, out));
-        }
-        // Read the outputs before the client hears back: once it has, the build may move
-        // or delete them.
-        let entry = outputs::collect(&plan, &result).await;
-        publish(leader, &result, entry.as_ref().ok().cloned());
-        let _storing = self.cache.pending().reserve();
-        let _ = out.send(Response::Finished(result.exit));
-        self.count_miss(started, recache);
-        // Compressing and storing happen after, off the client's path.
-        match entry {
-            Ok(entry) => self.cache.put_in_background(key, entry),
-            Err(e) => {
-                tracing::warn!("could not read the outputs of {}: {e}", compiler.display());
-                self.stats.update(|c| c.cache_write_errors += 1);
+        let manifest_key = manifest::manifest_key(&key);
+        if !recache {
+            let manifest = self.manifest(&manifest_key).await;
+            let maps = basedir::Maps::default();
+            if let Some(entry) = self.lookup(&manifest, &key, &maps, request).await?
+                && self
+                    .restore_hit(&entry, &plan, request, out, started)
+                    .await?
+            {
+                return Ok(Outcome::Hit);
             }
         }
-        Ok(Outcome::Miss)
+        self.compile_observed(
+            request,
+            &plan,
+            Keys {
+                parent: key,
+                manifest: manifest_key,
+                maps: basedir::Maps::default(),
+                direct: false,
+            },
+            Some(source),
+            build,
+            out,
+            cancel,
+            recache,
+        )
+        .await
     }
 
     /// Writes a hit's outputs and replays it; false when they could not be written (for
@@ -290,7 +306,7 @@ impl CompileService {
         Ok(true)
     }
 
-    async fn direct_manifest(&self, key: &CacheKey) -> direct::Manifest {
+    async fn manifest(&self, key: &CacheKey) -> manifest::Manifest {
         self.cache
             .get(key)
             .await
@@ -299,20 +315,20 @@ impl CompileService {
             .unwrap_or_default()
     }
 
-    /// The entry of the first variant whose headers are all as they were.
-    async fn direct_lookup(
+    /// The entry of the first variant whose inputs are all as they were.
+    async fn lookup(
         &self,
-        manifest: &direct::Manifest,
-        base: &CacheKey,
+        manifest: &manifest::Manifest,
+        parent: &CacheKey,
         maps: &basedir::Maps,
-        cwd: &std::path::Path,
+        request: &CompileRequest,
     ) -> io::Result<Option<CacheEntry>> {
+        let cwd = request.cwd_path();
         for variant in &manifest.variants {
-            let same = direct::matches(variant, cwd, &self.hashes);
-            if same
+            if manifest::matches(variant, &cwd, &request.env, &self.hashes)
                 && let Some(entry) = self
                     .cache
-                    .get(&direct::entry_key(base, variant, maps))
+                    .get(&manifest::entry_key(parent, variant, maps))
                     .await
             {
                 return Ok(Some(entry));
@@ -321,87 +337,130 @@ impl CompileService {
         Ok(None)
     }
 
-    /// A direct-mode miss: one compile, with `-MD` added when the user did not ask for a
-    /// dep file, whose dep list becomes the manifest variant.
+    /// A miss in either mode: one observed compile, whose inputs become a manifest variant
+    /// under `keys.parent`. `preprocessed` is preprocessor mode's text (for the fallback
+    /// rules when the compile cannot be observed whole).
     #[allow(clippy::too_many_arguments)]
-    async fn compile_direct(
+    async fn compile_observed(
         &self,
         request: &CompileRequest,
         plan: &gcc::Plan,
-        (base, manifest_key, maps): (CacheKey, CacheKey, basedir::Maps),
+        keys: Keys,
+        preprocessed: Option<Vec<u8>>,
         build: Option<&Jobserver>,
         out: &UnboundedSender<Response>,
         cancel: &CancellationToken,
         recache: bool,
     ) -> io::Result<Outcome> {
         let started = Instant::now();
-        let temp_depfile = match &plan.depfile {
-            Some(_) => None,
-            None => Some(
-                tempfile::Builder::new()
-                    .prefix("cachet-deps-")
-                    .suffix(".d")
-                    .tempfile()?,
-            ),
-        };
-        let args = match &temp_depfile {
-            Some(temp) => direct::with_depfile(&plan.compile_args, temp.path()),
-            None => plan.compile_args.clone(),
-        };
         let restore = {
             let (plan, umask) = (plan.clone(), request.umask);
             move |entry: &CacheEntry| outputs::restore(entry, &plan, umask)
         };
-        // Base dirs make one base key serve several checkouts; only one checkout's compile
-        // may be followed.
-        let inflight = basedir::BaseDirs::of(request).inflight_key(&base, request);
+        // Base dirs make one direct key serve several checkouts; only one checkout's
+        // compile may be followed.
+        let inflight = basedir::BaseDirs::of(request).inflight_key(&keys.parent, request);
         let mut leader = match self.lead_or_follow(inflight, restore, out, cancel).await? {
             Ok(leader) => leader,
             Err(replayed) => return Ok(replayed),
         };
+        let watch = self.watch()?;
         let compile_start = std::time::SystemTime::now();
         let result = self
-            .run_leading(leader.as_mut(), request, args, build, out, cancel)
+            .run_leading(
+                leader.as_mut(),
+                request,
+                plan.compile_args.clone(),
+                watch.as_ref(),
+                build,
+                out,
+                cancel,
+            )
             .await?;
         if !result.exit.success() {
             return Ok(self.finish_failed(leader, &result, out));
         }
+        // Read the outputs before the client hears back: once it has, the build may move
+        // or delete them.
         let entry = outputs::collect(plan, &result).await;
-        let depfile = match (&temp_depfile, &plan.depfile) {
-            (Some(temp), _) => tokio::fs::read_to_string(temp.path()).await,
-            (None, Some(path)) => tokio::fs::read_to_string(path).await,
-            (None, None) => Ok(String::new()),
-        };
         publish(leader, &result, entry.as_ref().ok().cloned());
         let _storing = self.cache.pending().reserve();
         let _ = out.send(Response::Finished(result.exit));
         self.count_miss(started, recache);
-        let (Ok(entry), Ok(depfile)) = (entry, depfile) else {
-            self.stats.update(|c| c.cache_write_errors += 1);
-            return Ok(Outcome::Miss);
-        };
-        let (plan, cwd, hashes) = (plan.clone(), request.cwd_path(), self.hashes.clone());
-        let variant = tokio::task::spawn_blocking(move || {
-            direct::variant_from_depfile(&depfile, &plan, &cwd, &hashes, compile_start)
-        })
-        .await
-        .map_err(io::Error::other)?;
-        let variant = match variant {
-            Ok(Some(variant)) => Some(variant),
-            // Time macros: this source is for preprocessor mode from now on.
-            Ok(None) => None,
-            Err(why) => {
-                tracing::debug!("not stored in direct mode: {why}");
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!("could not read the outputs of a compile: {e}");
+                self.stats.update(|c| c.cache_write_errors += 1);
                 return Ok(Outcome::Miss);
             }
         };
+        let verdict = {
+            let (plan, cwd, hashes) = (plan.clone(), request.cwd_path(), self.hashes.clone());
+            let env = request.env.clone();
+            let stats = self.stats.clone();
+            tokio::task::spawn_blocking(move || {
+                let log = watch.map(observe::Watch::finish).transpose();
+                let outputs: Vec<&Path> = std::iter::once(plan.object.as_path())
+                    .chain(plan.depfile.as_deref())
+                    .collect();
+                let observed = match log {
+                    Ok(Some(log)) => match log.complete(std::process::id()) {
+                        Ok(()) => Ok(log.inputs(&outputs, &cwd, &env)),
+                        Err(why) => Err(why),
+                    },
+                    Ok(None) => Err("compiles are not observed".into()),
+                    Err(e) => Err(format!("the observation log: {e}")),
+                };
+                stats.update(|c| match &observed {
+                    Ok(_) => c.observed_compiles += 1,
+                    Err(_) => c.unobserved_compiles += 1,
+                });
+                match (observed, &preprocessed) {
+                    (Ok(observed), _) => manifest::variant_from_observed(
+                        &observed,
+                        &cwd,
+                        &hashes,
+                        compile_start,
+                        keys.direct,
+                    ),
+                    (Err(why), None) => manifest::Verdict::PreprocessorMode(why),
+                    (Err(_), Some(text)) => manifest::fallback_variant(text, &cwd),
+                }
+            })
+            .await
+            .map_err(io::Error::other)?
+        };
+        self.store_variant(keys, entry, verdict);
+        Ok(Outcome::Miss)
+    }
+
+    /// Stores `entry` under the variant of `verdict`, and records the variant (or that the
+    /// source needs preprocessor mode) in the manifest.
+    fn store_variant(&self, keys: Keys, entry: CacheEntry, verdict: manifest::Verdict) {
+        let variant = match verdict {
+            manifest::Verdict::Store(variant) => Some(variant),
+            manifest::Verdict::PreprocessorMode(why) if keys.direct => {
+                tracing::debug!("preprocessor mode from now on: {why}");
+                None
+            }
+            manifest::Verdict::PreprocessorMode(why) | manifest::Verdict::Skip(why) => {
+                tracing::debug!("not stored: {why}");
+                let reason = not_stored_reason(&why);
+                self.stats
+                    .update(|c| *c.not_stored.entry(reason).or_default() += 1);
+                return;
+            }
+        };
         if let Some(variant) = &variant {
-            self.cache
-                .put_in_background(direct::entry_key(&base, variant, &maps), entry);
+            self.cache.put_in_background(
+                manifest::entry_key(&keys.parent, variant, &keys.maps),
+                entry,
+            );
         }
         self.cache
-            .update_in_background(manifest_key, true, move |old| {
-                let mut manifest: direct::Manifest = old
+            .update_in_background(keys.manifest, true, move |old| {
+                let mut manifest: manifest::Manifest = old
                     .and_then(|e| e.files.into_iter().find(|f| f.role == "manifest"))
                     .and_then(|f| postcard::from_bytes(&f.data).ok())
                     .unwrap_or_default();
@@ -421,7 +480,6 @@ impl CompileService {
                     meta: vec![],
                 })
             });
-        Ok(Outcome::Miss)
     }
 
     async fn run_uncached(
@@ -433,7 +491,7 @@ impl CompileService {
         cancel: &CancellationToken,
     ) -> io::Result<Outcome> {
         let result = self
-            .run_streaming(request, plan.compile_args.clone(), build, out, cancel)
+            .run_streaming(request, plan.compile_args.clone(), None, build, out, cancel)
             .await?;
         let _ = out.send(Response::Finished(result.exit));
         if result.exit.success() {
@@ -450,11 +508,13 @@ impl CompileService {
         }
     }
 
-    /// Runs the real compile with its output streamed to the client as it comes.
+    /// Runs the real compile with its output streamed to the client as it comes, observed
+    /// by `watch` when given.
     async fn run_streaming(
         &self,
         request: &CompileRequest,
         args: Vec<std::ffi::OsString>,
+        watch: Option<&observe::Watch>,
         build: Option<&Jobserver>,
         out: &UnboundedSender<Response>,
         cancel: &CancellationToken,
@@ -473,6 +533,9 @@ impl CompileService {
         });
         let mut spec = self.spec(request, args);
         spec.umask = Some(request.umask);
+        if let Some(watch) = watch {
+            watch.apply(&mut spec);
+        }
         let result = self
             .launcher
             .run_compiler(spec, Some(tx), cancel.clone(), build)
@@ -569,18 +632,20 @@ impl CompileService {
 
     /// Runs the compile as the leader of its key (or alone, when `leader` is None), under a
     /// cancellation that fires only when no client waits for it any more.
+    #[allow(clippy::too_many_arguments)]
     async fn run_leading(
         &self,
         leader: Option<&mut Leader>,
         request: &CompileRequest,
         args: Vec<std::ffi::OsString>,
+        watch: Option<&observe::Watch>,
         build: Option<&Jobserver>,
         out: &UnboundedSender<Response>,
         cancel: &CancellationToken,
     ) -> io::Result<ProcessOutput> {
         let (compile_cancel, watcher) = lead(leader, cancel);
         let result = self
-            .run_streaming(request, args, build, out, &compile_cancel)
+            .run_streaming(request, args, watch, build, out, &compile_cancel)
             .await;
         watcher.abort();
         result
@@ -653,6 +718,21 @@ impl CompileService {
             Outcome::Failed
         }))
     }
+}
+
+/// A reason as stats group it: without the path that makes each one unique.
+fn not_stored_reason(why: &str) -> String {
+    for kind in [
+        "too new to trust",
+        "is gone",
+        "precompiled header",
+        "assembler",
+    ] {
+        if why.contains(kind) {
+            return kind.to_owned();
+        }
+    }
+    why.to_owned()
 }
 
 fn send_output(out: &UnboundedSender<Response>, stdout: &[u8], stderr: &[u8]) {

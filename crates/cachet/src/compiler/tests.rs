@@ -29,6 +29,15 @@ fn fake_gcc(spec: &CommandSpec) -> io::Result<ProcessOutput> {
     }
     let input = args.iter().find(|a| a.ends_with(".c")).unwrap();
     let source = std::fs::read(spec.cwd.join(input))?;
+    // Observed: log what the interposer would (this process plays the server's child).
+    if let Some(log) = spec.env_var("CACHET_OBSERVE_LOG") {
+        let records = format!(
+            "P 1 {}\nR {}\n",
+            std::process::id(),
+            spec.cwd.join(input).display()
+        );
+        std::fs::write(log, records)?;
+    }
     if args.iter().any(|a| a == "-E") {
         return Ok(output(0, &source, b""));
     }
@@ -45,6 +54,17 @@ fn fake_gcc(spec: &CommandSpec) -> io::Result<ProcessOutput> {
         return Ok(output(1, b"", b"a.c:1: error: nope\n"));
     }
     Ok(output(0, b"", b"a.c:1: warning: unused\n"))
+}
+
+/// Writes a source stamped a while ago: a file modified as the compile starts is not
+/// trusted in a manifest.
+fn write_old(path: &std::path::Path, text: impl AsRef<[u8]>) -> io::Result<()> {
+    std::fs::write(path, text)?;
+    let old = std::time::SystemTime::now() - Duration::from_secs(10);
+    std::fs::File::options()
+        .write(true)
+        .open(path)?
+        .set_modified(old)
 }
 
 struct Fixture {
@@ -70,7 +90,9 @@ fn fixture() -> Fixture {
     let disk = Arc::new(DiskCache::new(dir.path().join("cache"), 1 << 30));
     let cache = Arc::new(Cache::new(Arc::new(DiskStorage::new(disk)), stats.clone()));
     let launcher = Launcher::new(Arc::new(mock.clone()), jobserver.clone());
-    let service = CompileService::new(launcher, cache.clone(), stats.clone());
+    let interposer = observe::Interposer::for_tests(&dir.path().join("observe.so"), dir.path());
+    let service = CompileService::new(launcher, cache.clone(), stats.clone())
+        .with_interposer(Some(interposer));
     Fixture {
         _dir: dir,
         work,
@@ -133,7 +155,7 @@ impl Fixture {
 #[tokio::test]
 async fn miss_runs_preprocessor_and_compiler_with_exact_command_lines() {
     let f = fixture();
-    std::fs::write(f.work.join("a.c"), b"int x;\n").unwrap();
+    write_old(&f.work.join("a.c"), b"int x;\n").unwrap();
     let env = [
         ("PATH", "/usr/bin"),
         ("LANG", "C"),
@@ -209,7 +231,7 @@ async fn miss_runs_preprocessor_and_compiler_with_exact_command_lines() {
 #[tokio::test]
 async fn source_args_and_locale_all_change_the_key() {
     let f = fixture();
-    std::fs::write(f.work.join("a.c"), b"int x;\n").unwrap();
+    write_old(&f.work.join("a.c"), b"int x;\n").unwrap();
     let base = ["-c", "a.c", "-o", "a.o"];
     let mut hits = Vec::new();
     for (args, env, source) in [
@@ -228,7 +250,7 @@ async fn source_args_and_locale_all_change_the_key() {
         ),
         (&base[..], vec![("LANG", "C")], "int y;\n"),
     ] {
-        std::fs::write(f.work.join("a.c"), source).unwrap();
+        write_old(&f.work.join("a.c"), source).unwrap();
         let (outcome, _) = f.run(f.request(args, &env)).await;
         f.cache.pending().drain(Duration::from_secs(10)).await;
         hits.push(outcome == Outcome::Hit);
@@ -239,7 +261,7 @@ async fn source_args_and_locale_all_change_the_key() {
 #[tokio::test]
 async fn recache_overwrites_and_failures_are_not_cached() {
     let f = fixture();
-    std::fs::write(f.work.join("a.c"), b"int x;\n").unwrap();
+    write_old(&f.work.join("a.c"), b"int x;\n").unwrap();
     let args = ["-c", "a.c", "-o", "a.o"];
     f.run(f.request(&args, &[])).await;
     f.cache.pending().drain(Duration::from_secs(10)).await;
@@ -248,7 +270,7 @@ async fn recache_overwrites_and_failures_are_not_cached() {
     assert_eq!(f.stats.counters().forced_recaches, 1);
     f.cache.pending().drain(Duration::from_secs(10)).await;
 
-    std::fs::write(f.work.join("a.c"), b"error\n").unwrap();
+    write_old(&f.work.join("a.c"), b"error\n").unwrap();
     for _ in 0..2 {
         let (outcome, responses) = f.run(f.request(&args, &[])).await;
         assert_eq!(outcome, Outcome::Failed);
@@ -261,7 +283,7 @@ async fn recache_overwrites_and_failures_are_not_cached() {
 #[tokio::test]
 async fn uncacheable_compiles_go_back_to_the_client_with_a_reason() {
     let f = fixture();
-    std::fs::write(f.work.join("a.c"), b"int x;\n").unwrap();
+    write_old(&f.work.join("a.c"), b"int x;\n").unwrap();
     let (outcome, responses) = f.run(f.request(&["a.c", "-o", "a"], &[])).await;
     let Outcome::Local(reason) = outcome else {
         panic!("{outcome:?}")
@@ -283,7 +305,7 @@ async fn uncacheable_compiles_go_back_to_the_client_with_a_reason() {
 #[tokio::test]
 async fn a_tty_client_gets_colour_and_a_key_of_its_own() {
     let f = fixture();
-    std::fs::write(f.work.join("a.c"), b"int x;\n").unwrap();
+    write_old(&f.work.join("a.c"), b"int x;\n").unwrap();
     let args = ["-c", "a.c", "-o", "a.o"];
     f.run(f.request(&args, &[("TERM", "xterm")])).await;
     f.cache.pending().drain(Duration::from_secs(10)).await;
@@ -299,12 +321,12 @@ async fn a_tty_client_gets_colour_and_a_key_of_its_own() {
     assert_eq!(last.args[0], "-fdiagnostics-color=always");
 }
 
-/// Direct mode: a miss runs the compiler once (with -MD -MF added, no preprocessor); a hit
-/// runs nothing at all and takes no token.
+/// Direct mode: a miss runs the compiler once, observed (no preprocessor, no extra
+/// flags); a hit runs nothing at all and takes no token.
 #[tokio::test]
 async fn direct_mode_runs_no_preprocessor() {
     let f = fixture();
-    std::fs::write(f.work.join("a.c"), b"int x;\n").unwrap();
+    write_old(&f.work.join("a.c"), b"int x;\n").unwrap();
     // Old enough to be trusted in a manifest.
     let old = std::time::SystemTime::now() - Duration::from_secs(10);
     std::fs::File::options()
@@ -318,10 +340,14 @@ async fn direct_mode_runs_no_preprocessor() {
     assert_eq!(outcome, Outcome::Miss);
     let calls = f.compiles();
     assert_eq!(calls.len(), 1, "{calls:#?}");
-    let compile: Vec<&str> = calls[0].args.iter().map(|a| a.to_str().unwrap()).collect();
-    assert_eq!(&compile[..4], ["-c", "a.c", "-o", "a.o"]);
-    assert_eq!(&compile[4..6], ["-MD", "-MF"]);
-    assert!(!compile.contains(&"-E"));
+    assert_eq!(calls[0].args, ["-c", "a.c", "-o", "a.o"]);
+    assert_eq!(calls[0].program, f.compiler);
+    assert_eq!(calls[0].cwd, f.work);
+    let preload = calls[0].env_var("LD_PRELOAD").unwrap();
+    assert_eq!(preload, f._dir.path().join("observe.so").as_os_str());
+    let log = PathBuf::from(calls[0].env_var("CACHET_OBSERVE_LOG").unwrap());
+    assert_eq!(log.parent(), Some(f._dir.path()));
+    assert!(!log.exists(), "the log is removed after the compile");
     f.cache.pending().drain(Duration::from_secs(10)).await;
 
     // Hold the only free token: a hit must not need one.

@@ -20,7 +20,7 @@ pub use daemon::{close_inherited_fds, spawn_detached};
 
 use crate::cache::level::LevelOptions;
 use crate::cache::{self, Cache, DiskCache, DiskStorage, Storage, disk::Fault};
-use crate::compiler::CompileService;
+use crate::compiler::{CompileService, observe};
 use crate::config::Config;
 use crate::paths::{FileLock, RuntimeDir};
 use crate::process::{Launcher, TokioRunner};
@@ -40,6 +40,8 @@ pub struct Server {
     stats: Arc<Stats>,
     jobserver: Jobserver,
     compiles: CompileService,
+    /// "on", or "off: <why>" (see docs/observation.md).
+    observation: String,
     started: Instant,
     running: AtomicU64,
     /// Open connections; a compile request may still be on its way in any of them.
@@ -112,6 +114,7 @@ impl Server {
             uptime_secs: self.started.elapsed().as_secs(),
             runtime_dir: self.runtime.path().display().to_string(),
             compiles_running: self.running.load(Ordering::SeqCst),
+            observation: self.observation.clone(),
             pending_writes: self.cache.pending().count(),
             counters: {
                 let mut counters = self.stats.counters();
@@ -265,8 +268,21 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
     let jobserver = Jobserver::new_fifo(config.jobs(), &runtime.jobserver_fifo())?;
     let launcher =
         Launcher::new(Arc::new(TokioRunner), jobserver.clone()).with_stats(stats.clone());
+    let (interposer, observation) = if config.observe {
+        match observe::Interposer::install(runtime.path()) {
+            Ok(interposer) => (Some(interposer), "on".to_owned()),
+            Err(why) => {
+                tracing::warn!("compiles are not observed: {why}");
+                (None, format!("off: {why}"))
+            }
+        }
+    } else {
+        (None, "off: observe = false".to_owned())
+    };
     let server = Arc::new(Server {
-        compiles: CompileService::new(launcher, cache.clone(), stats.clone()),
+        compiles: CompileService::new(launcher, cache.clone(), stats.clone())
+            .with_interposer(interposer),
+        observation,
         runtime,
         disk,
         cache,

@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod direct;
+pub mod manifest;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -230,9 +230,9 @@ fn literal_paths_are_keyed_as_a_relativized_map_rewrites_them() {
     assert_ne!(keys[0], keys[1]);
 
     let header = format!("{}/include/x.h", one.display()).into_bytes();
-    let variant = direct::Variant {
+    let variant = super::manifest::Variant {
         files: vec![(header, [3; 32])],
-        absent: vec![],
+        ..Default::default()
     };
     let entry_keys: Vec<CacheKey> = [one, two]
         .iter()
@@ -240,7 +240,7 @@ fn literal_paths_are_keyed_as_a_relativized_map_rewrites_them() {
             let req = based_request(cwd, &args);
             let p = plan(&id, &req).unwrap();
             let (base, maps) = direct::base_key(&id, &p, &req, &[1; 32]);
-            direct::entry_key(&base, &variant, &maps)
+            super::manifest::entry_key(&base, &variant, &maps)
         })
         .collect();
     assert_ne!(entry_keys[0], entry_keys[1]);

@@ -40,7 +40,7 @@ use toolchain::Toolchain;
 
 use super::basedir::{self, BaseDirs, Maps, Match};
 use super::file_hashes::FileHashes;
-use super::{CompileService, Outcome, publish};
+use super::{CompileService, Outcome, observe, publish};
 use crate::cache::{CacheEntry, CacheKey, StoredFile};
 use crate::compiler::key::KeyHasher;
 use crate::protocol::{CompileRequest, Exit, Response};
@@ -93,11 +93,15 @@ struct Manifest {
     variants: Vec<Variant>,
 }
 
-/// The sources and env of one earlier compile under a base key.
+/// What one earlier compile under a base key read: its sources (from dep-info, and every
+/// other file its process tree was seen to read: files a proc macro opens, the programs
+/// the link ran), the variables (`env!`, and those a proc macro or the linker read), and
+/// the paths it looked up and did not find.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Variant {
     sources: Vec<(Vec<u8>, [u8; 32])>,
     env: Vec<(String, Option<Vec<u8>>)>,
+    absent: Vec<Vec<u8>>,
 }
 
 /// File names rustc writes into the out-dir for these crate types and emit kinds (Linux).
@@ -317,7 +321,7 @@ impl CompileService {
             Err(reason) => return Ok(self.rust_local(&args.crate_types, reason)),
         };
         let manifest_key = {
-            let mut h = KeyHasher::new(b"cachet rustc manifest v1");
+            let mut h = KeyHasher::new(b"cachet rustc manifest v2");
             h.field(&base.0);
             h.finish()
         };
@@ -391,8 +395,17 @@ impl CompileService {
         };
         // As ccache does: a source stamped after this was edited while rustc read it.
         let compile_start = SystemTime::now();
+        let watch = self.watch()?;
         let result = self
-            .run_leading(leader.as_mut(), request, argv, build, out, cancel)
+            .run_leading(
+                leader.as_mut(),
+                request,
+                argv,
+                watch.as_ref(),
+                build,
+                out,
+                cancel,
+            )
             .await?;
         if !result.exit.success() {
             let failed = self.finish_failed(leader, &result, out);
@@ -405,43 +418,80 @@ impl CompileService {
             let (out_dir, outputs, cwd) = (out_dir.clone(), outputs.clone(), cwd.clone());
             let hashes = self.hashes.clone();
             let depinfo_name = format!("{}{}.d", args.crate_name, args.extra_filename);
+            let env = request.env.clone();
             tokio::task::spawn_blocking(move || {
-                collect(
+                let collected = collect(
                     &out_dir,
                     &outputs,
                     &depinfo_name,
                     &cwd,
                     &hashes,
                     compile_start,
-                )
+                )?;
+                let observed = match watch.map(observe::Watch::finish).transpose() {
+                    Ok(Some(log)) => {
+                        log.complete(std::process::id())?;
+                        let written: Vec<PathBuf> =
+                            outputs.iter().map(|name| out_dir.join(name)).collect();
+                        let written: Vec<&Path> = written.iter().map(PathBuf::as_path).collect();
+                        Some(observed_inputs(
+                            &log.inputs(&written, &cwd, &env),
+                            &cwd,
+                            &hashes,
+                            compile_start,
+                        )?)
+                    }
+                    Ok(None) => None,
+                    Err(e) => return Err(format!("the observation log: {e}")),
+                };
+                Ok((collected, observed))
             })
             .await
             .map_err(io::Error::other)?
         };
-        let shared_entry = collected.as_ref().ok().map(|(files, _, _)| CacheEntry {
-            exit_code: 0,
-            stdout: result.stdout.clone(),
-            stderr: result.stderr.clone(),
-            files: files.clone(),
-            meta: vec![],
-        });
+        let shared_entry = collected
+            .as_ref()
+            .ok()
+            .map(|((files, _, _), _)| CacheEntry {
+                exit_code: 0,
+                stdout: result.stdout.clone(),
+                stderr: result.stderr.clone(),
+                files: files.clone(),
+                meta: vec![],
+            });
         publish(leader, &result, shared_entry);
         let _storing = self.cache.pending().reserve();
         let _ = out.send(Response::Finished(result.exit));
         self.count_miss(started, recache);
         self.stats
             .update(|c| c.languages.entry(LANGUAGE.into()).or_default().misses += 1);
+        if self.observing() {
+            self.stats.update(|c| match &collected {
+                Ok((_, Some(_))) => c.observed_compiles += 1,
+                _ => c.unobserved_compiles += 1,
+            });
+        }
         match collected {
-            Ok((files, depinfo, sources)) => {
+            Ok(((files, depinfo, mut sources), observed)) => {
+                let mut env: Vec<(String, Option<Vec<u8>>)> = depinfo
+                    .env
+                    .iter()
+                    .map(|(name, _)| (name.clone(), env_value(request, name).map(<[u8]>::to_vec)))
+                    .collect();
+                let mut absent = Vec::new();
+                if let Some(observed) = observed {
+                    sources.extend(observed.files);
+                    env.extend(observed.env);
+                    absent = observed.absent;
+                }
+                sources.sort();
+                sources.dedup_by(|a, b| a.0 == b.0);
+                env.sort();
+                env.dedup_by(|a, b| a.0 == b.0);
                 let variant = Variant {
                     sources,
-                    env: depinfo
-                        .env
-                        .iter()
-                        .map(|(name, _)| {
-                            (name.clone(), env_value(request, name).map(<[u8]>::to_vec))
-                        })
-                        .collect(),
+                    env,
+                    absent,
                 };
                 let key = entry_key(&base, &variant, &maps);
                 let entry = CacheEntry {
@@ -483,7 +533,9 @@ impl CompileService {
             }
             Err(why) => {
                 tracing::info!("not storing {}: {why}", args.crate_name);
-                self.stats.update(|c| c.cache_write_errors += 1);
+                let reason = super::not_stored_reason(&why);
+                self.stats
+                    .update(|c| *c.not_stored.entry(reason).or_default() += 1);
             }
         }
         Ok(Outcome::Miss)
@@ -572,9 +624,14 @@ impl CompileService {
             h.field(b"linker");
             h.field(&digest);
         }
+        // Observed compiles key exactly the variables their process tree read (in the
+        // manifest variant), so a rotated CARGO_REGISTRY_TOKEN is no miss and no secret
+        // enters a key. Without observation, every cargo variable is keyed here.
+        let observing = self.observing();
         let mut vars: Vec<(&[u8], &[u8])> = request
             .env
             .iter()
+            .filter(|_| !observing)
             .filter(|(k, _)| {
                 (k.starts_with(b"CARGO_") && !UNKEYED_CARGO_VARS.contains(&k.as_slice()))
                     || k == b"RUSTC_BOOTSTRAP"
@@ -624,20 +681,26 @@ impl CompileService {
         };
         let cwd = request.cwd_path();
         for variant in manifest.variants {
-            let env_matches = variant
-                .env
-                .iter()
-                .all(|(name, value)| env_value(request, name) == value.as_deref());
+            let env_matches = variant.env.iter().all(|(name, value)| {
+                observe::env_matches(name.as_bytes(), value.as_deref(), &cwd, &request.env)
+            });
             if !env_matches {
                 continue;
             }
-            let (hashes, cwd2, sources) =
-                (self.hashes.clone(), cwd.clone(), variant.sources.clone());
+            let (hashes, cwd2, sources, absent) = (
+                self.hashes.clone(),
+                cwd.clone(),
+                variant.sources.clone(),
+                variant.absent.clone(),
+            );
             let sources_match = tokio::task::spawn_blocking(move || {
-                sources.iter().all(|(path, digest)| {
-                    let path = cwd2.join(Path::new(std::ffi::OsStr::from_bytes(path)));
-                    hashes.hash(&path).is_ok_and(|h| h.as_bytes() == digest)
-                })
+                let path = |p: &[u8]| cwd2.join(Path::new(std::ffi::OsStr::from_bytes(p)));
+                absent
+                    .iter()
+                    .all(|p| std::fs::symlink_metadata(path(p)).is_err())
+                    && sources.iter().all(|(p, digest)| {
+                        hashes.hash(&path(p)).is_ok_and(|h| h.as_bytes() == digest)
+                    })
             })
             .await
             .map_err(io::Error::other)?;
@@ -654,7 +717,7 @@ impl CompileService {
 /// `maps` are the remaps base dirs relativized; what they make of an absolute source path
 /// is what the output records, so it is keyed with the path.
 fn entry_key(base: &CacheKey, variant: &Variant, maps: &Maps) -> CacheKey {
-    let mut h = KeyHasher::new(b"cachet rustc entry v1");
+    let mut h = KeyHasher::new(b"cachet rustc entry v2");
     h.field(&base.0);
     for (path, digest) in &variant.sources {
         h.field(path);
@@ -665,6 +728,10 @@ fn entry_key(base: &CacheKey, variant: &Variant, maps: &Maps) -> CacheKey {
                 h.field(&form);
             }
         }
+    }
+    h.field(b"absent");
+    for path in &variant.absent {
+        h.field(path);
     }
     h.field(b"env");
     for (name, value) in &variant.env {
@@ -703,6 +770,58 @@ fn split_debuginfo_files(out_dir: &Path, stem: &str, since: SystemTime) -> Vec<S
         .collect();
     names.sort();
     names
+}
+
+/// What the observed compile read beyond its dep-info, as variant parts: files (and the
+/// programs it ran) with content hashes, variables, absent paths; paths under `cwd`
+/// relative. A file stamped after the compile started makes the result unsafe to store.
+fn observed_inputs(
+    observed: &observe::Observed,
+    cwd: &Path,
+    hashes: &FileHashes,
+    compile_start: SystemTime,
+) -> Result<ObservedParts, String> {
+    let relative = |path: &Path| -> Vec<u8> {
+        match path.strip_prefix(cwd) {
+            Ok(rel) if !rel.as_os_str().is_empty() => rel.as_os_str().as_bytes().to_vec(),
+            _ => path.as_os_str().as_bytes().to_vec(),
+        }
+    };
+    let mut files = Vec::new();
+    for path in observed
+        .files
+        .iter()
+        .chain(&observed.found)
+        .chain(&observed.programs)
+    {
+        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if !meta.is_file() {
+            continue;
+        }
+        if meta.modified().map_err(|e| e.to_string())? >= compile_start {
+            return Err(format!("{} changed during the compile", path.display()));
+        }
+        let digest = hashes
+            .hash(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        files.push((relative(path), *digest.as_bytes()));
+    }
+    Ok(ObservedParts {
+        files,
+        env: observed
+            .env
+            .iter()
+            .map(|(name, value)| (String::from_utf8_lossy(name).into_owned(), value.clone()))
+            .collect(),
+        absent: observed.absent.iter().map(|p| relative(p)).collect(),
+    })
+}
+
+/// The parts of a [`Variant`] that observation adds.
+struct ObservedParts {
+    files: Vec<(Vec<u8>, [u8; 32])>,
+    env: Vec<(String, Option<Vec<u8>>)>,
+    absent: Vec<Vec<u8>>,
 }
 
 /// Reads a successful compile's outputs and the sources its dep-info names. Sources

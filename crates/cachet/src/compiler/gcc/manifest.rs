@@ -1,0 +1,340 @@
+//! The manifest of observed inputs for gcc and clang, in both modes: under a parent key
+//! (direct mode's base key, or preprocessor mode's key), the variants earlier compiles
+//! were seen to depend on. A variant lists every file the compile read with its content
+//! hash, the paths it looked up and did not find (a header that would shadow another, a
+//! `.gch` beside a header, a `__has_include` probe), and the variables it read. A request
+//! for which all of them are as they were gets that variant's entry.
+//!
+//! Variants come from observing the compile (see `compiler::observe`). Where observation
+//! is incomplete, preprocessor mode falls back to [`fallback_variant`]; direct mode is not
+//! used at all without it.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::CacheKey;
+use crate::compiler::basedir::{self, Maps};
+use crate::compiler::file_hashes::FileHashes;
+use crate::compiler::key::KeyHasher;
+use crate::compiler::observe::{self, Observed};
+
+/// File timestamps come from the kernel's coarse clock (a tick of a few ms): a file stamped
+/// this close to the compile's start, or after it, may have changed while it was read.
+const RESOLUTION: Duration = Duration::from_millis(20);
+
+/// Variants kept per manifest.
+const VARIANTS: usize = 8;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Set when direct mode must not serve this source (it uses the time macros, or its
+    /// compile could not be observed whole): preprocessor mode instead.
+    pub no_direct: bool,
+    pub variants: Vec<Variant>,
+}
+
+/// What one compile read. Paths under the request's cwd are relative to it (so base dirs
+/// can share them between checkouts), others absolute.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variant {
+    /// Every file the compile read (source, headers, `.incbin` data, the programs it ran),
+    /// with its content hash.
+    pub files: Vec<(Vec<u8>, [u8; 32])>,
+    /// Paths it looked up and did not find; a file appearing there may change the result.
+    pub absent: Vec<Vec<u8>>,
+    /// Variables it read from the request's environment, with their values (None: unset).
+    pub env: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Manifest {
+    pub fn add(&mut self, variant: Variant) {
+        self.variants.retain(|v| *v != variant);
+        self.variants.insert(0, variant);
+        self.variants.truncate(VARIANTS);
+    }
+}
+
+/// What to do with a successful compile's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Store the entry under this variant.
+    Store(Variant),
+    /// Store nothing in direct mode, and serve this source in preprocessor mode from now
+    /// on (time macros, or a compile that could not be observed whole).
+    PreprocessorMode(String),
+    /// Store nothing (a file changed while it was read, a file we cannot key).
+    Skip(String),
+}
+
+pub fn manifest_key(parent: &CacheKey) -> CacheKey {
+    let mut h = KeyHasher::new(b"cachet c-family manifest v2");
+    h.field(&parent.0);
+    h.finish()
+}
+
+/// `maps` are the prefix maps base dirs relativized: what they make of each absolute path
+/// the compile read is what `__FILE__` and debug info record, so it is keyed too.
+pub fn entry_key(parent: &CacheKey, variant: &Variant, maps: &Maps) -> CacheKey {
+    let mut h = KeyHasher::new(b"cachet c-family entry v2");
+    h.field(&parent.0);
+    for (path, digest) in &variant.files {
+        h.field(path);
+        h.field(digest);
+    }
+    h.field(b"absent");
+    for path in &variant.absent {
+        h.field(path);
+    }
+    h.field(b"env");
+    for (name, value) in &variant.env {
+        h.field(name);
+        match value {
+            Some(v) => {
+                h.field(b"set");
+                h.field(v);
+            }
+            None => h.field(b"unset"),
+        }
+    }
+    if !maps.is_empty() {
+        h.field(b"mapped");
+        for (path, _) in &variant.files {
+            if path.starts_with(b"/") {
+                for form in maps.mapped_forms(path) {
+                    h.field(path);
+                    h.field(&form);
+                }
+            }
+        }
+    }
+    h.finish()
+}
+
+fn os(bytes: &[u8]) -> &Path {
+    Path::new(std::ffi::OsStr::from_bytes(bytes))
+}
+
+/// Whether everything the variant read is as it was for a request in `cwd` with
+/// `request_env` (blocking I/O; file hashes are remembered by stat).
+pub fn matches(
+    variant: &Variant,
+    cwd: &Path,
+    request_env: &[(Vec<u8>, Vec<u8>)],
+    hashes: &FileHashes,
+) -> bool {
+    match mismatch(variant, cwd, request_env, hashes) {
+        None => true,
+        Some(why) => {
+            tracing::debug!("variant differs: {why}");
+            false
+        }
+    }
+}
+
+/// The first thing that is not as the variant saw it, in words.
+pub fn mismatch(
+    variant: &Variant,
+    cwd: &Path,
+    request_env: &[(Vec<u8>, Vec<u8>)],
+    hashes: &FileHashes,
+) -> Option<String> {
+    for (name, value) in &variant.env {
+        if !observe::env_matches(name, value.as_deref(), cwd, request_env) {
+            return Some(format!(
+                "environment changed: {}",
+                String::from_utf8_lossy(name)
+            ));
+        }
+    }
+    for path in &variant.absent {
+        if std::fs::symlink_metadata(cwd.join(os(path))).is_ok() {
+            return Some(format!("now found: {}", os(path).display()));
+        }
+    }
+    for (path, digest) in &variant.files {
+        if !hashes
+            .hash(&cwd.join(os(path)))
+            .is_ok_and(|h| h.as_bytes() == digest)
+        {
+            return Some(format!("file changed: {}", os(path).display()));
+        }
+    }
+    None
+}
+
+/// A path as a variant holds it: relative when under `cwd`.
+fn variant_path(path: &Path, cwd: &Path) -> Vec<u8> {
+    match path.strip_prefix(cwd) {
+        Ok(rel) if !rel.as_os_str().is_empty() => rel.as_os_str().as_bytes().to_vec(),
+        _ => path.as_os_str().as_bytes().to_vec(),
+    }
+}
+
+/// The variant an observed compile read. With `time_macros_matter` (direct mode), a
+/// source or header that names `__DATE__`, `__TIME__` or `__TIMESTAMP__` sends the source
+/// to preprocessor mode, where the expanded text is keyed.
+pub fn variant_from_observed(
+    observed: &Observed,
+    cwd: &Path,
+    hashes: &FileHashes,
+    compile_start: SystemTime,
+    time_macros_matter: bool,
+) -> Verdict {
+    let mut files = Vec::new();
+    // Only what was opened for reading can be source text; programs and files merely
+    // found are not scanned for time macros (cc1 names them all).
+    let read = observed.files.iter().map(|p| (p, true));
+    let found = observed.found.iter().chain(&observed.programs);
+    for (path, is_text) in read.chain(found.map(|p| (p, false))) {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return Verdict::Skip(format!("{} is gone", path.display()));
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        if modified + RESOLUTION > compile_start {
+            return Verdict::Skip(format!("{} is too new to trust", path.display()));
+        }
+        if time_macros_matter && is_text {
+            match std::fs::read(path) {
+                Ok(text) if uses_time_macros(&text) => {
+                    return Verdict::PreprocessorMode("time macros".into());
+                }
+                Ok(_) => {}
+                Err(e) => return Verdict::Skip(format!("{}: {e}", path.display())),
+            }
+        }
+        match hashes.hash(path) {
+            Ok(digest) => files.push((variant_path(path, cwd), *digest.as_bytes())),
+            Err(e) => return Verdict::Skip(format!("{}: {e}", path.display())),
+        }
+    }
+    files.sort();
+    files.dedup();
+    let mut absent: Vec<Vec<u8>> = observed
+        .absent
+        .iter()
+        .map(|p| variant_path(p, cwd))
+        .collect();
+    absent.sort();
+    absent.dedup();
+    Verdict::Store(Variant {
+        files,
+        absent,
+        env: observed.env.clone(),
+    })
+}
+
+/// Preprocessor mode's variant where the compile could not be observed whole. The key
+/// already hashes the preprocessed text, so headers, `__has_include` and shadowing are
+/// covered; what the text does not show is handled conservatively:
+/// - assembler `.incbin`/`.include` in the text: not stored (the files they read are
+///   unknown);
+/// - a `.gch` the compile would use in place of a header (`-E` ignores it): not stored
+///   when one exists, and recorded as absent beside every header otherwise.
+pub fn fallback_variant(preprocessed: &[u8], cwd: &Path) -> Verdict {
+    if contains(preprocessed, b".incbin") || contains(preprocessed, b".include") {
+        return Verdict::Skip("assembler .incbin/.include reads unobserved files".into());
+    }
+    let mut absent = Vec::new();
+    for (_, header) in basedir::line_markers(preprocessed) {
+        if header.starts_with(b"<") {
+            continue;
+        }
+        let mut pch = header.to_vec();
+        pch.extend_from_slice(b".gch");
+        let path = cwd.join(os(&pch));
+        if std::fs::symlink_metadata(&path).is_ok() {
+            return Verdict::Skip(format!("precompiled header {}", path.display()));
+        }
+        absent.push(variant_path(&path, cwd));
+    }
+    absent.sort();
+    absent.dedup();
+    Verdict::Store(Variant {
+        absent,
+        ..Variant::default()
+    })
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Whether `text` names `__DATE__`, `__TIME__` or `__TIMESTAMP__`. Hops from underscore to
+/// underscore: every header of a miss is scanned, so this must be fast.
+pub fn uses_time_macros(text: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(found) = text[at..].iter().position(|&b| b == b'_') {
+        let rest = &text[at + found..];
+        if rest.starts_with(b"__DATE__")
+            || rest.starts_with(b"__TIME__")
+            || rest.starts_with(b"__TIMESTAMP__")
+        {
+            return true;
+        }
+        at += found + 1;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_macros_are_found() {
+        assert!(uses_time_macros(b"const char *d = __DATE__;"));
+        assert!(uses_time_macros(b"x __TIMESTAMP__"));
+        assert!(uses_time_macros(b"__TIME__"));
+        assert!(!uses_time_macros(
+            b"int __x_DATE; _TIME__ __DATE_ __builtin_expect"
+        ));
+        assert!(!uses_time_macros(b""));
+    }
+
+    #[test]
+    fn the_fallback_refuses_incbin_and_existing_pch_and_watches_for_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = dir.path();
+        let text = b"# 1 \"t.c\"\n# 1 \"inc/t.h\" 1\nint v = 1;\n# 1 \"<built-in>\"\n";
+        let Verdict::Store(variant) = fallback_variant(text, cwd) else {
+            panic!("a plain text is stored");
+        };
+        assert_eq!(
+            variant.absent,
+            vec![b"inc/t.h.gch".to_vec(), b"t.c.gch".to_vec()]
+        );
+
+        std::fs::create_dir_all(cwd.join("inc")).unwrap();
+        std::fs::write(cwd.join("inc/t.h.gch"), b"pch").unwrap();
+        assert!(matches!(fallback_variant(text, cwd), Verdict::Skip(_)));
+
+        let asm = b"# 1 \"t.c\"\n__asm__(\".incbin \\\"data.bin\\\"\");\n";
+        assert!(matches!(fallback_variant(asm, cwd), Verdict::Skip(_)));
+    }
+
+    #[test]
+    fn a_variant_matches_only_while_files_absences_and_variables_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = dir.path();
+        std::fs::write(cwd.join("t.h"), b"#define V 1\n").unwrap();
+        let hashes = FileHashes::default();
+        let digest = *blake3::hash(b"#define V 1\n").as_bytes();
+        let variant = Variant {
+            files: vec![(b"t.h".to_vec(), digest)],
+            absent: vec![b"opt.h".to_vec()],
+            env: vec![(b"MY_LEVEL".to_vec(), Some(b"debug".to_vec()))],
+        };
+        let env = |v: &str| vec![(b"MY_LEVEL".to_vec(), v.as_bytes().to_vec())];
+        assert!(matches(&variant, cwd, &env("debug"), &hashes));
+        assert!(!matches(&variant, cwd, &env("info"), &hashes));
+        assert!(!matches(&variant, cwd, &[], &hashes));
+        std::fs::write(cwd.join("opt.h"), b"").unwrap();
+        assert!(!matches(&variant, cwd, &env("debug"), &hashes));
+    }
+}
