@@ -26,20 +26,30 @@ struct Workspace {
     env: Env,
     dir: PathBuf,
     log_offset: usize,
+    /// The crates whose outcomes [`Workspace::expect`] checks.
+    crates: &'static [&'static str],
 }
 
 impl Workspace {
     fn new() -> Workspace {
+        Workspace::of("cargo-ws", &CRATES)
+    }
+
+    /// A copy of the fixture workspace `name`, whose crates are `crates`.
+    fn of(name: &str, crates: &'static [&'static str]) -> Workspace {
         let env = Env::new();
         let dir = env.work.join("ws");
         copy_dir(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cargo-ws"),
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(name),
             &dir,
         );
         Workspace {
             env,
             dir,
             log_offset: 0,
+            crates,
         }
     }
 
@@ -102,13 +112,13 @@ impl Workspace {
                 let (name, outcome) = rest.split_once(' ')?;
                 Some((name.to_owned(), outcome.to_owned()))
             })
-            .filter(|(name, _)| CRATES.contains(&name.as_str()) || name == "cli")
+            .filter(|(name, _)| self.crates.contains(&name.as_str()) || name == "cli")
             .collect()
     }
 
     fn expect(&mut self, what: &str, misses: &[&str]) {
         let outcomes = self.outcomes();
-        for name in CRATES {
+        for &name in self.crates {
             let want = if misses.contains(&name) {
                 "Miss"
             } else {
@@ -344,4 +354,89 @@ fn split_debuginfo_files_are_restored() {
         .output()
         .unwrap();
     assert!(run.status.success());
+}
+
+/// What `show` prints when run.
+fn show_output(ws: &Workspace) -> String {
+    let run = std::process::Command::new(ws.dir.join("target/debug/show"))
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    String::from_utf8_lossy(&run.stdout).trim().to_owned()
+}
+
+/// A proc macro that reads `MY_LEVEL` and a file while it expands: rustc's dep-info names
+/// neither, the observed compile does. Each change misses exactly where it should, and the
+/// binary always says what a plain build would.
+#[test]
+fn what_a_proc_macro_reads_is_keyed() {
+    let mut ws = Workspace::of("proc-env", &["level", "show"]);
+    proc_macro_inputs(&mut ws, true);
+}
+
+/// Observation off: a crate that uses a proc macro is passed through, never served stale.
+#[test]
+fn without_observation_a_proc_macro_user_is_never_stale() {
+    let mut ws = Workspace::of("proc-env", &["level", "show"]);
+    ws.env.extra_env.push(("CACHET_OBSERVE".into(), "0".into()));
+    proc_macro_inputs(&mut ws, false);
+}
+
+/// Builds `proc-env` through a series of changes to what its proc macro reads; the binary
+/// must always print what a plain build prints. With `observed`, each build also misses
+/// exactly where it should.
+fn proc_macro_inputs(ws: &mut Workspace, observed: bool) {
+    let check = |ws: &mut Workspace, what: &str, misses: &[&str]| {
+        if observed {
+            ws.expect(what, misses);
+        }
+    };
+    ws.cargo(&["build"], &[("MY_LEVEL", "debug")]);
+    check(ws, "cold build", &["level", "show"]);
+    assert_eq!(show_output(ws), "level=debug banner=first banner");
+
+    // Another value: the macro's user misses, the macro crate itself does not.
+    ws.clean();
+    ws.cargo(&["build"], &[("MY_LEVEL", "info")]);
+    check(ws, "MY_LEVEL changed", &["show"]);
+    assert_eq!(show_output(ws), "level=info banner=first banner");
+
+    // Unset is a value too.
+    ws.clean();
+    ws.cargo(&["build"], &[]);
+    check(ws, "MY_LEVEL unset", &["show"]);
+    assert_eq!(show_output(ws), "level=unset banner=first banner");
+
+    // Back to info: served from the cache.
+    ws.clean();
+    ws.cargo(&["build"], &[("MY_LEVEL", "info")]);
+    check(ws, "MY_LEVEL as before", &[]);
+    assert_eq!(show_output(ws), "level=info banner=first banner");
+
+    // The file the macro reads.
+    let banner = ws.dir.join("level/banner.txt");
+    std::fs::write(&banner, "second banner\n").unwrap();
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&banner)
+        .unwrap()
+        .set_modified(past)
+        .unwrap();
+    ws.clean();
+    ws.cargo(&["build"], &[("MY_LEVEL", "info")]);
+    check(ws, "banner.txt changed", &["show"]);
+    assert_eq!(show_output(ws), "level=info banner=second banner");
+}
+
+/// Cargo variables no compile reads are not keyed: a rotated registry token (CI) misses
+/// nothing, and no secret's hash enters a key.
+#[test]
+fn a_rotated_registry_token_misses_nothing() {
+    let mut ws = Workspace::new();
+    ws.cargo(&["build"], &[("CARGO_REGISTRY_TOKEN", "secret-one")]);
+    ws.expect("cold build", &CRATES);
+    ws.clean();
+    ws.cargo(&["build"], &[("CARGO_REGISTRY_TOKEN", "secret-two")]);
+    ws.expect("token rotated", &[]);
 }

@@ -309,6 +309,14 @@ impl CompileService {
         if !args.emit.contains(&Emit::DepInfo) {
             return Ok(self.rust_local(&args.crate_types, "no --emit=dep-info".into()));
         }
+        // A proc macro may read any file or variable while it expands, and dep-info shows
+        // none of it: only an observed compile can key that.
+        if !self.observing() && uses_proc_macro(&args) {
+            return Ok(self.rust_local(
+                &args.crate_types,
+                "a proc macro's inputs cannot be observed".into(),
+            ));
+        }
         let target = target_triple(&args, &toolchain);
         if !target.contains("linux") {
             return Ok(self.rust_local(&args.crate_types, format!("target {target} is not Linux")));
@@ -640,18 +648,11 @@ impl CompileService {
             .map(|(k, v)| (k.as_slice(), v.as_slice()))
             .collect();
         vars.sort();
-        // What the compile reads with env! is keyed literally in the manifest variant. A
-        // proc macro may read (and embed) any variable unseen, so with one the values stay
-        // literal here too.
-        let proc_macro = args.externs.iter().any(|e| {
-            e.path
-                .as_ref()
-                .is_some_and(|p| p.extension() == Some("so".as_ref()))
-        });
+        // What the compile reads with env! is keyed literally in the manifest variant.
         h.field(b"env");
         for (name, value) in vars {
             h.field(name);
-            if base.is_empty() || proc_macro {
+            if base.is_empty() {
                 h.field(value);
             } else {
                 h.field(&base.key_form(value));
@@ -770,6 +771,15 @@ fn split_debuginfo_files(out_dir: &Path, stem: &str, since: SystemTime) -> Vec<S
         .collect();
     names.sort();
     names
+}
+
+/// Whether the crate uses a proc macro (an `--extern` shared object).
+fn uses_proc_macro(args: &RustcArgs) -> bool {
+    args.externs.iter().any(|e| {
+        e.path
+            .as_ref()
+            .is_some_and(|p| p.extension() == Some("so".as_ref()))
+    })
 }
 
 /// What the observed compile read beyond its dep-info, as variant parts: files (and the
