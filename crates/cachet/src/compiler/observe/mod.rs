@@ -321,9 +321,10 @@ impl Log {
     /// (a value the request's environment, `request_env`, does not have).
     ///
     /// A program exec'd by bare name (`execvp("as")`) is found on the request's `PATH`,
-    /// as the exec found it. `PWD` (which gcc prefers to `getcwd` when it names the same
-    /// directory) is keyed as [`CWD_MARK`] when it is the request's `cwd`, so checkouts
-    /// that base dirs share do not split on it.
+    /// as the exec found it. `PWD` matters only where it is another spelling of the cwd
+    /// (gcc then records it in place of `getcwd`'s): it is keyed as [`CWD_MARK`] when it
+    /// is the cwd itself and as [`ELSEWHERE_MARK`] when it names another directory (as
+    /// under `make -C`), so checkouts that base dirs share do not split on it.
     pub fn inputs(
         &self,
         outputs: &[&Path],
@@ -388,11 +389,9 @@ impl Log {
                 if !seen.contains(&requested) {
                     return None;
                 }
-                let names_cwd = requested.as_deref() == Some(cwd.as_os_str().as_bytes());
-                let value = if name == b"PWD" && names_cwd {
-                    Some(CWD_MARK.to_vec())
-                } else {
-                    requested
+                let value = match pwd_kind(requested.as_deref(), cwd) {
+                    Some(mark) if name == b"PWD" => Some(mark.to_vec()),
+                    _ => requested,
                 };
                 Some((name.clone(), value))
             })
@@ -407,11 +406,28 @@ impl Log {
     }
 }
 
-/// The value `PWD` is keyed with when it names the request's cwd (see [`Log::inputs`]).
+/// The value `PWD` is keyed with when it is the request's cwd (see [`Log::inputs`]).
 pub const CWD_MARK: &[u8] = b"\0cwd";
+/// The value `PWD` is keyed with when it names another directory than the cwd.
+pub const ELSEWHERE_MARK: &[u8] = b"\0elsewhere";
+
+/// [`CWD_MARK`] or [`ELSEWHERE_MARK`] for a `PWD` value, or None when it is another
+/// spelling of the cwd (a symlinked path: keyed as it is).
+fn pwd_kind(pwd: Option<&[u8]>, cwd: &Path) -> Option<&'static [u8]> {
+    use std::os::unix::fs::MetadataExt;
+    let pwd = pwd?;
+    if pwd == cwd.as_os_str().as_bytes() {
+        return Some(CWD_MARK);
+    }
+    let same = |a: &Path, b: &Path| match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    };
+    (!same(Path::new(OsStr::from_bytes(pwd)), cwd)).then_some(ELSEWHERE_MARK)
+}
 
 /// Whether a variable an earlier compile read, `name` with `value` (None: unset), has the
-/// same value in this request's environment (`cwd` for [`CWD_MARK`]).
+/// same value in this request's environment (for `PWD`'s marks: the same kind).
 pub fn env_matches(
     name: &[u8],
     value: Option<&[u8]>,
@@ -424,7 +440,7 @@ pub fn env_matches(
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_slice());
     match value {
-        Some(CWD_MARK) => now == Some(cwd.as_os_str().as_bytes()),
+        Some(mark @ (CWD_MARK | ELSEWHERE_MARK)) => pwd_kind(now, cwd) == Some(mark),
         value => now == value,
     }
 }

@@ -162,13 +162,38 @@ fn pwd_naming_the_cwd_is_keyed_as_the_cwd() {
         Path::new("/w"),
         &elsewhere
     ));
-    // A PWD that is not the cwd (a symlinked spelling) is keyed as it is.
-    let inputs = Log::parse(b"P 200 100\nE PWD=/link\n").inputs(
-        &[],
-        Path::new("/w"),
-        &env(&[("PWD", "/link")]),
-    );
-    assert_eq!(inputs.env, vec![(b"PWD".to_vec(), Some(b"/link".to_vec()))]);
+}
+
+#[test]
+fn pwd_is_keyed_by_what_it_means_for_the_cwd() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path().join("real");
+    std::fs::create_dir(&cwd).unwrap();
+    std::os::unix::fs::symlink(&cwd, dir.path().join("link")).unwrap();
+    let top = dir.path().to_str().unwrap().to_owned();
+    let link = format!("{top}/link");
+    let keyed = |pwd: &str| {
+        let log = Log::parse(format!("P 200 100\nE PWD={pwd}\n").as_bytes());
+        log.inputs(&[], &cwd, &env(&[("PWD", pwd)])).env[0]
+            .1
+            .clone()
+    };
+    // Another directory (make -C from the top): it does not matter which.
+    assert_eq!(keyed(&top), Some(ELSEWHERE_MARK.to_vec()));
+    assert!(env_matches(
+        b"PWD",
+        Some(ELSEWHERE_MARK),
+        &cwd,
+        &env(&[("PWD", "/")])
+    ));
+    assert!(!env_matches(
+        b"PWD",
+        Some(ELSEWHERE_MARK),
+        &cwd,
+        &env(&[("PWD", &link)])
+    ));
+    // A symlinked spelling of the cwd is what gcc records: keyed as it is.
+    assert_eq!(keyed(&link), Some(link.clone().into_bytes()));
 }
 
 #[test]
