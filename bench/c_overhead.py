@@ -42,16 +42,21 @@ def children_cpu():
     return r.ru_utime + r.ru_stime
 
 
+def quiet_log(work):
+    """Where a bench sends what it does not show: a log in its own temp dir."""
+    return open(Path(work) / "quiet.log", "ab")
+
+
 def measure(label, argv, env, runs, cwd, server_pid=None, before_each=None):
     walls = []
     cpu0, srv0 = children_cpu(), proc_cpu(server_pid) if server_pid else 0.0
-    for _ in range(runs):
-        if before_each:
-            before_each()
-        start = time.perf_counter()
-        subprocess.run(argv, env=env, cwd=cwd, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        walls.append(time.perf_counter() - start)
+    with quiet_log(cwd) as quiet:
+        for _ in range(runs):
+            if before_each:
+                before_each()
+            start = time.perf_counter()
+            subprocess.run(argv, env=env, cwd=cwd, check=True, stdout=quiet, stderr=quiet)
+            walls.append(time.perf_counter() - start)
     client = (children_cpu() - cpu0) / runs
     server = ((proc_cpu(server_pid) - srv0) / runs) if server_pid else 0.0
     return {"label": label, "wall": statistics.median(walls), "cpu": client + server,
@@ -74,6 +79,7 @@ def main():
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="cachet-bench-"))
+    quiet = quiet_log(work)
     shutil.copy(args.source, work / "sample.c")
     compile_args = ["gcc", "-O2", "-c", "sample.c", "-o", "sample.o"]
     base = dict(os.environ)
@@ -86,8 +92,7 @@ def main():
     cachet_env = dict(base, CACHET_DIR=str(work / "cachet-cache"),
                       CACHET_RUNTIME_DIR=str(work / "cachet-run"), CACHET_IDLE_TIMEOUT="600")
     cachet = [args.cachet] + compile_args
-    subprocess.run([args.cachet, "--start-server"], env=cachet_env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run([args.cachet, "--start-server"], env=cachet_env, check=True, stdout=quiet)
     subprocess.run(cachet, env=cachet_env, cwd=work, check=True)  # warm the compiler identity
     pid = server_pid_of(f"{args.cachet} --internal-run-server")
     results.append(measure("cachet miss", cachet, dict(cachet_env, CACHET_RECACHE="1"),
@@ -95,7 +100,7 @@ def main():
     results.append(measure("cachet hit", cachet, cachet_env, args.hit_runs, work, pid))
     results.append(measure("cachet hit (preprocessor)", cachet,
                            dict(cachet_env, CACHET_DIRECT_MODE="0"), args.runs, work, pid))
-    subprocess.run([args.cachet, "--stop-server"], env=cachet_env, stdout=subprocess.DEVNULL)
+    subprocess.run([args.cachet, "--stop-server"], env=cachet_env, stdout=quiet)
 
     if shutil.which("ccache"):
         cc_env = dict(base, CCACHE_DIR=str(work / "ccache"))
@@ -112,14 +117,13 @@ def main():
         sc_env = dict(base, SCCACHE_DIR=str(work / "sccache"), SCCACHE_IDLE_TIMEOUT="600",
                       SCCACHE_SERVER_PORT="4299")
         sccache = [sccache_bin] + compile_args
-        subprocess.run([sccache_bin, "--start-server"], env=sc_env, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run([sccache_bin, "--start-server"], env=sc_env, check=True, stdout=quiet)
         subprocess.run(sccache, env=sc_env, cwd=work, check=True)
         pid = server_pid_of("sccache")
         results.append(measure("sccache miss", sccache, dict(sc_env, SCCACHE_RECACHE="1"),
                                args.runs, work, pid))
         results.append(measure("sccache hit", sccache, sc_env, args.hit_runs, work, pid))
-        subprocess.run([sccache_bin, "--stop-server"], env=sc_env, stdout=subprocess.DEVNULL)
+        subprocess.run([sccache_bin, "--stop-server"], env=sc_env, stdout=quiet)
 
     by = {r["label"]: r for r in results}
     print(f"`gcc -O2 -c sample.c` in {work}: {args.runs} runs of each miss and "
@@ -142,6 +146,7 @@ def main():
             print(f"cachet/{peer} hit: wall {by['cachet hit']['wall'] / by[hit]['wall']:.2f}, "
                   f"CPU {by['cachet hit']['cpu'] / by[hit]['cpu']:.2f}; "
                   f"miss: wall {by['cachet miss']['wall'] / by[peer + ' miss']['wall']:.2f}")
+    quiet.close()
     shutil.rmtree(work, ignore_errors=True)
     project_bench(args)
 
@@ -160,6 +165,7 @@ def project_bench(args):
         tools.append(("sccache", [shutil.which("sccache")], {"SCCACHE_SERVER_PORT": "4304"}))
     for label, wrapper, extra in tools:
         work = Path(tempfile.mkdtemp(prefix="cachet-project-"))
+        quiet = quiet_log(work)
         shutil.copytree(src, work / "p")
         env = dict(os.environ, CACHET_DIR=str(work / "c1"), CACHET_RUNTIME_DIR=str(work / "r"),
                    CCACHE_DIR=str(work / "c2"), SCCACHE_DIR=str(work / "c3"), **extra)
@@ -174,19 +180,19 @@ def project_bench(args):
                 for d in ("c1", "c2", "c3"):
                     shutil.rmtree(work / d, ignore_errors=True)
                 if wrapper and "cachet" in wrapper[0]:
-                    subprocess.run([wrapper[0], "--stop-server"], env=env, stdout=subprocess.DEVNULL)
+                    subprocess.run([wrapper[0], "--stop-server"], env=env, stdout=quiet)
             start = time.perf_counter()
-            subprocess.run(make, cwd=work / "p", env=env, check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(make, cwd=work / "p", env=env, check=True, stdout=quiet, stderr=quiet)
             return time.perf_counter() - start
 
         cold = statistics.median(build(True) for _ in range(runs))
         warm = statistics.median(build(False) for _ in range(runs))
         rows.append((label, cold, warm))
         if wrapper and "cachet" in wrapper[0]:
-            subprocess.run([wrapper[0], "--stop-server"], env=env, stdout=subprocess.DEVNULL)
+            subprocess.run([wrapper[0], "--stop-server"], env=env, stdout=quiet)
         if wrapper and "sccache" in wrapper[0]:
-            subprocess.run([wrapper[0], "--stop-server"], env=env, stdout=subprocess.DEVNULL)
+            subprocess.run([wrapper[0], "--stop-server"], env=env, stdout=quiet)
+        quiet.close()
         shutil.rmtree(work, ignore_errors=True)
     print()
     print(f"make -j2 of tests/fixtures/cproject (6 objects + link), median of {runs} runs")

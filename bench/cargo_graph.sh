@@ -13,6 +13,7 @@ sccache="$(command -v sccache || true)"
 
 work="$(mktemp -d /tmp/cachet-graph.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
+quiet="$work/quiet.log"   # what the servers print that the bench does not show
 cp -r "$root/bench/crate-graph/." "$work/project"
 cd "$work/project"
 cargo fetch -q
@@ -38,25 +39,25 @@ build plain-warm X=1
 
 if [ -n "$sccache" ]; then
     export SCCACHE_DIR="$work/sccache" SCCACHE_SERVER_PORT=4301 SCCACHE_IDLE_TIMEOUT=0
-    "$sccache" --stop-server >/dev/null 2>&1 || true
-    "$sccache" --start-server >/dev/null
+    "$sccache" --stop-server >>"$quiet" 2>&1 || true
+    "$sccache" --start-server >>"$quiet"
     build sccache-cold RUSTC_WRAPPER="$sccache" CC="$sccache cc" CXX="$sccache c++"
-    "$sccache" --zero-stats >/dev/null
+    "$sccache" --zero-stats >>"$quiet"
     build sccache-warm RUSTC_WRAPPER="$sccache" CC="$sccache cc" CXX="$sccache c++"
     sccache_hits=$("$sccache" --show-stats | awk '/^Cache hits  /{print $3; exit}')
     sccache_misses=$("$sccache" --show-stats | awk '/^Cache misses  /{print $3; exit}')
-    "$sccache" --stop-server >/dev/null 2>&1 || true
+    "$sccache" --stop-server >>"$quiet" 2>&1 || true
 fi
 
 export CACHET_DIR="$work/cachet" CACHET_RUNTIME_DIR="$work/cachet-run"
-"$cachet" --start-server >/dev/null
+"$cachet" --start-server >>"$quiet"
 wrap=(RUSTC_WRAPPER="$cachet" CC="$cachet cc" CXX="$cachet c++" CC_KNOWN_WRAPPER_CUSTOM=cachet)
 build cachet-cold "${wrap[@]}"
-"$cachet" --zero-stats >/dev/null
+"$cachet" --zero-stats >>"$quiet"
 build cachet-warm "${wrap[@]}"
 stats=$("$cachet" --show-stats --json)
 "$cachet" --show-stats | grep -E 'hits/misses|^Uncacheable|^  [a-z]|Average hit' || true
-"$cachet" --stop-server >/dev/null
+"$cachet" --stop-server >>"$quiet"
 
 hits=$(echo "$stats" | awk -F: '/"cache_hits"/{gsub(/[ ,]/,"",$2); print $2; exit}')
 misses=$(echo "$stats" | awk -F: '/"cache_misses"/{gsub(/[ ,]/,"",$2); print $2; exit}')

@@ -14,6 +14,7 @@ sccache="$(command -v sccache || true)"
 
 work="$(mktemp -d /tmp/cachet-concurrency.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
+quiet="$work/quiet.log"   # what the servers print that the bench does not show
 gcc -O2 -o "$work/sampler" "$root/bench/concurrency-sampler.c"
 cargo new -q --vcs none "$work/project"
 cd "$work/project"
@@ -47,14 +48,14 @@ for jobs in 1 2; do
     run plain "$jobs" X=1
     if [ -n "$sccache" ]; then
         export SCCACHE_DIR="$work/sccache-$jobs" SCCACHE_SERVER_PORT=4303 SCCACHE_IDLE_TIMEOUT=0
-        "$sccache" --stop-server >/dev/null 2>&1 || true
-        "$sccache" --start-server >/dev/null
+        "$sccache" --stop-server >>"$quiet" 2>&1 || true
+        "$sccache" --start-server >>"$quiet"
         run sccache "$jobs" RUSTC_WRAPPER="$sccache"
-        "$sccache" --stop-server >/dev/null 2>&1 || true
+        "$sccache" --stop-server >>"$quiet" 2>&1 || true
     fi
     export CACHET_DIR="$work/cachet-$jobs" CACHET_RUNTIME_DIR="$work/cachet-run-$jobs"
-    "$cachet" --start-server >/dev/null
+    "$cachet" --start-server >>"$quiet"
     run cachet "$jobs" RUSTC_WRAPPER="$cachet"
     "$cachet" --show-stats | grep -E 'Extra tokens|Granted tokens idle|recovered' | sed 's/^/    /'
-    "$cachet" --stop-server >/dev/null
+    "$cachet" --stop-server >>"$quiet"
 done

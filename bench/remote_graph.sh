@@ -19,7 +19,8 @@ stores=("$@")
 [ ${#stores[@]} -gt 0 ] || stores=(local redis cluster memcached s3 webdav http)
 
 work="$(mktemp -d /tmp/cachet-remote-graph.XXXXXX)"
-trap 'for d in "$work"/run-*; do CACHET_RUNTIME_DIR=$d "$cachet" --stop-server >/dev/null 2>&1 || true; done; rm -rf "$work"' EXIT
+quiet="$work/quiet.log"   # what cachet prints that the bench does not show
+trap 'for d in "$work"/run-*; do CACHET_RUNTIME_DIR=$d "$cachet" --stop-server >>"$quiet" 2>&1 || true; done; rm -rf "$work"' EXIT
 cp -r "$root/bench/crate-graph/." "$work/project"
 cd "$work/project"
 cargo fetch -q
@@ -56,13 +57,13 @@ printf '%-10s %10s %12s %8s %8s %12s\n' store cold warm hits misses "remote hits
 for store in "${stores[@]}"; do
     read -r -a vars <<<"$(remote_vars "$store")"
     cold=$(build "$store-cold" "$store-a" "${vars[@]}")
-    env CACHET_RUNTIME_DIR="$work/run-$store-a" "${vars[@]}" "$cachet" --flush >/dev/null
+    env CACHET_RUNTIME_DIR="$work/run-$store-a" "${vars[@]}" "$cachet" --flush >>"$quiet"
     if [ "$store" = local ]; then
         id="$store-a"   # the same local dir, warm
     else
         id="$store-b"   # a second cachet: empty local dir and its own server
     fi
-    env CACHET_DIR="$work/cache-$id" CACHET_RUNTIME_DIR="$work/run-$id" "${vars[@]}" "$cachet" --zero-stats >/dev/null
+    env CACHET_DIR="$work/cache-$id" CACHET_RUNTIME_DIR="$work/run-$id" "${vars[@]}" "$cachet" --zero-stats >>"$quiet"
     warm=$(build "$store-warm" "$id" "${vars[@]}")
     stats=$(env CACHET_DIR="$work/cache-$id" CACHET_RUNTIME_DIR="$work/run-$id" "$cachet" --show-stats --json)
     read -r hits misses remote_hits < <(python3 -c '

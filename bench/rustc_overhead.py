@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from c_overhead import ROOT, measure, server_pid_of  # noqa: E402
+from c_overhead import ROOT, measure, quiet_log, server_pid_of  # noqa: E402
 
 
 def cargo_command(project):
@@ -44,6 +44,7 @@ def main():
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="cachet-rustc-bench-"))
+    quiet = quiet_log(work)
     project = work / "project"
     subprocess.run(["cargo", "new", "-q", str(project)], check=True)
     with open(project / "Cargo.toml", "a") as f:
@@ -56,27 +57,27 @@ def main():
     results = [measure("plain rustc", words, base, max(3, args.runs // 4), project)]
 
     cachet_env = dict(base, CACHET_DIR=str(work / "cachet"), CACHET_RUNTIME_DIR=str(work / "run"))
-    subprocess.run([args.cachet, "--start-server"], env=cachet_env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([args.cachet, "--start-server"], env=cachet_env, check=True, stdout=quiet)
     subprocess.run([args.cachet] + words, env=cachet_env, cwd=project, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   stdout=quiet, stderr=quiet)
     pid = server_pid_of(f"{args.cachet} --internal-run-server")
     results.append(measure("cachet miss", [args.cachet] + words, dict(cachet_env, CACHET_RECACHE="1"),
                            max(3, args.runs // 4), project, pid))
     results.append(measure("cachet hit", [args.cachet] + words, cachet_env, args.runs, project, pid))
-    subprocess.run([args.cachet, "--stop-server"], env=cachet_env, stdout=subprocess.DEVNULL)
+    subprocess.run([args.cachet, "--stop-server"], env=cachet_env, stdout=quiet)
 
     sccache = shutil.which("sccache")
     if sccache:
         sc_env = dict(base, SCCACHE_DIR=str(work / "sccache"), SCCACHE_SERVER_PORT="4302",
                       SCCACHE_IDLE_TIMEOUT="0")
-        subprocess.run([sccache, "--start-server"], env=sc_env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([sccache, "--start-server"], env=sc_env, check=True, stdout=quiet)
         subprocess.run([sccache] + words, env=sc_env, cwd=project, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                       stdout=quiet, stderr=quiet)
         pid = server_pid_of("sccache")
         results.append(measure("sccache miss", [sccache] + words, dict(sc_env, SCCACHE_RECACHE="1"),
                                max(3, args.runs // 4), project, pid))
         results.append(measure("sccache hit", [sccache] + words, sc_env, args.runs, project, pid))
-        subprocess.run([sccache, "--stop-server"], env=sc_env, stdout=subprocess.DEVNULL)
+        subprocess.run([sccache, "--stop-server"], env=sc_env, stdout=quiet)
 
     by = {r["label"]: r for r in results}
     print(f"serde_json through each tool ({args.runs} hits, out-dir {out_dir})")
@@ -88,6 +89,7 @@ def main():
               f"CPU {by['cachet hit']['cpu'] / by['sccache hit']['cpu']:.2f}; miss wall "
               f"{by['cachet miss']['wall'] / by['sccache miss']['wall']:.2f}")
     print(f"cachet miss / plain rustc (wall): {by['cachet miss']['wall'] / by['plain rustc']['wall']:.2f}")
+    quiet.close()
     shutil.rmtree(work, ignore_errors=True)
 
 

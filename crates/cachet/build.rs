@@ -10,13 +10,17 @@ fn main() {
     println!("cargo:rerun-if-changed={}", source.display());
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let object = out.join("cachet-observe.so");
+    // A shared object for the dynamic loader, even when cachet itself is linked
+    // statically (scripts/build-release sets crt-static, which makes cc add -static).
     let compiler = cc::Build::new()
         .cargo_metadata(false)
         .pic(true)
         .opt_level(2)
         .get_compiler();
-    let mut command = compiler.to_command();
+    let mut command = std::process::Command::new(compiler.path());
     command
+        .envs(compiler.get_envs())
+        .args(compiler.args().iter().filter(|a| *a != "-static"))
         .args(["-shared", "-Wall", "-Wextra", "-o"])
         .arg(&object)
         .arg(&source)

@@ -11,12 +11,16 @@ async fn killed_child_returns_every_token_to_every_pool() {
     let server = Jobserver::new(2).unwrap();
     let proxy = Proxy::new().unwrap();
     let [r, w] = proxy.fds();
+    // What the child reads goes to a file here, not to the machine's /dev/null.
+    let dir = tempfile::tempdir().unwrap();
 
     // A greedy child: a blocking read of two tokens (visible as demand), then it dies
     // holding them.
     let mut cmd = tokio::process::Command::new("/bin/bash");
     cmd.arg("-c")
-        .arg(format!("head -c 2 <&{r} > /dev/null; kill -9 $$"))
+        .arg(format!("head -c 2 <&{r} > \"$1\"; kill -9 $$"))
+        .arg("bash")
+        .arg(dir.path().join("tokens"))
         .envs(proxy.child_env(None));
     // SAFETY: fcntl only, between fork and exec.
     unsafe {
@@ -61,10 +65,13 @@ async fn a_child_never_holds_more_than_the_smallest_pool_allows() {
     let server = Jobserver::new(4).unwrap();
     let proxy = Proxy::new().unwrap();
     let [r, w] = proxy.fds();
+    let dir = tempfile::tempdir().unwrap();
     // Tries for three tokens; only one can come, so it waits until killed by timeout.
     let mut cmd = tokio::process::Command::new("/bin/bash");
     cmd.arg("-c")
-        .arg(format!("timeout 0.5 head -c 3 <&{r} > /dev/null; exit 0"));
+        .arg(format!("timeout 0.5 head -c 3 <&{r} > \"$1\"; exit 0"))
+        .arg("bash")
+        .arg(dir.path().join("tokens"));
     // SAFETY: fcntl only, between fork and exec.
     unsafe {
         cmd.pre_exec(move || {

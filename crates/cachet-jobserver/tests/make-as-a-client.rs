@@ -48,6 +48,9 @@ async fn run_make(tokens: usize) {
     // implicit job uses it, so make may run 1 + (tokens - 1) recipes.
     let for_make = pool.acquire().await.unwrap();
 
+    // An empty stdin that is not the machine's /dev/null.
+    let (stdin, writer) = std::io::pipe().unwrap();
+    drop(writer);
     let mut cmd = tokio::process::Command::new("/usr/bin/make");
     cmd.arg("-f")
         .arg(dir.path().join("Makefile"))
@@ -56,7 +59,7 @@ async fn run_make(tokens: usize) {
         .env_remove("MFLAGS")
         .env_remove("CARGO_MAKEFLAGS")
         .env_remove("MAKELEVEL")
-        .stdin(Stdio::null());
+        .stdin(Stdio::from(stdin));
     pool.configure_command(&mut cmd, None);
     let out = cmd.output().await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -322,6 +322,7 @@ fn a_cargo_workspace_at_another_path_hits_with_its_paths_remapped() {
         }
     }
     let run = std::process::Command::new(dirs[1].join("target/debug/app"))
+        .stdin(no_input())
         .output()
         .unwrap();
     assert!(run.status.success());

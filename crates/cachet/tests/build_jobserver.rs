@@ -146,8 +146,8 @@ fn compile(env: &Env, cc: &str, file: &str, pool: Option<&Pool>) -> Child {
     );
     let mut cmd = env.cachet();
     cmd.args([cc, "-c", file])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdin(no_input())
+        .stdout(discard(env.dir.path(), &format!("{file}.stdout")))
         .stderr(Stdio::piped());
     if let Some(pool) = pool {
         pool.hand_to(&mut cmd);
@@ -296,7 +296,7 @@ fn stale_jobserver_fds_are_never_used() {
         let mut cmd = env.cachet();
         cmd.args([cc.as_str(), "-c", &format!("s{i}.c")])
             .env("MAKEFLAGS", format!(" -j4 --jobserver-auth={r},{w}"))
-            .stdin(Stdio::null());
+            .stdin(no_input());
         inherit_fds(&mut cmd, [r, w]);
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{what}: {}", stderr(&out));

@@ -4,7 +4,6 @@
 mod common;
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
 
 use common::*;
 
@@ -289,7 +288,7 @@ fn disable_and_recache() {
         .cachet()
         .args(["gcc", "-c", "a.c"])
         .env("CACHET_RECACHE", "1")
-        .stdin(Stdio::null())
+        .stdin(no_input())
         .output()
         .unwrap();
     assert!(out.status.success());

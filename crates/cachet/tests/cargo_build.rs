@@ -178,6 +178,7 @@ fn every_crate_type_hits_after_cargo_clean_and_outputs_match_a_plain_build() {
         );
     }
     let run = std::process::Command::new(ws.dir.join("target/debug/app"))
+        .stdin(no_input())
         .output()
         .unwrap();
     assert!(run.status.success());
@@ -257,6 +258,7 @@ fn incremental_builds_are_passed_through_and_succeed() {
         assert!(outcome.contains("incremental"), "{name}: {outcome}");
     }
     let run = std::process::Command::new(ws.dir.join("target/debug/app"))
+        .stdin(no_input())
         .output()
         .unwrap();
     assert!(run.status.success());
@@ -351,6 +353,7 @@ fn split_debuginfo_files_are_restored() {
     ws.expect("warm build", &[]);
     assert_eq!(dwo(&ws), cold);
     let run = std::process::Command::new(ws.dir.join("target/debug/app"))
+        .stdin(no_input())
         .output()
         .unwrap();
     assert!(run.status.success());
@@ -359,6 +362,7 @@ fn split_debuginfo_files_are_restored() {
 /// What `show` prints when run.
 fn show_output(ws: &Workspace) -> String {
     let run = std::process::Command::new(ws.dir.join("target/debug/show"))
+        .stdin(no_input())
         .output()
         .unwrap();
     assert!(run.status.success());

@@ -110,7 +110,7 @@ fn racing_clients_start_exactly_one_server() {
             env.write(&format!("r{i}.c"), &format!("int r{i};\n"));
             env.cachet()
                 .args(["gcc", "-c", &format!("r{i}.c")])
-                .stdin(Stdio::null())
+                .stdin(no_input())
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()

@@ -29,8 +29,8 @@ fn identical_compiles_run_once_and_outlive_the_first_client() {
     let spawn = || {
         env.cachet()
             .args([cc, "-c", "a.c", "-o", "a.o"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdin(no_input())
+            .stdout(discard(env.dir.path(), "client.stdout"))
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
@@ -86,8 +86,8 @@ fn a_compile_nobody_waits_for_is_killed() {
     let mut client = env
         .cachet()
         .args([cc.to_str().unwrap(), "-c", "a.c"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
+        .stdin(no_input())
+        .stderr(discard(env.dir.path(), "client.stderr"))
         .spawn()
         .unwrap();
     let pid = wait_for_pid_file("the compile to start", &pids);

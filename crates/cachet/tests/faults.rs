@@ -27,7 +27,7 @@ fn a_server_killed_mid_compile_still_gives_a_correct_build() {
     let client = env
         .cachet()
         .args([cc.to_str().unwrap(), "-c", "a.c", "-o", "a.o"])
-        .stdin(Stdio::null())
+        .stdin(no_input())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -91,12 +91,12 @@ impl Drop for Mount {
 }
 
 fn sh(cmd: &str) -> bool {
+    // `.output()` reads and drops what the command prints.
     Command::new("sh")
         .args(["-c", cmd])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+        .stdin(no_input())
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// A cache dir whose writes fail: a real mechanism when the machine allows it, else the
@@ -220,7 +220,7 @@ fn as_nobody(env: &Env, args: &[&str]) -> std::process::Output {
         .arg(&copy)
         .args(args)
         .env("HOME", env.dir.path())
-        .stdin(Stdio::null())
+        .stdin(no_input())
         .output()
         .unwrap()
 }
@@ -327,8 +327,8 @@ fn a_server_of_another_user_is_not_trusted() {
         .env("CACHET_TEST_FOREIGN_SOCKET", &socket)
         .uid(65534)
         .gid(65534)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(discard(env.dir.path(), "foreign.stdout"))
+        .stderr(discard(env.dir.path(), "foreign.stderr"))
         .spawn()
     {
         Ok(child) => child,

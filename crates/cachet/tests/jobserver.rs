@@ -85,8 +85,8 @@ fn setup(jobs: &str) -> Env {
 fn spawn_compile(env: &Env, cc: &str, file: &str) -> Child {
     env.cachet()
         .args([cc, "-c", file])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdin(no_input())
+        .stdout(discard(env.dir.path(), &format!("{file}.stdout")))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
@@ -153,9 +153,9 @@ fn a_client_killed_mid_compile_kills_its_compiler_and_returns_the_token() {
     let mut client = env
         .cachet()
         .args([&cc, "-c", "slow.c"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdin(no_input())
+        .stdout(discard(env.dir.path(), "client.stdout"))
+        .stderr(discard(env.dir.path(), "client.stderr"))
         .process_group(0)
         .spawn()
         .unwrap();

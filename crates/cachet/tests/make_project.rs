@@ -73,6 +73,7 @@ fn make_j2_twice_gives_all_hits_and_plain_outputs() {
             );
         }
         let run = std::process::Command::new(out_dir.join("prog"))
+            .stdin(no_input())
             .output()
             .unwrap();
         assert!(run.status.success());

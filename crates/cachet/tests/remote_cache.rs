@@ -204,6 +204,7 @@ fn redis_cli(url: &str, db: u32, args: &[&str]) -> String {
     let out = Command::new(cli)
         .args(["-u", url, "-n", &db.to_string()])
         .args(args)
+        .stdin(no_input())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -458,16 +459,14 @@ fn http_cache_with_the_bazel_layout_shares_across_checkouts() {
     let (first, _) = shares_across_checkouts(&remote, "http");
 
     // Each entry is an action result under /ac/ whose output points at /cas/.
+    // Only the status code counts; the body goes to a file of the test's own.
+    let body = first.dir.path().join("curl.body");
     let client = |path: String| {
         Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                &format!("{endpoint}{path}"),
-            ])
+            .args(["-s", "-o"])
+            .arg(&body)
+            .args(["-w", "%{http_code}", &format!("{endpoint}{path}")])
+            .stdin(no_input())
             .output()
             .unwrap()
     };
@@ -528,7 +527,7 @@ fn build_through(env: &Env, dir: &Path, interrupt: impl FnOnce()) {
             &format!("CC={CACHET} gcc"),
             &format!("CFLAGS={CFLAGS}"),
         ])
-        .stdout(std::process::Stdio::null())
+        .stdout(discard(env.dir.path(), "make.stdout"))
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

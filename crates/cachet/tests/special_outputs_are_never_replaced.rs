@@ -182,6 +182,10 @@ fn a_device_as_the_object_or_depfile_stays_a_device() {
 
 /// Whether we run as root, read from `id -u` (no libc call in tests).
 fn current_uid() -> u32 {
-    let out = Command::new("id").arg("-u").output().unwrap();
+    let out = Command::new("id")
+        .arg("-u")
+        .stdin(no_input())
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }

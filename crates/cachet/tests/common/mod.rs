@@ -44,10 +44,12 @@ impl Env {
         self
     }
 
-    /// A command with this environment's isolation applied.
+    /// A command with this environment's isolation applied, its stdin [`no_input`]
+    /// (`.output()` would otherwise give the child the machine's /dev/null).
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new(program);
         cmd.current_dir(&self.work)
+            .stdin(no_input())
             .env_remove("MAKEFLAGS")
             .env_remove("MFLAGS")
             .env_remove("CARGO_MAKEFLAGS")
@@ -74,11 +76,7 @@ impl Env {
 
     /// `cachet <args…>` to completion, stdin closed.
     pub fn run(&self, args: &[&str]) -> Output {
-        self.cachet()
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        self.cachet().args(args).output().unwrap()
     }
 
     /// Same as `run` but must succeed.
@@ -142,11 +140,7 @@ impl Env {
     }
 
     pub fn stop(&self) {
-        let _ = self
-            .cachet()
-            .arg("--stop-server")
-            .stdin(Stdio::null())
-            .output();
+        let _ = self.cachet().arg("--stop-server").output();
     }
 
     /// Every cache entry file (64 hex characters) under the cache dir.
@@ -166,6 +160,20 @@ impl Drop for Env {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// An empty stdin: a pipe whose writer is gone, so a read sees EOF at once. Not
+/// `Stdio::null()`, which opens the machine's /dev/null.
+pub fn no_input() -> Stdio {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(writer);
+    Stdio::from(reader)
+}
+
+/// Output a test throws away, kept in `dir/name` (created or truncated) inside the test's
+/// own temp dir rather than sent to the machine's /dev/null.
+pub fn discard(dir: &Path, name: &str) -> Stdio {
+    Stdio::from(std::fs::File::create(dir.join(name)).unwrap())
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -196,11 +204,12 @@ pub fn build_outputs(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> 
 }
 
 pub fn have(tool: &str) -> bool {
+    // `.output()` reads and drops what `command -v` prints.
     Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+        .stdin(no_input())
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// A test that cannot run here says so. Under CI every prerequisite is installed by

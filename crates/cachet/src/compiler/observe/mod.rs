@@ -349,12 +349,15 @@ impl Log {
         };
         let files = outside(&self.read);
         let found = outside(&self.found.difference(&self.read).cloned().collect());
-        let absent = self
+        let mut missing_dirs = HashMap::new();
+        let mut absent: Vec<PathBuf> = self
             .missing
             .iter()
             .filter(|p| !own(p) && !self.read.contains(*p) && !self.found.contains(*p))
-            .map(|p| PathBuf::from(OsStr::from_bytes(p)))
+            .map(|p| highest_missing(Path::new(OsStr::from_bytes(p)), &mut missing_dirs))
             .collect();
+        absent.sort();
+        absent.dedup();
         let requested = |name: &[u8]| {
             request_env
                 .iter()
@@ -460,6 +463,24 @@ pub struct Observed {
     pub programs: Vec<PathBuf>,
     /// Variables read, with the request's value (None: unset), by name.
     pub env: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+/// The highest ancestor of an absent `path` that is absent too (itself when its parent
+/// exists): nothing can appear at `path` before that directory does, so one check stands
+/// for every lookup under it (a header search tries each name in each include directory,
+/// and many of those directories do not exist). `known` remembers directories looked at.
+fn highest_missing(path: &Path, known: &mut HashMap<PathBuf, bool>) -> PathBuf {
+    let mut top = path;
+    while let Some(parent) = top.parent().filter(|p| p.as_os_str().len() > 1) {
+        let exists = *known
+            .entry(parent.to_owned())
+            .or_insert_with(|| std::fs::symlink_metadata(parent).is_ok());
+        if exists {
+            break;
+        }
+        top = parent;
+    }
+    top.to_owned()
 }
 
 /// Undoes the interposer's escapes (`\\` and `\n`); None for a broken escape.
