@@ -400,14 +400,16 @@ fn helper_runs_never_write_the_users_dependency_file() {
         plain_env.write("t.c", "int t(void) { return 1; }\n");
         let plain = plain_env.command(cc).args(["-c", "t.c"]).status().unwrap();
         assert!(plain.success());
-        let expected = std::fs::read(plain_env.work.join("one.d")).unwrap();
+        // gcc honours the variable; clang 14 does not and writes nothing.
+        let expected = std::fs::read(plain_env.work.join("one.d")).ok();
 
         let env = Env::new().with_env("DEPENDENCIES_OUTPUT", "one.d");
         env.write("t.c", "int t(void) { return 1; }\n");
         env.ok(&[cc, "-c", "t.c"]);
+        let written = std::fs::read(env.work.join("one.d")).ok();
         assert_eq!(
-            String::from_utf8_lossy(&std::fs::read(env.work.join("one.d")).unwrap()),
-            String::from_utf8_lossy(&expected),
+            written.as_deref().map(String::from_utf8_lossy),
+            expected.as_deref().map(String::from_utf8_lossy),
             "{cc}"
         );
     }
