@@ -444,3 +444,16 @@ fn a_rotated_registry_token_misses_nothing() {
     ws.cargo(&["build"], &[("CARGO_REGISTRY_TOKEN", "secret-two")]);
     ws.expect("token rotated", &[]);
 }
+
+/// `-C target-cpu=native` is cached, keyed by what it resolves to on this machine.
+#[test]
+fn native_cpu_crates_hit_after_cargo_clean() {
+    let mut ws = Workspace::of("proc-env", &["level", "show"]);
+    let flags = [("RUSTFLAGS", "-C target-cpu=native"), ("MY_LEVEL", "x")];
+    ws.cargo(&["build"], &flags);
+    ws.expect("cold build", &["level", "show"]);
+    ws.clean();
+    ws.cargo(&["build"], &flags);
+    ws.expect("warm build", &[]);
+    assert_eq!(show_output(&ws), "level=x banner=first banner");
+}

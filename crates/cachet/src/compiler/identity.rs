@@ -353,6 +353,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_probe_that_could_not_spawn_is_asked_again() {
+        let (_dir, gcc) = compiler();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let mock = MockRunner::new(move |_| match counter.fetch_add(1, Ordering::SeqCst) {
+            0 => Err(io::Error::from_raw_os_error(libc::EAGAIN)),
+            1 => Err(io::Error::from_raw_os_error(libc::ETXTBSY)),
+            _ => Ok(output(0, GCC_MACROS, b"")),
+        });
+        let jobserver = cachet_jobserver::Jobserver::new(1).unwrap();
+        let launcher = Launcher::new(Arc::new(mock), jobserver);
+        let cache = IdentityCache::default();
+        assert!(cache.identify(&launcher, &gcc, &[]).await.is_err());
+        assert!(cache.identify(&launcher, &gcc, &[]).await.is_err());
+        assert!(
+            cache
+                .identify(&launcher, &gcc, &[])
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
     async fn output_that_does_not_parse_is_asked_again() {
         let (_dir, gcc) = compiler();
         let garbage = output(0, b"\x7fELF garbage from a replaced /dev/null\n", b"");

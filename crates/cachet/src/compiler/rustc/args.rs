@@ -655,9 +655,6 @@ impl<'a> Parser<'a> {
             }
             "profile-generate" => self.fail("-C profile-generate"),
             "profile-use" => self.fail("-C profile-use"),
-            // The output depends on the build machine's CPU, which is not in
-            // the key; a shared cache could serve it to another machine.
-            "target-cpu" if val == Some("native") => self.fail("-C target-cpu=native"),
             "linker" => self.linker = value.clone().map(PathBuf::from),
             "link-arg" => self.link_args.extend(value.clone()),
             "link-args" => self
@@ -792,6 +789,16 @@ impl<'a> Parser<'a> {
             remap_path_prefixes: self.remap_path_prefixes,
             hashed_args,
         })
+    }
+}
+
+impl RustcArgs {
+    /// `-C target-cpu=native`: the output depends on this machine's CPU, which the key
+    /// must then hold (see `Toolchains::native_cpu`).
+    pub fn native_cpu(&self) -> bool {
+        self.codegen
+            .iter()
+            .any(|(k, v)| k == "target-cpu" && v.as_deref() == Some("native"))
     }
 }
 

@@ -612,10 +612,25 @@ impl CompileService {
             Err(reason) => return Ok(Err(reason)),
         };
 
+        let native_cpu = if args.native_cpu() {
+            let compiler = request.compiler_path();
+            Some(
+                self.rust
+                    .toolchains
+                    .native_cpu(&self.launcher, &compiler, toolchain, target, &env, &cwd)
+                    .await?,
+            )
+        } else {
+            None
+        };
         let base = BaseDirs::of(request);
         let mut h = KeyHasher::new(b"cachet rustc base v1");
         h.field(toolchain.version.as_bytes());
         h.field(&libs);
+        if let Some(cpu) = native_cpu {
+            h.field(b"native cpu");
+            h.field(&cpu);
+        }
         h.field(b"args");
         let (key_args, maps) = rust_key_args(&base, args);
         for arg in &key_args {

@@ -135,6 +135,8 @@ pub struct Toolchains {
     toolchains: Mutex<HashMap<Selector, Slot>>,
     /// Digest of a sysroot's libraries for one target.
     libs: Mutex<HashMap<(PathBuf, String), LibsSlot>>,
+    /// What `-C target-cpu=native` resolves to, by toolchain (`-vV`) and target.
+    native: Mutex<HashMap<(String, String), LibsSlot>>,
 }
 
 impl Toolchains {
@@ -178,6 +180,49 @@ impl Toolchains {
                 return Ok(None);
             }
         }
+    }
+
+    /// What `-C target-cpu=native` means on this machine for `target`: a digest of
+    /// `rustc --print cfg --print target-cpus -C target-cpu=native` (the CPU's name and its
+    /// target features), so two CPUs sharing a cache never serve each other's code.
+    /// Resolved once per toolchain and target; `env` and `cwd` pick the toolchain as for
+    /// the compile (a rustup proxy).
+    pub async fn native_cpu(
+        &self,
+        launcher: &Launcher,
+        binary: &Path,
+        toolchain: &Toolchain,
+        target: &str,
+        env: &[(OsString, OsString)],
+        cwd: &Path,
+    ) -> io::Result<[u8; 32]> {
+        let key = (toolchain.version.clone(), target.to_owned());
+        let slot = self.native.lock().unwrap().entry(key).or_default().clone();
+        slot.get_or_try_init(|| async {
+            let mut spec = CommandSpec::new(binary, cwd);
+            spec.args = [
+                "--print",
+                "cfg",
+                "--print",
+                "target-cpus",
+                "-C",
+                "target-cpu=native",
+                "--target",
+                target,
+            ]
+            .map(Into::into)
+            .to_vec();
+            spec.env = helper_env(env, TOOLCHAIN_VARS);
+            let out = launcher.run_probe(spec).await?;
+            if !out.exit.success() {
+                return Err(io::Error::other(
+                    "rustc could not resolve -C target-cpu=native",
+                ));
+            }
+            Ok(*blake3::hash(&out.stdout).as_bytes())
+        })
+        .await
+        .copied()
     }
 
     /// A digest of the target's standard libraries and of the compiler's own library.

@@ -863,7 +863,6 @@ fn not_cacheable_reasons() {
         ),
         (&["-C", "profile-generate=/p"], "-C profile-generate"),
         (&["-C", "profile-use=/p.profdata"], "-C profile-use"),
-        (&["-C", "target-cpu=native"], "-C target-cpu=native"),
         (&["-C", "bogus=1"], "unknown codegen option bogus"),
         (&["-C", "help"], "--help"),
         (&["-Z", "threads=8"], "unstable -Z option"),
@@ -1014,4 +1013,11 @@ fn input_kept_as_written() {
     ]);
     assert_eq!(a.input, PathBuf::from("../other/src/lib.rs"));
     assert_eq!(hashed(&a)[2], "../other/src/lib.rs");
+}
+
+#[test]
+fn target_cpu_native_is_cacheable_and_known() {
+    assert!(ok(&with(&["-C", "target-cpu=native"])).native_cpu());
+    assert!(!ok(&with(&["-C", "target-cpu=znver3"])).native_cpu());
+    assert!(!ok(&base()).native_cpu());
 }
