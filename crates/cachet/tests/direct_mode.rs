@@ -180,3 +180,27 @@ fn direct_hits_equal_preprocessor_hits() {
     assert_eq!(results[0].2, results[1].2, "warnings differ");
     assert!(results[0].2.contains("unused"), "{}", results[0].2);
 }
+
+/// `-MMD` leaves system headers out of the dependency list; the observed compile does
+/// not, so such compiles get direct hits, with gcc's own `.d` file.
+#[test]
+fn mmd_compiles_get_direct_hits_with_gccs_dep_file() {
+    let env = Env::new();
+    env.write("inc/x.h", "#include <stdio.h>\n#define X 1\n");
+    env.write("a.c", "#include \"x.h\"\nint a(void) { return X; }\n");
+    age_all(&env.work);
+    let args = ["-c", "a.c", "-Iinc", "-o", "a.o", "-MMD", "-MP"];
+    let plain = env
+        .command("gcc")
+        .args(["-c", "a.c", "-Iinc", "-o", "a.o", "-MMD", "-MP"])
+        .output()
+        .unwrap();
+    assert!(plain.status.success());
+    let plain_dep = std::fs::read(env.work.join("a.d")).unwrap();
+    std::fs::remove_file(env.work.join("a.d")).unwrap();
+    assert_eq!(outcome(&env, &args).0, "miss");
+    std::fs::remove_file(env.work.join("a.d")).unwrap();
+    assert_eq!(outcome(&env, &args).0, "direct hit");
+    assert_eq!(std::fs::read(env.work.join("a.d")).unwrap(), plain_dep);
+    same_as_plain(&env, &["-c", "a.c", "-Iinc"], "a.o");
+}

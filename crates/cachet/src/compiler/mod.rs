@@ -9,6 +9,7 @@ mod inflight;
 pub mod key;
 pub mod observe;
 mod outputs;
+mod regular_files;
 pub mod rustc;
 
 use std::io;

@@ -108,7 +108,7 @@ pub fn plan(identity: &Identity, request: &CompileRequest) -> Result<Plan, Strin
     let object = cwd.join(&args.output);
     let depfile = args.depfile.as_ref().map(|d| cwd.join(&d.path));
     for path in std::iter::once(&object).chain(&depfile) {
-        super::outputs::check_output_path(path)?;
+        super::regular_files::check_output_path(path)?;
     }
     Ok(Plan {
         object,

@@ -337,7 +337,7 @@ impl CompileService {
         let outputs = output_names(&args);
         let out_dir = cwd.join(&args.out_dir);
         for name in &outputs {
-            if let Err(reason) = super::outputs::check_output_path(&out_dir.join(name)) {
+            if let Err(reason) = super::regular_files::check_output_path(&out_dir.join(name)) {
                 return Ok(self.rust_local(&args.crate_types, format!("{name}: {reason}")));
             }
         }
@@ -867,8 +867,8 @@ fn collect(
     let split = split_debuginfo_files(out_dir, stem, since);
     for name in outputs.iter().chain(&split) {
         let path = out_dir.join(name);
-        let data =
-            super::outputs::read_regular(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let data = super::regular_files::read_regular(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         let mode = std::fs::metadata(&path)
             .map_err(|e| e.to_string())?
             .permissions()
