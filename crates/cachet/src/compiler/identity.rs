@@ -280,20 +280,24 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
     }
 
-    /// A launcher whose children answer, call by call, from `answers` (the last repeats).
-    fn answering(answers: Vec<ProcessOutput>) -> (Launcher, MockRunner, Arc<AtomicUsize>) {
+    /// A launcher whose n-th child (from 0) answers `script(n)`.
+    fn scripted(
+        script: impl Fn(usize) -> io::Result<ProcessOutput> + Send + Sync + 'static,
+    ) -> (Launcher, MockRunner, Arc<AtomicUsize>) {
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = calls.clone();
-        let mock = MockRunner::new(move |_| {
-            let n = counter.fetch_add(1, Ordering::SeqCst);
-            Ok(answers[n.min(answers.len() - 1)].clone())
-        });
+        let mock = MockRunner::new(move |_| script(counter.fetch_add(1, Ordering::SeqCst)));
         let jobserver = cachet_jobserver::Jobserver::new(1).unwrap();
         (
             Launcher::new(Arc::new(mock.clone()), jobserver),
             mock,
             calls,
         )
+    }
+
+    /// A launcher whose children answer, call by call, from `answers` (the last repeats).
+    fn answering(answers: Vec<ProcessOutput>) -> (Launcher, MockRunner, Arc<AtomicUsize>) {
+        scripted(move |n| Ok(answers[n.min(answers.len() - 1)].clone()))
     }
 
     fn compiler() -> (tempfile::TempDir, PathBuf) {
@@ -355,15 +359,11 @@ mod tests {
     #[tokio::test]
     async fn a_probe_that_could_not_spawn_is_asked_again() {
         let (_dir, gcc) = compiler();
-        let calls = Arc::new(AtomicUsize::new(0));
-        let counter = calls.clone();
-        let mock = MockRunner::new(move |_| match counter.fetch_add(1, Ordering::SeqCst) {
+        let (launcher, _, calls) = scripted(|n| match n {
             0 => Err(io::Error::from_raw_os_error(libc::EAGAIN)),
             1 => Err(io::Error::from_raw_os_error(libc::ETXTBSY)),
             _ => Ok(output(0, GCC_MACROS, b"")),
         });
-        let jobserver = cachet_jobserver::Jobserver::new(1).unwrap();
-        let launcher = Launcher::new(Arc::new(mock), jobserver);
         let cache = IdentityCache::default();
         assert!(cache.identify(&launcher, &gcc, &[]).await.is_err());
         assert!(cache.identify(&launcher, &gcc, &[]).await.is_err());
