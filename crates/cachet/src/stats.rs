@@ -384,15 +384,20 @@ impl StatsSnapshot {
             ("Runtime dir".into(), self.runtime_dir.clone()),
             ("Version".into(), self.version.clone()),
         ];
-        let after = rows
-            .iter()
-            .position(|(k, _)| k == "Uncacheable calls")
-            .map_or(rows.len(), |i| i + 1);
-        let reasons = c
-            .uncacheable
-            .iter()
-            .map(|(reason, count)| (format!("  {reason}"), count.to_string()));
-        rows.splice(after..after, reasons);
+        // One row per reason under each total that has them.
+        for (total, by_reason) in [
+            ("Uncacheable calls", &c.uncacheable),
+            ("Results not stored", &c.not_stored),
+        ] {
+            let after = rows
+                .iter()
+                .position(|(k, _)| k == total)
+                .map_or(rows.len(), |i| i + 1);
+            let reasons = by_reason
+                .iter()
+                .map(|(reason, count)| (format!("  {reason}"), count.to_string()));
+            rows.splice(after..after, reasons);
+        }
         let total: u64 = c.token_ms_by_build.values().sum();
         for (build, ms) in &c.token_ms_by_build {
             rows.push((
@@ -505,6 +510,26 @@ fn levels_table(levels: &[LevelCounters]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_lists_reasons_under_results_not_stored() {
+        let mut snapshot = StatsSnapshot::default();
+        snapshot
+            .counters
+            .not_stored
+            .insert("too new to trust".into(), 2);
+        let text = snapshot.to_text();
+        let lines: Vec<&str> = text.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with("Results not stored"))
+            .unwrap();
+        assert!(lines[at].ends_with(" 2"), "{text}");
+        assert!(
+            lines[at + 1].trim_start().starts_with("too new to trust"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn text_lists_reasons_under_uncacheable() {
