@@ -19,7 +19,7 @@ use crate::cache::CacheKey;
 use crate::compiler::basedir::{self, Maps};
 use crate::compiler::file_hashes::FileHashes;
 use crate::compiler::key::KeyHasher;
-use crate::compiler::observe::{self, Observed};
+use crate::compiler::observe::{self, Observed, variant_path};
 
 /// File timestamps come from the kernel's coarse clock (a tick of a few ms): a file stamped
 /// this close to the compile's start, or after it, may have changed while it was read.
@@ -163,14 +163,6 @@ pub fn mismatch(
         }
     }
     None
-}
-
-/// A path as a variant holds it: relative when under `cwd`.
-fn variant_path(path: &Path, cwd: &Path) -> Vec<u8> {
-    match path.strip_prefix(cwd) {
-        Ok(rel) if !rel.as_os_str().is_empty() => rel.as_os_str().as_bytes().to_vec(),
-        _ => path.as_os_str().as_bytes().to_vec(),
-    }
 }
 
 /// The variant an observed compile read. With `time_macros_matter` (direct mode), a

@@ -131,11 +131,6 @@ impl Interposer {
         }
     }
 
-    /// The interposer's path (for `--show-config`-like reports and tests).
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Starts observing one compile: a fresh log of its own, for [`Watch::apply`].
     pub fn watch(&self) -> io::Result<Watch> {
         let log = tempfile::Builder::new()
@@ -175,7 +170,11 @@ impl Watch {
 
     /// Reads what the compile's processes recorded.
     pub fn finish(self) -> io::Result<Log> {
-        Ok(Log::parse(&std::fs::read(self.log.path())?))
+        let log = Log::parse(&std::fs::read(self.log.path())?);
+        if log.malformed > 0 {
+            tracing::debug!("observation log: {} malformed lines skipped", log.malformed);
+        }
+        Ok(log)
     }
 }
 
@@ -406,6 +405,15 @@ impl Log {
             programs,
             env,
         }
+    }
+}
+
+/// A path as manifest variants hold it: relative when under `cwd` (so base dirs can share
+/// it between checkouts), else absolute.
+pub fn variant_path(path: &Path, cwd: &Path) -> Vec<u8> {
+    match path.strip_prefix(cwd) {
+        Ok(rel) if !rel.as_os_str().is_empty() => rel.as_os_str().as_bytes().to_vec(),
+        _ => path.as_os_str().as_bytes().to_vec(),
     }
 }
 

@@ -427,7 +427,22 @@ impl CompileService {
             let hashes = self.hashes.clone();
             let depinfo_name = format!("{}{}.d", args.crate_name, args.extra_filename);
             let env = request.env.clone();
+            let stats = self.stats.clone();
             tokio::task::spawn_blocking(move || {
+                // Counted first, whatever else keeps the result from being stored.
+                let observation = watch.map(|watch| {
+                    let log = watch
+                        .finish()
+                        .map_err(|e| format!("the observation log: {e}"))?;
+                    log.complete(std::process::id())?;
+                    Ok::<_, String>(log)
+                });
+                if let Some(done) = &observation {
+                    stats.update(|c| match done {
+                        Ok(_) => c.observed_compiles += 1,
+                        Err(_) => c.unobserved_compiles += 1,
+                    });
+                }
                 let collected = collect(
                     &out_dir,
                     &outputs,
@@ -436,9 +451,9 @@ impl CompileService {
                     &hashes,
                     compile_start,
                 )?;
-                let observed = match watch.map(observe::Watch::finish).transpose() {
-                    Ok(Some(log)) => {
-                        log.complete(std::process::id())?;
+                let observed = match observation {
+                    Some(log) => {
+                        let log = log?;
                         let written: Vec<PathBuf> =
                             outputs.iter().map(|name| out_dir.join(name)).collect();
                         let written: Vec<&Path> = written.iter().map(PathBuf::as_path).collect();
@@ -449,10 +464,9 @@ impl CompileService {
                             compile_start,
                         )?)
                     }
-                    Ok(None) => None,
-                    Err(e) => return Err(format!("the observation log: {e}")),
+                    None => None,
                 };
-                Ok((collected, observed))
+                Ok::<_, String>((collected, observed))
             })
             .await
             .map_err(io::Error::other)?
@@ -473,12 +487,6 @@ impl CompileService {
         self.count_miss(started, recache);
         self.stats
             .update(|c| c.languages.entry(LANGUAGE.into()).or_default().misses += 1);
-        if self.observing() {
-            self.stats.update(|c| match &collected {
-                Ok((_, Some(_))) => c.observed_compiles += 1,
-                _ => c.unobserved_compiles += 1,
-            });
-        }
         match collected {
             Ok(((files, depinfo, mut sources), observed)) => {
                 let mut env: Vec<(String, Option<Vec<u8>>)> = depinfo
@@ -806,12 +814,6 @@ fn observed_inputs(
     hashes: &FileHashes,
     compile_start: SystemTime,
 ) -> Result<ObservedParts, String> {
-    let relative = |path: &Path| -> Vec<u8> {
-        match path.strip_prefix(cwd) {
-            Ok(rel) if !rel.as_os_str().is_empty() => rel.as_os_str().as_bytes().to_vec(),
-            _ => path.as_os_str().as_bytes().to_vec(),
-        }
-    };
     let mut files = Vec::new();
     for path in observed
         .files
@@ -829,7 +831,7 @@ fn observed_inputs(
         let digest = hashes
             .hash(path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        files.push((relative(path), *digest.as_bytes()));
+        files.push((observe::variant_path(path, cwd), *digest.as_bytes()));
     }
     Ok(ObservedParts {
         files,
@@ -838,7 +840,11 @@ fn observed_inputs(
             .iter()
             .map(|(name, value)| (String::from_utf8_lossy(name).into_owned(), value.clone()))
             .collect(),
-        absent: observed.absent.iter().map(|p| relative(p)).collect(),
+        absent: observed
+            .absent
+            .iter()
+            .map(|p| observe::variant_path(p, cwd))
+            .collect(),
     })
 }
 
