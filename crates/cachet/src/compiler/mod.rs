@@ -385,7 +385,7 @@ impl CompileService {
         // or delete them.
         let entry = outputs::collect(plan, &result).await;
         publish(leader, &result, entry.as_ref().ok().cloned());
-        let _storing = self.cache.pending().reserve();
+        let storing = self.cache.pending().reserve();
         let _ = out.send(Response::Finished(result.exit));
         self.count_miss(started, recache);
         let entry = match entry {
@@ -396,6 +396,9 @@ impl CompileService {
                 return Ok(Outcome::Miss);
             }
         };
+        // What the compile read is worked out and stored off the request's future: the
+        // client has its answer, and the build's jobserver (held by that future) goes back
+        // to the build now rather than after hashing every input.
         let verdict = {
             let (plan, cwd, hashes) = (plan.clone(), request.cwd_path(), self.hashes.clone());
             let env = request.env.clone();
@@ -429,58 +432,16 @@ impl CompileService {
                     (Err(_), Some(text)) => manifest::fallback_variant(text, &cwd),
                 }
             })
-            .await
-            .map_err(io::Error::other)?
         };
-        self.store_variant(keys, entry, verdict);
+        let (cache, stats) = (self.cache.clone(), self.stats.clone());
+        tokio::spawn(async move {
+            let _storing = storing;
+            match verdict.await {
+                Ok(verdict) => store_variant(&cache, &stats, keys, entry, verdict),
+                Err(e) => tracing::warn!("working out what a compile read failed: {e}"),
+            }
+        });
         Ok(Outcome::Miss)
-    }
-
-    /// Stores `entry` under the variant of `verdict`, and records the variant (or that the
-    /// source needs preprocessor mode) in the manifest.
-    fn store_variant(&self, keys: Keys, entry: CacheEntry, verdict: manifest::Verdict) {
-        let variant = match verdict {
-            manifest::Verdict::Store(variant) => Some(variant),
-            manifest::Verdict::PreprocessorMode(why) if keys.direct => {
-                tracing::debug!("preprocessor mode from now on: {why}");
-                None
-            }
-            manifest::Verdict::PreprocessorMode(why) | manifest::Verdict::Skip(why) => {
-                tracing::debug!("not stored: {why}");
-                let reason = not_stored_reason(&why);
-                self.stats
-                    .update(|c| *c.not_stored.entry(reason).or_default() += 1);
-                return;
-            }
-        };
-        if let Some(variant) = &variant {
-            self.cache.put_in_background(
-                manifest::entry_key(&keys.parent, variant, &keys.maps),
-                entry,
-            );
-        }
-        self.cache
-            .update_in_background(keys.manifest, true, move |old| {
-                let mut manifest: manifest::Manifest = old
-                    .and_then(|e| e.files.into_iter().find(|f| f.role == "manifest"))
-                    .and_then(|f| postcard::from_bytes(&f.data).ok())
-                    .unwrap_or_default();
-                match variant {
-                    Some(variant) => manifest.add(variant),
-                    None => manifest.no_direct = true,
-                }
-                Some(CacheEntry {
-                    exit_code: 0,
-                    stdout: vec![],
-                    stderr: vec![],
-                    files: vec![crate::cache::StoredFile {
-                        role: "manifest".into(),
-                        executable: false,
-                        data: postcard::to_stdvec(&manifest).ok()?,
-                    }],
-                    meta: vec![],
-                })
-            });
     }
 
     async fn run_uncached(
@@ -719,6 +680,57 @@ impl CompileService {
             Outcome::Failed
         }))
     }
+}
+
+/// Stores `entry` under the variant of `verdict`, and records the variant (or that the
+/// source needs preprocessor mode) in the manifest.
+fn store_variant(
+    cache: &Cache,
+    stats: &Stats,
+    keys: Keys,
+    entry: CacheEntry,
+    verdict: manifest::Verdict,
+) {
+    let variant = match verdict {
+        manifest::Verdict::Store(variant) => Some(variant),
+        manifest::Verdict::PreprocessorMode(why) if keys.direct => {
+            tracing::debug!("preprocessor mode from now on: {why}");
+            None
+        }
+        manifest::Verdict::PreprocessorMode(why) | manifest::Verdict::Skip(why) => {
+            tracing::debug!("not stored: {why}");
+            let reason = not_stored_reason(&why);
+            stats.update(|c| *c.not_stored.entry(reason).or_default() += 1);
+            return;
+        }
+    };
+    if let Some(variant) = &variant {
+        cache.put_in_background(
+            manifest::entry_key(&keys.parent, variant, &keys.maps),
+            entry,
+        );
+    }
+    cache.update_in_background(keys.manifest, true, move |old| {
+        let mut manifest: manifest::Manifest = old
+            .and_then(|e| e.files.into_iter().find(|f| f.role == "manifest"))
+            .and_then(|f| postcard::from_bytes(&f.data).ok())
+            .unwrap_or_default();
+        match variant {
+            Some(variant) => manifest.add(variant),
+            None => manifest.no_direct = true,
+        }
+        Some(CacheEntry {
+            exit_code: 0,
+            stdout: vec![],
+            stderr: vec![],
+            files: vec![crate::cache::StoredFile {
+                role: "manifest".into(),
+                executable: false,
+                data: postcard::to_stdvec(&manifest).ok()?,
+            }],
+            meta: vec![],
+        })
+    });
 }
 
 /// A reason as stats group it: without the path that makes each one unique.
