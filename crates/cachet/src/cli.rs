@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::path::Path;
+use std::process::ExitCode;
 
 use clap::Parser;
 
@@ -51,30 +52,73 @@ struct Cli {
     run_server: bool,
 }
 
-/// Everything `main` does.
-pub fn main() -> i32 {
-    let mut argv: Vec<OsString> = std::env::args_os().collect();
+/// What this process is for, decided from its arguments before anything else runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Compile mode: the compiler as the build named it, and its arguments.
+    Compile {
+        compiler: OsString,
+        args: Vec<OsString>,
+    },
+    /// `cachet jobserver-env`: shell settings that join the server's pool.
+    JobserverEnv,
+    /// `--internal-run-server`: be the server, in the foreground.
+    RunServer,
+    /// Management actions, in the order they run (see [`Action`]).
+    Manage(Vec<Action>),
+    /// Options, but no action: print the help.
+    Help,
+}
+
+/// One management action. They run in the order of this enum, whatever the order of the
+/// flags: upkeep first, then what reports on it, and a stop last, so `-s --stop-server`
+/// shows the stats of the server that ran, never of one started to show them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    ZeroStats,
+    Clear,
+    Cleanup,
+    StartServer,
+    Flush,
+    ShowConfig,
+    ShowStats { json: bool },
+    StopServer,
+}
+
+impl Action {
+    fn run(self, config: &Config) -> commands::Outcome {
+        match self {
+            Action::ZeroStats => commands::zero_stats(config),
+            Action::Clear => commands::clear(config),
+            Action::Cleanup => commands::cleanup(config),
+            Action::StartServer => commands::start_server(config),
+            Action::Flush => commands::flush(config),
+            Action::ShowConfig => commands::show_config(config),
+            Action::ShowStats { json } => commands::show_stats(config, json),
+            Action::StopServer => commands::stop_server(config),
+        }
+    }
+}
+
+/// The mode of a process started with `argv` (`argv[0]` included). Exits with clap's
+/// message on options it cannot parse.
+pub fn mode(mut argv: Vec<OsString>) -> Mode {
     let invoked_as = argv
         .first()
         .and_then(|a| Path::new(a).file_name())
         .map(|n| n.to_owned())
         .unwrap_or_default();
-
     // Invoked through a symlink named after a compiler.
     if !invoked_as.to_string_lossy().starts_with("cachet") {
         argv.remove(0);
-        return client::compile(&invoked_as, argv);
+        return Mode::Compile {
+            compiler: invoked_as,
+            args: argv,
+        };
     }
     // `cachet jobserver-env`: the one word that is not a compiler.
     if argv.get(1).is_some_and(|a| a == "jobserver-env") {
-        let config = match Config::load() {
-            Ok(config) => config,
-            Err(e) => {
-                eprintln!("cachet: {e}");
-                return 2;
-            }
-        };
-        return report(commands::jobserver_env(&config));
+        return Mode::JobserverEnv;
     }
     // `cachet <compiler> args…`: the first argument is not an option. Words that name
     // cachet itself (`cachet cachet gcc`) are skipped.
@@ -84,64 +128,76 @@ pub fn main() -> i32 {
     if argv.len() > 1 && !argv[1].to_string_lossy().starts_with('-') {
         let compiler = argv.remove(1);
         argv.remove(0);
-        return client::compile(&compiler, argv);
+        return Mode::Compile {
+            compiler,
+            args: argv,
+        };
     }
-
     let cli = Cli::parse_from(argv);
-    let config = match Config::load() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("cachet: {e}");
-            return 2;
-        }
-    };
     if cli.run_server {
-        crate::logging::init_server(config.log.as_deref());
-        return server::run(config);
+        return Mode::RunServer;
     }
-    crate::logging::init_client(config.log.as_deref());
-
-    type Command = fn(&Config) -> commands::Outcome;
-    let mut actions: Vec<Command> = Vec::new();
-    if cli.zero_stats {
-        actions.push(commands::zero_stats);
-    }
-    if cli.clear {
-        actions.push(commands::clear);
-    }
-    if cli.cleanup {
-        actions.push(commands::cleanup);
-    }
-    if cli.start_server {
-        actions.push(commands::start_server);
-    }
-    if cli.flush {
-        actions.push(commands::flush);
-    }
-    if cli.show_config {
-        actions.push(commands::show_config);
-    }
-    if cli.show_stats {
-        // Before a stop: the stats of the server that runs, never of one started to show them.
-        actions.push(if cli.json {
-            |config| commands::show_stats(config, true)
-        } else {
-            |config| commands::show_stats(config, false)
-        });
-    }
-    if cli.stop_server {
-        actions.push(commands::stop_server);
-    }
+    let chosen = [
+        (cli.zero_stats, Action::ZeroStats),
+        (cli.clear, Action::Clear),
+        (cli.cleanup, Action::Cleanup),
+        (cli.start_server, Action::StartServer),
+        (cli.flush, Action::Flush),
+        (cli.show_config, Action::ShowConfig),
+        (cli.show_stats, Action::ShowStats { json: cli.json }),
+        (cli.stop_server, Action::StopServer),
+    ];
+    let mut actions: Vec<Action> = chosen
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, action)| action)
+        .collect();
+    actions.sort();
     if actions.is_empty() {
-        use clap::CommandFactory;
-        let _ = Cli::command().print_help();
-        return 2;
+        Mode::Help
+    } else {
+        Mode::Manage(actions)
     }
-    let mut code = 0;
-    for action in actions {
-        code = code.max(report(action(&config)));
+}
+
+/// Everything `main` does; the exit code is the compiler's in compile mode, else 0 when
+/// every action succeeded, 1 when one failed and 2 for a usage or configuration error.
+pub fn main() -> ExitCode {
+    let code = match mode(std::env::args_os().collect()) {
+        Mode::Compile { compiler, args } => client::compile(&compiler, args),
+        Mode::Help => {
+            use clap::CommandFactory;
+            let _ = Cli::command().print_help();
+            2
+        }
+        other => match Config::load() {
+            Ok(config) => run(other, config),
+            Err(e) => {
+                eprintln!("cachet: {e}");
+                2
+            }
+        },
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn run(mode: Mode, config: Config) -> i32 {
+    match mode {
+        Mode::JobserverEnv => report(commands::jobserver_env(&config)),
+        Mode::RunServer => {
+            crate::logging::init_server(config.log.as_deref());
+            server::run(config)
+        }
+        Mode::Manage(actions) => {
+            crate::logging::init_client(config.log.as_deref());
+            actions
+                .into_iter()
+                .map(|action| report(action.run(&config)))
+                .max()
+                .unwrap_or(0)
+        }
+        Mode::Compile { .. } | Mode::Help => unreachable!("handled by main"),
     }
-    code
 }
 
 /// Prints a command's answer. A reader that went away (`cachet -s | head -3`) ends the
@@ -150,10 +206,59 @@ fn report(outcome: commands::Outcome) -> i32 {
     use std::io::Write;
     let (written, code) = match outcome {
         Ok(text) => (writeln!(std::io::stdout(), "{text}"), 0),
-        Err(text) => (writeln!(std::io::stderr(), "cachet: {text}"), 1),
+        Err(e) => (writeln!(std::io::stderr(), "cachet: {e}"), 1),
     };
     match written {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => 1,
         _ => code,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode_of(args: &[&str]) -> Mode {
+        mode(args.iter().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn the_mode_comes_from_the_arguments() {
+        assert_eq!(
+            mode_of(&["/usr/lib/cachet/gcc", "-c", "a.c"]),
+            Mode::Compile {
+                compiler: "gcc".into(),
+                args: vec!["-c".into(), "a.c".into()]
+            }
+        );
+        assert_eq!(
+            mode_of(&["cachet", "cachet", "gcc", "-c"]),
+            Mode::Compile {
+                compiler: "gcc".into(),
+                args: vec!["-c".into()]
+            }
+        );
+        assert_eq!(mode_of(&["cachet", "jobserver-env"]), Mode::JobserverEnv);
+        assert_eq!(
+            mode_of(&["cachet", "--internal-run-server"]),
+            Mode::RunServer
+        );
+        assert_eq!(
+            mode_of(&["cachet", "--json", "-s"]),
+            Mode::Manage(vec![Action::ShowStats { json: true }])
+        );
+    }
+
+    #[test]
+    fn actions_run_in_the_stated_order_whatever_the_flags_order() {
+        assert_eq!(
+            mode_of(&["cachet", "--stop-server", "-s", "--show-config", "-z"]),
+            Mode::Manage(vec![
+                Action::ZeroStats,
+                Action::ShowConfig,
+                Action::ShowStats { json: false },
+                Action::StopServer
+            ])
+        );
     }
 }

@@ -1,3 +1,3 @@
-fn main() {
-    std::process::exit(cachet::cli::main());
+fn main() -> std::process::ExitCode {
+    cachet::cli::main()
 }

@@ -5,7 +5,27 @@ use crate::config::Config;
 use crate::protocol::{Request, Response};
 
 /// What a management command tells the user; the caller prints it and picks the exit code.
-pub type Outcome = Result<String, String>;
+pub type Outcome = Result<String, CommandError>;
+
+/// Why a management command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The server could not be reached or started, or the connection failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The server refused (its message).
+    #[error("{0}")]
+    Server(String),
+    /// The server answered with something this command does not expect.
+    #[error("unexpected answer from the server: {0:?}")]
+    Unexpected(Box<Response>),
+    /// The statistics could not be written as JSON.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// The server's pool has no fifo to join.
+    #[error("the server's pool has no fifo")]
+    NoFifo,
+}
 
 fn ask(config: &Config, start: Start, request: Request) -> Result<Response, ClientError> {
     let mut connection = Connection::open(config, start, &request)?;
@@ -15,17 +35,15 @@ fn ask(config: &Config, start: Start, request: Request) -> Result<Response, Clie
 fn done(result: Result<Response, ClientError>) -> Outcome {
     match result {
         Ok(Response::Done { message }) => Ok(message),
-        Ok(Response::Error(message)) => Err(message),
-        Ok(other) => Err(format!("unexpected answer from the server: {other:?}")),
-        Err(e) => Err(e.to_string()),
+        Ok(Response::Error(message)) => Err(CommandError::Server(message)),
+        Ok(other) => Err(CommandError::Unexpected(Box::new(other))),
+        Err(e) => Err(e.into()),
     }
 }
 
 pub fn show_stats(config: &Config, json: bool) -> Outcome {
     match ask(config, Start::IfNeeded, Request::Stats) {
-        Ok(Response::Stats(snapshot)) if json => {
-            serde_json::to_string_pretty(&snapshot).map_err(|e| e.to_string())
-        }
+        Ok(Response::Stats(snapshot)) if json => Ok(serde_json::to_string_pretty(&snapshot)?),
         Ok(Response::Stats(snapshot)) => Ok(snapshot.to_text().trim_end().to_owned()),
         other => done(other),
     }
@@ -72,10 +90,7 @@ pub fn cleanup(config: &Config) -> Outcome {
 pub fn jobserver_env(config: &Config) -> Outcome {
     match ask(config, Start::IfNeeded, Request::Stats) {
         Ok(Response::Stats(snapshot)) => {
-            let fifo = snapshot
-                .jobserver
-                .fifo
-                .ok_or("the server's pool has no fifo")?;
+            let fifo = snapshot.jobserver.fifo.ok_or(CommandError::NoFifo)?;
             // Single quotes keep a path with spaces whole; a quote in it is closed and escaped.
             let value = format!(" -j --jobserver-auth=fifo:{fifo}").replace('\'', "'\\''");
             Ok(format!(

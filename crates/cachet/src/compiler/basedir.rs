@@ -12,7 +12,6 @@
 
 use crate::cache::CacheKey;
 use crate::compiler::key::KeyHasher;
-use crate::protocol::CompileRequest;
 
 /// The client's base dirs, as normalized by its config (absolute, no trailing slash).
 #[derive(Debug, Clone, Default)]
@@ -28,10 +27,6 @@ impl BaseDirs {
             .filter(|d| d.len() > 1 && d.starts_with(b"/") && !d.ends_with(b"/"))
             .collect();
         BaseDirs { dirs }
-    }
-
-    pub fn of(request: &CompileRequest) -> BaseDirs {
-        BaseDirs::new(request.base_dirs.clone())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -57,13 +52,13 @@ impl BaseDirs {
 
     /// A key for "the same compile running now": unlike a base-dir key, it tells checkouts
     /// apart, so a compile never follows one that reads another checkout's files.
-    pub fn inflight_key(&self, key: &CacheKey, request: &CompileRequest) -> CacheKey {
+    pub fn inflight_key(&self, key: &CacheKey, cwd: &[u8]) -> CacheKey {
         if self.is_empty() {
             return *key;
         }
         let mut h = KeyHasher::new(b"cachet in-flight v1");
         h.field(&key.0);
-        h.field(&request.cwd);
+        h.field(cwd);
         for dir in &self.dirs {
             h.field(dir);
         }

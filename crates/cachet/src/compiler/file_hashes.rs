@@ -6,7 +6,7 @@
 //! bounded: past `capacity` entries, the least recently used half is dropped.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -93,7 +93,7 @@ impl FileHashes {
                 return Ok(hash);
             }
         }
-        let hash = super::identity::hash_file(path)?;
+        let hash = hash_file(path)?;
         // Only a file that is settled, and did not change while we read it, is remembered.
         let after = std::fs::metadata(path).map(|m| Stamp::of(&m)).ok();
         let settled = meta
@@ -120,6 +120,20 @@ impl FileHashes {
             entries: inner.slots.len() as u64,
             ..inner.stats
         }
+    }
+}
+
+/// The blake3 hash of a file's contents, read in 256 KiB pieces (blocking I/O).
+pub fn hash_file(path: &Path) -> io::Result<blake3::Hash> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher.finalize());
+        }
+        hasher.update(&buf[..n]);
     }
 }
 

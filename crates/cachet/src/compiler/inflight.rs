@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::{CacheEntry, CacheKey};
-use crate::protocol::Exit;
+use crate::process::Exit;
 
 /// What the leader's compile ended with.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,36 +5,58 @@
 //! ([`read_regular`]) and when a hit replaces them, in case the path changed in between.
 
 use std::fs::File;
-use std::io::{self, Read};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+
+/// A kind of file that is not a regular file. `Display`: "a symlink", "a FIFO", ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NonRegular {
+    #[error("a symlink")]
+    Symlink,
+    #[error("a directory")]
+    Directory,
+    #[error("a FIFO")]
+    Fifo,
+    #[error("a socket")]
+    Socket,
+    #[error("a device")]
+    Device,
+    #[error("not a regular file")]
+    Other,
+}
 
 /// What kind of non-regular file `path` is, when it exists and is not a regular file
 /// (`lstat`, so a symlink is one even when it points to a regular file).
-pub fn non_regular_kind(path: &Path) -> Option<&'static str> {
+pub fn non_regular_kind(path: &Path) -> Option<NonRegular> {
     let kind = std::fs::symlink_metadata(path).ok()?.file_type();
     Some(if kind.is_file() {
         return None;
     } else if kind.is_symlink() {
-        "a symlink"
+        NonRegular::Symlink
     } else if kind.is_dir() {
-        "a directory"
+        NonRegular::Directory
     } else if kind.is_fifo() {
-        "a FIFO"
+        NonRegular::Fifo
     } else if kind.is_socket() {
-        "a socket"
+        NonRegular::Socket
     } else if kind.is_char_device() || kind.is_block_device() {
-        "a device"
+        NonRegular::Device
     } else {
-        "not a regular file"
+        NonRegular::Other
     })
 }
 
-/// `Err(reason)` when an output path exists and is not a regular file: the compile is then
-/// passed through, so the compiler writes it as it would without us.
-pub fn check_output_path(path: &Path) -> Result<(), String> {
+/// An output path that exists and is not a regular file: the compile is then passed
+/// through, so the compiler writes it as it would without us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("output is {0}")]
+pub struct SpecialOutput(pub NonRegular);
+
+/// `Err` when an output path exists and is not a regular file.
+pub fn check_output_path(path: &Path) -> Result<(), SpecialOutput> {
     match non_regular_kind(path) {
-        Some(kind) => Err(format!("output is {kind}")),
+        Some(kind) => Err(SpecialOutput(kind)),
         None => Ok(()),
     }
 }
@@ -56,4 +78,28 @@ pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
     let mut data = Vec::with_capacity(meta.len() as usize);
     file.read_to_end(&mut data)?;
     Ok(data)
+}
+
+/// Writes `data` to `target` with `mode`, whole or not at all (a temp file beside it, then
+/// a rename). Refuses to replace anything but a regular file.
+pub(crate) fn write_atomically(target: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let dir = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(".cachet-")
+        .tempfile_in(dir)?;
+    temp.write_all(data)?;
+    temp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    // A rename replaces whatever the path is; only a regular file may be replaced.
+    if let Some(kind) = non_regular_kind(target) {
+        return Err(io::Error::other(format!(
+            "{} is {kind}, not replaced",
+            target.display()
+        )));
+    }
+    temp.persist(target).map_err(|e| e.error)?;
+    Ok(())
 }

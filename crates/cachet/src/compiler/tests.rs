@@ -5,14 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cachet_jobserver::Jobserver;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::cache::{DiskCache, DiskStorage};
 use crate::process::mock::{MockRunner, output};
-use crate::process::{CommandSpec, JOBSERVER_VARS};
-use crate::protocol::to_bytes;
+use crate::process::{CommandSpec, JOBSERVER_VARS, ProcessOutput};
+use crate::protocol::{CompileRequest, Exit, Response, to_bytes};
 
 const GCC_MACROS: &[u8] = b"#define __GNUC__ 12\n#define __VERSION__ \"12.2.0\"\n";
 
@@ -72,6 +70,7 @@ struct Fixture {
     work: PathBuf,
     compiler: PathBuf,
     mock: MockRunner,
+    launcher: Launcher,
     service: CompileService,
     stats: Arc<Stats>,
     cache: Arc<Cache>,
@@ -91,13 +90,14 @@ fn fixture() -> Fixture {
     let cache = Arc::new(Cache::new(Arc::new(DiskStorage::new(disk)), stats.clone()));
     let launcher = Launcher::new(Arc::new(mock.clone()), jobserver.clone());
     let interposer = observe::Interposer::for_tests(&dir.path().join("observe.so"), dir.path());
-    let service = CompileService::new(launcher, cache.clone(), stats.clone())
+    let service = CompileService::new(launcher.clone(), cache.clone(), stats.clone())
         .with_interposer(Some(interposer));
     Fixture {
         _dir: dir,
         work,
         compiler,
         mock,
+        launcher,
         service,
         stats,
         cache,
@@ -131,15 +131,9 @@ impl Fixture {
     }
 
     async fn run(&self, request: CompileRequest) -> (Outcome, Vec<Response>) {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let outcome = self
-            .service
-            .compile(request, None, tx, CancellationToken::new())
-            .await;
-        let mut responses = Vec::new();
-        while let Ok(r) = rx.try_recv() {
-            responses.push(r);
-        }
+        let (job, rx) = test_support::job(&self.launcher, request);
+        let outcome = self.service.compile(job).await;
+        let responses = test_support::responses(rx, &outcome);
         (outcome, responses)
     }
 
@@ -273,7 +267,7 @@ async fn recache_overwrites_and_failures_are_not_cached() {
     write_old(&f.work.join("a.c"), b"error\n").unwrap();
     for _ in 0..2 {
         let (outcome, responses) = f.run(f.request(&args, &[])).await;
-        assert_eq!(outcome, Outcome::Failed);
+        assert_eq!(outcome, Outcome::Failed(crate::process::Exit::Code(1)));
         assert_eq!(responses.last(), Some(&Response::Finished(Exit::Code(1))));
         f.cache.pending().drain(Duration::from_secs(10)).await;
     }
@@ -285,9 +279,10 @@ async fn uncacheable_compiles_go_back_to_the_client_with_a_reason() {
     let f = fixture();
     write_old(&f.work.join("a.c"), b"int x;\n").unwrap();
     let (outcome, responses) = f.run(f.request(&["a.c", "-o", "a"], &[])).await;
-    let Outcome::Local(reason) = outcome else {
+    let Outcome::Uncacheable(reason) = outcome else {
         panic!("{outcome:?}")
     };
+    let reason = reason.to_string();
     assert!(
         matches!(&responses[..], [Response::RunLocally { .. }]),
         "{responses:?}"
@@ -299,7 +294,12 @@ async fn uncacheable_compiles_go_back_to_the_client_with_a_reason() {
     let (outcome, _) = f
         .run(f.request(&["-c", "a.c"], &[("DEPENDENCIES_OUTPUT", "x.d")]))
         .await;
-    assert_eq!(outcome, Outcome::Local("DEPENDENCIES_OUTPUT is set".into()));
+    assert_eq!(
+        outcome,
+        Outcome::Uncacheable(Uncacheable::C(c::NotCacheable::ExtraOutputVar(
+            "DEPENDENCIES_OUTPUT"
+        )))
+    );
 }
 
 #[tokio::test]

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+use super::Exit;
 use super::{CommandSpec, OutputChunk, ProcessOutput, ProcessRunner};
-use crate::protocol::Exit;
 
 type Script = dyn Fn(&CommandSpec) -> io::Result<ProcessOutput> + Send + Sync;
 

@@ -21,8 +21,6 @@ use tokio_util::sync::CancellationToken;
 pub use launcher::{JOBSERVER_VARS, Launcher};
 pub use tokio_runner::TokioRunner;
 
-use crate::protocol::Exit;
-
 /// Everything about a child process, so that nothing is inherited by accident.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandSpec {
@@ -106,6 +104,23 @@ pub enum OutputChunk {
     Stderr(Vec<u8>),
 }
 
+/// How a child process ended (the wire has its own form of this; the server converts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this status code.
+    Code(i32),
+    /// A signal (this number) killed it.
+    Signal(i32),
+}
+
+impl Exit {
+    /// Whether it exited with status 0.
+    pub fn success(self) -> bool {
+        self == Exit::Code(0)
+    }
+}
+
+/// What a child printed and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessOutput {
     pub exit: Exit,

@@ -9,8 +9,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+use super::Exit;
 use super::{CommandSpec, OutputChunk, ProcessOutput, ProcessRunner};
-use crate::protocol::Exit;
 
 #[derive(Debug, Default)]
 pub struct TokioRunner;

@@ -9,8 +9,6 @@ use cachet_jobserver::Jobserver;
 use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::{ConnectionGuard, Server};
 use crate::protocol::frame::{read_frame_async, write_frame_async};
@@ -95,7 +93,7 @@ pub async fn handle(server: Arc<Server>, stream: UnixStream, mut guard: Connecti
         let response = match request {
             Request::Compile(compile) => {
                 let build = join_build_jobserver(&server, &compile, std::mem::take(&mut fds));
-                serve_compile(&server, compile, build, reader, writer).await;
+                super::compile::serve(&server, compile, build, reader, writer).await;
                 return;
             }
             Request::Stats => Response::Stats(Box::new(server.snapshot().await)),
@@ -235,52 +233,6 @@ fn is_same_file(path: &std::path::Path, other: Option<&std::path::Path>) -> bool
     other.is_some_and(|other| id(path).is_some() && id(path) == id(other))
 }
 
-async fn send(writer: &mut OwnedWriteHalf, response: &Response) -> std::io::Result<()> {
+pub(super) async fn send(writer: &mut OwnedWriteHalf, response: &Response) -> std::io::Result<()> {
     write_frame_async(writer, &protocol::encode(response)).await
-}
-
-/// Runs one compile while watching the socket: when the client goes away (killed, or
-/// interrupted by the user), the compile is cancelled and its compiler killed.
-async fn serve_compile(
-    server: &Arc<Server>,
-    request: protocol::CompileRequest,
-    build: Option<Jobserver>,
-    mut reader: impl tokio::io::AsyncRead + Unpin + Send + 'static,
-    mut writer: OwnedWriteHalf,
-) {
-    let _running = server.compile_started();
-    let cancel = CancellationToken::new();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-
-    let watch_cancel = cancel.clone();
-    let watcher = tokio::spawn(async move {
-        let mut byte = [0u8; 1];
-        // The client sends nothing more; any return means it closed or died.
-        let _ = reader.read(&mut byte).await;
-        watch_cancel.cancel();
-    });
-
-    let compile = server.compiles.compile(request, build, tx, cancel.clone());
-    tokio::pin!(compile);
-    let mut compile_done = false;
-    let mut client_gone = false;
-    loop {
-        tokio::select! {
-            outcome = &mut compile, if !compile_done => {
-                compile_done = true;
-                tracing::debug!("compile finished: {outcome:?}");
-            }
-            message = rx.recv() => match message {
-                Some(response) => {
-                    if !client_gone && send(&mut writer, &response).await.is_err() {
-                        client_gone = true;
-                        cancel.cancel();
-                    }
-                }
-                // The service dropped its sender: everything has been sent.
-                None => break,
-            },
-        }
-    }
-    watcher.abort();
 }

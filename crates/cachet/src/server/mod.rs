@@ -4,6 +4,7 @@
 //! users, and exits after an idle timeout, never while a compile runs and only after its
 //! pending cache writes are done.
 
+pub(crate) mod compile;
 mod connection;
 mod daemon;
 
@@ -40,6 +41,8 @@ pub struct Server {
     stats: Arc<Stats>,
     jobserver: Jobserver,
     compiles: CompileService,
+    /// Runs each job's compiler processes, bound to its build's jobserver.
+    launcher: Launcher,
     /// "on", or "off: <why>" (see docs/observation.md).
     observation: String,
     started: Instant,
@@ -280,8 +283,9 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
         (None, "off: observe = false".to_owned())
     };
     let server = Arc::new(Server {
-        compiles: CompileService::new(launcher, cache.clone(), stats.clone())
+        compiles: CompileService::new(launcher.clone(), cache.clone(), stats.clone())
             .with_interposer(interposer),
+        launcher,
         observation,
         runtime,
         disk,

@@ -14,7 +14,7 @@
 //! `LD_PRELOAD`); callers then fall back to conservative rules.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -56,6 +56,34 @@ const HANDLED_VARS: &[&str] = &[
 const SYSTEM_PREFIXES: &[&[u8]] = &[b"/proc/", b"/sys/", b"/dev/"];
 
 /// The interposer written out where compilers can load it.
+/// Why compiles cannot be observed on this machine.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    /// The interposer (or the self-check's log) could not be written.
+    #[error("{0}: {1}")]
+    Write(PathBuf, #[source] io::Error),
+    /// The self-check's `/bin/sh` could not start.
+    #[error("/bin/sh: {0}")]
+    Shell(#[source] io::Error),
+    /// A program under the interposer failed or printed something (its stderr).
+    #[error("a program under the interposer failed: {0}")]
+    CheckFailed(String),
+    /// The dynamic loader ran the program without the interposer (a `noexec` mount...).
+    #[error("the dynamic loader did not load the interposer")]
+    NotLoaded,
+}
+
+/// Why one compile's observation does not cover its whole process tree.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Incomplete {
+    /// The compiler itself logged nothing (static, or setuid).
+    #[error("the compiler did not load the interposer")]
+    NotLoaded,
+    /// A program the compile ran logged nothing.
+    #[error("{0} ran without the interposer")]
+    RanWithout(String),
+}
+
 #[derive(Debug)]
 pub struct Interposer {
     path: PathBuf,
@@ -68,22 +96,22 @@ impl Interposer {
     /// a program really loads it from there (a `noexec` mount would make the dynamic
     /// loader print an error into every compile's stderr). `Err` says why observation is
     /// unavailable; the server then uses the conservative rules for every compile.
-    pub fn install(dir: &Path) -> Result<Interposer, String> {
+    pub fn install(dir: &Path) -> Result<Interposer, Unavailable> {
         let digest = blake3::hash(SHARED_OBJECT).to_hex();
         let path = dir.join(format!("observe-{}.so", &digest[..16]));
         if std::fs::read(&path).ok().as_deref() != Some(SHARED_OBJECT) {
             let mut temp = tempfile::Builder::new()
                 .prefix(".observe-")
                 .tempfile_in(dir)
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
+                .map_err(|e| Unavailable::Write(dir.to_owned(), e))?;
             temp.write_all(SHARED_OBJECT)
                 .and_then(|()| {
                     temp.as_file()
                         .set_permissions(std::fs::Permissions::from_mode(0o755))
                 })
-                .map_err(|e| format!("writing the interposer: {e}"))?;
+                .map_err(|e| Unavailable::Write(path.clone(), e))?;
             temp.persist(&path)
-                .map_err(|e| format!("{}: {}", path.display(), e.error))?;
+                .map_err(|e| Unavailable::Write(path.clone(), e.error))?;
         }
         let interposer = Interposer {
             path,
@@ -95,11 +123,11 @@ impl Interposer {
 
     /// Runs `/bin/sh -c :` under the interposer: it must exit 0, print nothing and log
     /// that it loaded.
-    fn self_check(&self) -> Result<(), String> {
+    fn self_check(&self) -> Result<(), Unavailable> {
         let log = tempfile::Builder::new()
             .prefix("observe-check-")
             .tempfile_in(&self.log_dir)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Unavailable::Write(self.log_dir.clone(), e))?;
         let out = std::process::Command::new("/bin/sh")
             .args(["-c", ":"])
             .env_clear()
@@ -107,16 +135,15 @@ impl Interposer {
             .env(LOG_VAR, log.path())
             .stdin(std::process::Stdio::null())
             .output()
-            .map_err(|e| format!("/bin/sh: {e}"))?;
+            .map_err(Unavailable::Shell)?;
         let text = std::fs::read(log.path()).unwrap_or_default();
         if !out.status.success() || !out.stderr.is_empty() {
-            return Err(format!(
-                "a program under the interposer failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
+            return Err(Unavailable::CheckFailed(
+                String::from_utf8_lossy(&out.stderr).trim().to_owned(),
             ));
         }
         if !text.starts_with(b"P ") {
-            return Err("the dynamic loader did not load the interposer".into());
+            return Err(Unavailable::NotLoaded);
         }
         Ok(())
     }
@@ -292,9 +319,9 @@ impl Log {
 
     /// `Err(why)` when a program of the tree ran without the interposer: an exec with no
     /// matching load, or no load by the top process (a child of `parent`).
-    pub fn complete(&self, parent: u32) -> Result<(), String> {
+    pub fn complete(&self, parent: u32) -> Result<(), Incomplete> {
         let Some(&(top, _)) = self.loaded.iter().find(|(_, p)| *p == parent) else {
-            return Err("the compiler did not load the interposer".into());
+            return Err(Incomplete::NotLoaded);
         };
         // Each exec that went ahead loads a new image, which logs again; the top process
         // logged once before any exec of its own.
@@ -306,9 +333,8 @@ impl Log {
             let seen = execs.entry(*pid).or_default();
             *seen += 1;
             if loads(*pid) < *seen {
-                return Err(format!(
-                    "{} ran without the interposer",
-                    String::from_utf8_lossy(program)
+                return Err(Incomplete::RanWithout(
+                    String::from_utf8_lossy(program).into_owned(),
                 ));
             }
         }
@@ -328,7 +354,7 @@ impl Log {
         &self,
         outputs: &[&Path],
         cwd: &Path,
-        request_env: &[(Vec<u8>, Vec<u8>)],
+        request_env: &[(OsString, OsString)],
     ) -> Observed {
         let own = |path: &[u8]| {
             self.written.contains(path)
@@ -361,8 +387,8 @@ impl Log {
             request_env
                 .iter()
                 .rev()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
+                .find(|(k, _)| k.as_bytes() == name)
+                .map(|(_, v)| v.as_bytes().to_vec())
         };
         let search = requested(b"PATH").unwrap_or_default();
         let mut programs: Vec<PathBuf> = self
@@ -443,13 +469,13 @@ pub fn env_matches(
     name: &[u8],
     value: Option<&[u8]>,
     cwd: &Path,
-    request_env: &[(Vec<u8>, Vec<u8>)],
+    request_env: &[(OsString, OsString)],
 ) -> bool {
     let now = request_env
         .iter()
         .rev()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_slice());
+        .find(|(k, _)| k.as_bytes() == name)
+        .map(|(_, v)| v.as_bytes());
     match value {
         Some(mark @ (CWD_MARK | ELSEWHERE_MARK)) => pwd_kind(now, cwd) == Some(mark),
         value => now == value,

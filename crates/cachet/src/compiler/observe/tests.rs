@@ -2,11 +2,8 @@ use super::*;
 
 const SERVER: u32 = 100;
 
-fn env(pairs: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-        .collect()
+fn env(pairs: &[(&str, &str)]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
 }
 
 /// A gcc compile as the interposer logs it: the driver, then cc1 and as by vfork + exec.
@@ -90,7 +87,7 @@ fn a_program_that_did_not_load_the_interposer_makes_the_log_incomplete() {
     // cc1 was exec'd but never said it loaded (static, or LD_PRELOAD cleared).
     let log = Log::parse(b"P 200 100\nX 201 /opt/static/cc1\nR /w/t.c\n");
     let why = log.complete(SERVER).unwrap_err();
-    assert!(why.contains("/opt/static/cc1"), "{why}");
+    assert!(why.to_string().contains("/opt/static/cc1"), "{why}");
 
     // A wrapper script that execs the compiler in its own process: that exec must be
     // followed by a second load of the same pid.

@@ -28,8 +28,40 @@ pub enum Parsed {
     NotCacheable {
         /// Crate types as far as they were seen (for statistics).
         crate_types: Vec<CrateType>,
-        reason: String,
+        reason: Unsupported,
     },
+}
+
+/// Why a rustc command line is not cached. `Display` is the stats label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unsupported {
+    /// A flag or form we never cache (`-v`, `--print`, `incremental`...), by name.
+    #[error("{0}")]
+    Refused(&'static str),
+    /// A flag this parser does not know.
+    #[error("unknown flag {0}")]
+    UnknownFlag(String),
+    /// A flag whose value is missing.
+    #[error("missing value for {0}")]
+    MissingValue(String),
+    /// A `--crate-type` this parser does not know.
+    #[error("unknown crate type {0}")]
+    UnknownCrateType(String),
+    /// An `--emit` kind this parser does not know.
+    #[error("emit kind {0}")]
+    EmitKind(String),
+    /// A `-C` option this parser does not know.
+    #[error("unknown codegen option {0}")]
+    UnknownCodegenOption(String),
+    /// A `-C split-debuginfo` value whose files we do not collect.
+    #[error("-C split-debuginfo={0}")]
+    SplitDebuginfo(String),
+}
+
+impl From<&'static str> for Unsupported {
+    fn from(name: &'static str) -> Unsupported {
+        Unsupported::Refused(name)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -251,7 +283,7 @@ pub fn parse(input: &ParseInput) -> Parsed {
 
 /// rustc expands `@path` into one argument per line of the file (not
 /// recursively). `@shell:` is an unstable quoting form we do not model.
-fn expand_argfiles(args: &[OsString], cwd: &Path) -> Result<Vec<OsString>, String> {
+fn expand_argfiles(args: &[OsString], cwd: &Path) -> Result<Vec<OsString>, Unsupported> {
     let mut out = Vec::with_capacity(args.len());
     for arg in args {
         let Some(file) = arg.to_str().and_then(|s| s.strip_prefix('@')) else {
@@ -262,7 +294,7 @@ fn expand_argfiles(args: &[OsString], cwd: &Path) -> Result<Vec<OsString>, Strin
             return Err("shell argfile".into());
         }
         let text = std::fs::read_to_string(cwd.join(file))
-            .map_err(|_| String::from("argfile unreadable"))?;
+            .map_err(|_| Unsupported::Refused("argfile unreadable"))?;
         out.extend(text.lines().map(OsString::from));
     }
     Ok(out)
@@ -281,7 +313,7 @@ struct Parser<'a> {
     args: Vec<String>,
     pos: usize,
     /// First reason found; parsing continues to collect crate types.
-    reason: Option<String>,
+    reason: Option<Unsupported>,
     hashed: Vec<Hashed>,
 
     inputs: Vec<String>,
@@ -335,7 +367,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn fail(&mut self, reason: impl Into<String>) {
+    fn fail(&mut self, reason: impl Into<Unsupported>) {
         if self.reason.is_none() {
             self.reason = Some(reason.into());
         }
@@ -375,7 +407,7 @@ impl<'a> Parser<'a> {
                 Some((v.clone(), vec![arg.to_owned(), v]))
             }
             None => {
-                self.fail(format!("missing value for {arg}"));
+                self.fail(Unsupported::MissingValue(arg.to_owned()));
                 None
             }
         }
@@ -421,7 +453,7 @@ impl<'a> Parser<'a> {
             | "--force-warn"
             | "--sysroot"
             | "--codegen" => {}
-            _ => return self.fail(format!("unknown flag {name}")),
+            _ => return self.fail(Unsupported::UnknownFlag(name.to_owned())),
         }
         let Some((v, toks)) = self.value(arg, inline) else {
             return;
@@ -494,7 +526,7 @@ impl<'a> Parser<'a> {
             ('Z', _) => return self.fail("unstable -Z option"),
             ('o', _) => return self.fail("-o output"),
             ('C' | 'L' | 'l' | 'A' | 'W' | 'D' | 'F', _) => {}
-            _ => return self.fail(format!("unknown flag {arg}")),
+            _ => return self.fail(Unsupported::UnknownFlag(arg.to_owned())),
         }
         let inline = (!rest.is_empty()).then_some(rest);
         let Some((v, toks)) = self.value(arg, inline) else {
@@ -527,7 +559,7 @@ impl<'a> Parser<'a> {
                         self.crate_types.push(t);
                     }
                 }
-                None => self.fail(format!("unknown crate type {part}")),
+                None => self.fail(Unsupported::UnknownCrateType(part.to_owned())),
             }
         }
     }
@@ -537,7 +569,7 @@ impl<'a> Parser<'a> {
         let mut bad = None;
         for part in v.split(',') {
             if part.contains('=') {
-                bad.get_or_insert_with(|| "emit to explicit path".to_owned());
+                bad.get_or_insert(Unsupported::Refused("emit to explicit path"));
                 continue;
             }
             let kind = match part {
@@ -545,7 +577,7 @@ impl<'a> Parser<'a> {
                 "metadata" => Emit::Metadata,
                 "link" => Emit::Link,
                 other => {
-                    bad.get_or_insert_with(|| format!("emit kind {other}"));
+                    bad.get_or_insert_with(|| Unsupported::EmitKind(other.to_owned()));
                     continue;
                 }
             };
@@ -642,7 +674,7 @@ impl<'a> Parser<'a> {
             return self.fail("--help");
         }
         if !KNOWN_CODEGEN.contains(&key.as_str()) {
-            self.fail(format!("unknown codegen option {key}"));
+            self.fail(Unsupported::UnknownCodegenOption(key.clone()));
         }
         let val = value.as_deref();
         match key.as_str() {
@@ -651,7 +683,7 @@ impl<'a> Parser<'a> {
             // packed and unpacked write .dwp/.dwo files next to the outputs; the compiler
             // module collects them by name.
             "split-debuginfo" if !matches!(val, Some("off" | "packed" | "unpacked")) => {
-                self.fail(format!("-C split-debuginfo={}", val.unwrap_or("")));
+                self.fail(Unsupported::SplitDebuginfo(val.unwrap_or("").to_owned()));
             }
             "profile-generate" => self.fail("-C profile-generate"),
             "profile-use" => self.fail("-C profile-use"),

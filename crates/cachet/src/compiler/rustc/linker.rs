@@ -161,9 +161,20 @@ async fn probe(
     Ok(*hasher.finalize().as_bytes())
 }
 
+/// A link argument that makes the compile uncacheable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnkeyedLinkArg {
+    /// `-fuse-ld`, `--ld-path`, `-B`: the linker's identity is no longer the one probed.
+    #[error("link arg {0} picks another linker")]
+    PicksLinker(String),
+    /// It names a path that is neither a file nor a directory.
+    #[error("link arg {0} names an input that cannot be identified")]
+    UnknownInput(String),
+}
+
 /// What a link argument tells about inputs: the files it names (to hash), or why it makes
 /// the compile uncacheable.
-pub fn link_arg_inputs(arg: &str, cwd: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn link_arg_inputs(arg: &str, cwd: &Path) -> Result<Vec<PathBuf>, UnkeyedLinkArg> {
     let pieces: Vec<&str> = match arg.strip_prefix("-Wl,") {
         Some(rest) => rest.split(',').collect(),
         None => vec![arg],
@@ -176,7 +187,7 @@ pub fn link_arg_inputs(arg: &str, cwd: &Path) -> Result<Vec<PathBuf>, String> {
             || piece.starts_with("--ld-path")
             || piece.starts_with("-B")
         {
-            return Err(format!("link arg {arg} picks another linker"));
+            return Err(UnkeyedLinkArg::PicksLinker(arg.to_owned()));
         }
         // Values the linker records or matches, not files it reads.
         if matches!(
@@ -204,9 +215,7 @@ pub fn link_arg_inputs(arg: &str, cwd: &Path) -> Result<Vec<PathBuf>, String> {
             // A search directory: what it holds is named elsewhere (-l) or not at all.
             continue;
         } else {
-            return Err(format!(
-                "link arg {arg} names an input that cannot be identified"
-            ));
+            return Err(UnkeyedLinkArg::UnknownInput(arg.to_owned()));
         }
     }
     Ok(files)

@@ -4,14 +4,22 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cachet_jobserver::Jobserver;
-use tokio::sync::mpsc;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
+use cachet_jobserver::Jobserver;
+
+use super::args::{CrateType, Emit, RustcArgs};
+use super::key::plain_path;
+use super::pipeline::rewrite_out_dir;
+use super::plan::{display_key, has_diagnostics, output_names};
 use super::*;
-use crate::cache::{Cache, DiskCache, DiskStorage};
+use crate::cache::{Cache, CacheKey, DiskCache, DiskStorage};
+use crate::compiler::{CompileService, test_support};
 use crate::process::mock::{MockRunner, output};
 use crate::process::{CommandSpec, JOBSERVER_VARS, Launcher, ProcessOutput};
-use crate::protocol::to_bytes;
+use crate::protocol::{CompileRequest, Exit, Response, to_bytes};
+use crate::server::compile::invocation;
 use crate::stats::Stats;
 
 const HOST: &str = "x86_64-unknown-linux-gnu";
@@ -79,11 +87,25 @@ fn fake_tools(spec: &CommandSpec) -> io::Result<ProcessOutput> {
     Ok(output(0, b"", format!("{diagnostic}{notice}").as_bytes()))
 }
 
+/// Writes a source stamped a while ago: one modified within the timestamp resolution of
+/// the compile's start is not trusted into a manifest.
+fn write_old(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(10);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+}
+
 struct Fixture {
     dir: tempfile::TempDir,
     work: PathBuf,
     toolchain: Arc<Toolchain>,
     mock: MockRunner,
+    launcher: Launcher,
     service: CompileService,
     cache: Arc<Cache>,
     jobserver: Jobserver,
@@ -98,7 +120,7 @@ fn fixture() -> Fixture {
     let work = dir.path().join("work");
     std::fs::create_dir_all(work.join("src")).unwrap();
     std::fs::create_dir_all(work.join("deps")).unwrap();
-    std::fs::write(work.join("src/lib.rs"), "pub fn f() {}").unwrap();
+    write_old(&work.join("src/lib.rs"), "pub fn f() {}");
     std::fs::write(work.join("deps/libdep-1.rlib"), "dep v1").unwrap();
     std::fs::write(work.join("deps/libdep-copy.rlib"), "dep v1").unwrap();
     let bin = dir.path().join("bin");
@@ -117,12 +139,13 @@ fn fixture() -> Fixture {
     let disk = Arc::new(DiskCache::new(dir.path().join("cache"), 1 << 30));
     let cache = Arc::new(Cache::new(Arc::new(DiskStorage::new(disk)), stats.clone()));
     let launcher = Launcher::new(Arc::new(mock.clone()), jobserver.clone());
-    let service = CompileService::new(launcher, cache.clone(), stats);
+    let service = CompileService::new(launcher.clone(), cache.clone(), stats);
     Fixture {
         dir,
         work,
         toolchain,
         mock,
+        launcher,
         service,
         cache,
         jobserver,
@@ -198,33 +221,31 @@ impl Fixture {
         }) else {
             panic!("not cacheable: {args:?}");
         };
-        self.service
-            .rust_base_key(&request, &self.toolchain, &parsed, HOST)
-            .await
-            .unwrap()
-            .unwrap()
-            .0
+        key::base_key(
+            &self.service.rust,
+            &self.service.context,
+            &invocation(request.clone()),
+            &self.toolchain,
+            &parsed,
+            HOST,
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .0
     }
 
     async fn run(&self, args: &[String], env: &[(&str, &str)]) -> (Outcome, Vec<Response>) {
-        let (tx, mut rx) = mpsc::unbounded_channel();
         let request = self.request(args, env);
+        let (job, rx) = test_support::job(&self.launcher, request);
         let outcome = self
             .service
-            .compile_rust(
-                &request,
-                self.toolchain.clone(),
-                None,
-                &tx,
-                &CancellationToken::new(),
-            )
+            .rust
+            .compile(&self.service.context, &job, self.toolchain.clone())
             .await
             .unwrap();
-        drop(tx);
-        let mut responses = Vec::new();
-        while let Some(r) = rx.recv().await {
-            responses.push(r);
-        }
+        drop(job);
+        let responses = test_support::responses(rx, &outcome);
         self.cache.pending().drain(Duration::from_secs(10)).await;
         (outcome, responses)
     }
@@ -378,12 +399,17 @@ async fn linked_crate_types_key_on_the_linker() {
     }) else {
         panic!()
     };
-    let refused = f
-        .service
-        .rust_base_key(&request, &f.toolchain, &parsed, HOST)
-        .await
-        .unwrap();
-    assert!(refused.unwrap_err().contains("another linker"));
+    let refused = key::base_key(
+        &f.service.rust,
+        &f.service.context,
+        &invocation(request.clone()),
+        &f.toolchain,
+        &parsed,
+        HOST,
+    )
+    .await
+    .unwrap();
+    assert!(refused.unwrap_err().to_string().contains("another linker"));
 }
 
 #[tokio::test]
@@ -455,7 +481,7 @@ async fn a_miss_runs_rustc_once_and_a_hit_never() {
     // The env var rustc read, and the source, each turn the hit into a miss.
     let (outcome, _) = f.run(&args, &[("GREETING", "hello")]).await;
     assert_eq!(outcome, Outcome::Miss);
-    std::fs::write(f.work.join("src/lib.rs"), "pub fn g() {}").unwrap();
+    write_old(&f.work.join("src/lib.rs"), "pub fn g() {}");
     let (outcome, _) = f.run(&args, &env).await;
     assert_eq!(outcome, Outcome::Miss);
     assert_eq!(f.rustc_runs(), 3);
@@ -472,7 +498,7 @@ async fn diagnostics_rendered_for_another_display_are_never_replayed() {
     assert_eq!(f.run(&narrow, &env).await.0, Outcome::Miss);
     assert_eq!(f.run(&wide, &env).await.0, Outcome::Hit);
     // With a diagnostic, another width recompiles, and its rendering replaces the old.
-    std::fs::write(f.work.join("src/lib.rs"), "// warn\npub fn f() {}").unwrap();
+    write_old(&f.work.join("src/lib.rs"), "// warn\npub fn f() {}");
     assert_eq!(f.run(&narrow, &env).await.0, Outcome::Miss);
     assert_eq!(f.run(&wide, &env).await.0, Outcome::Miss);
     let (outcome, responses) = f.run(&wide, &env).await;
@@ -558,12 +584,18 @@ impl Fixture {
         else {
             panic!("not cacheable: {args:?}");
         };
-        self.service
-            .rust_base_key(&request, &self.toolchain, &parsed, HOST)
-            .await
-            .unwrap()
-            .unwrap()
-            .0
+        key::base_key(
+            &self.service.rust,
+            &self.service.context,
+            &invocation(request.clone()),
+            &self.toolchain,
+            &parsed,
+            HOST,
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .0
     }
 }
 
@@ -574,7 +606,7 @@ async fn base_dirs_share_rustc_keys_only_where_a_remap_covers_the_checkout() {
     for c in &checkouts {
         std::fs::create_dir_all(c.join("src")).unwrap();
         std::fs::create_dir_all(c.join("deps")).unwrap();
-        std::fs::write(c.join("src/lib.rs"), "pub fn f() {}").unwrap();
+        write_old(&c.join("src/lib.rs"), "pub fn f() {}");
         std::fs::write(c.join("deps/libdep-1.rlib"), "dep v1").unwrap();
     }
     let with = |extra: &[&str]| {
@@ -644,4 +676,17 @@ fn a_moved_out_dir_is_rewritten_in_dep_info_but_not_in_env_deps() {
     assert!(plain_path(b"/home/ci/work/p-1/target_x/debug"));
     assert!(!plain_path(b"/home/my dir/target"));
     assert!(!plain_path(b"/a#b"));
+}
+
+#[tokio::test]
+async fn a_source_modified_within_the_timestamp_resolution_is_not_stored() {
+    let f = fixture();
+    // Just written: its stamp may not change with an edit in the same clock tick.
+    std::fs::write(f.work.join("src/lib.rs"), "pub fn fresh() {}").unwrap();
+    let args = lib_args();
+    assert_eq!(f.run(&args, &[]).await.0, Outcome::Miss);
+    assert_eq!(f.run(&args, &[]).await.0, Outcome::Miss);
+    assert_eq!(f.rustc_runs(), 2);
+    let stats = f.service.context.stats.counters();
+    assert_eq!(stats.not_stored.get("too new to trust"), Some(&2));
 }

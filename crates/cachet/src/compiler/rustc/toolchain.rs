@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 
 use crate::compiler::file_hashes::FileHashes;
+use crate::process::Exit;
 use crate::process::{CommandSpec, Launcher, helper_env};
-use crate::protocol::Exit;
 
 /// Variables that pick a toolchain through a rustup proxy; `rustc -vV` gets only these
 /// (and what starts it), and its answer is remembered under their values.

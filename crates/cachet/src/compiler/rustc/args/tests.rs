@@ -25,7 +25,7 @@ fn ok(args: &[&str]) -> RustcArgs {
 fn reason(args: &[&str]) -> String {
     match parse_strs(args) {
         Parsed::Cacheable(a) => panic!("unexpectedly cacheable: {a:?}"),
-        Parsed::NotCacheable { reason, .. } => reason,
+        Parsed::NotCacheable { reason, .. } => reason.to_string(),
     }
 }
 
@@ -833,7 +833,7 @@ fn argfile_absolute_path() {
 fn argfile_problems() {
     let dir = tempfile::tempdir().unwrap();
     let r = |args: &[&str]| match parse_in(args, dir.path()) {
-        Parsed::NotCacheable { reason, .. } => reason,
+        Parsed::NotCacheable { reason, .. } => reason.to_string(),
         Parsed::Cacheable(_) => panic!("cacheable"),
     };
     assert_eq!(r(&with(&["@missing"])), "argfile unreadable");
@@ -963,7 +963,7 @@ fn cargo_probes_not_cacheable() {
             crate_types,
             reason,
         } => {
-            assert_eq!(reason, "stdin input");
+            assert_eq!(reason.to_string(), "stdin input");
             // Crate types are still reported for statistics.
             assert_eq!(crate_types.len(), 6);
         }
@@ -980,7 +980,7 @@ fn not_cacheable_reports_crate_types() {
             crate_types,
             reason,
         } => {
-            assert_eq!(reason, "incremental");
+            assert_eq!(reason.to_string(), "incremental");
             assert_eq!(crate_types, vec![CrateType::ProcMacro]);
         }
         Parsed::Cacheable(_) => panic!("cacheable"),
@@ -997,7 +997,9 @@ fn non_utf8_argument() {
         args: &args,
         cwd: Path::new(CWD),
     });
-    assert!(matches!(r, Parsed::NotCacheable { reason, .. } if reason == "non-UTF-8 argument"));
+    assert!(
+        matches!(r, Parsed::NotCacheable { reason, .. } if reason.to_string() == "non-UTF-8 argument")
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
-use super::gcc::args::Family;
+use super::args::Family;
+use crate::compiler::file_hashes::hash_file;
+use crate::process::Exit;
 use crate::process::{CommandSpec, Launcher, helper_env};
-use crate::protocol::Exit;
 
 /// A compiler's identity: its family and a digest of everything that makes it this compiler.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,19 +252,6 @@ async fn probe(launcher: &Launcher, compiler: &Path, env: &Env) -> io::Result<Ve
         }),
         expires: None,
     })
-}
-
-pub fn hash_file(path: &Path) -> io::Result<blake3::Hash> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hasher.finalize());
-        }
-        hasher.update(&buf[..n]);
-    }
 }
 
 #[cfg(test)]

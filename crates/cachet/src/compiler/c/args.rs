@@ -31,8 +31,8 @@ pub struct ParseInput<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
     Cacheable(CompileArgs),
-    /// Short human-readable reason; the client then runs the compiler itself.
-    NotCacheable(String),
+    /// Why; the client then runs the compiler itself.
+    NotCacheable(Unsupported),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +170,63 @@ const HEADER_EXTENSIONS: &[&str] = &["h", "hh", "hpp", "hxx", "h++", "H", "HPP",
 /// Deepest chain of `@file`s inside `@file`s we follow (also stops cycles).
 const MAX_RESPONSE_DEPTH: usize = 10;
 
+/// Why a gcc or clang command line is not cached. `Display` is the stats label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unsupported {
+    /// A flag or form we never cache (`-E`, linking, modules...), by what it is.
+    #[error("{0}")]
+    Refused(&'static str),
+    /// A flag that is not UTF-8.
+    #[error("non-UTF-8 flag {0}")]
+    NonUtf8Flag(String),
+    /// A flag whose value is missing.
+    #[error("missing argument to {0}")]
+    MissingArgument(String),
+    /// The input file does not exist.
+    #[error("input file {} missing", .0.display())]
+    InputMissing(PathBuf),
+    /// The input path has no file name.
+    #[error("input {} has no file name", .0.display())]
+    InputWithoutName(PathBuf),
+    /// An input whose extension names no language we know.
+    #[error("unknown language for {}", .0.display())]
+    UnknownLanguageFor(PathBuf),
+    /// A `-x` language we do not know.
+    #[error("unknown language {0}")]
+    UnknownLanguage(String),
+    /// `-include X` where `X.gch` or `X.pch` exists: gcc uses it, `-E` would not.
+    #[error("precompiled header ({})", .0.display())]
+    PrecompiledHeaderBeside(PathBuf),
+    /// A `-MT`/`-MQ` target that is not UTF-8.
+    #[error("non-UTF-8 {0} target")]
+    NonUtf8Target(&'static str),
+    /// A flag this parser does not know.
+    #[error("unknown flag {0}")]
+    UnknownFlag(String),
+    /// A flag whose form we cannot read.
+    #[error("malformed {0}")]
+    Malformed(String),
+    /// An assembler option (`-Wa,`) that writes or reads files we do not know.
+    #[error("assembler option {0}")]
+    AssemblerOption(String),
+    /// `-d<letters>`: dumps or annotations.
+    #[error("dump option {0}")]
+    DumpOption(String),
+    /// An `@file` that cannot be read.
+    #[error("response file {} unreadable", .0.display())]
+    ResponseFileUnreadable(PathBuf),
+    /// An `@file` that is not text.
+    #[error("response file {} not valid text", .0.display())]
+    ResponseFileNotText(PathBuf),
+}
+
+impl From<&'static str> for Unsupported {
+    fn from(what: &'static str) -> Unsupported {
+        Unsupported::Refused(what)
+    }
+}
+
+/// Parses a gcc or clang command line.
 pub fn parse(input: &ParseInput) -> Parsed {
     match parse_inner(input) {
         Ok(args) => Parsed::Cacheable(args),
@@ -304,7 +361,7 @@ struct State {
     color: Option<bool>,
 }
 
-fn parse_inner(input: &ParseInput) -> Result<CompileArgs, String> {
+fn parse_inner(input: &ParseInput) -> Result<CompileArgs, Unsupported> {
     let expanded = expand_response_files(input.args, input.cwd)?;
     let mut st = State::default();
     // -E goes first so that it cannot end up after a `-x`'s value or similar.
@@ -325,7 +382,7 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, String> {
             continue;
         }
         let Some(flag) = arg.to_str() else {
-            return Err(format!("non-UTF-8 flag {}", arg.to_string_lossy()));
+            return Err(Unsupported::NonUtf8Flag(arg.to_string_lossy().into_owned()));
         };
         if let Some(reason) = reject_reason(flag) {
             return Err(reason);
@@ -336,7 +393,7 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, String> {
                 Some(v) => (OsString::from(v), vec![arg.clone()]),
                 None => {
                     let Some(v) = expanded.get(i) else {
-                        return Err(format!("missing argument to {flag}"));
+                        return Err(Unsupported::MissingArgument(flag.to_owned()));
                     };
                     i += 1;
                     (v.clone(), vec![arg.clone(), v.clone()])
@@ -367,7 +424,7 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, String> {
         None => language_from_path(&input_path)?,
     };
     if !input.cwd.join(&input_path).is_file() {
-        return Err(format!("input file {} missing", input_path.display()));
+        return Err(Unsupported::InputMissing(input_path.clone()));
     }
     if st.arch_count > 1 {
         // Fat objects: clang refuses -E with several -arch.
@@ -376,7 +433,7 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, String> {
 
     let stem = input_path
         .file_stem()
-        .ok_or_else(|| format!("input {} has no file name", input_path.display()))?;
+        .ok_or_else(|| Unsupported::InputWithoutName(input_path.clone()))?;
     let output = match &st.output {
         Some(o) if o == "-" => return Err("output to stdout (-o -)".into()),
         Some(o) => PathBuf::from(o),
@@ -418,16 +475,21 @@ fn with_suffix(stem: &OsStr, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn language_from_path(path: &Path) -> Result<Language, String> {
+fn language_from_path(path: &Path) -> Result<Language, Unsupported> {
     let ext = path.extension().and_then(OsStr::to_str).unwrap_or("");
     if HEADER_EXTENSIONS.contains(&ext) {
         return Err("precompiled header generation".into());
     }
-    Language::from_extension(ext).ok_or_else(|| format!("unknown language for {}", path.display()))
+    Language::from_extension(ext).ok_or_else(|| Unsupported::UnknownLanguageFor(path.to_owned()))
 }
 
 impl State {
-    fn value_flag(&mut self, spec: &ValueFlag, value: &OsStr, cwd: &Path) -> Result<Keep, String> {
+    fn value_flag(
+        &mut self,
+        spec: &ValueFlag,
+        value: &OsStr,
+        cwd: &Path,
+    ) -> Result<Keep, Unsupported> {
         Ok(match spec.kind {
             Kind::Output => {
                 // gcc 12 and clang both let the last -o win.
@@ -445,10 +507,7 @@ impl State {
                     let mut pch = cwd.join(value).into_os_string();
                     pch.push(ext);
                     if Path::new(&pch).exists() {
-                        return Err(format!(
-                            "precompiled header ({})",
-                            Path::new(&pch).display()
-                        ));
+                        return Err(Unsupported::PrecompiledHeaderBeside(PathBuf::from(pch)));
                     }
                 }
                 Keep::PreprocessOnly
@@ -460,7 +519,7 @@ impl State {
             Kind::DepTarget => {
                 let target = value
                     .to_str()
-                    .ok_or_else(|| format!("non-UTF-8 {} target", spec.name))?;
+                    .ok_or(Unsupported::NonUtf8Target(spec.name))?;
                 self.dep_targets.push(target.to_owned());
                 Keep::HashOnly
             }
@@ -477,7 +536,7 @@ impl State {
         })
     }
 
-    fn simple_flag(&mut self, flag: &str, family: Family) -> Result<Keep, String> {
+    fn simple_flag(&mut self, flag: &str, family: Family) -> Result<Keep, Unsupported> {
         const PLAIN: &[&str] = &[
             "-ansi",
             "-pedantic",
@@ -560,15 +619,15 @@ impl State {
             self.f_flag(flag, family)?;
             return Ok(Keep::Both);
         }
-        Err(format!("unknown flag {flag}"))
+        Err(Unsupported::UnknownFlag(flag.to_owned()))
     }
 
-    fn f_flag(&mut self, flag: &str, family: Family) -> Result<(), String> {
+    fn f_flag(&mut self, flag: &str, family: Family) -> Result<(), Unsupported> {
         for prefix in ["-fdebug-prefix-map=", "-ffile-prefix-map="] {
             if let Some(map) = flag.strip_prefix(prefix) {
                 let (old, new) = map
                     .split_once('=')
-                    .ok_or_else(|| format!("malformed {flag}"))?;
+                    .ok_or_else(|| Unsupported::Malformed(flag.to_owned()))?;
                 self.prefix_maps.push((old.to_owned(), new.to_owned()));
             }
         }
@@ -614,7 +673,7 @@ fn debug_effect(rest: &str) -> Option<bool> {
     }
 }
 
-fn x_language(value: &OsStr) -> Result<Option<Language>, String> {
+fn x_language(value: &OsStr) -> Result<Option<Language>, Unsupported> {
     let name = value.to_str().ok_or("non-UTF-8 -x value")?;
     match name {
         "none" => Ok(None),
@@ -626,23 +685,23 @@ fn x_language(value: &OsStr) -> Result<Option<Language>, String> {
         | "c++-user-header" => Err("precompiled header generation".into()),
         _ => Language::from_x_arg(name)
             .map(Some)
-            .ok_or_else(|| format!("unknown language {name}")),
+            .ok_or_else(|| Unsupported::UnknownLanguage(name.to_owned())),
     }
 }
 
 /// Assembler options are allowed only when they are self-contained flags:
 /// a bare word could be a file argument of the previous option, and the
 /// denied ones write listings/dependency files or read include files.
-fn check_assembler_option(opt: &str) -> Result<(), String> {
+fn check_assembler_option(opt: &str) -> Result<(), Unsupported> {
     const DENIED: &[&str] = &["-a", "-I", "-o", "--MD", "-MD", "@"];
     if !opt.starts_with('-') || DENIED.iter().any(|d| opt.starts_with(d)) {
-        return Err(format!("assembler option {opt}"));
+        return Err(Unsupported::AssemblerOption(opt.to_owned()));
     }
     Ok(())
 }
 
 /// Flags that are known but make the compile uncacheable.
-fn reject_reason(flag: &str) -> Option<String> {
+fn reject_reason(flag: &str) -> Option<Unsupported> {
     let fixed = match flag {
         "-E" => "-E",
         "-S" => "-S",
@@ -666,7 +725,7 @@ fn reject_reason(flag: &str) -> Option<String> {
         _ => "",
     };
     if !fixed.is_empty() {
-        return Some(fixed.to_owned());
+        return Some(Unsupported::Refused(fixed));
     }
 
     const PREFIXES: &[(&str, &str)] = &[
@@ -708,7 +767,7 @@ fn reject_reason(flag: &str) -> Option<String> {
         ("-include-pch", "precompiled header"),
     ];
     if let Some((_, reason)) = PREFIXES.iter().find(|(p, _)| flag.starts_with(p)) {
-        return Some((*reason).to_owned());
+        return Some(Unsupported::Refused(reason));
     }
 
     if let Some(rest) = flag.strip_prefix("-f") {
@@ -727,12 +786,12 @@ fn reject_reason(flag: &str) -> Option<String> {
     }
     // -d<letters> dump or annotate; -dumpbase/-dumpdir rename aux outputs.
     if flag.starts_with("-d") && flag.len() > 2 {
-        return Some(format!("dump option {flag}"));
+        return Some(Unsupported::DumpOption(flag.to_owned()));
     }
     None
 }
 
-fn expand_response_files(args: &[OsString], cwd: &Path) -> Result<Vec<OsString>, String> {
+fn expand_response_files(args: &[OsString], cwd: &Path) -> Result<Vec<OsString>, Unsupported> {
     let mut out = Vec::with_capacity(args.len());
     expand_into(args, cwd, 0, &mut out)?;
     Ok(out)
@@ -745,7 +804,7 @@ fn expand_into(
     cwd: &Path,
     depth: usize,
     out: &mut Vec<OsString>,
-) -> Result<(), String> {
+) -> Result<(), Unsupported> {
     for arg in args {
         let Some(name) = response_file_name(arg) else {
             out.push(arg.clone());
@@ -756,12 +815,12 @@ fn expand_into(
         }
         // gcc would treat an unreadable @file as a literal input file name.
         let data = fs::read(cwd.join(&name))
-            .map_err(|_| format!("response file {} unreadable", name.display()))?;
+            .map_err(|_| Unsupported::ResponseFileUnreadable(name.clone()))?;
         let words = split_response_file(&data)
             .into_iter()
             .map(bytes_to_os)
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| format!("response file {} not valid text", name.display()))?;
+            .ok_or_else(|| Unsupported::ResponseFileNotText(name.clone()))?;
         expand_into(&words, cwd, depth + 1, out)?;
     }
     Ok(())

@@ -17,19 +17,20 @@
 
 use std::os::unix::ffi::OsStrExt;
 
-use super::Plan;
 use super::args::Language;
+use super::identity::Identity;
+use super::key::{key_args, key_env, recorded_cwds};
+use super::plan::Plan;
 use crate::cache::CacheKey;
-use crate::compiler::basedir::{BaseDirs, Maps};
-use crate::compiler::identity::Identity;
+use crate::compiler::basedir::Maps;
+use crate::compiler::job::Invocation;
 use crate::compiler::key::KeyHasher;
-use crate::protocol::CompileRequest;
 
 /// Whether direct mode can serve this compile: it needs `observing` (the server can
 /// observe compiles), input that is preprocessed by this compile, and not
 /// `CACHET_DIRECT_MODE=0`.
-pub fn applies(plan: &Plan, request: &CompileRequest, observing: bool) -> bool {
-    let disabled = request
+pub fn applies(plan: &Plan, invocation: &Invocation, observing: bool) -> bool {
+    let disabled = invocation
         .env_var("CACHET_DIRECT_MODE")
         .is_some_and(|v| v.is_empty() || v == b"0" || v == b"false");
     observing && !disabled && !plan.args.preprocessed_input && plan.args.language != Language::Asm
@@ -46,19 +47,13 @@ pub fn applies(plan: &Plan, request: &CompileRequest, observing: bool) -> bool {
 pub fn base_key(
     identity: &Identity,
     plan: &Plan,
-    request: &CompileRequest,
+    invocation: &Invocation,
     source: &[u8; 32],
 ) -> (CacheKey, Maps) {
-    let base = BaseDirs::of(request);
+    let base = &invocation.base_dirs;
     let mut h = KeyHasher::new(b"cachet c-family direct v1");
     h.field(&identity.digest);
-    h.field(
-        request
-            .compiler_path()
-            .file_name()
-            .unwrap_or_default()
-            .as_bytes(),
-    );
+    h.field(invocation.compiler_name().as_bytes());
     h.field(plan.args.language.as_x_arg().as_bytes());
     h.field(b"args");
     // The full command line but where outputs go: include paths and macros matter here.
@@ -79,18 +74,18 @@ pub fn base_key(
         }
         kept.push(arg);
     }
-    let (args, maps) = super::key_args(&base, kept.into_iter());
+    let (args, maps) = key_args(base, kept.into_iter());
     for arg in &args {
         h.field(arg);
     }
     h.field(b"cwd");
     if base.is_empty() {
-        h.field(&request.cwd);
+        h.field(invocation.cwd_bytes());
     } else {
-        h.field(&base.key_form(&request.cwd));
+        h.field(&base.key_form(invocation.cwd_bytes()));
         if plan.args.debug_info {
             h.field(b"recorded cwd");
-            for recorded in super::recorded_cwds(&request.cwd, &plan.args.prefix_maps) {
+            for recorded in recorded_cwds(invocation.cwd_bytes(), &plan.args.prefix_maps) {
                 h.field(&recorded);
             }
         }
@@ -102,7 +97,7 @@ pub fn base_key(
         h.field(b"dep target");
         h.field(plan.args.output.as_os_str().as_bytes());
     }
-    for (name, value) in super::key_env(request) {
+    for (name, value) in key_env(invocation) {
         h.field(name);
         h.field(value);
     }

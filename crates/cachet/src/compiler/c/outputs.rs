@@ -1,13 +1,13 @@
-//! Moving output files between the client's tree and cache entries. Only regular files
+//! Moving a C compile's outputs (object, dependency file) between the client's tree and
+//! cache entries. Only regular files
 //! are ever read into an entry or replaced by a hit (see `regular_files`).
 
-use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::io;
 
-use super::gcc::Plan;
-use super::regular_files::{non_regular_kind, read_regular};
+use super::plan::Plan;
 use crate::cache::{CacheEntry, StoredFile};
+use crate::compiler::pipeline::entry_from;
+use crate::compiler::regular_files::{read_regular, write_atomically};
 use crate::process::ProcessOutput;
 
 pub const OBJECT: &str = "object";
@@ -27,7 +27,7 @@ pub async fn collect(plan: &Plan, result: &ProcessOutput) -> io::Result<CacheEnt
             data: read_regular(depfile)?,
         });
     }
-    Ok(super::entry_from(result, files))
+    Ok(entry_from(result, files))
 }
 
 /// Writes a hit's files where the compiler would have, with the modes the client's umask
@@ -48,27 +48,5 @@ pub fn restore(entry: &CacheEntry, plan: &Plan, umask: u32) -> io::Result<()> {
     if plan.depfile.is_some() && !entry.files.iter().any(|f| f.role == DEPFILE) {
         return Err(io::Error::other("entry lacks the dependency file"));
     }
-    Ok(())
-}
-
-pub(super) fn write_atomically(target: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let dir = target
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new()
-        .prefix(".cachet-")
-        .tempfile_in(dir)?;
-    temp.write_all(data)?;
-    temp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))?;
-    // A rename replaces whatever the path is; only a regular file may be replaced.
-    if let Some(kind) = non_regular_kind(target) {
-        return Err(io::Error::other(format!(
-            "{} is {kind}, not replaced",
-            target.display()
-        )));
-    }
-    temp.persist(target).map_err(|e| e.error)?;
     Ok(())
 }

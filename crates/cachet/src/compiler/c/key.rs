@@ -1,23 +1,15 @@
-//! gcc and clang (C, C++, Objective-C, assembler) in preprocessor mode.
-//!
-//! The key hashes the compiler's identity, the language, the arguments that affect the
-//! object, the preprocessed source and the environment that changes output. The real compile
-//! runs with the original arguments; only its outputs are stored.
+//! The C family's key in preprocessor mode: the compiler's identity, the language, the
+//! arguments that affect the object, the preprocessed source and the environment that
+//! changes output.
 
-pub mod args;
-pub mod direct;
-pub mod manifest;
+use std::os::unix::ffi::OsStrExt;
 
-use std::ffi::OsString;
-use std::path::PathBuf;
-
-use args::{CompileArgs, Family};
-
-use super::basedir::{self, BaseDirs, Maps, Match};
 use super::identity::Identity;
+use super::plan::Plan;
 use crate::cache::CacheKey;
+use crate::compiler::basedir::{self, BaseDirs, Maps, Match};
+use crate::compiler::job::Invocation;
 use crate::compiler::key::KeyHasher;
-use crate::protocol::CompileRequest;
 
 /// Environment variables that change what gcc or clang produce or print.
 const KEY_VARS: &[&str] = &[
@@ -55,85 +47,9 @@ pub(crate) fn key_args<'a>(
     basedir::relativize_map_args(base, &tokens, MAP_FLAGS, false, Match::String)
 }
 
-/// Variables that make the compiler write outputs we do not know about.
-const EXTRA_OUTPUT_VARS: &[&str] = &["DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES"];
-
-/// One cacheable compile, ready to run.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub args: CompileArgs,
-    /// Arguments of the real compile (the original ones, plus a colour flag when the
-    /// client's terminal would have had colour).
-    pub compile_args: Vec<OsString>,
-    /// Arguments of the `-E` run, or None for input that is already preprocessed.
-    pub preprocess_args: Option<Vec<OsString>>,
-    /// Absolute paths of the outputs.
-    pub object: PathBuf,
-    pub depfile: Option<PathBuf>,
-    pub color_flag: Option<&'static str>,
-}
-
-/// Why a compile is passed back to the client, or the plan to run it.
-pub fn plan(identity: &Identity, request: &CompileRequest) -> Result<Plan, String> {
-    for var in EXTRA_OUTPUT_VARS {
-        if request.env_var(var).is_some() {
-            return Err(format!("{var} is set"));
-        }
-    }
-    let cwd = request.cwd_path();
-    let argv = request.args_os();
-    let input = args::ParseInput {
-        args: &argv,
-        cwd: &cwd,
-        family: identity.family,
-    };
-    let args = match args::parse(&input) {
-        args::Parsed::Cacheable(args) => args,
-        args::Parsed::NotCacheable(reason) => return Err(reason),
-    };
-    let color_flag = (args.color.is_none() && would_color(identity.family, request)).then_some(
-        match identity.family {
-            Family::Gcc => "-fdiagnostics-color=always",
-            Family::Clang => "-fcolor-diagnostics",
-        },
-    );
-    let mut compile_args = args.expanded.clone();
-    let mut preprocess_args = (!args.preprocessed_input).then(|| args.preprocess_args.clone());
-    if let Some(flag) = color_flag {
-        compile_args.insert(0, flag.into());
-        if let Some(pre) = preprocess_args.as_mut() {
-            pre.insert(0, flag.into());
-        }
-    }
-    let object = cwd.join(&args.output);
-    let depfile = args.depfile.as_ref().map(|d| cwd.join(&d.path));
-    for path in std::iter::once(&object).chain(&depfile) {
-        super::regular_files::check_output_path(path)?;
-    }
-    Ok(Plan {
-        object,
-        depfile,
-        compile_args,
-        preprocess_args,
-        color_flag,
-        args,
-    })
-}
-
-/// The compiler colours diagnostics on its own only when its stderr is a terminal; the
-/// server's child writes to a pipe, so we ask for colour where the client's terminal would
-/// have got it.
-fn would_color(family: Family, request: &CompileRequest) -> bool {
-    if !request.stderr_is_tty || request.env_var("TERM") == Some(b"dumb") {
-        return false;
-    }
-    family == Family::Clang || request.env_var("GCC_COLORS") != Some(b"")
-}
-
 /// The cache key. `source` is the preprocessed text, or the input itself when it needs none.
-pub fn key(identity: &Identity, plan: &Plan, request: &CompileRequest, source: &[u8]) -> CacheKey {
-    use std::os::unix::ffi::OsStrExt;
-    let base = BaseDirs::of(request);
+pub fn key(identity: &Identity, plan: &Plan, invocation: &Invocation, source: &[u8]) -> CacheKey {
+    let base = &invocation.base_dirs;
     let mut h = KeyHasher::new(b"cachet c-family key v1");
     h.field(&identity.digest);
     h.field(plan.args.language.as_x_arg().as_bytes());
@@ -141,24 +57,18 @@ pub fn key(identity: &Identity, plan: &Plan, request: &CompileRequest, source: &
     if let Some(flag) = plan.color_flag {
         h.field(flag.as_bytes());
     }
-    let (hashed_args, maps) = key_args(&base, plan.args.hashed_args.iter());
+    let (hashed_args, maps) = key_args(base, plan.args.hashed_args.iter());
     for arg in &hashed_args {
         h.field(arg);
     }
     h.field(b"end args");
     // clang and clang++ are one binary whose driver mode comes from its name.
     h.field(b"driver");
-    h.field(
-        request
-            .compiler_path()
-            .file_name()
-            .unwrap_or_default()
-            .as_bytes(),
-    );
+    h.field(invocation.compiler_name().as_bytes());
     // Debug info records the working directory, as rewritten by any prefix map.
     if plan.args.debug_info {
         h.field(b"cwd");
-        for recorded in recorded_cwds(&request.cwd, &plan.args.prefix_maps) {
+        for recorded in recorded_cwds(invocation.cwd_bytes(), &plan.args.prefix_maps) {
             h.field(&recorded);
         }
     }
@@ -169,7 +79,7 @@ pub fn key(identity: &Identity, plan: &Plan, request: &CompileRequest, source: &
         h.field(b"dep target");
         h.field(plan.args.output.as_os_str().as_bytes());
     }
-    for (name, value) in key_env(request) {
+    for (name, value) in key_env(invocation) {
         h.field(name);
         h.field(value);
     }
@@ -177,7 +87,7 @@ pub fn key(identity: &Identity, plan: &Plan, request: &CompileRequest, source: &
     if base.is_empty() {
         h.field(source);
     } else {
-        hash_source_with_base_dirs(&mut h, plan, request, source, &maps);
+        hash_source_with_base_dirs(&mut h, plan, invocation, source, &maps);
     }
     h.finish()
 }
@@ -190,12 +100,12 @@ pub fn key(identity: &Identity, plan: &Plan, request: &CompileRequest, source: &
 fn hash_source_with_base_dirs(
     h: &mut KeyHasher,
     plan: &Plan,
-    request: &CompileRequest,
+    invocation: &Invocation,
     source: &[u8],
     maps: &Maps,
 ) {
     h.field(b"base dirs");
-    let cwd_marker = [request.cwd.as_slice(), b"//"].concat();
+    let cwd_marker = [invocation.cwd_bytes(), b"//"].concat();
     let skip = plan
         .args
         .debug_info
@@ -234,14 +144,12 @@ fn hash_source_with_base_dirs(
 }
 
 /// The environment that changes what gcc or clang produce or print, sorted.
-pub(crate) fn key_env(request: &CompileRequest) -> Vec<(&[u8], &[u8])> {
-    let mut vars: Vec<(&[u8], &[u8])> = request
+pub(crate) fn key_env(invocation: &Invocation) -> Vec<(&[u8], &[u8])> {
+    let mut vars: Vec<(&[u8], &[u8])> = invocation
         .env
         .iter()
-        .filter(|(k, _)| {
-            k.starts_with(b"LC_") || KEY_VARS.iter().any(|v| v.as_bytes() == k.as_slice())
-        })
-        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+        .filter(|(k, _)| k.starts_with(b"LC_") || KEY_VARS.iter().any(|v| v.as_bytes() == *k))
         .collect();
     vars.sort();
     vars
@@ -253,6 +161,3 @@ pub(crate) fn key_env(request: &CompileRequest) -> Vec<(&[u8], &[u8])> {
 pub(crate) fn recorded_cwds(cwd: &[u8], maps: &[(String, String)]) -> Vec<Vec<u8>> {
     basedir::remapped(Match::String, maps, cwd).unwrap_or_else(|| vec![cwd.to_vec()])
 }
-
-#[cfg(test)]
-mod tests;

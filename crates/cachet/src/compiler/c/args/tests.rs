@@ -72,7 +72,7 @@ fn ok(dir: &TmpDir, args: &[&str]) -> CompileArgs {
 fn reason_with(dir: &TmpDir, family: Family, args: &[&str]) -> String {
     match run(dir, family, args) {
         Parsed::Cacheable(c) => panic!("{args:?} unexpectedly cacheable: {c:?}"),
-        Parsed::NotCacheable(r) => r,
+        Parsed::NotCacheable(r) => r.to_string(),
     }
 }
 
@@ -857,7 +857,7 @@ fn non_utf8_arguments() {
     let Parsed::NotCacheable(r) = run_os(&dir, Family::Gcc, &args) else {
         panic!("non-UTF-8 flag should not be cacheable");
     };
-    assert!(r.starts_with("non-UTF-8 flag"), "{r}");
+    assert!(r.to_string().starts_with("non-UTF-8 flag"), "{r}");
 }
 
 #[test]

@@ -1,37 +1,40 @@
-//! The manifest of observed inputs for gcc and clang, in both modes: under a parent key
-//! (direct mode's base key, or preprocessor mode's key), the variants earlier compiles
+//! The manifest, for both families: under a parent key (C direct mode's base key, C
+//! preprocessor mode's key, rustc's base key), the variants of inputs earlier compiles
 //! were seen to depend on. A variant lists every file the compile read with its content
 //! hash, the paths it looked up and did not find (a header that would shadow another, a
-//! `.gch` beside a header, a `__has_include` probe), and the variables it read. A request
-//! for which all of them are as they were gets that variant's entry.
+//! `.gch` beside a header, a `__has_include` probe, a file a proc macro tried), and the
+//! variables it read. A request for which all of them are as they were gets the entry
+//! stored under [`entry_key`] of that variant.
 //!
-//! Variants come from observing the compile (see `compiler::observe`). Where observation
-//! is incomplete, preprocessor mode falls back to [`fallback_variant`]; direct mode is not
-//! used at all without it.
+//! Variants come from observing the compile (see `compiler::observe`), and for rustc also
+//! from its dep-info. Where observation is incomplete, C preprocessor mode falls back to
+//! [`fallback_variant`]; direct mode is not used at all without it.
 
+use std::ffi::OsString;
+use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::CacheKey;
+use crate::cache::{Cache, CacheEntry, CacheKey, StoredFile};
 use crate::compiler::basedir::{self, Maps};
 use crate::compiler::file_hashes::FileHashes;
 use crate::compiler::key::KeyHasher;
 use crate::compiler::observe::{self, Observed, variant_path};
+use crate::compiler::stamp;
 
-/// File timestamps come from the kernel's coarse clock (a tick of a few ms): a file stamped
-/// this close to the compile's start, or after it, may have changed while it was read.
-const RESOLUTION: Duration = Duration::from_millis(20);
+/// The role of the one file a manifest entry holds.
+const MANIFEST_ROLE: &str = "manifest";
 
 /// Variants kept per manifest.
 const VARIANTS: usize = 8;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// Set when direct mode must not serve this source (it uses the time macros, or its
-    /// compile could not be observed whole): preprocessor mode instead.
+    /// C only: set when direct mode must not serve this source (it uses the time macros,
+    /// or its compile could not be observed whole): preprocessor mode instead.
     pub no_direct: bool,
     pub variants: Vec<Variant>,
 }
@@ -40,8 +43,8 @@ pub struct Manifest {
 /// can share them between checkouts), others absolute.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Variant {
-    /// Every file the compile read (source, headers, `.incbin` data, the programs it ran),
-    /// with its content hash.
+    /// Every file the compile read (source, headers, `.incbin` data, the programs it ran,
+    /// what a proc macro opened), with its blake3 content hash.
     pub files: Vec<(Vec<u8>, [u8; 32])>,
     /// Paths it looked up and did not find; a file appearing there may change the result.
     pub absent: Vec<Vec<u8>>,
@@ -50,6 +53,7 @@ pub struct Variant {
 }
 
 impl Manifest {
+    /// Puts `variant` first (most recent), keeping at most [`VARIANTS`].
     pub fn add(&mut self, variant: Variant) {
         self.variants.retain(|v| *v != variant);
         self.variants.insert(0, variant);
@@ -58,19 +62,73 @@ impl Manifest {
 }
 
 /// What to do with a successful compile's result.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Verdict {
     /// Store the entry under this variant.
     Store(Variant),
     /// Store nothing in direct mode, and serve this source in preprocessor mode from now
     /// on (time macros, or a compile that could not be observed whole).
-    PreprocessorMode(String),
+    PreprocessorMode(NotStored),
     /// Store nothing (a file changed while it was read, a file we cannot key).
-    Skip(String),
+    Skip(NotStored),
 }
 
+/// Why a successful compile's result is not stored. [`NotStored::label`] groups them in stats.
+#[derive(Debug, thiserror::Error)]
+pub enum NotStored {
+    /// The server cannot observe compiles on this machine.
+    #[error("compiles are not observed")]
+    Unobserved,
+    /// The compile's observation log could not be read.
+    #[error("the observation log: {0}")]
+    ObservationLog(#[from] io::Error),
+    /// Part of the compile's process tree ran without the interposer.
+    #[error("{0}")]
+    Incomplete(#[from] observe::Incomplete),
+    /// An input was modified too close to (or after) the compile's start.
+    #[error("{} is too new to trust", .0.display())]
+    TooNew(PathBuf),
+    /// An input the compile read is gone already.
+    #[error("{} is gone", .0.display())]
+    Gone(PathBuf),
+    /// An input could not be read or hashed.
+    #[error("{}: {}", .0.display(), .1)]
+    Unreadable(PathBuf, #[source] io::Error),
+    /// A source or header names `__DATE__`, `__TIME__` or `__TIMESTAMP__`.
+    #[error("time macros")]
+    TimeMacros,
+    /// Assembler `.incbin`/`.include` in unobserved preprocessor text.
+    #[error("assembler .incbin/.include reads unobserved files")]
+    AssemblerIncludes,
+    /// A `.gch` exists beside a header of an unobserved compile.
+    #[error("precompiled header {}", .0.display())]
+    PrecompiledHeader(PathBuf),
+    /// rustc wrote no dep-info file.
+    #[error("no dep-info file")]
+    NoDepInfo,
+}
+
+impl NotStored {
+    /// The reason as stats group it: without the path that makes each one unique.
+    pub fn label(&self) -> &'static str {
+        match self {
+            NotStored::Unobserved => "compiles are not observed",
+            NotStored::ObservationLog(_) => "the observation log",
+            NotStored::Incomplete(_) => "ran without the interposer",
+            NotStored::TooNew(_) => "too new to trust",
+            NotStored::Gone(_) => "is gone",
+            NotStored::Unreadable(..) => "unreadable input",
+            NotStored::TimeMacros => "time macros",
+            NotStored::AssemblerIncludes => "assembler",
+            NotStored::PrecompiledHeader(_) => "precompiled header",
+            NotStored::NoDepInfo => "no dep-info file",
+        }
+    }
+}
+
+/// Where the manifest of `parent` is stored.
 pub fn manifest_key(parent: &CacheKey) -> CacheKey {
-    let mut h = KeyHasher::new(b"cachet c-family manifest v2");
+    let mut h = KeyHasher::new(b"cachet manifest v3");
     h.field(&parent.0);
     h.finish()
 }
@@ -78,7 +136,7 @@ pub fn manifest_key(parent: &CacheKey) -> CacheKey {
 /// `maps` are the prefix maps base dirs relativized: what they make of each absolute path
 /// the compile read is what `__FILE__` and debug info record, so it is keyed too.
 pub fn entry_key(parent: &CacheKey, variant: &Variant, maps: &Maps) -> CacheKey {
-    let mut h = KeyHasher::new(b"cachet c-family entry v2");
+    let mut h = KeyHasher::new(b"cachet entry v3");
     h.field(&parent.0);
     for (path, digest) in &variant.files {
         h.field(path);
@@ -122,7 +180,7 @@ fn os(bytes: &[u8]) -> &Path {
 pub fn matches(
     variant: &Variant,
     cwd: &Path,
-    request_env: &[(Vec<u8>, Vec<u8>)],
+    request_env: &[(OsString, OsString)],
     hashes: &FileHashes,
 ) -> bool {
     match mismatch(variant, cwd, request_env, hashes) {
@@ -138,7 +196,7 @@ pub fn matches(
 pub fn mismatch(
     variant: &Variant,
     cwd: &Path,
-    request_env: &[(Vec<u8>, Vec<u8>)],
+    request_env: &[(OsString, OsString)],
     hashes: &FileHashes,
 ) -> Option<String> {
     for (name, value) in &variant.env {
@@ -182,27 +240,26 @@ pub fn variant_from_observed(
     let found = observed.found.iter().chain(&observed.programs);
     for (path, is_text) in read.chain(found.map(|p| (p, false))) {
         let Ok(meta) = std::fs::metadata(path) else {
-            return Verdict::Skip(format!("{} is gone", path.display()));
+            return Verdict::Skip(NotStored::Gone(path.clone()));
         };
         if !meta.is_file() {
             continue;
         }
-        let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        if modified + RESOLUTION > compile_start {
-            return Verdict::Skip(format!("{} is too new to trust", path.display()));
+        if !stamp::FileStamp::of(&meta).settled_before(compile_start) {
+            return Verdict::Skip(NotStored::TooNew(path.clone()));
         }
         if time_macros_matter && is_text {
             match std::fs::read(path) {
                 Ok(text) if uses_time_macros(&text) => {
-                    return Verdict::PreprocessorMode("time macros".into());
+                    return Verdict::PreprocessorMode(NotStored::TimeMacros);
                 }
                 Ok(_) => {}
-                Err(e) => return Verdict::Skip(format!("{}: {e}", path.display())),
+                Err(e) => return Verdict::Skip(NotStored::Unreadable(path.clone(), e)),
             }
         }
         match hashes.hash(path) {
             Ok(digest) => files.push((variant_path(path, cwd), *digest.as_bytes())),
-            Err(e) => return Verdict::Skip(format!("{}: {e}", path.display())),
+            Err(e) => return Verdict::Skip(NotStored::Unreadable(path.clone(), e)),
         }
     }
     files.sort();
@@ -230,7 +287,7 @@ pub fn variant_from_observed(
 ///   when one exists, and recorded as absent beside every header otherwise.
 pub fn fallback_variant(preprocessed: &[u8], cwd: &Path) -> Verdict {
     if contains(preprocessed, b".incbin") || contains(preprocessed, b".include") {
-        return Verdict::Skip("assembler .incbin/.include reads unobserved files".into());
+        return Verdict::Skip(NotStored::AssemblerIncludes);
     }
     let mut absent = Vec::new();
     for (_, header) in basedir::line_markers(preprocessed) {
@@ -241,7 +298,7 @@ pub fn fallback_variant(preprocessed: &[u8], cwd: &Path) -> Verdict {
         pch.extend_from_slice(b".gch");
         let path = cwd.join(os(&pch));
         if std::fs::symlink_metadata(&path).is_ok() {
-            return Verdict::Skip(format!("precompiled header {}", path.display()));
+            return Verdict::Skip(NotStored::PrecompiledHeader(path));
         }
         absent.push(variant_path(&path, cwd));
     }
@@ -251,6 +308,44 @@ pub fn fallback_variant(preprocessed: &[u8], cwd: &Path) -> Verdict {
         absent,
         ..Variant::default()
     })
+}
+
+/// The manifest stored under `key`, or an empty one (none yet, or unreadable).
+pub async fn read(cache: &Cache, key: &CacheKey) -> Manifest {
+    cache.get(key).await.map(decode).unwrap_or_default()
+}
+
+/// Changes the manifest under `key` with `change`, in the background, once pending writes
+/// to it are done (see `Cache::update_in_background`).
+pub fn update_in_background(
+    cache: &Cache,
+    key: CacheKey,
+    change: impl FnOnce(&mut Manifest) + Send + 'static,
+) {
+    cache.update_in_background(key, true, move |old| {
+        let mut manifest = old.map(decode).unwrap_or_default();
+        change(&mut manifest);
+        Some(CacheEntry {
+            exit_code: 0,
+            stdout: vec![],
+            stderr: vec![],
+            files: vec![StoredFile {
+                role: MANIFEST_ROLE.into(),
+                executable: false,
+                data: postcard::to_stdvec(&manifest).ok()?,
+            }],
+            meta: vec![],
+        })
+    });
+}
+
+fn decode(entry: CacheEntry) -> Manifest {
+    entry
+        .files
+        .into_iter()
+        .find(|f| f.role == MANIFEST_ROLE)
+        .and_then(|f| postcard::from_bytes(&f.data).ok())
+        .unwrap_or_default()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -322,7 +417,7 @@ mod tests {
             absent: vec![b"opt.h".to_vec()],
             env: vec![(b"MY_LEVEL".to_vec(), Some(b"debug".to_vec()))],
         };
-        let env = |v: &str| vec![(b"MY_LEVEL".to_vec(), v.as_bytes().to_vec())];
+        let env = |v: &str| vec![(OsString::from("MY_LEVEL"), OsString::from(v))];
         assert!(matches(&variant, cwd, &env("debug"), &hashes));
         assert!(!matches(&variant, cwd, &env("info"), &hashes));
         assert!(!matches(&variant, cwd, &[], &hashes));

@@ -1,9 +1,11 @@
-//! rustc's dep-info (`.d`) files: the sources a crate read and the env vars it looked at.
+//! Make-style dependency files (`.d`), for both families: rustc's dep-info (the sources a
+//! crate read and, in `# env-dep:` comments, the variables it looked at), and the files
+//! gcc and clang write with `-MD`/`-MMD` (the same rule syntax, without the comments).
 
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DepInfo {
+pub struct DepFile {
     /// Every file of the first rule's prerequisites, as written (relative to the cwd or
     /// absolute), in order and without duplicates.
     pub sources: Vec<PathBuf>,
@@ -53,8 +55,10 @@ fn rule_split(line: &str) -> Option<(&str, &str)> {
     None
 }
 
-pub fn parse(text: &str) -> DepInfo {
-    let mut info = DepInfo::default();
+/// The first rule's prerequisites and the `# env-dep:` lines of `text`; lines that are
+/// neither are ignored (a malformed file yields what could be read).
+pub fn parse(text: &str) -> DepFile {
+    let mut info = DepFile::default();
     let mut first_rule = true;
     for line in text.lines() {
         if let Some(dep) = line.strip_prefix("# env-dep:") {
@@ -112,7 +116,7 @@ mod tests {
 
     #[test]
     fn empty_and_garbage_inputs() {
-        assert_eq!(parse(""), DepInfo::default());
+        assert_eq!(parse(""), DepFile::default());
         assert_eq!(parse("no rule here\n").sources.len(), 0);
     }
 }

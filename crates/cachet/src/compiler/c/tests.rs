@@ -2,8 +2,13 @@
 
 use std::path::Path;
 
+use super::args::Family;
+use super::key::recorded_cwds;
 use super::*;
-use crate::protocol::to_bytes;
+use crate::cache::CacheKey;
+use crate::compiler::manifest;
+use crate::protocol::{CompileRequest, to_bytes};
+use crate::server::compile::invocation;
 
 fn identity(family: Family) -> Identity {
     Identity {
@@ -30,8 +35,8 @@ fn request(cwd: &Path, args: &[&str]) -> CompileRequest {
 fn key_in(cwd: &Path, args: &[&str]) -> CacheKey {
     let id = identity(Family::Gcc);
     let req = request(cwd, args);
-    let plan = plan(&id, &req).unwrap();
-    key(&id, &plan, &req, b"source")
+    let plan = plan(&id, &invocation(req.clone())).unwrap();
+    key(&id, &plan, &invocation(req), b"source")
 }
 
 #[test]
@@ -75,10 +80,10 @@ fn the_driver_name_is_part_of_the_key() {
     std::fs::write(dir.path().join("a.c"), "int x;").unwrap();
     let id = identity(Family::Clang);
     let mut req = request(dir.path(), &["-c", "a.c"]);
-    let p = plan(&id, &req).unwrap();
-    let as_c = key(&id, &p, &req, b"source");
+    let p = plan(&id, &invocation(req.clone())).unwrap();
+    let as_c = key(&id, &p, &invocation(req.clone()), b"source");
     req.compiler = b"/usr/bin/clang++".to_vec();
-    assert_ne!(as_c, key(&id, &p, &req, b"source"));
+    assert_ne!(as_c, key(&id, &p, &invocation(req.clone()), b"source"));
 }
 
 #[test]
@@ -106,7 +111,7 @@ fn plans_absolute_outputs() {
     std::fs::create_dir(dir.path().join("src")).unwrap();
     std::fs::write(dir.path().join("src/a.c"), "int x;").unwrap();
     let req = request(dir.path(), &["-c", "src/a.c", "-o", "obj/a.o", "-MMD"]);
-    let p = plan(&identity(Family::Clang), &req).unwrap();
+    let p = plan(&identity(Family::Clang), &invocation(req.clone())).unwrap();
     assert_eq!(p.object, dir.path().join("obj/a.o"));
     assert_eq!(p.depfile, Some(dir.path().join("obj/a.d")));
     assert_eq!(p.color_flag, None);
@@ -145,21 +150,21 @@ fn based_request(cwd: &Path, args: &[&str]) -> CompileRequest {
 fn based_key(cwd: &Path, args: &[&str]) -> CacheKey {
     let id = identity(Family::Gcc);
     let req = based_request(cwd, args);
-    let p = plan(&id, &req).unwrap();
+    let p = plan(&id, &invocation(req.clone())).unwrap();
     let marker = if p.args.debug_info {
         format!("# 1 \"{}//\"\n", cwd.display())
     } else {
         String::new()
     };
     let text = format!("# 0 \"src/a.c\"\n{marker}# 1 \"src/a.c\"\nint x;\n");
-    key(&id, &p, &req, text.as_bytes())
+    key(&id, &p, &invocation(req), text.as_bytes())
 }
 
 fn based_direct_key(cwd: &Path, args: &[&str]) -> CacheKey {
     let id = identity(Family::Gcc);
     let req = based_request(cwd, args);
-    let p = plan(&id, &req).unwrap();
-    direct::base_key(&id, &p, &req, &[1; 32]).0
+    let p = plan(&id, &invocation(req.clone())).unwrap();
+    direct::base_key(&id, &p, &invocation(req), &[1; 32]).0
 }
 
 #[test]
@@ -223,14 +228,14 @@ fn literal_paths_are_keyed_as_a_relativized_map_rewrites_them() {
         .iter()
         .map(|cwd| {
             let req = based_request(cwd, &args);
-            let p = plan(&id, &req).unwrap();
-            key(&id, &p, &req, text.as_bytes())
+            let p = plan(&id, &invocation(req.clone())).unwrap();
+            key(&id, &p, &invocation(req), text.as_bytes())
         })
         .collect();
     assert_ne!(keys[0], keys[1]);
 
     let header = format!("{}/include/x.h", one.display()).into_bytes();
-    let variant = super::manifest::Variant {
+    let variant = manifest::Variant {
         files: vec![(header, [3; 32])],
         ..Default::default()
     };
@@ -238,9 +243,9 @@ fn literal_paths_are_keyed_as_a_relativized_map_rewrites_them() {
         .iter()
         .map(|cwd| {
             let req = based_request(cwd, &args);
-            let p = plan(&id, &req).unwrap();
-            let (base, maps) = direct::base_key(&id, &p, &req, &[1; 32]);
-            super::manifest::entry_key(&base, &variant, &maps)
+            let p = plan(&id, &invocation(req.clone())).unwrap();
+            let (base, maps) = direct::base_key(&id, &p, &invocation(req), &[1; 32]);
+            manifest::entry_key(&base, &variant, &maps)
         })
         .collect();
     assert_ne!(entry_keys[0], entry_keys[1]);

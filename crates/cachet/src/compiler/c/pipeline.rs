@@ -1,0 +1,300 @@
+//! One gcc or clang compile: direct mode (no preprocessor on a hit, nor on a miss), else
+//! preprocessor mode; a hit restores the outputs, a miss runs the compile observed and
+//! stores what it read as a manifest variant.
+
+use std::io;
+use std::path::Path;
+use std::time::{Instant, SystemTime};
+
+use super::identity::Identity;
+use super::plan::Plan;
+use super::{direct, key, outputs};
+use crate::cache::{Cache, CacheEntry, CacheKey};
+use crate::compiler::basedir::Maps;
+use crate::compiler::job::{Job, Outcome};
+use crate::compiler::manifest::{self, Manifest, NotStored, Verdict};
+use crate::compiler::pipeline::{Context, publish};
+use crate::stats::Stats;
+
+/// Outputs smaller than this are restored on the runtime thread itself.
+const INLINE_WRITE_LIMIT: usize = 1 << 20;
+
+/// The keys a miss is stored under: the variant's entry and the manifest hang off
+/// `parent` (direct mode's base key, or preprocessor mode's key).
+struct Keys {
+    parent: CacheKey,
+    manifest: CacheKey,
+    maps: Maps,
+    direct: bool,
+}
+
+/// Serves one planned compile.
+pub(super) async fn compile(
+    context: &Context,
+    job: &Job,
+    identity: &Identity,
+    plan: &Plan,
+) -> io::Result<Outcome> {
+    let started = Instant::now();
+    let invocation = &job.invocation;
+    let cwd = &invocation.cwd;
+
+    if direct::applies(plan, invocation, context.observing()) {
+        // Inline, like the other small file work on the hit path: a hop to the blocking
+        // pool costs more than a stat (and the hash is usually remembered).
+        let source = context.hashes.hash(&cwd.join(&plan.args.input))?;
+        let (base, maps) = direct::base_key(identity, plan, invocation, source.as_bytes());
+        let manifest_key = manifest::manifest_key(&base);
+        let manifest = context.manifest(&manifest_key).await;
+        tracing::debug!(target: "cachet::timing", "server: direct key and manifest after {:?}", started.elapsed());
+        if !manifest.no_direct {
+            if !invocation.recache
+                && let Some(entry) = lookup(context, &manifest, &base, &maps, job).await
+                && restore_hit(context, &entry, plan, job, started).await?
+            {
+                context.stats.update(|c| c.direct_hits += 1);
+                tracing::debug!(target: "cachet::timing", "server: direct hit restored after {:?}", started.elapsed());
+                return Ok(Outcome::Hit);
+            }
+            let keys = Keys {
+                parent: base,
+                manifest: manifest_key,
+                maps,
+                direct: true,
+            };
+            return compile_observed(context, job, plan, keys, None).await;
+        }
+    }
+
+    let source = match &plan.preprocess_args {
+        Some(args) => {
+            let spec = context.spec(invocation, args.clone());
+            let pre = job.executor.run(spec, None, job.cancel.clone()).await?;
+            if !pre.exit.success() {
+                // The real compile reports the error as the user would see it.
+                return run_uncached(context, job, plan).await;
+            }
+            pre.stdout
+        }
+        None => tokio::fs::read(cwd.join(&plan.args.input)).await?,
+    };
+    let key = key::key(identity, plan, invocation, &source);
+    let manifest_key = manifest::manifest_key(&key);
+    let maps = Maps::default();
+    if !invocation.recache {
+        let manifest = context.manifest(&manifest_key).await;
+        if let Some(entry) = lookup(context, &manifest, &key, &maps, job).await
+            && restore_hit(context, &entry, plan, job, started).await?
+        {
+            return Ok(Outcome::Hit);
+        }
+    }
+    let keys = Keys {
+        parent: key,
+        manifest: manifest_key,
+        maps,
+        direct: false,
+    };
+    compile_observed(context, job, plan, keys, Some(source)).await
+}
+
+/// Writes a hit's outputs and replays it; false when they could not be written (for
+/// example, the output directory is gone: the compiler will say so).
+async fn restore_hit(
+    context: &Context,
+    entry: &CacheEntry,
+    plan: &Plan,
+    job: &Job,
+    started: Instant,
+) -> io::Result<bool> {
+    tracing::debug!(target: "cachet::timing", "server: entry read after {:?}", started.elapsed());
+    if entry.exit_code != 0 {
+        // Only successful compiles are stored; anything else is not ours to replay.
+        return Ok(false);
+    }
+    let umask = job.invocation.umask;
+    // Small outputs are written inline; big ones on the blocking pool.
+    let size: usize = entry.files.iter().map(|f| f.data.len()).sum();
+    let restored = if size < INLINE_WRITE_LIMIT {
+        outputs::restore(entry, plan, umask)
+    } else {
+        let (entry, plan) = (entry.clone(), plan.clone());
+        tokio::task::spawn_blocking(move || outputs::restore(&entry, &plan, umask))
+            .await
+            .map_err(io::Error::other)?
+    };
+    if let Err(e) = restored {
+        tracing::debug!("restoring a hit failed: {e}");
+        return Ok(false);
+    }
+    job.replay_output(&entry.stdout, &entry.stderr);
+    context.count_hit(started);
+    Ok(true)
+}
+
+/// The entry of the first variant whose inputs are all as they were.
+async fn lookup(
+    context: &Context,
+    manifest: &Manifest,
+    parent: &CacheKey,
+    maps: &Maps,
+    job: &Job,
+) -> Option<CacheEntry> {
+    let invocation = &job.invocation;
+    for variant in &manifest.variants {
+        if manifest::matches(variant, &invocation.cwd, &invocation.env, &context.hashes)
+            && let Some(entry) = context
+                .cache
+                .get(&manifest::entry_key(parent, variant, maps))
+                .await
+        {
+            return Some(entry);
+        }
+    }
+    None
+}
+
+/// A miss in either mode: one observed compile, whose inputs become a manifest variant
+/// under `keys.parent`. `preprocessed` is preprocessor mode's text (for the fallback
+/// rules when the compile cannot be observed whole).
+async fn compile_observed(
+    context: &Context,
+    job: &Job,
+    plan: &Plan,
+    keys: Keys,
+    preprocessed: Option<Vec<u8>>,
+) -> io::Result<Outcome> {
+    let started = Instant::now();
+    let invocation = &job.invocation;
+    let restore = {
+        let (plan, umask) = (plan.clone(), invocation.umask);
+        move |entry: &CacheEntry| outputs::restore(entry, &plan, umask)
+    };
+    // Base dirs make one direct key serve several checkouts; only one checkout's
+    // compile may be followed.
+    let inflight = invocation
+        .base_dirs
+        .inflight_key(&keys.parent, invocation.cwd_bytes());
+    let mut leader = match context.lead_or_follow(inflight, restore, job).await? {
+        Ok(leader) => leader,
+        Err(replayed) => return Ok(replayed),
+    };
+    let watch = context.watch()?;
+    let compile_start = SystemTime::now();
+    let result = context
+        .run_leading(
+            leader.as_mut(),
+            job,
+            plan.compile_args.clone(),
+            watch.as_ref(),
+        )
+        .await?;
+    if !result.exit.success() {
+        return Ok(context.finish_failed(leader, &result));
+    }
+    // Read the outputs before the client hears back: once it has, the build may move
+    // or delete them.
+    let entry = outputs::collect(plan, &result).await;
+    publish(leader, &result, entry.as_ref().ok().cloned());
+    let storing = context.cache.pending().reserve();
+    context.count_miss(started, invocation.recache);
+    let entry = match entry {
+        Ok(entry) => entry,
+        Err(e) => {
+            tracing::warn!("could not read the outputs of a compile: {e}");
+            context.stats.update(|c| c.cache_write_errors += 1);
+            return Ok(Outcome::Miss);
+        }
+    };
+    // What the compile read is worked out and stored off the request's future: the
+    // client has its answer, and the build's jobserver (held by that future) goes back
+    // to the build now rather than after hashing every input.
+    let verdict = {
+        let (plan, cwd, hashes) = (plan.clone(), invocation.cwd.clone(), context.hashes.clone());
+        let env = invocation.env.clone();
+        let stats = context.stats.clone();
+        tokio::task::spawn_blocking(move || {
+            let observed = watch
+                .ok_or(NotStored::Unobserved)
+                .and_then(|watch| watch.finish().map_err(NotStored::from))
+                .and_then(|log| {
+                    let outputs: Vec<&Path> = std::iter::once(plan.object.as_path())
+                        .chain(plan.depfile.as_deref())
+                        .collect();
+                    log.complete(std::process::id())?;
+                    Ok(log.inputs(&outputs, &cwd, &env))
+                });
+            stats.update(|c| match &observed {
+                Ok(_) => c.observed_compiles += 1,
+                Err(_) => c.unobserved_compiles += 1,
+            });
+            match (observed, &preprocessed) {
+                (Ok(observed), _) => manifest::variant_from_observed(
+                    &observed,
+                    &cwd,
+                    &hashes,
+                    compile_start,
+                    keys.direct,
+                ),
+                (Err(why), None) => Verdict::PreprocessorMode(why),
+                (Err(_), Some(text)) => manifest::fallback_variant(text, &cwd),
+            }
+        })
+    };
+    let (cache, stats) = (context.cache.clone(), context.stats.clone());
+    tokio::spawn(async move {
+        let _storing = storing;
+        match verdict.await {
+            Ok(verdict) => store_variant(&cache, &stats, keys, entry, verdict),
+            Err(e) => tracing::warn!("working out what a compile read failed: {e}"),
+        }
+    });
+    Ok(Outcome::Miss)
+}
+
+/// The preprocessor failed: the real compile runs uncached and reports the error as the
+/// user would see it.
+async fn run_uncached(context: &Context, job: &Job, plan: &Plan) -> io::Result<Outcome> {
+    let result = context
+        .run_streaming(job, plan.compile_args.clone(), None, &job.cancel)
+        .await?;
+    if result.exit.success() {
+        // The preprocessor failed but the compile did not: odd, but the build goes on.
+        context.stats.update(|c| {
+            *c.uncacheable
+                .entry("preprocessor failed".into())
+                .or_default() += 1
+        });
+        Ok(Outcome::Miss)
+    } else {
+        context.stats.update(|c| c.compile_failures += 1);
+        Ok(Outcome::Failed(result.exit))
+    }
+}
+
+/// Stores `entry` under the variant of `verdict`, and records the variant (or that the
+/// source needs preprocessor mode) in the manifest.
+fn store_variant(cache: &Cache, stats: &Stats, keys: Keys, entry: CacheEntry, verdict: Verdict) {
+    let variant = match verdict {
+        Verdict::Store(variant) => Some(variant),
+        Verdict::PreprocessorMode(why) if keys.direct => {
+            tracing::debug!("preprocessor mode from now on: {why}");
+            None
+        }
+        Verdict::PreprocessorMode(why) | Verdict::Skip(why) => {
+            tracing::debug!("not stored: {why}");
+            stats.update(|c| *c.not_stored.entry(why.label().into()).or_default() += 1);
+            return;
+        }
+    };
+    if let Some(variant) = &variant {
+        cache.put_in_background(
+            manifest::entry_key(&keys.parent, variant, &keys.maps),
+            entry,
+        );
+    }
+    manifest::update_in_background(cache, keys.manifest, move |manifest| match variant {
+        Some(variant) => manifest.add(variant),
+        None => manifest.no_direct = true,
+    });
+}

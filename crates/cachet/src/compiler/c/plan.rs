@@ -1,0 +1,84 @@
+//! The C family's plan: what one cacheable gcc or clang compile runs and writes.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use super::NotCacheable;
+use super::args::{self, CompileArgs, Family};
+use super::identity::Identity;
+use crate::compiler::job::Invocation;
+use crate::compiler::regular_files::check_output_path;
+
+/// Variables that make the compiler write outputs we do not know about.
+const EXTRA_OUTPUT_VARS: &[&str] = &["DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES"];
+
+/// One cacheable compile, ready to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub args: CompileArgs,
+    /// Arguments of the real compile (the original ones, plus a colour flag when the
+    /// client's terminal would have had colour).
+    pub compile_args: Vec<OsString>,
+    /// Arguments of the `-E` run, or None for input that is already preprocessed.
+    pub preprocess_args: Option<Vec<OsString>>,
+    /// Absolute paths of the outputs.
+    pub object: PathBuf,
+    pub depfile: Option<PathBuf>,
+    pub color_flag: Option<&'static str>,
+}
+
+/// Why a compile is passed back to the client, or the plan to run it.
+pub fn plan(identity: &Identity, invocation: &Invocation) -> Result<Plan, NotCacheable> {
+    for var in EXTRA_OUTPUT_VARS {
+        if invocation.env_var(var).is_some() {
+            return Err(NotCacheable::ExtraOutputVar(var));
+        }
+    }
+    let cwd = &invocation.cwd;
+    let input = args::ParseInput {
+        args: &invocation.args,
+        cwd,
+        family: identity.family,
+    };
+    let args = match args::parse(&input) {
+        args::Parsed::Cacheable(args) => args,
+        args::Parsed::NotCacheable(reason) => return Err(NotCacheable::Arguments(reason)),
+    };
+    let color_flag = (args.color.is_none() && would_color(identity.family, invocation)).then_some(
+        match identity.family {
+            Family::Gcc => "-fdiagnostics-color=always",
+            Family::Clang => "-fcolor-diagnostics",
+        },
+    );
+    let mut compile_args = args.expanded.clone();
+    let mut preprocess_args = (!args.preprocessed_input).then(|| args.preprocess_args.clone());
+    if let Some(flag) = color_flag {
+        compile_args.insert(0, flag.into());
+        if let Some(pre) = preprocess_args.as_mut() {
+            pre.insert(0, flag.into());
+        }
+    }
+    let object = cwd.join(&args.output);
+    let depfile = args.depfile.as_ref().map(|d| cwd.join(&d.path));
+    for path in std::iter::once(&object).chain(&depfile) {
+        check_output_path(path).map_err(NotCacheable::Output)?;
+    }
+    Ok(Plan {
+        object,
+        depfile,
+        compile_args,
+        preprocess_args,
+        color_flag,
+        args,
+    })
+}
+
+/// The compiler colours diagnostics on its own only when its stderr is a terminal; the
+/// server's child writes to a pipe, so we ask for colour where the client's terminal would
+/// have got it.
+fn would_color(family: Family, invocation: &Invocation) -> bool {
+    if !invocation.stderr_is_tty || invocation.env_var("TERM") == Some(b"dumb") {
+        return false;
+    }
+    family == Family::Clang || invocation.env_var("GCC_COLORS") != Some(b"")
+}

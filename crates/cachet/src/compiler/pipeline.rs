@@ -1,0 +1,272 @@
+//! What every family's compile goes through, in one place: the shared [`Context`] (cache,
+//! stats, file-hash memo, observation), leading an identical compile or following one
+//! already running (`inflight`), streaming the compiler's output as events, publishing a
+//! leader's result and replaying it to followers.
+
+use std::ffi::OsString;
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::file_hashes::FileHashes;
+use super::inflight::{Follower, InFlight, Leader, Role, Shared};
+use super::job::{Event, Invocation, Job, Outcome};
+use super::manifest::{self, Manifest};
+use super::observe;
+use crate::cache::{Cache, CacheEntry, CacheKey, StoredFile};
+use crate::process::{CommandSpec, Exit, Launcher, OutputChunk, ProcessOutput};
+use crate::stats::{Stats, millis};
+
+/// What both families share: where entries go, what is counted, what is remembered about
+/// files, which compiles are running, and how compiles are observed.
+pub struct Context {
+    /// Runs probes (`--version`, `-vV`): no token, no jobserver.
+    pub launcher: Launcher,
+    pub cache: Arc<Cache>,
+    pub stats: Arc<Stats>,
+    /// Content hashes of sources, headers and externs, remembered between compiles.
+    pub hashes: Arc<FileHashes>,
+    inflight: Arc<InFlight>,
+    /// Observes compiles (see `observe`); None where the interposer cannot load.
+    interposer: Option<Arc<observe::Interposer>>,
+}
+
+impl Context {
+    /// A context whose compiles are not observed (see [`Context::with_interposer`]).
+    pub fn new(launcher: Launcher, cache: Arc<Cache>, stats: Arc<Stats>) -> Context {
+        Context {
+            launcher,
+            cache,
+            stats,
+            hashes: Arc::default(),
+            inflight: Arc::default(),
+            interposer: None,
+        }
+    }
+
+    /// Observes every compile with `interposer`.
+    pub fn with_interposer(mut self, interposer: Option<observe::Interposer>) -> Context {
+        self.interposer = interposer.map(Arc::new);
+        self
+    }
+
+    /// Whether compiles are observed.
+    pub fn observing(&self) -> bool {
+        self.interposer.is_some()
+    }
+
+    /// A log for one compile, when compiles are observed.
+    pub fn watch(&self) -> io::Result<Option<observe::Watch>> {
+        self.interposer.as_ref().map(|i| i.watch()).transpose()
+    }
+
+    /// The manifest stored under `key` (empty when there is none).
+    pub async fn manifest(&self, key: &CacheKey) -> Manifest {
+        manifest::read(&self.cache, key).await
+    }
+
+    /// The child that runs `args` for this invocation: its compiler, cwd and environment.
+    pub fn spec(&self, invocation: &Invocation, args: Vec<OsString>) -> CommandSpec {
+        let mut spec = CommandSpec::new(&invocation.compiler, &invocation.cwd);
+        spec.args = args;
+        spec.env = invocation.env.clone();
+        spec
+    }
+
+    /// Leads the compile of `key`, or follows an identical one already running and replays
+    /// its result, writing the outputs with `restore`: `Err(outcome)` when replayed.
+    pub async fn lead_or_follow(
+        &self,
+        key: CacheKey,
+        restore: impl FnOnce(&CacheEntry) -> io::Result<()> + Send + 'static,
+        job: &Job,
+    ) -> io::Result<Result<Option<Leader>, Outcome>> {
+        match self.inflight.join(key) {
+            Role::Leader(leader) => Ok(Ok(Some(leader))),
+            Role::Follower(follower) => {
+                let shared = follow(follower, &job.cancel, &self.stats).await?;
+                match self.replay(&shared, restore, job).await? {
+                    Some(outcome) => Ok(Err(outcome)),
+                    // The leader gave up: compile without it.
+                    None => Ok(Ok(None)),
+                }
+            }
+        }
+    }
+
+    /// Runs the compile as the leader of its key (or alone, when `leader` is None), under a
+    /// cancellation that fires only when no client waits for it any more.
+    pub async fn run_leading(
+        &self,
+        leader: Option<&mut Leader>,
+        job: &Job,
+        args: Vec<OsString>,
+        watch: Option<&observe::Watch>,
+    ) -> io::Result<ProcessOutput> {
+        let (compile_cancel, watcher) = lead(leader, &job.cancel);
+        let result = self.run_streaming(job, args, watch, &compile_cancel).await;
+        watcher.abort();
+        result
+    }
+
+    /// Runs the real compile through the job's executor with its output sent as events as
+    /// it comes, observed by `watch` when given.
+    pub async fn run_streaming(
+        &self,
+        job: &Job,
+        args: Vec<OsString>,
+        watch: Option<&observe::Watch>,
+        cancel: &CancellationToken,
+    ) -> io::Result<ProcessOutput> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let events = job.events.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(chunk) = rx.recv().await {
+                let _ = events.send(match chunk {
+                    OutputChunk::Started(pgid) => Event::Started { pgid },
+                    OutputChunk::Stdout(bytes) => Event::Stdout(bytes),
+                    OutputChunk::Stderr(bytes) => Event::Stderr(bytes),
+                });
+            }
+        });
+        let mut spec = self.spec(&job.invocation, args);
+        spec.umask = Some(job.invocation.umask);
+        if let Some(watch) = watch {
+            watch.apply(&mut spec);
+        }
+        let result = job.executor.run(spec, Some(tx), cancel.clone()).await;
+        // All output reaches the client before the verdict does.
+        let _ = forward.await;
+        result
+    }
+
+    /// A compile that failed: its followers get its output and exit code, nothing is stored.
+    pub fn finish_failed(&self, leader: Option<Leader>, result: &ProcessOutput) -> Outcome {
+        publish(leader, result, None);
+        self.stats.update(|c| c.compile_failures += 1);
+        Outcome::Failed(result.exit)
+    }
+
+    /// Counts a hit that took since `started`.
+    pub fn count_hit(&self, started: Instant) {
+        let elapsed = millis(started.elapsed());
+        self.stats.update(|c| {
+            c.cache_hits += 1;
+            c.hit_time_ms += elapsed;
+        });
+    }
+
+    /// Counts a miss that took since `started`.
+    pub fn count_miss(&self, started: Instant, recache: bool) {
+        let elapsed = millis(started.elapsed());
+        self.stats.update(|c| {
+            c.cache_misses += 1;
+            c.miss_time_ms += elapsed;
+            if recache {
+                c.forced_recaches += 1;
+            }
+        });
+    }
+
+    /// Gives a follower the leader's result, writing its outputs with `restore`; None when
+    /// it must compile by itself (the leader gave up, or the outputs could not be written).
+    async fn replay(
+        &self,
+        shared: &Arc<Shared>,
+        restore: impl FnOnce(&CacheEntry) -> io::Result<()> + Send + 'static,
+        job: &Job,
+    ) -> io::Result<Option<Outcome>> {
+        let Shared::Finished {
+            exit,
+            stdout,
+            stderr,
+            entry,
+        } = &**shared
+        else {
+            return Ok(None);
+        };
+        if let Some(entry) = entry.clone() {
+            let restored = tokio::task::spawn_blocking(move || restore(&entry))
+                .await
+                .map_err(io::Error::other)?;
+            if let Err(e) = restored {
+                tracing::debug!("restoring a joined compile's outputs failed: {e}");
+                return Ok(None);
+            }
+        }
+        job.replay_output(stdout, stderr);
+        let success = exit.success();
+        self.stats.update(|c| {
+            if success {
+                c.cache_hits += 1;
+            } else {
+                c.compile_failures += 1;
+            }
+        });
+        Ok(Some(if success {
+            Outcome::Hit
+        } else {
+            Outcome::Failed(*exit)
+        }))
+    }
+}
+
+/// Waits for the leader of an identical compile, unless our own client goes first.
+async fn follow(
+    follower: Follower,
+    cancel: &CancellationToken,
+    stats: &Stats,
+) -> io::Result<Arc<Shared>> {
+    stats.update(|c| c.dedup_joins += 1);
+    tokio::select! {
+        shared = follower.result() => Ok(shared),
+        _ = cancel.cancelled() => Err(Job::cancelled("the client went away")),
+    }
+}
+
+/// The cancellation a leader's compile runs under (it fires only when nobody waits any
+/// more), and a task that withdraws the leader's own client when that client goes away.
+fn lead(
+    leader: Option<&mut Leader>,
+    cancel: &CancellationToken,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let Some(leader) = leader else {
+        return (cancel.clone(), tokio::spawn(async {}));
+    };
+    let participant = leader.take_participant();
+    let client = cancel.clone();
+    let watcher = tokio::spawn(async move {
+        client.cancelled().await;
+        drop(participant);
+    });
+    (leader.cancel_token(), watcher)
+}
+
+/// Hands a leader's result to the compiles that followed it.
+pub fn publish(leader: Option<Leader>, result: &ProcessOutput, entry: Option<CacheEntry>) {
+    if let Some(leader) = leader {
+        leader.publish(Shared::Finished {
+            exit: result.exit,
+            stdout: result.stdout.clone(),
+            stderr: result.stderr.clone(),
+            entry,
+        });
+    }
+}
+
+/// The entry a successful compile produces.
+pub fn entry_from(result: &ProcessOutput, files: Vec<StoredFile>) -> CacheEntry {
+    CacheEntry {
+        exit_code: match result.exit {
+            Exit::Code(code) => code,
+            Exit::Signal(_) => 1,
+        },
+        stdout: result.stdout.clone(),
+        stderr: result.stderr.clone(),
+        files,
+        meta: Vec::new(),
+    }
+}

@@ -1,0 +1,496 @@
+//! One rustc compile: a hit restores the artifacts without running rustc; a miss runs
+//! exactly one rustc, streamed to cargo as it runs (pipelining sees the `.rmeta` notice
+//! early), and stores its artifacts under a manifest variant of what it read.
+
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use super::args::{self, CrateType, Emit};
+use super::plan::{
+    crate_types_label, display_key, has_diagnostics, output_names, target_triple, uses_proc_macro,
+};
+use super::toolchain::Toolchain;
+use super::{LANGUAGE, NotCacheable, RustFamily, key};
+use crate::cache::{CacheEntry, CacheKey, StoredFile};
+use crate::compiler::basedir::Maps;
+use crate::compiler::depfile;
+use crate::compiler::file_hashes::FileHashes;
+use crate::compiler::job::{Job, Outcome, Uncacheable};
+use crate::compiler::manifest::{self, Manifest, NotStored, Variant};
+use crate::compiler::observe;
+use crate::compiler::pipeline::{Context, publish};
+use crate::compiler::regular_files::{check_output_path, read_regular, write_atomically};
+use crate::compiler::stamp::FileStamp;
+
+const META_DISPLAY: &str = "display";
+const META_DIAGNOSTICS: &str = "diagnostics";
+/// The out-dir the entry's dep-info and artifact notices name (see [`moved_out_dir`]).
+const META_OUT_DIR: &str = "out_dir";
+
+/// Handed back to the client, counted under the crate types' language stats.
+fn uncacheable(context: &Context, crate_types: &[CrateType], reason: NotCacheable) -> Outcome {
+    context
+        .stats
+        .update(|c| c.languages.entry(LANGUAGE.into()).or_default().uncacheable += 1);
+    Outcome::Uncacheable(Uncacheable::Rust {
+        crate_types: crate_types_label(crate_types),
+        reason,
+    })
+}
+
+/// Serves one rustc compile by `toolchain`.
+pub(super) async fn compile(
+    family: &RustFamily,
+    context: &Context,
+    job: &Job,
+    toolchain: Arc<Toolchain>,
+) -> io::Result<Outcome> {
+    let started = Instant::now();
+    let invocation = &job.invocation;
+    let cwd = &invocation.cwd;
+    let args = match args::parse(&args::ParseInput {
+        args: &invocation.args,
+        cwd,
+    }) {
+        args::Parsed::Cacheable(args) => args,
+        args::Parsed::NotCacheable {
+            crate_types,
+            reason,
+        } => return Ok(uncacheable(context, &crate_types, reason.into())),
+    };
+    let types = &args.crate_types;
+    if !args.emit.contains(&Emit::DepInfo) {
+        return Ok(uncacheable(context, types, NotCacheable::NoDepInfo));
+    }
+    // A proc macro may read any file or variable while it expands, and dep-info shows
+    // none of it: only an observed compile can key that.
+    if !context.observing() && uses_proc_macro(&args) {
+        return Ok(uncacheable(
+            context,
+            types,
+            NotCacheable::UnobservedProcMacro,
+        ));
+    }
+    let target = target_triple(&args, &toolchain);
+    if !target.contains("linux") {
+        return Ok(uncacheable(context, types, NotCacheable::NotLinux(target)));
+    }
+    let (base, maps) =
+        match key::base_key(family, context, invocation, &toolchain, &args, &target).await? {
+            Ok(found) => found,
+            Err(reason) => return Ok(uncacheable(context, types, reason)),
+        };
+    let manifest_key = manifest::manifest_key(&base);
+    let display = display_key(&args);
+    let outputs = output_names(&args);
+    let out_dir = cwd.join(&args.out_dir);
+    for name in &outputs {
+        if let Err(reason) = check_output_path(&out_dir.join(name)) {
+            let name = name.clone();
+            return Ok(uncacheable(
+                context,
+                types,
+                NotCacheable::Output { name, reason },
+            ));
+        }
+    }
+
+    if !invocation.recache
+        && let Some(entry) = lookup(context, job, &base, &maps, &manifest_key).await?
+    {
+        let same_display = entry.meta(META_DISPLAY) == Some(display.as_slice());
+        let display_free = entry.meta(META_DIAGNOSTICS) == Some(&[0]);
+        if (same_display || display_free) && entry.exit_code == 0 {
+            let restored = {
+                let (entry, out_dir, umask) = (entry.clone(), out_dir.clone(), invocation.umask);
+                tokio::task::spawn_blocking(move || restore(&entry, &out_dir, umask))
+                    .await
+                    .map_err(io::Error::other)?
+            };
+            match restored {
+                Ok(()) => {
+                    let stderr = match moved_out_dir(&entry, &out_dir) {
+                        Some(old) => rewrite_out_dir(&entry.stderr, old, &out_dir),
+                        None => entry.stderr.clone(),
+                    };
+                    job.replay_output(&entry.stdout, &stderr);
+                    context.count_hit(started);
+                    context
+                        .stats
+                        .update(|c| c.languages.entry(LANGUAGE.into()).or_default().hits += 1);
+                    return Ok(Outcome::Hit);
+                }
+                Err(e) => tracing::debug!("restoring {} failed: {e}", args.crate_name),
+            }
+        }
+    }
+
+    // Identical requests in flight (same base key: same command, cwd, inputs) run once.
+    let restore = {
+        let (out_dir, umask) = (out_dir.clone(), invocation.umask);
+        move |entry: &CacheEntry| restore(entry, &out_dir, umask)
+    };
+    // Base dirs make one base key serve several checkouts; only one checkout's compile
+    // may be followed.
+    let inflight = invocation
+        .base_dirs
+        .inflight_key(&base, invocation.cwd_bytes());
+    let mut leader = match context.lead_or_follow(inflight, restore, job).await? {
+        Ok(leader) => leader,
+        Err(replayed) => {
+            context
+                .stats
+                .update(|c| c.languages.entry(LANGUAGE.into()).or_default().hits += 1);
+            return Ok(replayed);
+        }
+    };
+    // As ccache does: a source stamped after this was edited while rustc read it.
+    let compile_start = SystemTime::now();
+    let watch = context.watch()?;
+    let result = context
+        .run_leading(
+            leader.as_mut(),
+            job,
+            invocation.args.clone(),
+            watch.as_ref(),
+        )
+        .await?;
+    if !result.exit.success() {
+        let failed = context.finish_failed(leader, &result);
+        context
+            .stats
+            .update(|c| c.languages.entry(LANGUAGE.into()).or_default().failures += 1);
+        return Ok(failed);
+    }
+    // Read everything before the client hears back: cargo may move outputs right after.
+    let collected = {
+        let (out_dir, outputs, cwd) = (out_dir.clone(), outputs.clone(), cwd.clone());
+        let hashes = context.hashes.clone();
+        let depinfo_name = format!("{}{}.d", args.crate_name, args.extra_filename);
+        let env = invocation.env.clone();
+        let stats = context.stats.clone();
+        tokio::task::spawn_blocking(move || {
+            // Counted first, whatever else keeps the result from being stored.
+            let observation = watch.map(|watch| {
+                let log = watch.finish()?;
+                log.complete(std::process::id())?;
+                Ok::<_, NotStored>(log)
+            });
+            if let Some(done) = &observation {
+                stats.update(|c| match done {
+                    Ok(_) => c.observed_compiles += 1,
+                    Err(_) => c.unobserved_compiles += 1,
+                });
+            }
+            let collected = collect(
+                &out_dir,
+                &outputs,
+                &depinfo_name,
+                &cwd,
+                &hashes,
+                compile_start,
+            )?;
+            let observed = match observation {
+                Some(log) => {
+                    let log = log?;
+                    let written: Vec<PathBuf> =
+                        outputs.iter().map(|name| out_dir.join(name)).collect();
+                    let written: Vec<&Path> = written.iter().map(PathBuf::as_path).collect();
+                    Some(observed_inputs(
+                        &log.inputs(&written, &cwd, &env),
+                        &cwd,
+                        &hashes,
+                        compile_start,
+                    )?)
+                }
+                None => None,
+            };
+            Ok::<_, NotStored>((collected, observed))
+        })
+        .await
+        .map_err(io::Error::other)?
+    };
+    let shared_entry = collected.as_ref().ok().map(|(c, _)| CacheEntry {
+        exit_code: 0,
+        stdout: result.stdout.clone(),
+        stderr: result.stderr.clone(),
+        files: c.files.clone(),
+        meta: vec![],
+    });
+    publish(leader, &result, shared_entry);
+    let _storing = context.cache.pending().reserve();
+    context.count_miss(started, invocation.recache);
+    context
+        .stats
+        .update(|c| c.languages.entry(LANGUAGE.into()).or_default().misses += 1);
+    match collected {
+        Ok((collected, observed)) => {
+            let mut env: Vec<(Vec<u8>, Option<Vec<u8>>)> = collected
+                .depinfo
+                .env
+                .iter()
+                .map(|(name, _)| {
+                    let now = invocation.env_var(name).map(<[u8]>::to_vec);
+                    (name.as_bytes().to_vec(), now)
+                })
+                .collect();
+            let mut files = collected.sources;
+            let mut absent = Vec::new();
+            if let Some(observed) = observed {
+                files.extend(observed.files);
+                env.extend(observed.env);
+                absent = observed.absent;
+            }
+            files.sort();
+            files.dedup_by(|a, b| a.0 == b.0);
+            env.sort();
+            env.dedup_by(|a, b| a.0 == b.0);
+            let variant = Variant { files, absent, env };
+            let entry = CacheEntry {
+                exit_code: 0,
+                stdout: result.stdout.clone(),
+                stderr: result.stderr.clone(),
+                files: collected.files,
+                meta: vec![
+                    (META_DISPLAY.into(), display),
+                    (
+                        META_DIAGNOSTICS.into(),
+                        vec![has_diagnostics(&result.stderr) as u8],
+                    ),
+                    (META_OUT_DIR.into(), out_dir.as_os_str().as_bytes().to_vec()),
+                ],
+            };
+            context
+                .cache
+                .put_in_background(manifest::entry_key(&base, &variant, &maps), entry);
+            manifest::update_in_background(&context.cache, manifest_key, move |manifest| {
+                manifest.add(variant)
+            });
+        }
+        Err(why) => {
+            tracing::info!("not storing {}: {why}", args.crate_name);
+            context
+                .stats
+                .update(|c| *c.not_stored.entry(why.label().into()).or_default() += 1);
+        }
+    }
+    Ok(Outcome::Miss)
+}
+
+/// The entry of the first manifest variant whose sources and env match now.
+async fn lookup(
+    context: &Context,
+    job: &Job,
+    base: &CacheKey,
+    maps: &Maps,
+    manifest_key: &CacheKey,
+) -> io::Result<Option<CacheEntry>> {
+    let manifest: Manifest = context.manifest(manifest_key).await;
+    for variant in manifest.variants {
+        let (hashes, cwd, env) = (
+            context.hashes.clone(),
+            job.invocation.cwd.clone(),
+            job.invocation.env.clone(),
+        );
+        let checked = variant.clone();
+        let holds =
+            tokio::task::spawn_blocking(move || manifest::matches(&checked, &cwd, &env, &hashes))
+                .await
+                .map_err(io::Error::other)?;
+        if holds
+            && let Some(entry) = context
+                .cache
+                .get(&manifest::entry_key(base, &variant, maps))
+                .await
+        {
+            return Ok(Some(entry));
+        }
+    }
+    Ok(None)
+}
+
+/// What a successful compile wrote, the dep-info it wrote, and the sources that dep-info
+/// names with their content hashes.
+struct Collected {
+    files: Vec<StoredFile>,
+    depinfo: depfile::DepFile,
+    sources: Vec<(Vec<u8>, [u8; 32])>,
+}
+
+/// Split debuginfo that this compile wrote: `<stem>.dwp` (packed) and
+/// `<stem>.<cgu>.rcgu.dwo` files (unpacked), whose names rustc picks per codegen unit.
+fn split_debuginfo_files(out_dir: &Path, stem: &str, since: SystemTime) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(out_dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m >= since)
+        })
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| {
+            n == &format!("{stem}.dwp")
+                || (n.starts_with(&format!("{stem}.")) && n.ends_with(".dwo"))
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// What the observed compile read beyond its dep-info, as variant parts: files (and the
+/// programs it ran) with content hashes, variables, absent paths; paths under `cwd`
+/// relative. A file stamped after the compile started makes the result unsafe to store.
+fn observed_inputs(
+    observed: &observe::Observed,
+    cwd: &Path,
+    hashes: &FileHashes,
+    compile_start: SystemTime,
+) -> Result<ObservedParts, NotStored> {
+    let mut files = Vec::new();
+    for path in observed
+        .files
+        .iter()
+        .chain(&observed.found)
+        .chain(&observed.programs)
+    {
+        let meta = std::fs::metadata(path).map_err(|_| NotStored::Gone(path.clone()))?;
+        if !meta.is_file() {
+            continue;
+        }
+        if !FileStamp::of(&meta).settled_before(compile_start) {
+            return Err(NotStored::TooNew(path.clone()));
+        }
+        let digest = hashes
+            .hash(path)
+            .map_err(|e| NotStored::Unreadable(path.clone(), e))?;
+        files.push((observe::variant_path(path, cwd), *digest.as_bytes()));
+    }
+    Ok(ObservedParts {
+        files,
+        env: observed.env.clone(),
+        absent: observed
+            .absent
+            .iter()
+            .map(|p| observe::variant_path(p, cwd))
+            .collect(),
+    })
+}
+
+/// The parts of a [`Variant`] that observation adds.
+struct ObservedParts {
+    files: Vec<(Vec<u8>, [u8; 32])>,
+    env: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    absent: Vec<Vec<u8>>,
+}
+
+/// Reads a successful compile's outputs and the sources its dep-info names. Sources
+/// modified since the compile started make the result unsafe to store.
+fn collect(
+    out_dir: &Path,
+    outputs: &[String],
+    depinfo_name: &str,
+    cwd: &Path,
+    hashes: &FileHashes,
+    compile_start: SystemTime,
+) -> Result<Collected, NotStored> {
+    let mut files = Vec::new();
+    let mut depinfo_text = None;
+    let stem = depinfo_name.trim_end_matches(".d");
+    // A little slack: these are outputs, and a stale one is only one written just before.
+    let since = compile_start - std::time::Duration::from_millis(50);
+    let split = split_debuginfo_files(out_dir, stem, since);
+    for name in outputs.iter().chain(&split) {
+        let path = out_dir.join(name);
+        let unreadable = |e| NotStored::Unreadable(path.clone(), e);
+        let data = read_regular(&path).map_err(unreadable)?;
+        let mode = std::fs::metadata(&path)
+            .map_err(unreadable)?
+            .permissions()
+            .mode();
+        if name == depinfo_name {
+            depinfo_text = Some(String::from_utf8_lossy(&data).into_owned());
+        }
+        files.push(StoredFile {
+            role: name.clone(),
+            executable: mode & 0o111 != 0,
+            data,
+        });
+    }
+    let depinfo = depfile::parse(&depinfo_text.ok_or(NotStored::NoDepInfo)?);
+    let mut sources = Vec::new();
+    for source in &depinfo.sources {
+        let path = cwd.join(source);
+        let stamp = FileStamp::read(&path).map_err(|e| NotStored::Unreadable(path.clone(), e))?;
+        if !stamp.settled_before(compile_start) {
+            return Err(NotStored::TooNew(path));
+        }
+        let digest = hashes
+            .hash(&path)
+            .map_err(|e| NotStored::Unreadable(path.clone(), e))?;
+        sources.push((source.as_os_str().as_bytes().to_vec(), *digest.as_bytes()));
+    }
+    Ok(Collected {
+        files,
+        depinfo,
+        sources,
+    })
+}
+
+/// Writes a hit's files into the out-dir, each whole or not at all, with the modes the
+/// client's umask gives.
+fn restore(entry: &CacheEntry, out_dir: &Path, umask: u32) -> io::Result<()> {
+    let moved = moved_out_dir(entry, out_dir);
+    // A missing out-dir fails here, and the miss path lets rustc report it as it would.
+    for file in &entry.files {
+        // Names come from our own output_names; still, never leave the out-dir.
+        if file.role.contains('/') || file.role.starts_with('.') {
+            return Err(io::Error::other(format!("bad output name {}", file.role)));
+        }
+        let base = if file.executable { 0o777 } else { 0o666 };
+        let data = match moved {
+            Some(old) if file.role.ends_with(".d") => rewrite_out_dir(&file.data, old, out_dir),
+            _ => file.data.clone(),
+        };
+        write_atomically(&out_dir.join(&file.role), &data, base & !umask)?;
+    }
+    Ok(())
+}
+
+/// Remaps are the only way an entry is shared between out-dirs (see `key::key_args`);
+/// rustc's dep-info and artifact notices name the out-dir as it was, so a hit from
+/// elsewhere gets them rewritten. The out-dir it was compiled in, when that differs.
+fn moved_out_dir<'a>(entry: &'a CacheEntry, out_dir: &Path) -> Option<&'a [u8]> {
+    entry
+        .meta(META_OUT_DIR)
+        .filter(|old| *old != out_dir.as_os_str().as_bytes())
+}
+
+/// `old/` becomes `new/` on every line but comments (`# env-dep:` values are keyed
+/// literally, so they are already right). Both are plain paths (see `key::plain_path`), so
+/// make and JSON write them unescaped.
+pub(super) fn rewrite_out_dir(data: &[u8], old: &[u8], new: &Path) -> Vec<u8> {
+    let old = [old, b"/"].concat();
+    let new = [new.as_os_str().as_bytes(), b"/"].concat();
+    let mut out = Vec::with_capacity(data.len());
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b"#") {
+            out.extend_from_slice(line);
+            continue;
+        }
+        let mut rest = line;
+        while let Some(at) = rest.windows(old.len()).position(|w| w == old.as_slice()) {
+            out.extend_from_slice(&rest[..at]);
+            out.extend_from_slice(&new);
+            rest = &rest[at + old.len()..];
+        }
+        out.extend_from_slice(rest);
+    }
+    out
+}

@@ -1,0 +1,136 @@
+//! Where the wire stops: a compile request becomes an [`Invocation`] and a [`Job`] for the
+//! compiler layer, and the job's events and outcome become the client's responses. The
+//! final message (`Finished` or `RunLocally`) is sent here, once, from the outcome.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cachet_jobserver::Jobserver;
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Server;
+use super::connection::send;
+use crate::compiler::basedir::BaseDirs;
+use crate::compiler::{Event, Invocation, Job, LocalExecutor, Outcome};
+use crate::process;
+use crate::protocol::{CompileRequest, Exit, Response, to_os};
+
+/// The variable that makes a compile overwrite its entry, never hit.
+const RECACHE_VAR: &str = "CACHET_RECACHE";
+
+/// Decodes a request once: paths, arguments and environment as OS strings, the build's
+/// base dirs, and whether it asked for a recache.
+pub(crate) fn invocation(request: CompileRequest) -> Invocation {
+    let env: Vec<(OsString, OsString)> = request
+        .env
+        .iter()
+        .map(|(k, v)| (to_os(k), to_os(v)))
+        .collect();
+    let recache = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == RECACHE_VAR)
+        .is_some_and(|(_, v)| !v.is_empty() && v != "0");
+    Invocation {
+        compiler: PathBuf::from(to_os(&request.compiler)),
+        args: request.args.iter().map(|a| to_os(a)).collect(),
+        cwd: PathBuf::from(to_os(&request.cwd)),
+        env,
+        umask: request.umask,
+        stderr_is_tty: request.stderr_is_tty,
+        base_dirs: BaseDirs::new(request.base_dirs),
+        recache,
+    }
+}
+
+/// The response that carries one event.
+pub(crate) fn event_response(event: Event) -> Response {
+    match event {
+        Event::Started { pgid } => Response::CompilerStarted { pgid },
+        Event::Stdout(bytes) => Response::Stdout(bytes),
+        Event::Stderr(bytes) => Response::Stderr(bytes),
+    }
+}
+
+/// The client's final message for an outcome; None when nobody listens (cancelled).
+pub(crate) fn final_response(outcome: &Outcome) -> Option<Response> {
+    Some(match outcome {
+        Outcome::Hit | Outcome::Miss => Response::Finished(Exit::Code(0)),
+        Outcome::Failed(exit) => Response::Finished(wire_exit(*exit)),
+        Outcome::Uncacheable(reason) => Response::RunLocally {
+            reason: reason.to_string(),
+        },
+        Outcome::Error(e) => Response::RunLocally {
+            reason: format!("server error: {e}"),
+        },
+        Outcome::Cancelled => return None,
+    })
+}
+
+fn wire_exit(exit: process::Exit) -> Exit {
+    match exit {
+        process::Exit::Code(code) => Exit::Code(code),
+        process::Exit::Signal(signal) => Exit::Signal(signal),
+    }
+}
+
+/// Runs one compile while watching the socket: when the client goes away (killed, or
+/// interrupted by the user), the compile is cancelled and its compiler killed.
+pub(super) async fn serve(
+    server: &Arc<Server>,
+    request: CompileRequest,
+    build: Option<Jobserver>,
+    mut reader: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    mut writer: OwnedWriteHalf,
+) {
+    let _running = server.compile_started();
+    let cancel = CancellationToken::new();
+    let (events, mut rx) = mpsc::unbounded_channel();
+    let job = Job {
+        invocation: invocation(request),
+        executor: Arc::new(LocalExecutor::new(server.launcher.clone(), build)),
+        events,
+        cancel: cancel.clone(),
+    };
+
+    let watch_cancel = cancel.clone();
+    let watcher = tokio::spawn(async move {
+        let mut byte = [0u8; 1];
+        // The client sends nothing more; any return means it closed or died.
+        let _ = reader.read(&mut byte).await;
+        watch_cancel.cancel();
+    });
+
+    let compile = server.compiles.compile(job);
+    tokio::pin!(compile);
+    let mut outcome = None;
+    let mut client_gone = false;
+    loop {
+        tokio::select! {
+            done = &mut compile, if outcome.is_none() => {
+                tracing::debug!("compile finished: {done:?}");
+                outcome = Some(done);
+            }
+            event = rx.recv() => match event {
+                Some(event) => {
+                    if !client_gone && send(&mut writer, &event_response(event)).await.is_err() {
+                        client_gone = true;
+                        cancel.cancel();
+                    }
+                }
+                // The job (and every copy of its sender) is gone: all events are out.
+                None => break,
+            },
+        }
+    }
+    if let Some(last) = outcome.as_ref().and_then(final_response)
+        && !client_gone
+    {
+        let _ = send(&mut writer, &last).await;
+    }
+    watcher.abort();
+}
