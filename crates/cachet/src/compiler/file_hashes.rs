@@ -1,43 +1,19 @@
 //! Content hashes of input files, remembered by the server between compiles.
 //!
-//! A hash is reused only while the file's (device, inode, size, mtime, ctime) are
-//! unchanged, and only for files that were already older than the timestamp resolution
-//! when they were hashed, so an edit within the same tick is never missed. Memory is
+//! A hash is reused only while the file's stamp (see `stamp`) is unchanged, and only for
+//! files that were settled when they were hashed, so an edit within the same tick is never
+//! missed. Memory is
 //! bounded: past `capacity` entries, the least recently used half is dropped.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
 
-/// Files modified this recently are hashed every time.
-const RESOLUTION: Duration = Duration::from_secs(2);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-}
-
-impl Stamp {
-    fn of(meta: &std::fs::Metadata) -> Stamp {
-        Stamp {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
-        }
-    }
-}
+use super::stamp::FileStamp;
 
 struct Slot {
-    stamp: Stamp,
+    stamp: FileStamp,
     hash: blake3::Hash,
     used: u64,
 }
@@ -78,7 +54,7 @@ impl FileHashes {
     /// The blake3 hash of `path`'s contents (blocking I/O: call from a blocking thread).
     pub fn hash(&self, path: &Path) -> io::Result<blake3::Hash> {
         let meta = std::fs::metadata(path)?;
-        let stamp = Stamp::of(&meta);
+        let stamp = FileStamp::of(&meta);
         {
             let mut inner = self.inner.lock().unwrap();
             inner.clock += 1;
@@ -95,13 +71,8 @@ impl FileHashes {
         }
         let hash = hash_file(path)?;
         // Only a file that is settled, and did not change while we read it, is remembered.
-        let after = std::fs::metadata(path).map(|m| Stamp::of(&m)).ok();
-        let settled = meta
-            .modified()
-            .ok()
-            .and_then(|m| SystemTime::now().duration_since(m).ok())
-            .is_some_and(|age| age >= RESOLUTION);
-        if settled && after == Some(stamp) {
+        let after = FileStamp::read(path).ok();
+        if stamp.settled() && after == Some(stamp) {
             let mut inner = self.inner.lock().unwrap();
             if inner.slots.len() >= self.capacity {
                 evict_half(&mut inner.slots);
@@ -146,6 +117,8 @@ fn evict_half(slots: &mut HashMap<PathBuf, Slot>) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, SystemTime};
+
     use super::*;
 
     fn age(path: &Path, secs: u64) {
@@ -164,7 +137,13 @@ mod tests {
         let file = dir.path().join("a.rs");
         std::fs::write(&file, "one").unwrap();
         let hashes = FileHashes::new(10);
-        // Fresh: hashed each time, never remembered.
+        // Fresh (stamped now, however slow this machine is): hashed each time.
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(SystemTime::now() + Duration::from_secs(60))
+            .unwrap();
         assert_eq!(hashes.hash(&file).unwrap(), blake3::hash(b"one"));
         assert_eq!(hashes.hash(&file).unwrap(), blake3::hash(b"one"));
         assert_eq!(hashes.stats().hits, 0);

@@ -1,18 +1,15 @@
 //! Which compiler a path is, found by probing rather than by its name, and remembered.
 
-use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use tokio::sync::OnceCell;
+use std::time::{Duration, Instant};
 
 use super::args::Family;
 use crate::compiler::file_hashes::hash_file;
+use crate::compiler::stamp::{FileStamp, Memo};
 use crate::process::Exit;
 use crate::process::{CommandSpec, Launcher, helper_env};
 
@@ -24,31 +21,6 @@ pub struct Identity {
     pub version: String,
     /// blake3 over the binary's bytes and the predefined macros (version, target, defaults).
     pub digest: [u8; 32],
-}
-
-/// The file as it is on disk now; a rebuilt or replaced compiler gets a new key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct FileKey {
-    path: PathBuf,
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-}
-
-impl FileKey {
-    fn of(path: &Path) -> io::Result<FileKey> {
-        let meta = std::fs::metadata(path)?;
-        Ok(FileKey {
-            path: path.to_owned(),
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
-        })
-    }
 }
 
 /// Variables that change a gcc or clang driver's identity (which cc1 it runs, its
@@ -74,7 +46,6 @@ struct Verdict {
     expires: Option<Instant>,
 }
 
-type Slot = Arc<OnceCell<Verdict>>;
 type Env = Vec<(OsString, OsString)>;
 /// A compiler's identity digest and its native flags, as written.
 type NativeKey = ([u8; 32], Vec<OsString>);
@@ -83,8 +54,9 @@ type NativeKey = ([u8; 32], Vec<OsString>);
 /// together; and what `-march=native` and its kin resolve to, per compiler.
 #[derive(Default)]
 pub struct IdentityCache {
-    slots: Mutex<HashMap<(FileKey, Env), Slot>>,
-    native: Mutex<HashMap<NativeKey, Arc<OnceCell<[u8; 32]>>>>,
+    /// By the compiler's path and stamp (a rebuilt or replaced compiler is probed again).
+    verdicts: Memo<(PathBuf, FileStamp, Env), Verdict>,
+    native: Memo<NativeKey, [u8; 32]>,
 }
 
 impl IdentityCache {
@@ -99,26 +71,18 @@ impl IdentityCache {
         env: &[(OsString, OsString)],
     ) -> io::Result<Option<Identity>> {
         let env = helper_env(env, IDENTITY_VARS);
-        let key = (FileKey::of(compiler)?, env);
-        loop {
-            let slot = self
-                .slots
-                .lock()
-                .unwrap()
-                .entry(key.clone())
-                .or_default()
-                .clone();
-            let verdict = slot
-                .get_or_try_init(|| probe(launcher, compiler, &key.1))
-                .await?;
-            if verdict.expires.is_none_or(|at| Instant::now() < at) {
-                return Ok(verdict.identity.clone());
-            }
-            let mut slots = self.slots.lock().unwrap();
-            if slots.get(&key).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
-                slots.remove(&key);
-            }
-        }
+        let stamp = FileStamp::read(compiler)?;
+        let key = (compiler.to_owned(), stamp, env);
+        let verdict = self
+            .verdicts
+            .get(
+                &key,
+                stamp.settled(),
+                |v| v.expires.is_none_or(|at| Instant::now() < at),
+                || probe(launcher, compiler, &key.2),
+            )
+            .await?;
+        Ok(verdict.identity)
     }
 
     /// `identity` with what the native CPU flags among `args` resolve to folded into its
@@ -137,33 +101,33 @@ impl IdentityCache {
         if flags.is_empty() {
             return Ok(identity);
         }
-        let slot = self
-            .native
-            .lock()
-            .unwrap()
-            .entry((identity.digest, flags.clone()))
-            .or_default()
-            .clone();
         let env = helper_env(env, IDENTITY_VARS);
-        let resolved = slot
-            .get_or_try_init(|| async {
-                let mut spec = CommandSpec::new(compiler, "/");
-                spec.args = ["-###", "-E", "-x", "c", "-"].map(Into::into).to_vec();
-                spec.args.extend(flags.iter().cloned());
-                spec.env = env;
-                let out = launcher.run_probe(spec).await?;
-                if !out.exit.success() {
-                    return Err(io::Error::other(
-                        "the driver refused -### with native flags",
-                    ));
-                }
-                Ok(*blake3::hash(&out.stderr).as_bytes())
-            })
+        let key = (identity.digest, flags.clone());
+        let resolved = self
+            .native
+            .get(
+                &key,
+                true,
+                |_| true,
+                || async {
+                    let mut spec = CommandSpec::new(compiler, "/");
+                    spec.args = ["-###", "-E", "-x", "c", "-"].map(Into::into).to_vec();
+                    spec.args.extend(flags.iter().cloned());
+                    spec.env = env.clone();
+                    let out = launcher.run_probe(spec).await?;
+                    if !out.exit.success() {
+                        return Err(io::Error::other(
+                            "the driver refused -### with native flags",
+                        ));
+                    }
+                    Ok(*blake3::hash(&out.stderr).as_bytes())
+                },
+            )
             .await?;
         let mut hasher = blake3::Hasher::new();
         hasher.update(&identity.digest);
         hasher.update(b"native");
-        hasher.update(resolved);
+        hasher.update(&resolved);
         Ok(Identity {
             digest: *hasher.finalize().as_bytes(),
             ..identity
@@ -256,6 +220,7 @@ async fn probe(launcher: &Launcher, compiler: &Path, env: &Env) -> io::Result<Ve
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
@@ -292,6 +257,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gcc");
         std::fs::write(&path, b"not really gcc").unwrap();
+        // Settled: what is probed from a file changed just now is not remembered.
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - Duration::from_secs(10))
+            .unwrap();
         (dir, path)
     }
 

@@ -5,16 +5,13 @@
 //! `--version`), the `ld` it drives, and the implicit inputs: crt objects, libc, libgcc and
 //! friends as `cc -print-file-name=…` names them, by content. Probed once per linker file.
 
-use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-
-use tokio::sync::OnceCell;
+use std::sync::Arc;
 
 use crate::compiler::file_hashes::FileHashes;
+use crate::compiler::stamp::{FileStamp, Memo};
 use crate::process::{CommandSpec, Launcher, helper_env};
 
 /// Files every link on Linux may read without naming them.
@@ -43,22 +40,16 @@ const IMPLICIT_INPUTS: &[&str] = &[
     "ld-linux-x86-64.so.2",
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct LinkerKey {
-    path: PathBuf,
-    ino: u64,
-    mtime: i64,
-    size: u64,
-    /// The probes' environment: [`LINKER_VARS`] and what starts the driver.
-    env: Vec<(OsString, OsString)>,
-}
+/// A linker driver by path and stamp, and the probes' environment ([`LINKER_VARS`] and
+/// what starts the driver).
+type LinkerKey = (PathBuf, FileStamp, Vec<(OsString, OsString)>);
 
 /// Variables that change what the driver links in (`-print-file-name`, `-print-prog-name`).
 const LINKER_VARS: &[&str] = &["GCC_EXEC_PREFIX", "COMPILER_PATH", "LIBRARY_PATH"];
 
 #[derive(Default)]
 pub struct Linkers {
-    slots: Mutex<HashMap<LinkerKey, Arc<OnceCell<[u8; 32]>>>>,
+    digests: Memo<LinkerKey, [u8; 32]>,
 }
 
 /// Finds `name` the way a shell would: as a path if it has a slash, else on PATH.
@@ -88,24 +79,16 @@ impl Linkers {
         cwd: &Path,
         hashes: Arc<FileHashes>,
     ) -> io::Result<[u8; 32]> {
-        let meta = std::fs::metadata(linker)?;
-        let key = LinkerKey {
-            path: linker.to_owned(),
-            ino: meta.ino(),
-            mtime: meta.mtime(),
-            size: meta.size(),
-            env: helper_env(env, LINKER_VARS),
-        };
-        let slot = self
-            .slots
-            .lock()
-            .unwrap()
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        slot.get_or_try_init(|| probe(launcher, linker, &key.env, cwd, hashes))
+        let stamp = FileStamp::read(linker)?;
+        let key = (linker.to_owned(), stamp, helper_env(env, LINKER_VARS));
+        self.digests
+            .get(
+                &key,
+                stamp.settled(),
+                |_| true,
+                || probe(launcher, linker, &key.2, cwd, hashes.clone()),
+            )
             .await
-            .copied()
     }
 }
 

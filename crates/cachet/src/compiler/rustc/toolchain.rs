@@ -4,16 +4,13 @@
 //! exactly those inputs are the cache key of the answer. Either way the sysroot's mtime is
 //! checked on every request, so a toolchain update is noticed without running `rustc -vV`.
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-
-use tokio::sync::OnceCell;
+use std::sync::Arc;
 
 use crate::compiler::file_hashes::FileHashes;
+use crate::compiler::stamp::{FileStamp, Memo};
 use crate::process::Exit;
 use crate::process::{CommandSpec, Launcher, helper_env};
 
@@ -31,7 +28,8 @@ pub struct Toolchain {
     pub version: String,
     pub host: String,
     pub sysroot: PathBuf,
-    sysroot_mtime: i128,
+    /// The sysroot directory's stamp: an update underneath us changes it.
+    sysroot_stamp: Option<FileStamp>,
 }
 
 impl Toolchain {
@@ -42,9 +40,7 @@ impl Toolchain {
             version: version.into(),
             host: host.into(),
             sysroot: sysroot.to_owned(),
-            sysroot_mtime: std::fs::metadata(sysroot)
-                .map(|m| mtime_ns(&m))
-                .unwrap_or(0),
+            sysroot_stamp: FileStamp::read(sysroot).ok(),
         }
     }
 }
@@ -53,8 +49,7 @@ impl Toolchain {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Selector {
     binary: PathBuf,
-    ino: u64,
-    mtime_ns: i128,
+    stamp: FileStamp,
     /// Only for rustup proxies.
     rustup: Option<RustupInputs>,
     /// The probe's environment: what starts it, and for a proxy [`TOOLCHAIN_VARS`].
@@ -66,24 +61,20 @@ struct RustupInputs {
     toolchain_env: Option<OsString>,
     rustup_home: Option<OsString>,
     /// The nearest rust-toolchain(.toml) above the cwd, with its mtime and size.
-    toolchain_file: Option<(PathBuf, i128, u64)>,
-    settings_mtime: Option<i128>,
-}
-
-fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
-    meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
+    toolchain_file: Option<(PathBuf, FileStamp)>,
+    settings: Option<FileStamp>,
 }
 
 fn env_of<'a>(env: &'a [(OsString, OsString)], name: &str) -> Option<&'a OsString> {
     env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v)
 }
 
-fn nearest_toolchain_file(cwd: &Path) -> Option<(PathBuf, i128, u64)> {
+fn nearest_toolchain_file(cwd: &Path) -> Option<(PathBuf, FileStamp)> {
     for dir in cwd.ancestors() {
         for name in ["rust-toolchain", "rust-toolchain.toml"] {
             let path = dir.join(name);
             if let Ok(meta) = std::fs::metadata(&path) {
-                return Some((path, mtime_ns(&meta), meta.size()));
+                return Some((path, FileStamp::of(&meta)));
             }
         }
     }
@@ -108,15 +99,12 @@ impl Selector {
                 toolchain_env: env_of(env, "RUSTUP_TOOLCHAIN").cloned(),
                 rustup_home: env_of(env, "RUSTUP_HOME").cloned(),
                 toolchain_file: nearest_toolchain_file(cwd),
-                settings_mtime: home
-                    .and_then(|h| std::fs::metadata(h.join("settings.toml")).ok())
-                    .map(|m| mtime_ns(&m)),
+                settings: home.and_then(|h| FileStamp::read(&h.join("settings.toml")).ok()),
             }
         });
         Ok(Selector {
             binary: binary.to_owned(),
-            ino: meta.ino(),
-            mtime_ns: mtime_ns(&meta),
+            stamp: FileStamp::of(&meta),
             rustup,
             // A real rustc's answer depends on none of rustup's variables.
             env: helper_env(env, if is_proxy { TOOLCHAIN_VARS } else { &[] }),
@@ -125,18 +113,15 @@ impl Selector {
 }
 
 /// A probe's answer, and until when "not rustc" holds (None: for the file's life).
-type Slot = Arc<OnceCell<(Option<Arc<Toolchain>>, Option<std::time::Instant>)>>;
-
-/// A digest computed once, by (sysroot, target).
-type LibsSlot = Arc<OnceCell<[u8; 32]>>;
+type Probed = (Option<Arc<Toolchain>>, Option<std::time::Instant>);
 
 #[derive(Default)]
 pub struct Toolchains {
-    toolchains: Mutex<HashMap<Selector, Slot>>,
+    toolchains: Memo<Selector, Probed>,
     /// Digest of a sysroot's libraries for one target.
-    libs: Mutex<HashMap<(PathBuf, String), LibsSlot>>,
+    libs: Memo<(PathBuf, String), [u8; 32]>,
     /// What `-C target-cpu=native` resolves to, by toolchain (`-vV`) and target.
-    native: Mutex<HashMap<(String, String), LibsSlot>>,
+    native: Memo<(String, String), [u8; 32]>,
 }
 
 impl Toolchains {
@@ -149,37 +134,19 @@ impl Toolchains {
         cwd: &Path,
     ) -> io::Result<Option<Arc<Toolchain>>> {
         let selector = Selector::of(binary, env, cwd)?;
-        loop {
-            let slot = self
-                .toolchains
-                .lock()
-                .unwrap()
-                .entry(selector.clone())
-                .or_default()
-                .clone();
-            let (found, expires) = slot
-                .get_or_try_init(|| probe(launcher, binary, &selector.env, cwd))
-                .await?
-                .clone();
-            let Some(toolchain) = found else {
-                if expires.is_some_and(|at| std::time::Instant::now() >= at) {
-                    self.toolchains.lock().unwrap().remove(&selector);
-                    continue;
-                }
-                return Ok(None);
-            };
-            let current = std::fs::metadata(&toolchain.sysroot)
-                .map(|m| mtime_ns(&m))
-                .ok();
-            if current == Some(toolchain.sysroot_mtime) {
-                return Ok(Some(toolchain));
-            }
-            // Updated or removed underneath us: ask again.
-            self.toolchains.lock().unwrap().remove(&selector);
-            if current.is_none() {
-                return Ok(None);
-            }
-        }
+        // Kept while "not rustc" has not expired and the sysroot is as probed (an update
+        // underneath us means asking again).
+        let holds = |(found, expires): &Probed| match found {
+            None => expires.is_none_or(|at| std::time::Instant::now() < at),
+            Some(toolchain) => FileStamp::read(&toolchain.sysroot).ok() == toolchain.sysroot_stamp,
+        };
+        let (found, _) = self
+            .toolchains
+            .get(&selector, selector.stamp.settled(), holds, || {
+                probe(launcher, binary, &selector.env, cwd)
+            })
+            .await?;
+        Ok(found)
     }
 
     /// What `-C target-cpu=native` means on this machine for `target`: a digest of
@@ -197,32 +164,36 @@ impl Toolchains {
         cwd: &Path,
     ) -> io::Result<[u8; 32]> {
         let key = (toolchain.version.clone(), target.to_owned());
-        let slot = self.native.lock().unwrap().entry(key).or_default().clone();
-        slot.get_or_try_init(|| async {
-            let mut spec = CommandSpec::new(binary, cwd);
-            spec.args = [
-                "--print",
-                "cfg",
-                "--print",
-                "target-cpus",
-                "-C",
-                "target-cpu=native",
-                "--target",
-                target,
-            ]
-            .map(Into::into)
-            .to_vec();
-            spec.env = helper_env(env, TOOLCHAIN_VARS);
-            let out = launcher.run_probe(spec).await?;
-            if !out.exit.success() {
-                return Err(io::Error::other(
-                    "rustc could not resolve -C target-cpu=native",
-                ));
-            }
-            Ok(*blake3::hash(&out.stdout).as_bytes())
-        })
-        .await
-        .copied()
+        self.native
+            .get(
+                &key,
+                true,
+                |_| true,
+                || async {
+                    let mut spec = CommandSpec::new(binary, cwd);
+                    spec.args = [
+                        "--print",
+                        "cfg",
+                        "--print",
+                        "target-cpus",
+                        "-C",
+                        "target-cpu=native",
+                        "--target",
+                        target,
+                    ]
+                    .map(Into::into)
+                    .to_vec();
+                    spec.env = helper_env(env, TOOLCHAIN_VARS);
+                    let out = launcher.run_probe(spec).await?;
+                    if !out.exit.success() {
+                        return Err(io::Error::other(
+                            "rustc could not resolve -C target-cpu=native",
+                        ));
+                    }
+                    Ok(*blake3::hash(&out.stdout).as_bytes())
+                },
+            )
+            .await
     }
 
     /// A digest of the target's standard libraries and of the compiler's own library.
@@ -233,16 +204,22 @@ impl Toolchains {
         hashes: Arc<FileHashes>,
     ) -> io::Result<[u8; 32]> {
         let key = (toolchain.sysroot.clone(), target.to_owned());
-        let slot = self.libs.lock().unwrap().entry(key).or_default().clone();
-        let sysroot = toolchain.sysroot.clone();
-        let target = target.to_owned();
-        slot.get_or_try_init(|| async move {
-            tokio::task::spawn_blocking(move || digest_libs(&sysroot, &target, &hashes))
-                .await
-                .map_err(io::Error::other)?
-        })
-        .await
-        .copied()
+        self.libs
+            .get(
+                &key,
+                true,
+                |_| true,
+                || {
+                    let (sysroot, target) = (toolchain.sysroot.clone(), target.to_owned());
+                    let hashes = hashes.clone();
+                    async move {
+                        tokio::task::spawn_blocking(move || digest_libs(&sysroot, &target, &hashes))
+                            .await
+                            .map_err(io::Error::other)?
+                    }
+                },
+            )
+            .await
     }
 }
 
@@ -304,12 +281,12 @@ async fn probe(
         return Err(io::Error::other("rustc --print sysroot failed"));
     }
     let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
-    let sysroot_mtime = mtime_ns(&std::fs::metadata(&sysroot)?);
+    let sysroot_stamp = Some(FileStamp::read(&sysroot)?);
     let toolchain = Toolchain {
         host: host.trim().to_owned(),
         version: text,
         sysroot,
-        sysroot_mtime,
+        sysroot_stamp,
     };
     Ok((Some(Arc::new(toolchain)), None))
 }
@@ -355,7 +332,7 @@ mod tests {
         // rustup's own settings (`rustup default`, overrides).
         std::fs::write(home.join("settings.toml"), "default_toolchain = \"beta\"\n").unwrap();
         let with_settings = Selector::of(&proxy, &base, &project).unwrap();
-        assert_ne!(with_settings.rustup.as_ref().unwrap().settings_mtime, None);
+        assert_ne!(with_settings.rustup.as_ref().unwrap().settings, None);
 
         // A real rustc ignores all of that.
         let plain = Selector::of(&real, &base, &project).unwrap();
