@@ -8,183 +8,101 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{ConfigError, Origin, parse_duration, parse_size};
+use serde::Deserialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RemoteKind {
-    S3,
-    Redis,
-    Memcached,
-    /// An HTTP cache with the bazel-remote layout (`/ac/`, `/cas/`).
-    Http,
-    Webdav,
-    Gcs,
-    Azblob,
-    /// The GitHub Actions cache.
-    Gha,
+use super::{ConfigError, Origin};
+use crate::cache::remote::backends::{self, Backend, Registered};
+
+pub mod settings;
+
+use settings::{SettingsError, Span};
+
+/// A remote's type: one of the backends this build has (see
+/// `cache::remote::backends`). Compared by name.
+#[derive(Clone, Copy)]
+pub struct RemoteKind {
+    name: &'static str,
+    backend: &'static Backend,
 }
 
-/// How a setting's text must read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shape {
-    Text,
-    Bool,
-    Count,
-    Size,
-    Duration,
-    /// A list: a TOML array, or commas in a variable.
-    List,
+/// The settings common to every remote. Their variables are `CACHET_<TYPE>_<KEY>` too.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Common {
+    name: Option<String>,
+    read_only: Option<bool>,
+    timeout: Option<Span>,
+    prefix: Option<String>,
+    breaker_failures: Option<u32>,
+    breaker_cooldown: Option<Span>,
 }
-
-const COMMON: &[(&str, Shape)] = &[
-    ("name", Shape::Text),
-    ("read_only", Shape::Bool),
-    ("timeout", Shape::Duration),
-    ("prefix", Shape::Text),
-    ("breaker_failures", Shape::Count),
-    ("breaker_cooldown", Shape::Duration),
-];
-
-/// Settings whose values are never shown.
-pub const SECRET_KEYS: &[&str] = &[
-    "password",
-    "secret_access_key",
-    "session_token",
-    "bearer_token",
-    "token",
-    "credential",
-    "account_key",
-    "sas_token",
-    "runtime_token",
-];
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_BREAKER_FAILURES: u32 = 3;
 pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
 
 impl RemoteKind {
-    pub const ALL: [RemoteKind; 8] = [
-        RemoteKind::S3,
-        RemoteKind::Redis,
-        RemoteKind::Memcached,
-        RemoteKind::Http,
-        RemoteKind::Webdav,
-        RemoteKind::Gcs,
-        RemoteKind::Azblob,
-        RemoteKind::Gha,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            RemoteKind::S3 => "s3",
-            RemoteKind::Redis => "redis",
-            RemoteKind::Memcached => "memcached",
-            RemoteKind::Http => "http",
-            RemoteKind::Webdav => "webdav",
-            RemoteKind::Gcs => "gcs",
-            RemoteKind::Azblob => "azblob",
-            RemoteKind::Gha => "gha",
-        }
+    /// The built backend called `name` (the `type` of a `[[remote]]` table).
+    pub fn named(name: &str) -> Option<RemoteKind> {
+        backends::ALL
+            .iter()
+            .find(|r| r.name == name)
+            .and_then(RemoteKind::of)
     }
 
-    fn parse(text: &str) -> Option<RemoteKind> {
-        RemoteKind::ALL.into_iter().find(|k| k.name() == text)
+    fn of(registered: &'static Registered) -> Option<RemoteKind> {
+        Some(RemoteKind {
+            name: registered.name,
+            backend: registered.backend.as_ref()?,
+        })
+    }
+
+    /// Every backend this build has, in the order the registry lists them.
+    fn all() -> impl Iterator<Item = RemoteKind> {
+        backends::ALL.iter().filter_map(RemoteKind::of)
+    }
+
+    /// The `type` of its `[[remote]]` tables, such as `s3`.
+    pub fn name(self) -> &'static str {
+        self.name
+    }
+
+    pub(crate) fn backend(self) -> &'static Backend {
+        self.backend
     }
 
     fn env_prefix(self) -> String {
-        format!("CACHET_{}_", self.name().to_ascii_uppercase())
+        format!("CACHET_{}_", self.name.to_ascii_uppercase())
     }
 
-    /// The settings of this type, besides the common ones.
-    fn own(self) -> &'static [(&'static str, Shape)] {
-        use Shape::*;
-        match self {
-            RemoteKind::S3 => &[
-                ("bucket", Text),
-                ("endpoint", Text),
-                ("region", Text),
-                ("path_style", Bool),
-                ("anonymous", Bool),
-                ("access_key_id", Text),
-                ("secret_access_key", Text),
-                ("session_token", Text),
-            ],
-            RemoteKind::Redis => &[
-                ("endpoint", Text),
-                ("cluster_endpoints", List),
-                ("username", Text),
-                ("password", Text),
-                ("db", Count),
-                ("ttl", Duration),
-            ],
-            RemoteKind::Memcached => &[
-                ("endpoint", Text),
-                ("username", Text),
-                ("password", Text),
-                ("ttl", Duration),
-                ("item_limit", Size),
-                ("max_chunks", Count),
-            ],
-            RemoteKind::Http => &[
-                ("endpoint", Text),
-                ("bearer_token", Text),
-                ("username", Text),
-                ("password", Text),
-            ],
-            RemoteKind::Webdav => &[
-                ("endpoint", Text),
-                ("username", Text),
-                ("password", Text),
-                ("token", Text),
-                ("create_dirs", Bool),
-            ],
-            RemoteKind::Gcs => &[
-                ("bucket", Text),
-                ("endpoint", Text),
-                ("credential_path", Text),
-                ("credential", Text),
-                ("token", Text),
-                ("scope", Text),
-                ("anonymous", Bool),
-            ],
-            RemoteKind::Azblob => &[
-                ("container", Text),
-                ("endpoint", Text),
-                ("account_name", Text),
-                ("account_key", Text),
-                ("sas_token", Text),
-            ],
-            RemoteKind::Gha => &[
-                ("endpoint", Text),
-                ("runtime_token", Text),
-                ("version", Text),
-            ],
-        }
-    }
-
-    fn required(self) -> &'static [&'static str] {
-        match self {
-            RemoteKind::S3 | RemoteKind::Gcs => &["bucket"],
-            RemoteKind::Redis => &[],
-            RemoteKind::Memcached | RemoteKind::Http | RemoteKind::Webdav => &["endpoint"],
-            RemoteKind::Azblob => &["container"],
-            RemoteKind::Gha => &[],
-        }
-    }
-
-    fn shape(self, key: &str) -> Option<Shape> {
-        COMMON
-            .iter()
-            .chain(self.own())
-            .find(|(k, _)| *k == key)
-            .map(|(_, s)| *s)
+    /// Every key of this type: the common ones, then the backend's own.
+    fn keys(self) -> impl Iterator<Item = &'static str> {
+        common_keys().iter().chain((self.backend.keys)()).copied()
     }
 
     fn known_keys(self) -> String {
         let mut keys: Vec<&str> = vec!["type"];
-        keys.extend(COMMON.iter().chain(self.own()).map(|(k, _)| *k));
+        keys.extend(self.keys());
         keys.join(", ")
     }
+}
+
+impl PartialEq for RemoteKind {
+    fn eq(&self, other: &RemoteKind) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for RemoteKind {}
+
+impl std::fmt::Debug for RemoteKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+fn common_keys() -> &'static [&'static str] {
+    settings::keys_of::<Common>()
 }
 
 /// One setting of a remote as given, and where it came from.
@@ -192,6 +110,8 @@ impl RemoteKind {
 pub struct Setting {
     pub value: String,
     pub origin: Origin,
+    /// Never shown: its field in the backend's settings is a [`settings::Secret`].
+    pub secret: bool,
 }
 
 /// One shared-cache level, checked.
@@ -216,36 +136,9 @@ pub struct RemoteConfig {
 }
 
 impl RemoteConfig {
+    /// A setting's text as given.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.settings.get(key).map(|s| s.value.as_str())
-    }
-
-    /// A boolean setting (checked when loaded).
-    pub fn flag(&self, key: &str) -> Option<bool> {
-        self.get(key).and_then(parse_bool)
-    }
-
-    pub fn count(&self, key: &str) -> Option<u64> {
-        self.get(key).and_then(|v| v.trim().parse().ok())
-    }
-
-    pub fn size(&self, key: &str) -> Option<u64> {
-        self.get(key).and_then(parse_size)
-    }
-
-    pub fn duration(&self, key: &str) -> Option<Duration> {
-        self.get(key).and_then(parse_duration)
-    }
-
-    pub fn list(&self, key: &str) -> Vec<String> {
-        self.get(key)
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_owned())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     /// The settings for display: secrets and passwords inside URLs masked.
@@ -253,7 +146,7 @@ impl RemoteConfig {
         self.settings
             .iter()
             .map(|(key, s)| {
-                let value = if SECRET_KEYS.contains(&key.as_str()) {
+                let value = if s.secret {
                     "****".to_owned()
                 } else {
                     mask_url_password(&s.value)
@@ -309,6 +202,8 @@ fn remote_error(origin: &Origin, what: String) -> ConfigError {
 /// One `[[remote]]` table as raw settings.
 pub(super) struct RawRemote {
     kind: RemoteKind,
+    /// `remote #N` for a table of the file, for errors.
+    label: Option<String>,
     settings: BTreeMap<String, Setting>,
     origin: Origin,
 }
@@ -331,11 +226,15 @@ pub(super) fn from_file(
             return Err(remote_error(origin, format!("{which} is not a table")));
         };
         let kind = match table.get("type") {
-            Some(toml::Value::String(t)) => RemoteKind::parse(t).ok_or_else(|| {
-                remote_error(
-                    origin,
-                    format!("{which}: unknown type `{t}` (known: {})", kind_names()),
-                )
+            Some(toml::Value::String(t)) => RemoteKind::named(t).ok_or_else(|| {
+                let why = match backends::ALL.iter().find(|r| r.name == t) {
+                    Some(r) => format!(
+                        "{which}: type `{t}` is not available: cachet was built without the `{}` feature",
+                        r.feature
+                    ),
+                    None => format!("{which}: unknown type `{t}` (known: {})", kind_names()),
+                };
+                remote_error(origin, why)
             })?,
             _ => {
                 return Err(remote_error(
@@ -346,18 +245,9 @@ pub(super) fn from_file(
         };
         let mut settings = BTreeMap::new();
         for (key, value) in table {
+            // Unknown keys are refused by the typed settings, once variables are applied.
             if key == "type" {
                 continue;
-            }
-            if kind.shape(&key).is_none() {
-                return Err(remote_error(
-                    origin,
-                    format!(
-                        "{which} ({}): unknown key `{key}` (known keys: {})",
-                        kind.name(),
-                        kind.known_keys()
-                    ),
-                ));
             }
             let text = match value {
                 toml::Value::String(s) => s,
@@ -386,11 +276,13 @@ pub(super) fn from_file(
                 Setting {
                     value: text,
                     origin: origin.clone(),
+                    secret: false,
                 },
             );
         }
         out.push(RawRemote {
             kind,
+            label: Some(which),
             settings,
             origin: origin.clone(),
         });
@@ -398,8 +290,13 @@ pub(super) fn from_file(
     Ok(out)
 }
 
+/// The types this build has.
 fn kind_names() -> String {
-    RemoteKind::ALL.map(RemoteKind::name).join(", ")
+    let names: Vec<&str> = RemoteKind::all().map(RemoteKind::name).collect();
+    if names.is_empty() {
+        return "none: cachet was built without remote backends".into();
+    }
+    names.join(", ")
 }
 
 /// Applies `CACHET_<TYPE>_<SETTING>` variables, then checks every remote.
@@ -407,12 +304,11 @@ pub(super) fn finish(
     mut remotes: Vec<RawRemote>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<RemoteConfig>, ConfigError> {
-    for kind in RemoteKind::ALL {
+    for kind in RemoteKind::all() {
         let prefix = kind.env_prefix();
-        let vars: Vec<(String, String)> = COMMON
-            .iter()
-            .chain(kind.own())
-            .filter_map(|(key, _)| {
+        let vars: Vec<(String, String)> = kind
+            .keys()
+            .filter_map(|key| {
                 let var = format!("{prefix}{}", key.to_ascii_uppercase());
                 env(&var).map(|value| (key.to_string(), value))
             })
@@ -425,6 +321,7 @@ pub(super) fn finish(
             None => {
                 remotes.push(RawRemote {
                     kind,
+                    label: None,
                     settings: BTreeMap::new(),
                     origin: Origin::EnvVar(format!("{prefix}*")),
                 });
@@ -438,6 +335,7 @@ pub(super) fn finish(
                 Setting {
                     value,
                     origin: Origin::EnvVar(var),
+                    secret: false,
                 },
             );
         }
@@ -453,103 +351,38 @@ pub(super) fn finish(
     Ok(out)
 }
 
-fn check(raw: RawRemote, taken: &[String]) -> Result<RemoteConfig, ConfigError> {
+/// The backend's own settings (all but the common ones) as `(key, text)` pairs, for its
+/// typed settings.
+pub(crate) fn own_pairs(settings: &BTreeMap<String, Setting>) -> Vec<(&str, &str)> {
+    let common = common_keys();
+    settings
+        .iter()
+        .filter(|(key, _)| !common.contains(&key.as_str()))
+        .map(|(key, s)| (key.as_str(), s.value.as_str()))
+        .collect()
+}
+
+fn check(mut raw: RawRemote, taken: &[String]) -> Result<RemoteConfig, ConfigError> {
     let kind = raw.kind;
-    for (key, setting) in &raw.settings {
-        let shape = kind.shape(key).expect("keys are checked when read");
-        let value = setting.value.trim();
-        let ok = match shape {
-            Shape::Text | Shape::List => true,
-            Shape::Bool => parse_bool(value).is_some(),
-            Shape::Count => value.parse::<u32>().is_ok(),
-            Shape::Size => parse_size(value).is_some_and(|n| n > 0),
-            Shape::Duration => parse_duration(value).is_some(),
-        };
-        if !ok {
-            let expected = match shape {
-                Shape::Bool => "true or false",
-                Shape::Count => "a whole number",
-                Shape::Size => "a size such as 1M",
-                Shape::Duration => "a duration such as 500ms, 5s or 7d",
-                Shape::Text | Shape::List => unreachable!(),
-            };
-            return Err(remote_error(
-                &setting.origin,
-                format!(
-                    "{} remote: `{key}` is `{}`, expected {expected}",
-                    kind.name(),
-                    setting.value
-                ),
-            ));
-        }
-    }
-    for key in kind.required() {
-        if !raw.settings.contains_key(*key) {
-            return Err(remote_error(
-                &raw.origin,
-                format!(
-                    "{} remote: `{key}` is required (or set {}{})",
-                    kind.name(),
-                    kind.env_prefix(),
-                    key.to_ascii_uppercase()
-                ),
-            ));
-        }
-    }
-    if kind == RemoteKind::Redis
-        && !raw.settings.contains_key("endpoint")
-        && !raw.settings.contains_key("cluster_endpoints")
-    {
-        return Err(remote_error(
-            &raw.origin,
-            "redis remote: set `endpoint` (one node) or `cluster_endpoints` (a Cluster)".into(),
-        ));
-    }
-    let get_duration = |key: &str| {
-        raw.settings
-            .get(key)
-            .and_then(|s| parse_duration(&s.value).map(|d| (d, &s.origin)))
-    };
-    if let Some((ttl, origin)) = get_duration("ttl") {
-        // Redis refuses an expiry of 0 s; memcached reads one above 30 days as a date.
-        let ok = match kind {
-            RemoteKind::Redis => ttl >= Duration::from_secs(1),
-            _ => (Duration::from_secs(1)..=Duration::from_secs(30 * 86400)).contains(&ttl),
-        };
-        if !ok {
-            return Err(remote_error(
-                origin,
-                format!(
-                    "{} remote: `ttl` of {ttl:?} is out of range (1 s{})",
-                    kind.name(),
-                    if kind == RemoteKind::Redis {
-                        " or more"
-                    } else {
-                        " to 30 days"
-                    }
-                ),
-            ));
-        }
-    }
-    if let Some((timeout, origin)) = get_duration("timeout")
+    let common_pairs: Vec<(&str, &str)> = raw
+        .settings
+        .iter()
+        .filter(|(key, _)| common_keys().contains(&key.as_str()))
+        .map(|(key, s)| (key.as_str(), s.value.as_str()))
+        .collect();
+    let (common, _) = settings::parse::<Common>(&common_pairs).map_err(|e| explain(&raw, e))?;
+    let secrets =
+        (kind.backend().check)(&own_pairs(&raw.settings)).map_err(|e| explain(&raw, e))?;
+    if let Some(Span(timeout)) = common.timeout
         && timeout.is_zero()
     {
         return Err(remote_error(
-            origin,
+            &raw.settings["timeout"].origin,
             format!("{} remote: `timeout` must be above zero", kind.name()),
         ));
     }
-    if kind == RemoteKind::Http
-        && raw.settings.contains_key("bearer_token")
-        && raw.settings.contains_key("username")
-    {
-        return Err(remote_error(
-            &raw.origin,
-            "http remote: set `bearer_token` or `username`/`password`, not both".into(),
-        ));
-    }
-    let name = match raw.settings.get("name") {
-        Some(s) => s.value.clone(),
+    let name = match common.name {
+        Some(name) => name,
         None => {
             let base = kind.name().to_owned();
             let mut name = base.clone();
@@ -567,25 +400,66 @@ fn check(raw: RawRemote, taken: &[String]) -> Result<RemoteConfig, ConfigError> 
             format!("remote name `{name}` is empty or already used (names must be unique)"),
         ));
     }
-    let get = |key: &str| raw.settings.get(key).map(|s| s.value.as_str());
+    for key in secrets {
+        if let Some(setting) = raw.settings.get_mut(&key) {
+            setting.secret = true;
+        }
+    }
     Ok(RemoteConfig {
         kind,
         name,
-        read_only: get("read_only").and_then(parse_bool).unwrap_or(false),
-        timeout: get("timeout")
-            .and_then(parse_duration)
-            .filter(|d| !d.is_zero())
-            .unwrap_or(DEFAULT_TIMEOUT),
-        prefix: get("prefix").unwrap_or("").to_owned(),
-        breaker_failures: get("breaker_failures")
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(DEFAULT_BREAKER_FAILURES),
-        breaker_cooldown: get("breaker_cooldown")
-            .and_then(parse_duration)
-            .unwrap_or(DEFAULT_BREAKER_COOLDOWN),
+        read_only: common.read_only.unwrap_or(false),
+        timeout: common.timeout.map_or(DEFAULT_TIMEOUT, |s| s.0),
+        prefix: common.prefix.unwrap_or_default(),
+        breaker_failures: common.breaker_failures.unwrap_or(DEFAULT_BREAKER_FAILURES),
+        breaker_cooldown: common
+            .breaker_cooldown
+            .map_or(DEFAULT_BREAKER_COOLDOWN, |s| s.0),
         settings: raw.settings,
         origin: raw.origin,
     })
+}
+
+/// A settings error as a config error: said in the words of the remote, at the place of
+/// the setting to blame (or of the remote).
+fn explain(raw: &RawRemote, error: SettingsError) -> ConfigError {
+    let kind = raw.kind.name();
+    let origin_of = |key: &str| raw.settings.get(key).map_or(&raw.origin, |s| &s.origin);
+    match error {
+        SettingsError::UnknownKey { key, .. } => remote_error(
+            origin_of(&key),
+            format!(
+                "{} ({kind}): unknown key `{key}` (known keys: {})",
+                raw.label.as_deref().unwrap_or("remote"),
+                raw.kind.known_keys()
+            ),
+        ),
+        SettingsError::Missing { key } => remote_error(
+            &raw.origin,
+            format!(
+                "{kind} remote: `{key}` is required (or set {}{})",
+                raw.kind.env_prefix(),
+                key.to_ascii_uppercase()
+            ),
+        ),
+        SettingsError::BadValue { key, expected, .. } => {
+            let setting = &raw.settings[&key];
+            remote_error(
+                &setting.origin,
+                format!(
+                    "{kind} remote: `{key}` is `{}`, expected {expected}",
+                    setting.value
+                ),
+            )
+        }
+        SettingsError::Invalid { key, message } => remote_error(
+            key.map_or(&raw.origin, origin_of),
+            format!("{kind} remote: {message}"),
+        ),
+        SettingsError::Other(message) => {
+            remote_error(&raw.origin, format!("{kind} remote: {message}"))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::Items;
+use super::{Items, RemoteError};
 
 /// Connections kept open for reuse; more are opened when all are busy.
 const IDLE_CONNECTIONS: usize = 16;
@@ -30,15 +30,17 @@ pub struct Memcached {
 
 impl Memcached {
     /// `endpoint` is `tcp://host:port` or `host:port`. No connection is made here.
-    pub fn new(endpoint: &str, expiry: u32) -> Result<Memcached, String> {
+    pub fn new(endpoint: &str, expiry: u32) -> Result<Memcached, RemoteError> {
         let address = endpoint.strip_prefix("tcp://").unwrap_or(endpoint);
         let valid = address
             .rsplit_once(':')
             .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
         if !valid || address.contains('/') {
-            return Err(format!(
-                "memcached endpoint `{endpoint}` is not tcp://host:port"
-            ));
+            return Err(RemoteError::Endpoint {
+                kind: "memcached",
+                endpoint: endpoint.to_owned(),
+                expected: "tcp://host:port",
+            });
         }
         Ok(Memcached {
             address: address.to_owned(),

@@ -8,12 +8,14 @@ use super::*;
 use crate::cache::entry::ENTRY_FORMAT_VERSION;
 use crate::config::Origin;
 use crate::config::remotes::Setting;
+use crate::config::{RemoteConfig, RemoteKind};
 
 fn memory() -> Operator {
     Operator::new(opendal::services::Memory::default()).unwrap()
 }
 
-fn config(kind: RemoteKind, settings: &[(&str, &str)]) -> RemoteConfig {
+fn config(kind: &str, settings: &[(&str, &str)]) -> RemoteConfig {
+    let kind = RemoteKind::named(kind).unwrap();
     RemoteConfig {
         kind,
         name: kind.name().into(),
@@ -30,6 +32,7 @@ fn config(kind: RemoteKind, settings: &[(&str, &str)]) -> RemoteConfig {
                     Setting {
                         value: v.to_string(),
                         origin: Origin::Default,
+                        secret: false,
                     },
                 )
             })
@@ -51,35 +54,26 @@ fn keys_are_namespaced_by_prefix_and_format_version() {
 fn every_backend_builds_from_its_config_without_touching_the_network() {
     let cases = [
         config(
-            RemoteKind::S3,
+            "s3",
             &[
                 ("bucket", "b"),
                 ("endpoint", "http://127.0.0.1:1"),
                 ("anonymous", "true"),
             ],
         ),
+        config("redis", &[("endpoint", "redis://127.0.0.1:1"), ("db", "2")]),
         config(
-            RemoteKind::Redis,
-            &[("endpoint", "redis://127.0.0.1:1"), ("db", "2")],
-        ),
-        config(
-            RemoteKind::Redis,
+            "redis",
             &[(
                 "cluster_endpoints",
                 "redis://127.0.0.1:1,redis://127.0.0.1:2",
             )],
         ),
-        config(RemoteKind::Memcached, &[("endpoint", "tcp://127.0.0.1:1")]),
+        config("memcached", &[("endpoint", "tcp://127.0.0.1:1")]),
+        config("webdav", &[("endpoint", "http://127.0.0.1:1/dav/")]),
+        config("http", &[("endpoint", "http://127.0.0.1:1/cache/")]),
         config(
-            RemoteKind::Webdav,
-            &[("endpoint", "http://127.0.0.1:1/dav/")],
-        ),
-        config(
-            RemoteKind::Http,
-            &[("endpoint", "http://127.0.0.1:1/cache/")],
-        ),
-        config(
-            RemoteKind::Gcs,
+            "gcs",
             &[
                 ("bucket", "b"),
                 ("endpoint", "http://127.0.0.1:1"),
@@ -87,7 +81,7 @@ fn every_backend_builds_from_its_config_without_touching_the_network() {
             ],
         ),
         config(
-            RemoteKind::Azblob,
+            "azblob",
             &[
                 ("container", "c"),
                 ("endpoint", "http://127.0.0.1:1/acct"),
@@ -96,7 +90,7 @@ fn every_backend_builds_from_its_config_without_touching_the_network() {
             ],
         ),
         config(
-            RemoteKind::Gha,
+            "gha",
             &[("endpoint", "http://127.0.0.1:1/"), ("runtime_token", "t")],
         ),
     ];
@@ -113,20 +107,16 @@ fn every_backend_builds_from_its_config_without_touching_the_network() {
 
 #[test]
 fn a_malformed_endpoint_is_an_error_at_build_time() {
-    let bad = config(RemoteKind::Memcached, &[("endpoint", "ftp://host")]);
+    let bad = config("memcached", &[("endpoint", "ftp://host")]);
     assert!(build(&bad).is_err());
-    let bad = config(RemoteKind::Http, &[("endpoint", "not a url")]);
+    let bad = config("http", &[("endpoint", "not a url")]);
     assert!(build(&bad).is_err());
 }
 
 #[tokio::test]
 async fn a_down_remote_is_an_error_not_a_hang() {
     // Nothing listens on port 1 of loopback: refused at once.
-    let storage = build(&config(
-        RemoteKind::Redis,
-        &[("endpoint", "redis://127.0.0.1:1")],
-    ))
-    .unwrap();
+    let storage = build(&config("redis", &[("endpoint", "redis://127.0.0.1:1")])).unwrap();
     let result = tokio::time::timeout(Duration::from_secs(20), storage.get(&CacheKey([1; 32])))
         .await
         .expect("answers");

@@ -48,19 +48,20 @@ ttl = "7d"
     let [s3, redis] = config.remotes.as_slice() else {
         panic!("{:?}", config.remotes)
     };
-    assert_eq!((s3.kind, s3.name.as_str()), (RemoteKind::S3, "s3"));
+    assert_eq!((s3.kind.name(), s3.name.as_str()), ("s3", "s3"));
     assert!(s3.read_only);
     assert_eq!(s3.timeout, Duration::from_millis(800));
     assert_eq!(s3.get("bucket"), Some("team-cache"));
     assert!(matches!(s3.settings["bucket"].origin, Origin::File(_)));
-    assert_eq!(redis.kind, RemoteKind::Redis);
+    assert_eq!(redis.kind, RemoteKind::named("redis").unwrap());
     assert!(!redis.read_only);
     assert_eq!(redis.timeout, DEFAULT_TIMEOUT);
+    // The typed reading of these (a list, 7 days) is checked beside the redis backend.
     assert_eq!(
-        redis.list("cluster_endpoints"),
-        ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]
+        redis.get("cluster_endpoints"),
+        Some("redis://10.0.0.1:7000,redis://10.0.0.2:7000")
     );
-    assert_eq!(redis.duration("ttl"), Some(Duration::from_secs(7 * 86400)));
+    assert_eq!(redis.get("ttl"), Some("7d"));
 }
 
 #[test]
@@ -224,4 +225,88 @@ fn url_masking_leaves_plain_urls_alone() {
         mask_url_password("redis://:p@a,redis://:q@b"),
         "redis://:****@a,redis://:****@b"
     );
+}
+
+#[test]
+fn an_unknown_backend_key_names_the_remote_the_key_and_the_known_keys() {
+    let text = load(
+        Some("[[remote]]\ntype = \"s3\"\nbucket = \"x\"\n\n[[remote]]\ntype = \"gha\"\nruntime_tokn = \"t\"\n"),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        text.contains(
+            "remote #2 (gha): unknown key `runtime_tokn` (known keys: type, name, read_only, \
+             timeout, prefix, breaker_failures, breaker_cooldown, endpoint, runtime_token, \
+             version)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("c.toml"), "{text}");
+}
+
+#[test]
+fn every_secret_field_is_masked_and_nothing_else() {
+    let config = load(
+        Some(
+            r#"
+[[remote]]
+type = "http"
+endpoint = "http://h/"
+bearer_token = "tok-http"
+
+[[remote]]
+type = "webdav"
+endpoint = "http://h/dav/"
+username = "ci"
+token = "tok-dav"
+
+[[remote]]
+type = "gcs"
+bucket = "b"
+credential = "tok-gcs"
+
+[[remote]]
+type = "azblob"
+container = "c"
+sas_token = "tok-az"
+
+[[remote]]
+type = "gha"
+runtime_token = "tok-gha"
+"#,
+        ),
+        &[
+            ("CACHET_MEMCACHED_ENDPOINT", "tcp://h:1"),
+            ("CACHET_MEMCACHED_PASSWORD", "tok-mc"),
+        ],
+    )
+    .unwrap();
+    let shown: Vec<String> = config
+        .remotes
+        .iter()
+        .flat_map(|r| r.shown())
+        .map(|(k, v, _)| format!("{k}={v}"))
+        .collect();
+    let all = shown.join(" ");
+    assert!(!all.contains("tok-"), "{all}");
+    for masked in [
+        "bearer_token=****",
+        "token=****",
+        "credential=****",
+        "sas_token=****",
+        "runtime_token=****",
+        "password=****",
+    ] {
+        assert!(shown.iter().any(|s| s == masked), "{masked}: {all}");
+    }
+    for plain in [
+        "username=ci",
+        "bucket=b",
+        "container=c",
+        "endpoint=tcp://h:1",
+    ] {
+        assert!(shown.iter().any(|s| s == plain), "{plain}: {all}");
+    }
 }
