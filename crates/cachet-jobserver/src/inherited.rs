@@ -11,7 +11,6 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::PathBuf;
 
 use crate::flags::{self, JobserverAuth};
-use crate::pipe::fstat;
 
 /// Where the variables are looked for, in the order the `jobserver` crate uses.
 pub const SEARCH_ORDER: [&str; 3] = ["CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS"];
@@ -51,13 +50,28 @@ pub fn find(var: impl Fn(&str) -> Option<OsString>) -> Result<Found, NotFound> {
     }
 }
 
+// These two take bare fd numbers, not borrowed fds: whether the number is open at all is
+// what they find out, so there is nothing yet to borrow.
+
 fn access_mode(fd: RawFd) -> Result<libc::c_int, String> {
-    // SAFETY: F_GETFL only reads the descriptor's flags.
+    // SAFETY: F_GETFL only reads the flags of whatever `fd` names, and fails with EBADF
+    // if it names nothing; no memory is passed.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     if flags < 0 {
         return Err(format!("fd {fd} is not open"));
     }
     Ok(flags & libc::O_ACCMODE)
+}
+
+fn fstat(fd: RawFd) -> std::io::Result<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one `struct stat` into the buffer we pass, or fails with EBADF
+    // if `fd` names nothing.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fstat succeeded, so it filled the whole struct.
+    Ok(unsafe { st.assume_init() })
 }
 
 /// R and W must be the read and the write end of one pipe (or fifo).
@@ -87,8 +101,7 @@ pub fn check_fifo(path: &std::path::Path) -> Result<(), String> {
     if !meta.file_type().is_fifo() {
         return Err(format!("{} is not a fifo", path.display()));
     }
-    // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() };
+    let uid = rustix::process::getuid().as_raw();
     if meta.uid() != uid {
         return Err(format!(
             "{} belongs to uid {}, not to us",

@@ -29,14 +29,15 @@
 //! # }
 //! ```
 
-use std::ffi::CString;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
+
+use rustix::fs::{Mode, OFlags};
 
 pub mod flags;
 pub mod inherited;
@@ -119,12 +120,7 @@ impl Jobserver {
             ));
         }
         let _ = std::fs::remove_file(path);
-        let c = CString::new(path.as_os_str().as_encoded_bytes())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: a valid C string.
-        if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        rustix::fs::mkfifoat(rustix::fs::CWD, path, Mode::from_raw_mode(0o600))?;
         let (read, write) = open_fifo(path)?;
         let pipe = pipe::Pipe::from_fds(read, write)?;
         for _ in 0..tokens {
@@ -142,8 +138,8 @@ impl Jobserver {
     pub fn id(&self) -> String {
         match (&self.inner.fifo, &self.inner.joined_fifo) {
             (Some(path), _) | (None, Some(path)) => format!("fifo:{}", path.display()),
-            (None, None) => match pipe::fstat(self.inner.pipe.read_fd()) {
-                Ok(st) => format!("pipe:[{}]", st.st_ino),
+            (None, None) => match self.inner.pipe.inode() {
+                Ok(inode) => format!("pipe:[{inode}]"),
                 Err(_) => "unknown".into(),
             },
         }
@@ -273,7 +269,9 @@ impl Jobserver {
             cmd.env(key, value);
         }
         let hook = self.pre_exec_hook();
-        // SAFETY: the hook only calls fcntl, which is async-signal-safe.
+        // SAFETY: the hook runs in the forked child before exec, where only
+        // async-signal-safe calls are allowed: it makes fcntl system calls on fds that the
+        // hook's `Arc` keeps open, and allocates nothing.
         unsafe {
             cmd.pre_exec(hook);
         }
@@ -289,7 +287,9 @@ impl Jobserver {
             cmd.env(key, value);
         }
         let hook = self.pre_exec_hook();
-        // SAFETY: the hook only calls fcntl, which is async-signal-safe.
+        // SAFETY: the hook runs in the forked child before exec, where only
+        // async-signal-safe calls are allowed: it makes fcntl system calls on fds that the
+        // hook's `Arc` keeps open, and allocates nothing.
         unsafe {
             cmd.pre_exec(hook);
         }
@@ -298,8 +298,8 @@ impl Jobserver {
     fn pre_exec_hook(&self) -> impl FnMut() -> io::Result<()> + Send + Sync + 'static {
         let inner = Arc::clone(&self.inner);
         move || {
-            pipe::clear_cloexec(inner.pipe.read_fd())?;
-            pipe::clear_cloexec(inner.pipe.write_fd())
+            pipe::clear_cloexec(inner.pipe.read_end())?;
+            pipe::clear_cloexec(inner.pipe.write_end())
         }
     }
 
@@ -321,19 +321,15 @@ impl Jobserver {
 
 /// Opens a fifo's reading end (non-blocking, so it opens at once) and then its writing end.
 fn open_fifo(path: &Path) -> io::Result<(OwnedFd, OwnedFd)> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let open = |flags: libc::c_int| -> io::Result<OwnedFd> {
-        // SAFETY: a valid C string; the fd is ours on success.
-        let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fresh fd owned here.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let open = |flags: OFlags| -> io::Result<OwnedFd> {
+        Ok(rustix::fs::open(
+            path,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?)
     };
-    let read = open(libc::O_RDONLY | libc::O_NONBLOCK)?;
-    let write = open(libc::O_WRONLY)?;
+    let read = open(OFlags::RDONLY | OFlags::NONBLOCK)?;
+    let write = open(OFlags::WRONLY)?;
     Ok((read, write))
 }
 

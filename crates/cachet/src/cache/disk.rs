@@ -13,7 +13,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -379,17 +378,10 @@ impl ShardLock {
             .create(true)
             .truncate(false)
             .open(path)?;
-        loop {
-            // SAFETY: flock on a descriptor we own; no memory is involved.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                return Ok(ShardLock { _file: file });
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != ErrorKind::Interrupted {
-                return Err(err);
-            }
-        }
+        rustix::io::retry_on_intr(|| {
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        })?;
+        Ok(ShardLock { _file: file })
     }
 }
 

@@ -11,7 +11,9 @@ pub const SERVER_ARG: &str = "--internal-run-server";
 /// Closes every descriptor above stderr. A daemon that keeps a build's jobserver fds makes
 /// make wait for it at exit (sccache#2841), and a kept pipe stalls whoever reads it.
 pub fn close_inherited_fds() {
-    // SAFETY: nothing in this process owns a descriptor above 2 yet: we run first in main.
+    // SAFETY: close_range only closes descriptors; nothing in this process owns one above
+    // 2 yet (this runs first in the server's main), so no Rust owner is left dangling.
+    // rustix has no close_range, hence the raw syscall.
     let closed = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     if closed == 0 {
         return;
@@ -25,7 +27,8 @@ pub fn close_inherited_fds() {
         Err(_) => (3..1024).collect(),
     };
     for fd in fds {
-        unsafe { libc::close(fd) };
+        // SAFETY: as above, no Rust owner holds these; the one read_dir used is closed.
+        unsafe { rustix::io::close(fd) };
     }
 }
 
@@ -44,12 +47,11 @@ pub fn spawn_detached(exe: &Path, log: &Path) -> io::Result<std::process::Child>
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file);
-    // SAFETY: setsid is async-signal-safe.
+    // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed; it makes one setsid system call and allocates nothing.
     unsafe {
         command.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            rustix::process::setsid()?;
             Ok(())
         });
     }
