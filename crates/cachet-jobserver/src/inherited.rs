@@ -18,8 +18,13 @@ pub const SEARCH_ORDER: [&str; 3] = ["CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS"];
 /// A usable jobserver of the calling build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
-    /// Both ends of one pipe, open in this process.
-    Pipe { read: RawFd, write: RawFd },
+    /// Both ends of one pipe, open in this process (the protocol's pipe style).
+    Pipe {
+        /// The fd open for reading (or read-write) on the pipe.
+        read: RawFd,
+        /// The fd open for writing (or read-write) on the same pipe.
+        write: RawFd,
+    },
     /// A fifo of ours (make 4.4+, ninja 1.13).
     Fifo(PathBuf),
 }

@@ -29,6 +29,9 @@
 //! # }
 //! ```
 
+// A library for other projects: every public item says what it is.
+#![deny(missing_docs)]
+
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
@@ -57,7 +60,10 @@ const TOKEN_BYTE: u8 = b'|';
 /// The names of the environment variables that [`Jobserver::child_env`] sets.
 pub const ENV_VARS: [&str; 3] = ["MAKEFLAGS", "MFLAGS", "CARGO_MAKEFLAGS"];
 
-/// A pool of tokens in an anonymous pipe. Cheap to clone: all clones share it.
+/// A pool of tokens in an anonymous pipe (or a fifo). Cheap to clone: all clones share it.
+///
+/// One byte in the pipe is one token, as the GNU make jobserver protocol has it: a taker
+/// reads a byte before it starts a job and writes the same byte back when the job ends.
 #[derive(Clone)]
 pub struct Jobserver {
     inner: Arc<Inner>,
@@ -85,8 +91,9 @@ impl Drop for Inner {
 }
 
 impl Jobserver {
-    /// Makes a pipe filled with `tokens` bytes (1..=4096, else `InvalidInput`).
-    /// Must be called inside a tokio runtime with IO enabled.
+    /// Makes a pipe filled with `tokens` bytes (1..=[`MAX_TOKENS`], else `InvalidInput`).
+    /// Must be called inside a tokio runtime with IO enabled (else an `Other` error); other
+    /// errors are the OS's.
     pub fn new(tokens: usize) -> io::Result<Self> {
         if !(1..=MAX_TOKENS).contains(&tokens) {
             return Err(io::Error::new(
@@ -151,7 +158,8 @@ impl Jobserver {
     }
 
     /// Joins another owner's pool through the read and write ends of its pipe (both
-    /// checked to be one pipe). Tokens taken go back to that pool. `capacity` is 0: the
+    /// checked to be one pipe; `InvalidInput`, with [`inherited::check_pipe`]'s reason,
+    /// if not). Tokens taken go back to that pool. `capacity` is 0: the
     /// size of someone else's pool is unknown.
     pub fn join(read: OwnedFd, write: OwnedFd) -> io::Result<Self> {
         inherited::check_pipe(read.as_raw_fd(), write.as_raw_fd())
@@ -159,7 +167,9 @@ impl Jobserver {
         Self::wrap(pipe::Pipe::from_fds(read, write)?, 0)
     }
 
-    /// Joins a fifo jobserver (make 4.4+, ninja 1.13) by its path.
+    /// Joins a fifo jobserver (make 4.4+, ninja 1.13) by its path. `InvalidInput` if the
+    /// path is not a fifo of ours (see [`inherited::check_fifo`]); other errors are the
+    /// OS's from opening it.
     pub fn join_fifo(path: &Path) -> io::Result<Self> {
         inherited::check_fifo(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (read, write) = open_fifo(path)?;
@@ -194,7 +204,8 @@ impl Jobserver {
 
     /// Waits for a token, first come first served among this process's
     /// callers. Counts a wait when no token was free at once. Cancel-safe:
-    /// dropping the future never loses a token.
+    /// dropping the future never loses a token. Errors are the OS's from reading the
+    /// pipe (`UnexpectedEof` if it was closed at the other end).
     pub async fn acquire(&self) -> io::Result<Token> {
         let start = Instant::now();
         let guard = match self.inner.gate.try_lock() {
@@ -362,8 +373,9 @@ impl fmt::Debug for Jobserver {
     }
 }
 
-/// One token of the pool. Dropping it writes the same byte back, also while
-/// a panic unwinds, so a token is never lost.
+/// One token of the pool. Dropping it writes the same byte back (the GNU make protocol
+/// wants back the byte that was taken), also while a panic unwinds, so a token is never
+/// lost.
 pub struct Token {
     inner: Arc<Inner>,
     byte: u8,
