@@ -130,7 +130,7 @@ fn build_request(
             Err(NotFound::Absent) => (None, None, vec![]),
             Err(NotFound::Stale(why)) => {
                 tracing::debug!("ignoring the jobserver in the environment: {why}");
-                (None, Some(why), vec![])
+                (None, Some(why.to_string()), vec![])
             }
         };
     let request = CompileRequest {
