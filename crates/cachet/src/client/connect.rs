@@ -6,10 +6,10 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::daemon::spawn_detached;
 use crate::paths::{FileLock, RuntimeDir};
 use crate::protocol::frame::{read_frame, write_frame};
 use crate::protocol::{self, PROTOCOL_VERSION, Request, Response};
-use crate::server::spawn_detached;
 
 /// How long a client waits for a server it started to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(10);

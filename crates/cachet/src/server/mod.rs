@@ -5,7 +5,6 @@
 //! pending cache writes are done.
 
 mod connection;
-mod daemon;
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -16,12 +15,11 @@ use cachet_jobserver::Jobserver;
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
-pub use daemon::{close_inherited_fds, spawn_detached};
-
 use crate::cache::level::LevelOptions;
 use crate::cache::{self, Cache, DiskCache, DiskStorage, Storage, disk::Fault};
 use crate::compiler::{CompileService, observe};
 use crate::config::Config;
+use crate::daemon::close_inherited_fds;
 use crate::paths::{FileLock, RuntimeDir};
 use crate::process::{Launcher, TokioRunner};
 use crate::stats::{CacheSnapshot, JobserverSnapshot, Stats, StatsSnapshot, millis};

@@ -1,16 +1,19 @@
-//! Starting the server in the background, clean of what the client's process carried.
+//! The server's process, apart from the build: the client starts it detached
+//! ([`spawn_detached`]), and the server, first thing, drops every descriptor it inherited
+//! ([`close_inherited_fds`]). Shared by both sides, so the client need not know the server.
 
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// The hidden argument that makes `cachet` run as the server in the foreground.
-pub const SERVER_ARG: &str = "--internal-run-server";
+/// The hidden argument that makes `cachet` run as the server in the foreground; `cli`
+/// declares the same flag.
+pub(crate) const SERVER_ARG: &str = "--internal-run-server";
 
 /// Closes every descriptor above stderr. A daemon that keeps a build's jobserver fds makes
 /// make wait for it at exit (sccache#2841), and a kept pipe stalls whoever reads it.
-pub fn close_inherited_fds() {
+pub(crate) fn close_inherited_fds() {
     // SAFETY: close_range only closes descriptors; nothing in this process owns one above
     // 2 yet (this runs first in the server's main), so no Rust owner is left dangling.
     // rustix has no close_range, hence the raw syscall.
@@ -34,7 +37,7 @@ pub fn close_inherited_fds() {
 
 /// Starts `exe` as a detached server: its own session, no terminal, stdin from /dev/null,
 /// output to `log`. The caller then waits until the socket answers, or the child exits.
-pub fn spawn_detached(exe: &Path, log: &Path) -> io::Result<std::process::Child> {
+pub(crate) fn spawn_detached(exe: &Path, log: &Path) -> io::Result<std::process::Child> {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
