@@ -6,17 +6,26 @@
 
 use std::path::PathBuf;
 
-/// Where a `MAKEFLAGS`-style value says the jobserver is.
+/// Where a `MAKEFLAGS`-style value says the jobserver is (the two Unix styles of the GNU
+/// make jobserver protocol).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobserverAuth {
-    /// `--jobserver-auth=R,W`: two inherited file descriptors.
-    Pipe { read: i32, write: i32 },
-    /// `--jobserver-auth=fifo:PATH`: a named pipe (make 4.4 and later).
+    /// `--jobserver-auth=R,W` (or `--jobserver-fds=R,W` before make 4.2): two file
+    /// descriptors the process should have inherited. Only parsed: nothing says they are
+    /// open, nor that they are a pipe (see [`inherited`](crate::inherited)).
+    Pipe {
+        /// The fd number to read tokens from; never negative.
+        read: i32,
+        /// The fd number to write tokens back to; never negative.
+        write: i32,
+    },
+    /// `--jobserver-auth=fifo:PATH`: a named pipe (make 4.4 and later), opened by path.
     Fifo(PathBuf),
 }
 
 /// Finds the jobserver named by `value`. The last `--jobserver-auth=` or
-/// `--jobserver-fds=` word wins; `None` if there is none or it is malformed.
+/// `--jobserver-fds=` word wins, as in GNU make; `None` if there is none, it is
+/// malformed, or it has negative fds (make's way of saying "no jobserver").
 pub fn parse(value: &str) -> Option<JobserverAuth> {
     let mut last = None;
     for word in words(value) {

@@ -11,7 +11,6 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::PathBuf;
 
 use crate::flags::{self, JobserverAuth};
-use crate::pipe::fstat;
 
 /// Where the variables are looked for, in the order the `jobserver` crate uses.
 pub const SEARCH_ORDER: [&str; 3] = ["CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS"];
@@ -19,19 +18,73 @@ pub const SEARCH_ORDER: [&str; 3] = ["CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS"];
 /// A usable jobserver of the calling build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
-    /// Both ends of one pipe, open in this process.
-    Pipe { read: RawFd, write: RawFd },
+    /// Both ends of one pipe, open in this process (the protocol's pipe style).
+    Pipe {
+        /// The fd open for reading (or read-write) on the pipe.
+        read: RawFd,
+        /// The fd open for writing (or read-write) on the same pipe.
+        write: RawFd,
+    },
     /// A fifo of ours (make 4.4+, ninja 1.13).
     Fifo(PathBuf),
 }
 
 /// Why there is none.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum NotFound {
     /// No variable names a jobserver.
     Absent,
-    /// One does, but it cannot be trusted; the text says why.
-    Stale(String),
+    /// One does, but it cannot be trusted.
+    Stale(Stale),
+}
+
+/// Why a jobserver named in the environment cannot be trusted. The text is one line for a
+/// log or a report.
+#[derive(Debug, thiserror::Error)]
+pub enum Stale {
+    /// The fd number names no open file (make 4.3 hands numbers to children it did not
+    /// mark recursive, and they may be closed by then).
+    #[error("fd {0} is not open")]
+    NotOpen(RawFd),
+    /// The fd is open but is not a pipe or fifo.
+    #[error("fd {0} is not a pipe")]
+    NotAPipe(RawFd),
+    /// Both fds are pipes, but not the same one (say one end of `make | tee`'s).
+    #[error("fds {read} and {write} are two different pipes")]
+    DifferentPipes {
+        /// The fd given for reading.
+        read: RawFd,
+        /// The fd given for writing.
+        write: RawFd,
+    },
+    /// The fd given for reading is open write-only.
+    #[error("fd {0} is not open for reading")]
+    NotReadable(RawFd),
+    /// The fd given for writing is open read-only.
+    #[error("fd {0} is not open for writing")]
+    NotWritable(RawFd),
+    /// The fifo's path cannot be looked at (most often: it does not exist).
+    #[error("{}: {source}", path.display())]
+    FifoUnreachable {
+        /// The path from `--jobserver-auth=fifo:PATH`.
+        path: PathBuf,
+        /// Why `lstat` failed.
+        source: std::io::Error,
+    },
+    /// Something is at the path, but not a fifo.
+    #[error("{} is not a fifo", path.display())]
+    NotAFifo {
+        /// The path from `--jobserver-auth=fifo:PATH`.
+        path: PathBuf,
+    },
+    /// The fifo belongs to another user.
+    #[error("{} belongs to uid {uid}, not to us", path.display())]
+    ForeignFifo {
+        /// The path from `--jobserver-auth=fifo:PATH`.
+        path: PathBuf,
+        /// The fifo's owner.
+        uid: u32,
+    },
 }
 
 /// Looks for the build's jobserver; `var` reads the environment.
@@ -51,50 +104,69 @@ pub fn find(var: impl Fn(&str) -> Option<OsString>) -> Result<Found, NotFound> {
     }
 }
 
-fn access_mode(fd: RawFd) -> Result<libc::c_int, String> {
-    // SAFETY: F_GETFL only reads the descriptor's flags.
+// These two take bare fd numbers, not borrowed fds: whether the number is open at all is
+// what they find out, so there is nothing yet to borrow.
+
+fn access_mode(fd: RawFd) -> Result<libc::c_int, Stale> {
+    // SAFETY: F_GETFL only reads the flags of whatever `fd` names, and fails with EBADF
+    // if it names nothing; no memory is passed.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     if flags < 0 {
-        return Err(format!("fd {fd} is not open"));
+        return Err(Stale::NotOpen(fd));
     }
     Ok(flags & libc::O_ACCMODE)
 }
 
-/// R and W must be the read and the write end of one pipe (or fifo).
-pub fn check_pipe(read: RawFd, write: RawFd) -> Result<(), String> {
-    let r = fstat(read).map_err(|_| format!("fd {read} is not open"))?;
-    let w = fstat(write).map_err(|_| format!("fd {write} is not open"))?;
+fn fstat(fd: RawFd) -> std::io::Result<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one `struct stat` into the buffer we pass, or fails with EBADF
+    // if `fd` names nothing.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fstat succeeded, so it filled the whole struct.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// R and W must be the read and the write end of one pipe (or fifo), open in this process.
+/// The fds are bare numbers: nothing is read from or written to them.
+pub fn check_pipe(read: RawFd, write: RawFd) -> Result<(), Stale> {
+    let r = fstat(read).map_err(|_| Stale::NotOpen(read))?;
+    let w = fstat(write).map_err(|_| Stale::NotOpen(write))?;
     for (fd, st) in [(read, &r), (write, &w)] {
         if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
-            return Err(format!("fd {fd} is not a pipe"));
+            return Err(Stale::NotAPipe(fd));
         }
     }
     if (r.st_dev, r.st_ino) != (w.st_dev, w.st_ino) {
-        return Err(format!("fds {read} and {write} are two different pipes"));
+        return Err(Stale::DifferentPipes { read, write });
     }
     if !matches!(access_mode(read)?, libc::O_RDONLY | libc::O_RDWR) {
-        return Err(format!("fd {read} is not open for reading"));
+        return Err(Stale::NotReadable(read));
     }
     if !matches!(access_mode(write)?, libc::O_WRONLY | libc::O_RDWR) {
-        return Err(format!("fd {write} is not open for writing"));
+        return Err(Stale::NotWritable(write));
     }
     Ok(())
 }
 
 /// A fifo jobserver must exist, be a fifo, and belong to us.
-pub fn check_fifo(path: &std::path::Path) -> Result<(), String> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn check_fifo(path: &std::path::Path) -> Result<(), Stale> {
+    let meta = std::fs::symlink_metadata(path).map_err(|source| Stale::FifoUnreachable {
+        path: path.to_owned(),
+        source,
+    })?;
     if !meta.file_type().is_fifo() {
-        return Err(format!("{} is not a fifo", path.display()));
+        return Err(Stale::NotAFifo {
+            path: path.to_owned(),
+        });
     }
-    // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() };
+    let uid = rustix::process::getuid().as_raw();
     if meta.uid() != uid {
-        return Err(format!(
-            "{} belongs to uid {}, not to us",
-            path.display(),
-            meta.uid()
-        ));
+        return Err(Stale::ForeignFifo {
+            path: path.to_owned(),
+            uid: meta.uid(),
+        });
     }
     Ok(())
 }
@@ -121,19 +193,19 @@ mod tests {
         let (r, w) = pipe();
         let (r, w) = (r.as_raw_fd(), w.as_raw_fd());
         assert_eq!(
-            find(env(format!(" -j4 --jobserver-auth={r},{w}"))),
-            Ok(Found::Pipe { read: r, write: w })
+            find(env(format!(" -j4 --jobserver-auth={r},{w}"))).unwrap(),
+            Found::Pipe { read: r, write: w }
         );
         assert_eq!(
-            find(env(format!("-j --jobserver-fds={r},{w}"))),
-            Ok(Found::Pipe { read: r, write: w })
+            find(env(format!("-j --jobserver-fds={r},{w}"))).unwrap(),
+            Found::Pipe { read: r, write: w }
         );
     }
 
     #[test]
     fn stale_settings_are_refused() {
-        assert_eq!(find(|_| None), Err(NotFound::Absent));
-        assert_eq!(find(env("-k".into())), Err(NotFound::Absent));
+        assert!(matches!(find(|_| None), Err(NotFound::Absent)));
+        assert!(matches!(find(env("-k".into())), Err(NotFound::Absent)));
         let file = tempfile::tempfile().unwrap();
         let f = file.as_raw_fd();
         assert!(matches!(
@@ -148,7 +220,7 @@ mod tests {
             w2.as_raw_fd()
         )));
         assert!(
-            matches!(&why, Err(NotFound::Stale(t)) if t.contains("different pipes")),
+            matches!(&why, Err(NotFound::Stale(t)) if t.to_string().contains("different pipes")),
             "{why:?}"
         );
         // Swapped ends: the "read" end is write-only.
@@ -170,6 +242,43 @@ mod tests {
     }
 
     #[test]
+    fn reasons_read_as_before() {
+        let path = PathBuf::from("/x/fifo");
+        let cases = [
+            (Stale::NotOpen(9), "fd 9 is not open"),
+            (Stale::NotAPipe(9), "fd 9 is not a pipe"),
+            (
+                Stale::DifferentPipes { read: 3, write: 4 },
+                "fds 3 and 4 are two different pipes",
+            ),
+            (Stale::NotReadable(3), "fd 3 is not open for reading"),
+            (Stale::NotWritable(4), "fd 4 is not open for writing"),
+            (
+                Stale::NotAFifo { path: path.clone() },
+                "/x/fifo is not a fifo",
+            ),
+            (
+                Stale::ForeignFifo { path, uid: 7 },
+                "/x/fifo belongs to uid 7, not to us",
+            ),
+        ];
+        for (stale, text) in cases {
+            assert_eq!(stale.to_string(), text);
+        }
+        let missing = find(env("--jobserver-auth=fifo:/nonexistent/fifo".into()));
+        let Err(NotFound::Stale(why)) = missing else {
+            panic!("{missing:?}")
+        };
+        assert_eq!(
+            why.to_string(),
+            format!(
+                "/nonexistent/fifo: {}",
+                std::io::Error::from_raw_os_error(libc::ENOENT)
+            )
+        );
+    }
+
+    #[test]
     fn a_fifo_of_ours_is_found() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fifo");
@@ -177,8 +286,8 @@ mod tests {
         // SAFETY: mkfifo reads a valid C string.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         assert_eq!(
-            find(env(format!("--jobserver-auth=fifo:{}", path.display()))),
-            Ok(Found::Fifo(path.clone()))
+            find(env(format!("--jobserver-auth=fifo:{}", path.display()))).unwrap(),
+            Found::Fifo(path.clone())
         );
         let plain = dir.path().join("plain");
         std::fs::write(&plain, "").unwrap();

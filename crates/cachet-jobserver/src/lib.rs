@@ -29,14 +29,18 @@
 //! # }
 //! ```
 
-use std::ffi::CString;
+// A library for other projects: every public item says what it is.
+#![deny(missing_docs)]
+
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
+
+use rustix::fs::{Mode, OFlags};
 
 pub mod flags;
 pub mod inherited;
@@ -56,7 +60,10 @@ const TOKEN_BYTE: u8 = b'|';
 /// The names of the environment variables that [`Jobserver::child_env`] sets.
 pub const ENV_VARS: [&str; 3] = ["MAKEFLAGS", "MFLAGS", "CARGO_MAKEFLAGS"];
 
-/// A pool of tokens in an anonymous pipe. Cheap to clone: all clones share it.
+/// A pool of tokens in an anonymous pipe (or a fifo). Cheap to clone: all clones share it.
+///
+/// One byte in the pipe is one token, as the GNU make jobserver protocol has it: a taker
+/// reads a byte before it starts a job and writes the same byte back when the job ends.
 #[derive(Clone)]
 pub struct Jobserver {
     inner: Arc<Inner>,
@@ -84,8 +91,9 @@ impl Drop for Inner {
 }
 
 impl Jobserver {
-    /// Makes a pipe filled with `tokens` bytes (1..=4096, else `InvalidInput`).
-    /// Must be called inside a tokio runtime with IO enabled.
+    /// Makes a pipe filled with `tokens` bytes (1..=[`MAX_TOKENS`], else `InvalidInput`).
+    /// Must be called inside a tokio runtime with IO enabled (else an `Other` error); other
+    /// errors are the OS's.
     pub fn new(tokens: usize) -> io::Result<Self> {
         if !(1..=MAX_TOKENS).contains(&tokens) {
             return Err(io::Error::new(
@@ -119,12 +127,7 @@ impl Jobserver {
             ));
         }
         let _ = std::fs::remove_file(path);
-        let c = CString::new(path.as_os_str().as_encoded_bytes())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: a valid C string.
-        if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        rustix::fs::mkfifoat(rustix::fs::CWD, path, Mode::from_raw_mode(0o600))?;
         let (read, write) = open_fifo(path)?;
         let pipe = pipe::Pipe::from_fds(read, write)?;
         for _ in 0..tokens {
@@ -142,8 +145,8 @@ impl Jobserver {
     pub fn id(&self) -> String {
         match (&self.inner.fifo, &self.inner.joined_fifo) {
             (Some(path), _) | (None, Some(path)) => format!("fifo:{}", path.display()),
-            (None, None) => match pipe::fstat(self.inner.pipe.read_fd()) {
-                Ok(st) => format!("pipe:[{}]", st.st_ino),
+            (None, None) => match self.inner.pipe.inode() {
+                Ok(inode) => format!("pipe:[{inode}]"),
                 Err(_) => "unknown".into(),
             },
         }
@@ -155,7 +158,8 @@ impl Jobserver {
     }
 
     /// Joins another owner's pool through the read and write ends of its pipe (both
-    /// checked to be one pipe). Tokens taken go back to that pool. `capacity` is 0: the
+    /// checked to be one pipe; `InvalidInput`, with [`inherited::check_pipe`]'s reason,
+    /// if not). Tokens taken go back to that pool. `capacity` is 0: the
     /// size of someone else's pool is unknown.
     pub fn join(read: OwnedFd, write: OwnedFd) -> io::Result<Self> {
         inherited::check_pipe(read.as_raw_fd(), write.as_raw_fd())
@@ -163,7 +167,9 @@ impl Jobserver {
         Self::wrap(pipe::Pipe::from_fds(read, write)?, 0)
     }
 
-    /// Joins a fifo jobserver (make 4.4+, ninja 1.13) by its path.
+    /// Joins a fifo jobserver (make 4.4+, ninja 1.13) by its path. `InvalidInput` if the
+    /// path is not a fifo of ours (see [`inherited::check_fifo`]); other errors are the
+    /// OS's from opening it.
     pub fn join_fifo(path: &Path) -> io::Result<Self> {
         inherited::check_fifo(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (read, write) = open_fifo(path)?;
@@ -198,7 +204,8 @@ impl Jobserver {
 
     /// Waits for a token, first come first served among this process's
     /// callers. Counts a wait when no token was free at once. Cancel-safe:
-    /// dropping the future never loses a token.
+    /// dropping the future never loses a token. Errors are the OS's from reading the
+    /// pipe (`UnexpectedEof` if it was closed at the other end).
     pub async fn acquire(&self) -> io::Result<Token> {
         let start = Instant::now();
         let guard = match self.inner.gate.try_lock() {
@@ -273,7 +280,9 @@ impl Jobserver {
             cmd.env(key, value);
         }
         let hook = self.pre_exec_hook();
-        // SAFETY: the hook only calls fcntl, which is async-signal-safe.
+        // SAFETY: the hook runs in the forked child before exec, where only
+        // async-signal-safe calls are allowed: it makes fcntl system calls on fds that the
+        // hook's `Arc` keeps open, and allocates nothing.
         unsafe {
             cmd.pre_exec(hook);
         }
@@ -289,7 +298,9 @@ impl Jobserver {
             cmd.env(key, value);
         }
         let hook = self.pre_exec_hook();
-        // SAFETY: the hook only calls fcntl, which is async-signal-safe.
+        // SAFETY: the hook runs in the forked child before exec, where only
+        // async-signal-safe calls are allowed: it makes fcntl system calls on fds that the
+        // hook's `Arc` keeps open, and allocates nothing.
         unsafe {
             cmd.pre_exec(hook);
         }
@@ -298,8 +309,8 @@ impl Jobserver {
     fn pre_exec_hook(&self) -> impl FnMut() -> io::Result<()> + Send + Sync + 'static {
         let inner = Arc::clone(&self.inner);
         move || {
-            pipe::clear_cloexec(inner.pipe.read_fd())?;
-            pipe::clear_cloexec(inner.pipe.write_fd())
+            pipe::clear_cloexec(inner.pipe.read_end())?;
+            pipe::clear_cloexec(inner.pipe.write_end())
         }
     }
 
@@ -321,19 +332,15 @@ impl Jobserver {
 
 /// Opens a fifo's reading end (non-blocking, so it opens at once) and then its writing end.
 fn open_fifo(path: &Path) -> io::Result<(OwnedFd, OwnedFd)> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let open = |flags: libc::c_int| -> io::Result<OwnedFd> {
-        // SAFETY: a valid C string; the fd is ours on success.
-        let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fresh fd owned here.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let open = |flags: OFlags| -> io::Result<OwnedFd> {
+        Ok(rustix::fs::open(
+            path,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?)
     };
-    let read = open(libc::O_RDONLY | libc::O_NONBLOCK)?;
-    let write = open(libc::O_WRONLY)?;
+    let read = open(OFlags::RDONLY | OFlags::NONBLOCK)?;
+    let write = open(OFlags::WRONLY)?;
     Ok((read, write))
 }
 
@@ -366,8 +373,9 @@ impl fmt::Debug for Jobserver {
     }
 }
 
-/// One token of the pool. Dropping it writes the same byte back, also while
-/// a panic unwinds, so a token is never lost.
+/// One token of the pool. Dropping it writes the same byte back (the GNU make protocol
+/// wants back the byte that was taken), also while a panic unwinds, so a token is never
+/// lost.
 pub struct Token {
     inner: Arc<Inner>,
     byte: u8,

@@ -48,21 +48,28 @@ pub struct ProxyReport {
     pub granted: Duration,
 }
 
-/// Whether a process tree waits on a pipe.
+/// Whether a process tree waits on a pipe, as [`waiting_on`] saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Demand {
+    /// A thread in the tree is blocked in read(2) on the pipe: it wants a token now.
     Waiting,
+    /// The tree could be looked at, and nothing in it reads the pipe.
     Idle,
+    /// Nothing could be looked at (no `/proc`, or the tree is gone or not ours).
     Unknown,
 }
 
+/// A private jobserver pipe for one child process, fed from real pools by
+/// [`serve`](Self::serve). The child sees an ordinary GNU make jobserver (the pipe style);
+/// whatever it holds when it dies is taken back, so no pool loses a token.
 pub struct Proxy {
     pipe: Pipe,
     inode: u64,
 }
 
 impl Proxy {
-    /// An empty private pool. Must be called inside a tokio runtime.
+    /// An empty private pool. Must be called inside a tokio runtime with IO enabled; fails
+    /// with the OS error if the pipe cannot be made or registered.
     pub fn new() -> io::Result<Proxy> {
         let pipe = Pipe::new(0, TOKEN_BYTE)?;
         let inode = pipe.inode()?;
@@ -146,7 +153,9 @@ fn take_from_every(levels: &[Jobserver]) -> Option<Vec<Token>> {
     Some(held)
 }
 
-/// Whether any thread in the tree rooted at `pid` is blocked reading the pipe `inode`.
+/// Whether any thread in the tree rooted at `pid` is blocked reading the pipe `inode` (the
+/// number in a `pipe:[INODE]` link). Linux only: reads `/proc/PID/task/*/syscall` and
+/// follows `children`; [`Demand::Unknown`] where none of that can be read.
 pub fn waiting_on(pid: u32, inode: u64) -> Demand {
     let target = format!("pipe:[{inode}]");
     let mut looked = false;

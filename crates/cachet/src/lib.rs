@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod compiler;
 pub mod config;
+mod daemon;
 pub mod logging;
 pub mod paths;
 pub mod process;

@@ -6,6 +6,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use rustix::fs::FlockOperation;
+
 use crate::protocol::PROTOCOL_VERSION;
 
 /// The socket's file name inside the runtime directory.
@@ -27,7 +29,7 @@ impl RuntimeDir {
     pub fn prepare(dir: &Path) -> io::Result<RuntimeDir> {
         DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         let meta = std::fs::metadata(dir)?;
-        let uid = unsafe { libc::getuid() };
+        let uid = rustix::process::getuid().as_raw();
         if meta.uid() != uid {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
@@ -129,16 +131,16 @@ impl FileLock {
     /// Waits for the lock.
     pub fn acquire(path: &Path) -> io::Result<FileLock> {
         let file = open_lock_file(path)?;
-        flock(&file, libc::LOCK_EX)?;
+        flock(&file, FlockOperation::LockExclusive)?;
         Ok(FileLock { _file: file })
     }
 
     /// Takes the lock only if nobody holds it.
     pub fn try_acquire(path: &Path) -> io::Result<Option<FileLock>> {
         let file = open_lock_file(path)?;
-        match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(Some(FileLock { _file: file })),
-            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -152,16 +154,9 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
-    loop {
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+/// `flock`, retried when a signal interrupts the wait.
+fn flock(file: &File, op: FlockOperation) -> io::Result<()> {
+    Ok(rustix::io::retry_on_intr(|| rustix::fs::flock(file, op))?)
 }
 
 #[cfg(test)]

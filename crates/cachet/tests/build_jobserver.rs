@@ -23,7 +23,9 @@ struct Pool {
 impl Pool {
     fn pipe(tokens: usize) -> Pool {
         let mut fds = [0; 2];
+        // SAFETY: pipe2 fills the two ints of `fds`.
         assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: pipe2 succeeded: two fresh fds that nothing else owns.
         let pool = unsafe {
             Pool {
                 read: OwnedFd::from_raw_fd(fds[0]),
@@ -39,7 +41,10 @@ impl Pool {
     fn fifo(dir: &Path, tokens: usize) -> Pool {
         let path = dir.join("jobserver.fifo");
         let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads a valid C string.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // SAFETY: a valid C string; the fd open returns is fresh and owned here (a failed
+        // open gives -1, which from_raw_fd rejects with a panic in debug builds).
         let open = |flags| unsafe {
             OwnedFd::from_raw_fd(libc::open(c.as_ptr(), flags | libc::O_CLOEXEC))
         };
@@ -58,6 +63,7 @@ impl Pool {
     fn fill(&self) {
         let bytes = vec![b'+'; self.tokens];
         assert_eq!(
+            // SAFETY: writes from a live buffer of `bytes.len()` bytes.
             unsafe { libc::write(self.write.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) },
             self.tokens as isize
         );
@@ -66,6 +72,7 @@ impl Pool {
     fn available(&self) -> usize {
         let mut n: libc::c_int = 0;
         assert_eq!(
+            // SAFETY: FIONREAD writes one int through the pointer.
             unsafe { libc::ioctl(self.read.as_raw_fd(), libc::FIONREAD, &mut n) },
             0
         );
@@ -249,6 +256,7 @@ fn a_compiler_killed_holding_tokens_costs_no_pool_a_token(fifo: bool) {
     let child = compile(&env, &cc, "victim.c", Some(&pool));
     let pid = wait_for_pid_file("the compiler to hold tokens", &pids);
     assert!(pool.available() < 3, "the compiler holds nothing");
+    // SAFETY: kill takes plain ints and touches no memory of ours.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let out = child.wait_with_output().unwrap();
     assert_eq!(

@@ -287,12 +287,16 @@ fn the_server_keeps_no_inherited_descriptor() {
     use std::os::unix::process::CommandExt;
     let env = Env::new();
     let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills the two ints of `fds`.
     assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: a fresh fd from pipe2, owned by nothing else.
     let mut reader = unsafe { std::fs::File::from_raw_fd(fds[0]) };
     let write_end = fds[1];
     // Only this child gets the write end, as fd 50 without CLOEXEC, as make would hand it.
     let mut start = env.cachet();
     start.arg("--start-server");
+    // SAFETY: between fork and exec the hook makes one dup2 system call (async-signal-safe)
+    // and allocates nothing.
     unsafe {
         start.pre_exec(move || {
             if libc::dup2(write_end, 50) < 0 {
@@ -303,6 +307,7 @@ fn the_server_keeps_no_inherited_descriptor() {
     }
     let out = start.output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    // SAFETY: `write_end` is ours from pipe2 and has no other owner.
     unsafe { libc::close(write_end) };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -33,6 +33,7 @@ fn a_server_killed_mid_compile_still_gives_a_correct_build() {
         .spawn()
         .unwrap();
     wait_for("the compile to start", || marker.exists());
+    // SAFETY: kill takes plain ints and touches no memory of ours.
     unsafe { libc::kill(server_pid, libc::SIGKILL) };
     let out = client.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));

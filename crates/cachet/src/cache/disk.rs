@@ -13,7 +13,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -25,17 +24,6 @@ const LOCK_FILE: &str = "lock";
 const TMP_PREFIX: &str = ".cachet-tmp-";
 /// Temp files younger than this may belong to an in-flight `put` elsewhere.
 const STALE_TMP_AGE: Duration = Duration::from_secs(3600);
-
-/// Fault injection for tests where a full or read-only filesystem cannot be
-/// mounted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    None,
-    /// `put` fails with ENOSPC after the temp file was created.
-    DiskFull,
-    /// `put` fails with EROFS before touching the filesystem.
-    ReadOnly,
-}
 
 /// Size of the cache (or of one shard).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -65,7 +53,6 @@ impl std::ops::AddAssign for CleanupReport {
 pub struct DiskCache {
     root: PathBuf,
     max_size: u64,
-    fault: Fault,
 }
 
 impl DiskCache {
@@ -73,16 +60,7 @@ impl DiskCache {
     ///
     /// Each of the 16 shards may hold `max_size / 16` bytes.
     pub fn new(root: PathBuf, max_size: u64) -> Self {
-        DiskCache {
-            root,
-            max_size,
-            fault: Fault::None,
-        }
-    }
-
-    pub fn with_fault(mut self, fault: Fault) -> Self {
-        self.fault = fault;
-        self
+        DiskCache { root, max_size }
     }
 
     pub fn root(&self) -> &Path {
@@ -113,11 +91,9 @@ impl DiskCache {
         };
         let mut data = Vec::with_capacity(file.metadata().map(|m| m.len()).unwrap_or(0) as usize);
         file.read_to_end(&mut data)?;
-        if self.fault != Fault::ReadOnly {
-            // A failed bump only degrades LRU order; the hit is still good.
-            if let Err(e) = file.set_modified(SystemTime::now()) {
-                tracing::debug!(path = %path.display(), error = %e, "could not bump cache entry mtime");
-            }
+        // A failed bump only degrades LRU order; the hit is still good.
+        if let Err(e) = file.set_modified(SystemTime::now()) {
+            tracing::debug!(path = %path.display(), error = %e, "could not bump cache entry mtime");
         }
         Ok(Some(data))
     }
@@ -126,9 +102,6 @@ impl DiskCache {
     /// then trims the shard if it went over its share of `max_size`.
     pub fn put(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
         check_key(key)?;
-        if self.fault == Fault::ReadOnly {
-            return Err(io::Error::from_raw_os_error(libc::EROFS));
-        }
         let shard = shard_index(key);
         let final_path = self.path_for(key);
         let leaf = final_path.parent().expect("entry path has a parent");
@@ -139,9 +112,6 @@ impl DiskCache {
         let mut tmp = tempfile::Builder::new()
             .prefix(TMP_PREFIX)
             .tempfile_in(leaf)?;
-        if self.fault == Fault::DiskFull {
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-        }
         tmp.write_all(bytes)?;
         let new_len = bytes.len() as u64;
 
@@ -379,17 +349,10 @@ impl ShardLock {
             .create(true)
             .truncate(false)
             .open(path)?;
-        loop {
-            // SAFETY: flock on a descriptor we own; no memory is involved.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                return Ok(ShardLock { _file: file });
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != ErrorKind::Interrupted {
-                return Err(err);
-            }
-        }
+        rustix::io::retry_on_intr(|| {
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        })?;
+        Ok(ShardLock { _file: file })
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod breaker;
 pub mod disk;
 pub mod entry;
+pub mod fault;
 pub mod level;
 pub mod remote;
 
@@ -381,11 +382,10 @@ mod tests {
     #[tokio::test]
     async fn write_errors_are_counted_not_raised() {
         let dir = tempfile::tempdir().unwrap();
-        let disk = Arc::new(
-            DiskCache::new(dir.path().to_owned(), 1 << 30).with_fault(disk::Fault::DiskFull),
-        );
+        let disk = Arc::new(DiskCache::new(dir.path().to_owned(), 1 << 30));
+        let faulty = fault::FaultyStorage::new(DiskStorage::new(disk), fault::Fault::DiskFull);
         let stats = Arc::new(Stats::default());
-        let cache = Cache::new(Arc::new(DiskStorage::new(disk)), stats.clone());
+        let cache = Cache::new(Arc::new(faulty), stats.clone());
         cache.put_in_background(CacheKey([1; 32]), entry());
         assert_eq!(cache.pending().drain(Duration::from_secs(10)).await, 0);
         assert_eq!(stats.counters().cache_write_errors, 1);

@@ -1,15 +1,15 @@
 //! Reaching the server: connect, or start it and then connect.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::daemon::spawn_detached;
 use crate::paths::{FileLock, RuntimeDir};
 use crate::protocol::frame::{read_frame, write_frame};
 use crate::protocol::{self, PROTOCOL_VERSION, Request, Response};
-use crate::server::spawn_detached;
 
 /// How long a client waits for a server it started to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,7 +66,7 @@ impl Connection {
         config: &Config,
         start: Start,
         first: &Request,
-        fds: &[i32],
+        fds: &[BorrowedFd<'_>],
     ) -> Result<Connection, ClientError> {
         let runtime = RuntimeDir::prepare(&config.runtime_dir)
             .map_err(|e| ClientError::RuntimeDir(config.runtime_dir.display().to_string(), e))?;
@@ -186,28 +186,11 @@ fn start_server(runtime: &RuntimeDir) -> Result<UnixStream, ClientError> {
 
 /// Refuses a server run by someone else, whatever the socket's permissions say.
 fn check_peer(stream: &UnixStream) -> Result<(), ClientError> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: cred and len are valid for the sizes given.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(ClientError::Connect(io::Error::last_os_error()));
-    }
-    let ours = unsafe { libc::getuid() };
-    if cred.uid != ours {
-        return Err(ClientError::ForeignServer(cred.uid));
+    let cred = rustix::net::sockopt::socket_peercred(stream)
+        .map_err(|e| ClientError::Connect(e.into()))?;
+    let (theirs, ours) = (cred.uid.as_raw(), rustix::process::getuid().as_raw());
+    if theirs != ours {
+        return Err(ClientError::ForeignServer(theirs));
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ mod resolve;
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -19,6 +20,7 @@ pub use resolve::{names_cachet, resolve_compiler};
 
 use crate::config::Config;
 use cachet_jobserver::inherited::{self, Found, NotFound};
+use rustix::fs::Mode;
 
 use crate::protocol::{BuildJobserver, CompileRequest, Exit, Request, Response, to_bytes};
 
@@ -63,7 +65,10 @@ pub fn compile(compiler: &OsStr, args: Vec<OsString>) -> i32 {
             && let Some(pgid) = compiler_group.take()
         {
             // The server is gone; so must its compiler be before we write the same outputs.
-            unsafe { libc::kill(-(pgid as i32), libc::SIGKILL) };
+            // An error means the group is gone already.
+            if let Some(pgid) = rustix::process::Pid::from_raw(pgid as i32) {
+                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+            }
         }
         match response {
             Ok(Response::CompilerStarted { pgid }) => compiler_group = Some(pgid),
@@ -102,30 +107,32 @@ fn build_request(
     compiler: &Path,
     args: &[OsString],
     config: &Config,
-) -> std::io::Result<(CompileRequest, Vec<i32>)> {
+) -> std::io::Result<(CompileRequest, Vec<BorrowedFd<'static>>)> {
     let cwd = std::env::current_dir()?;
     // umask can only be read by setting it; we are single-threaded here.
-    let umask = unsafe {
-        let mask = libc::umask(0o022);
-        libc::umask(mask);
-        mask
-    } as u32;
+    let mask = rustix::process::umask(Mode::from_raw_mode(0o022));
+    rustix::process::umask(mask);
+    let umask = mask.as_raw_mode();
     // The build's own jobserver, checked here where its fds are valid.
-    let (build_jobserver, stale_jobserver, fds) = match inherited::find(|name| {
-        std::env::var_os(name)
-    }) {
-        Ok(Found::Pipe { read, write }) => (Some(BuildJobserver::Pipe), None, vec![read, write]),
-        Ok(Found::Fifo(path)) => (
-            Some(BuildJobserver::Fifo(to_bytes(path.as_os_str()))),
-            None,
-            vec![],
-        ),
-        Err(NotFound::Absent) => (None, None, vec![]),
-        Err(NotFound::Stale(why)) => {
-            tracing::debug!("ignoring the jobserver in the environment: {why}");
-            (None, Some(why), vec![])
-        }
-    };
+    let (build_jobserver, stale_jobserver, fds) =
+        match inherited::find(|name| std::env::var_os(name)) {
+            Ok(Found::Pipe { read, write }) => {
+                // SAFETY: `find` checked that both are open, the two ends of one pipe, and this
+                // process never closes them: it exits or execs the compiler.
+                let fds = unsafe { [BorrowedFd::borrow_raw(read), BorrowedFd::borrow_raw(write)] };
+                (Some(BuildJobserver::Pipe), None, fds.to_vec())
+            }
+            Ok(Found::Fifo(path)) => (
+                Some(BuildJobserver::Fifo(to_bytes(path.as_os_str()))),
+                None,
+                vec![],
+            ),
+            Err(NotFound::Absent) => (None, None, vec![]),
+            Err(NotFound::Stale(why)) => {
+                tracing::debug!("ignoring the jobserver in the environment: {why}");
+                (None, Some(why.to_string()), vec![])
+            }
+        };
     let request = CompileRequest {
         compiler: compiler.as_os_str().as_bytes().to_vec(),
         args: args.iter().map(|a| to_bytes(a)).collect(),
@@ -134,7 +141,7 @@ fn build_request(
             .map(|(k, v)| (to_bytes(&k), to_bytes(&v)))
             .collect(),
         umask,
-        stderr_is_tty: unsafe { libc::isatty(2) } == 1,
+        stderr_is_tty: rustix::termios::isatty(std::io::stderr()),
         build_jobserver,
         stale_jobserver,
         base_dirs: config

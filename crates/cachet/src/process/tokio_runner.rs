@@ -23,8 +23,11 @@ struct GroupKiller {
 impl GroupKiller {
     fn kill(&mut self) {
         if let Some(pgid) = self.pgid.take() {
-            // The compiler driver's own children (cc1, as) are in the group too.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            // The compiler driver's own children (cc1, as) are in the group too. An error
+            // means the group is gone already.
+            if let Some(pgid) = rustix::process::Pid::from_raw(pgid) {
+                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+            }
         }
     }
 }
@@ -84,7 +87,9 @@ impl ProcessRunner for TokioRunner {
             .process_group(0);
         let fds = spec.inherit_fds.clone();
         let umask = spec.umask;
-        // SAFETY: only async-signal-safe calls (fcntl, umask, prctl) between fork and exec.
+        // SAFETY: the hook runs in the forked child before exec, where only
+        // async-signal-safe calls are allowed: it calls only fcntl, umask and prctl, on
+        // plain ints, and allocates nothing (`fds` was built before the fork).
         unsafe {
             command.pre_exec(move || {
                 for &fd in &fds {

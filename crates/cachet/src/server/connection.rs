@@ -18,7 +18,7 @@ use crate::protocol::{self, BuildJobserver, PROTOCOL_VERSION, Request, Response,
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn handle(server: Arc<Server>, stream: UnixStream, mut guard: ConnectionGuard) {
-    let our_uid = unsafe { libc::getuid() };
+    let our_uid = rustix::process::getuid().as_raw();
     match stream.peer_cred() {
         Ok(cred) if cred.uid() == our_uid => {}
         Ok(cred) => {

@@ -6,7 +6,6 @@
 
 pub(crate) mod compile;
 mod connection;
-mod daemon;
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -17,12 +16,12 @@ use cachet_jobserver::Jobserver;
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
-pub use daemon::{close_inherited_fds, spawn_detached};
-
+use crate::cache::fault::{Fault, FaultyStorage};
 use crate::cache::level::LevelOptions;
-use crate::cache::{self, Cache, DiskCache, DiskStorage, Storage, disk::Fault};
+use crate::cache::{self, Cache, DiskCache, DiskStorage, Storage};
 use crate::compiler::{CompileService, observe};
 use crate::config::Config;
+use crate::daemon::close_inherited_fds;
 use crate::paths::{FileLock, RuntimeDir};
 use crate::process::{Launcher, TokioRunner};
 use crate::stats::{CacheSnapshot, JobserverSnapshot, Stats, StatsSnapshot, millis};
@@ -229,15 +228,22 @@ pub fn run(config: Config) -> i32 {
     }
 }
 
-/// The cache levels in read order: the local disk unless turned off, then each remote.
-/// A remote that cannot be set up is left out with a warning: it never stops the server.
-fn levels(config: &Config, disk: &Arc<DiskCache>) -> Vec<(Arc<dyn Storage>, LevelOptions)> {
+/// The cache levels in read order: the local disk unless turned off (its writes failing
+/// as `fault` says, for tests), then each remote. A remote that cannot be set up is left
+/// out with a warning: it never stops the server.
+fn levels(
+    config: &Config,
+    disk: &Arc<DiskCache>,
+    fault: Option<Fault>,
+) -> Vec<(Arc<dyn Storage>, LevelOptions)> {
     let mut levels: Vec<(Arc<dyn Storage>, LevelOptions)> = Vec::new();
     if config.local {
-        levels.push((
-            Arc::new(DiskStorage::new(disk.clone())),
-            LevelOptions::local(),
-        ));
+        let local = DiskStorage::new(disk.clone());
+        let local: Arc<dyn Storage> = match fault {
+            Some(fault) => Arc::new(FaultyStorage::new(local, fault)),
+            None => Arc::new(local),
+        };
+        levels.push((local, LevelOptions::local()));
     }
     for remote in &config.remotes {
         match cache::remote::build(remote) {
@@ -258,15 +264,15 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
     let _ = std::fs::remove_file(address.real_path());
     let listener = UnixListener::bind(address.connect_path())?;
 
-    let fault = match std::env::var(FAULT_VAR).as_deref() {
-        Ok("disk-full") => Fault::DiskFull,
-        Ok("read-only") => Fault::ReadOnly,
-        _ => Fault::None,
-    };
-    let disk =
-        Arc::new(DiskCache::new(config.cache_dir.clone(), config.cache_size).with_fault(fault));
+    let fault = std::env::var(FAULT_VAR)
+        .ok()
+        .and_then(|v| Fault::from_name(&v));
+    let disk = Arc::new(DiskCache::new(config.cache_dir.clone(), config.cache_size));
     let stats = Arc::new(Stats::default());
-    let cache = Arc::new(Cache::with_levels(levels(&config, &disk), stats.clone()));
+    let cache = Arc::new(Cache::with_levels(
+        levels(&config, &disk, fault),
+        stats.clone(),
+    ));
     // A fifo in the private runtime dir: `cachet jobserver-env` lets make 4.4 or ninja join it.
     let jobserver = Jobserver::new_fifo(config.jobs(), &runtime.jobserver_fifo())?;
     let launcher =

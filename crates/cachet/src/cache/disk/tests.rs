@@ -331,41 +331,6 @@ fn corrupt_or_missing_stats_recount_that_shard() {
 }
 
 #[test]
-fn faults_fail_put_and_leave_state_untouched() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("cache");
-    let good = DiskCache::new(root.clone(), 1 << 30);
-    let k = key_in('5', 1);
-    good.put(&k, b"original").unwrap();
-    let stats_path = root.join("5").join(STATS_FILE);
-    let stats_before = fs::read(&stats_path).unwrap();
-    let usage_before = good.usage().unwrap();
-
-    let full = good.clone().with_fault(Fault::DiskFull);
-    let err = full.put(&k, b"replacement").unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::StorageFull);
-    assert_eq!(err.raw_os_error(), Some(28));
-    let err = full.put(&key_in('5', 2), b"new").unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::StorageFull);
-
-    let ro = good.clone().with_fault(Fault::ReadOnly);
-    let err = ro.put(&k, b"replacement").unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::ReadOnlyFilesystem);
-    assert_eq!(err.raw_os_error(), Some(30));
-    // A read-only fault on a fresh shard must not create anything either.
-    assert!(ro.put(&key_in('9', 1), b"x").is_err());
-    assert!(!root.join("9").exists());
-
-    assert_eq!(fs::read(&stats_path).unwrap(), stats_before);
-    assert_eq!(good.usage().unwrap(), usage_before);
-    assert!(stray_files(&root).is_empty(), "{:?}", stray_files(&root));
-    // Reads still work through faulted handles.
-    assert_eq!(full.get(&k).unwrap().as_deref(), Some(&b"original"[..]));
-    assert_eq!(ro.get(&k).unwrap().as_deref(), Some(&b"original"[..]));
-    assert!(full.get(&key_in('5', 2)).unwrap().is_none());
-}
-
-#[test]
 fn concurrent_puts_from_two_instances_keep_exact_stats() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("cache");

@@ -1,17 +1,22 @@
-//! Starting the server in the background, clean of what the client's process carried.
+//! The server's process, apart from the build: the client starts it detached
+//! ([`spawn_detached`]), and the server, first thing, drops every descriptor it inherited
+//! ([`close_inherited_fds`]). Shared by both sides, so the client need not know the server.
 
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// The hidden argument that makes `cachet` run as the server in the foreground.
-pub const SERVER_ARG: &str = "--internal-run-server";
+/// The hidden argument that makes `cachet` run as the server in the foreground; `cli`
+/// declares the same flag.
+pub(crate) const SERVER_ARG: &str = "--internal-run-server";
 
 /// Closes every descriptor above stderr. A daemon that keeps a build's jobserver fds makes
 /// make wait for it at exit (sccache#2841), and a kept pipe stalls whoever reads it.
-pub fn close_inherited_fds() {
-    // SAFETY: nothing in this process owns a descriptor above 2 yet: we run first in main.
+pub(crate) fn close_inherited_fds() {
+    // SAFETY: close_range only closes descriptors; nothing in this process owns one above
+    // 2 yet (this runs first in the server's main), so no Rust owner is left dangling.
+    // rustix has no close_range, hence the raw syscall.
     let closed = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     if closed == 0 {
         return;
@@ -25,13 +30,14 @@ pub fn close_inherited_fds() {
         Err(_) => (3..1024).collect(),
     };
     for fd in fds {
-        unsafe { libc::close(fd) };
+        // SAFETY: as above, no Rust owner holds these; the one read_dir used is closed.
+        unsafe { rustix::io::close(fd) };
     }
 }
 
 /// Starts `exe` as a detached server: its own session, no terminal, stdin from /dev/null,
 /// output to `log`. The caller then waits until the socket answers, or the child exits.
-pub fn spawn_detached(exe: &Path, log: &Path) -> io::Result<std::process::Child> {
+pub(crate) fn spawn_detached(exe: &Path, log: &Path) -> io::Result<std::process::Child> {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -44,12 +50,11 @@ pub fn spawn_detached(exe: &Path, log: &Path) -> io::Result<std::process::Child>
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file);
-    // SAFETY: setsid is async-signal-safe.
+    // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed; it makes one setsid system call and allocates nothing.
     unsafe {
         command.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            rustix::process::setsid()?;
             Ok(())
         });
     }

@@ -1,0 +1,172 @@
+use super::*;
+
+fn sample() -> CacheEntry {
+    CacheEntry {
+        exit_code: 0,
+        stdout: b"compiled ok\n".to_vec(),
+        stderr: b"warning: unused variable\n".to_vec(),
+        files: vec![
+            StoredFile {
+                role: "object".into(),
+                executable: false,
+                data: (0..200u8).collect(),
+            },
+            StoredFile {
+                role: "depfile".into(),
+                executable: true,
+                data: b"foo.o: foo.c foo.h\n".to_vec(),
+            },
+        ],
+        meta: vec![("display".into(), vec![1, 2, 3])],
+    }
+}
+
+#[test]
+fn round_trip() {
+    let entry = sample();
+    let bytes = entry.encode();
+    assert_eq!(&bytes[..8], &ENTRY_MAGIC);
+    assert_eq!(CacheEntry::decode(&bytes).unwrap(), entry);
+
+    let empty = CacheEntry {
+        exit_code: -1,
+        stdout: vec![],
+        stderr: vec![],
+        files: vec![],
+        meta: vec![],
+    };
+    assert_eq!(CacheEntry::decode(&empty.encode()).unwrap(), empty);
+}
+
+#[test]
+fn every_byte_flip_is_detected() {
+    let entry = sample();
+    let bytes = entry.encode();
+    for pos in 0..bytes.len() {
+        for mask in [0x01u8, 0x80, 0xff] {
+            let mut corrupt = bytes.clone();
+            corrupt[pos] ^= mask;
+            match CacheEntry::decode(&corrupt) {
+                Err(_) => {}
+                // Acceptable only if the flip was semantically neutral.
+                Ok(decoded) => assert_eq!(decoded, entry, "flip at {pos} mask {mask:#x}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn every_truncation_is_an_error() {
+    let bytes = sample().encode();
+    for len in 0..bytes.len() {
+        assert!(
+            CacheEntry::decode(&bytes[..len]).is_err(),
+            "truncation to {len} bytes decoded"
+        );
+    }
+    // Short prefixes of the header are reported as truncation.
+    assert!(matches!(
+        CacheEntry::decode(&bytes[..20]),
+        Err(EntryError::Truncated)
+    ));
+}
+
+#[test]
+fn wrong_version_is_reported() {
+    let mut bytes = sample().encode();
+    bytes[8..12].copy_from_slice(&7u32.to_le_bytes());
+    assert!(matches!(
+        CacheEntry::decode(&bytes),
+        Err(EntryError::UnsupportedVersion(7))
+    ));
+}
+
+#[test]
+fn bad_magic_and_garbage() {
+    assert!(matches!(
+        CacheEntry::decode(b"hello world, definitely not a cache entry at all!!!!!!"),
+        Err(EntryError::BadMagic)
+    ));
+    assert!(matches!(
+        CacheEntry::decode(b""),
+        Err(EntryError::Truncated)
+    ));
+}
+
+#[test]
+fn oversized_claim_is_refused() {
+    let mut bytes = sample().encode();
+    bytes[12..20].copy_from_slice(&(MAX_ENTRY_SIZE + 1).to_le_bytes());
+    assert!(matches!(
+        CacheEntry::decode(&bytes),
+        Err(EntryError::TooLarge(_))
+    ));
+}
+
+#[test]
+fn decompression_bomb_is_bounded() {
+    // A valid frame (correct checksum) whose real size exceeds the header
+    // claim must be refused without inflating it fully.
+    let raw = vec![0u8; 8 << 20];
+    let compressed = zstd::bulk::compress(&raw, 3).unwrap();
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&ENTRY_MAGIC);
+    bytes.extend_from_slice(&ENTRY_FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&1024u64.to_le_bytes());
+    bytes.extend_from_slice(blake3::hash(&compressed).as_bytes());
+    bytes.extend_from_slice(&compressed);
+    assert!(matches!(
+        CacheEntry::decode(&bytes),
+        Err(EntryError::Decompress(_))
+    ));
+}
+
+fn framed(raw_len: u64, raw: &[u8]) -> Vec<u8> {
+    let compressed = zstd::bulk::compress(raw, 3).unwrap();
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&ENTRY_MAGIC);
+    bytes.extend_from_slice(&ENTRY_FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&raw_len.to_le_bytes());
+    bytes.extend_from_slice(blake3::hash(&compressed).as_bytes());
+    bytes.extend_from_slice(&compressed);
+    bytes
+}
+
+#[test]
+fn short_frame_for_the_claimed_size_is_refused_on_both_paths() {
+    // Small claims take the one-shot path, large ones the streaming path.
+    for (claim, real) in [
+        (2048u64, 1024usize),
+        (BULK_LIMIT + 4096, BULK_LIMIT as usize),
+    ] {
+        let bytes = framed(claim, &vec![7u8; real]);
+        assert!(
+            matches!(CacheEntry::decode(&bytes), Err(EntryError::Decompress(_))),
+            "claim {claim} with {real} real bytes decoded"
+        );
+    }
+}
+
+#[test]
+fn large_entry_round_trips_through_the_streaming_path() {
+    let mut entry = sample();
+    entry.files[0].data = (0..BULK_LIMIT + 10).map(|i| (i % 251) as u8).collect();
+    assert_eq!(CacheEntry::decode(&entry.encode()).unwrap(), entry);
+}
+
+#[test]
+fn valid_frame_with_trailing_postcard_bytes_is_refused() {
+    let mut raw = postcard::to_stdvec(&sample()).unwrap();
+    raw.push(0);
+    let compressed = zstd::bulk::compress(&raw, 3).unwrap();
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&ENTRY_MAGIC);
+    bytes.extend_from_slice(&ENTRY_FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&(raw.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(blake3::hash(&compressed).as_bytes());
+    bytes.extend_from_slice(&compressed);
+    assert!(matches!(
+        CacheEntry::decode(&bytes),
+        Err(EntryError::Decode(_))
+    ));
+}

@@ -1,0 +1,110 @@
+use super::*;
+use crate::process::mock::{MockRunner, output};
+
+#[tokio::test]
+async fn compiler_children_get_a_server_owned_proxy_not_the_clients_pool() {
+    // While the child runs, its two fds must be the ends of one live pipe of ours.
+    let live_pipe = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = live_pipe.clone();
+    let mock = MockRunner::new(move |spec| {
+        let ok = cachet_jobserver::inherited::check_pipe(spec.inherit_fds[0], spec.inherit_fds[1])
+            .is_ok();
+        seen.store(ok, Ordering::SeqCst);
+        Ok(output(0, b"", b""))
+    });
+    let jobserver = Jobserver::new(2).unwrap();
+    let launcher = Launcher::new(Arc::new(mock.clone()), jobserver.clone());
+    let mut spec = CommandSpec::new("/usr/bin/gcc", "/src");
+    spec.args = vec!["-c".into(), "a.c".into()];
+    spec.env = vec![
+        ("PATH".into(), "/usr/bin".into()),
+        (
+            "MAKEFLAGS".into(),
+            " -k -j8 --jobserver-auth=993,994".into(),
+        ),
+        ("MFLAGS".into(), "-k -j8 --jobserver-auth=993,994".into()),
+        (
+            "CARGO_MAKEFLAGS".into(),
+            "-j --jobserver-fds=995,996 --jobserver-auth=995,996".into(),
+        ),
+    ];
+    launcher
+        .run_compiler(spec, None, CancellationToken::new(), None)
+        .await
+        .unwrap();
+    assert!(
+        live_pipe.load(Ordering::SeqCst),
+        "the child's jobserver fds were no pipe of ours"
+    );
+    let calls = mock.calls();
+    assert_eq!(calls.len(), 1);
+    let child = &calls[0];
+    assert_eq!(child.program, std::path::Path::new("/usr/bin/gcc"));
+    assert_eq!(child.args, ["-c", "a.c"]);
+    assert_eq!(child.cwd, std::path::Path::new("/src"));
+    let [r, w] = [child.inherit_fds[0], child.inherit_fds[1]];
+    assert_eq!(child.inherit_fds.len(), 2);
+    assert!(![993, 994, 995, 996].contains(&r) && ![993, 994, 995, 996].contains(&w));
+    assert_ne!(
+        child.inherit_fds,
+        jobserver.fds().to_vec(),
+        "the server's own pool stays private"
+    );
+    let ours = format!("--jobserver-auth={r},{w}");
+    for var in JOBSERVER_VARS {
+        let value = child.env_var(var).unwrap().to_str().unwrap();
+        assert!(value.contains(&ours), "{var}={value}");
+        assert!(
+            !value.contains("=993,994") && !value.contains("=995,996") && !value.contains("-j8"),
+            "{var}={value}"
+        );
+    }
+    assert!(
+        child
+            .env_var("MAKEFLAGS")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("-k")
+    );
+    assert_eq!(child.env_var("PATH").unwrap(), "/usr/bin");
+    assert_eq!(
+        child.env.len(),
+        4,
+        "no other variable is added: {:?}",
+        child.env
+    );
+    // The token came back when the child finished.
+    assert_eq!(jobserver.stats().held, 0);
+}
+
+#[tokio::test]
+async fn probes_take_no_token_and_get_no_jobserver() {
+    let mock = MockRunner::new(|_| Ok(output(0, b"gcc 12", b"")));
+    let jobserver = Jobserver::new(1).unwrap();
+    let held = jobserver.acquire().await.unwrap();
+    let launcher = Launcher::new(Arc::new(mock.clone()), jobserver.clone());
+    let mut spec = CommandSpec::new("/usr/bin/gcc", "/");
+    spec.env = vec![("MAKEFLAGS".into(), "-j --jobserver-auth=993,994".into())];
+    // Would hang if the probe waited for the only token, which we hold.
+    launcher.run_probe(spec).await.unwrap();
+    assert!(mock.calls()[0].env.is_empty());
+    assert!(mock.calls()[0].inherit_fds.is_empty());
+    drop(held);
+}
+
+#[tokio::test]
+async fn cancel_while_waiting_for_a_token() {
+    let mock = MockRunner::new(|_| Ok(output(0, b"", b"")));
+    let jobserver = Jobserver::new(1).unwrap();
+    let _held = jobserver.acquire().await.unwrap();
+    let launcher = Launcher::new(Arc::new(mock.clone()), jobserver);
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let err = launcher
+        .run_compiler(CommandSpec::new("/bin/true", "/"), None, cancel, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::Interrupted);
+    assert!(mock.calls().is_empty());
+}
