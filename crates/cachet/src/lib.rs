@@ -15,3 +15,4 @@ pub mod process;
 pub mod protocol;
 pub mod server;
 pub mod stats;
+pub mod units;

@@ -170,7 +170,7 @@ pub fn show_config(config: &Config) -> Outcome {
             out.push_str(&format!("      {key:<18} = {value:<40} # {origin}\n"));
         }
         // Setting a store up touches no network; what fails here, the server leaves out.
-        if let Err(e) = crate::cache::remote::build(remote) {
+        if let Err(e) = remote.build_store() {
             out.push_str(&format!(
                 "      ! cannot be used, the server leaves it out: {e}\n"
             ));

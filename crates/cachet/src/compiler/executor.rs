@@ -17,7 +17,7 @@ use crate::process::{CommandSpec, Launcher, OutputChunk, ProcessOutput};
 #[async_trait]
 pub trait Executor: Send + Sync {
     /// Runs `spec` to its end. Output chunks also go to `stream` as they arrive. When
-    /// `cancel` fires, the process is killed and this returns `ErrorKind::Interrupted`.
+    /// `cancel` fires, the process is killed and this returns a `process::Cancelled` error.
     async fn run(
         &self,
         spec: CommandSpec,

@@ -14,8 +14,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::basedir::BaseDirs;
+use super::c::reasons::NotCacheable;
 use super::executor::Executor;
-use crate::process::Exit;
+use super::rustc::reasons::Refusal;
+use crate::process::{Cancelled, Exit};
 
 /// One compiler invocation, as the build made it.
 #[derive(Debug, Clone)]
@@ -98,8 +100,8 @@ impl Job {
     }
 
     /// The error a compile returns when its client went away.
-    pub(crate) fn cancelled(what: &str) -> io::Error {
-        io::Error::new(io::ErrorKind::Interrupted, what.to_owned())
+    pub(crate) fn cancelled(when: &'static str) -> io::Error {
+        Cancelled::error(when)
     }
 }
 
@@ -134,11 +136,11 @@ impl PartialEq for Outcome {
 }
 
 impl From<io::Result<Outcome>> for Outcome {
-    /// An interrupted compile was cancelled; any other error is the server's.
+    /// A [`Cancelled`] compile was cancelled; any other error is the server's.
     fn from(result: io::Result<Outcome>) -> Outcome {
         match result {
             Ok(outcome) => outcome,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Outcome::Cancelled,
+            Err(e) if Cancelled::is(&e) => Outcome::Cancelled,
             Err(e) => Outcome::Error(e),
         }
     }
@@ -152,13 +154,8 @@ pub enum Uncacheable {
     UnsupportedCompiler,
     /// A gcc or clang compile we cannot cache (see `c::plan`).
     #[error("{0}")]
-    C(#[from] super::c::NotCacheable),
-    /// A rustc compile we cannot cache, with its crate types (`lib,rlib`).
-    #[error("rustc {crate_types}: {reason}")]
-    Rust {
-        /// The crate types, comma-separated.
-        crate_types: String,
-        /// Why.
-        reason: super::rustc::NotCacheable,
-    },
+    C(#[from] NotCacheable),
+    /// A rustc compile we cannot cache, with its crate types.
+    #[error("{0}")]
+    Rust(#[from] Refusal),
 }

@@ -6,16 +6,18 @@
 //! error on the client that reads it, before any server starts.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::{ConfigError, Origin};
+use crate::cache::Storage;
+use crate::cache::level::LevelOptions;
 use crate::cache::remote::backends::{self, Backend, Registered};
+use crate::cache::remote::{RemoteError, StoreSpec};
 
-pub mod settings;
-
-use settings::{SettingsError, Span};
+use crate::cache::remote::backends::settings::{self, SettingsError, Span};
 
 /// A remote's type: one of the backends this build has (see
 /// `cache::remote::backends`). Compared by name.
@@ -136,6 +138,30 @@ pub struct RemoteConfig {
 }
 
 impl RemoteConfig {
+    /// Builds this remote's store with its type's backend. No network I/O: startup never
+    /// waits on a remote, and one that is down shows up as errors on its level.
+    pub fn build_store(&self) -> Result<Arc<dyn Storage>, RemoteError> {
+        let spec = StoreSpec {
+            prefix: &self.prefix,
+            timeout: self.timeout,
+            settings: own_pairs(&self.settings),
+        };
+        crate::cache::remote::build(self.kind.backend(), &spec)
+    }
+
+    /// How the cache treats this remote's level: its name, limits and breaker.
+    pub fn level_options(&self) -> LevelOptions {
+        LevelOptions {
+            name: self.name.clone(),
+            kind: self.kind.name().into(),
+            read_only: self.read_only,
+            timeout: Some(self.timeout),
+            breaker: (self.breaker_failures > 0)
+                .then_some((self.breaker_failures, self.breaker_cooldown)),
+            remove_corrupt: false,
+        }
+    }
+
     /// A setting's text as given.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.settings.get(key).map(|s| s.value.as_str())
@@ -182,14 +208,6 @@ pub fn mask_url_password(value: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
-}
-
-pub(super) fn parse_bool(text: &str) -> Option<bool> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" => Some(false),
-        _ => None,
-    }
 }
 
 fn remote_error(origin: &Origin, what: String) -> ConfigError {

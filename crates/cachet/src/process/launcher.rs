@@ -9,7 +9,7 @@ use cachet_jobserver::{Jobserver, Proxy};
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
-use super::{CommandSpec, OutputChunk, ProcessOutput, ProcessRunner};
+use super::{Cancelled, CommandSpec, OutputChunk, ProcessOutput, ProcessRunner};
 use crate::stats::{Stats, millis};
 
 /// Variables through which make, cargo and rustc find a jobserver.
@@ -71,7 +71,7 @@ impl Launcher {
             tokio::select! {
                 token = self.jobserver.acquire() => Some(token?),
                 _ = cancel.cancelled() => {
-                    return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled while waiting for a jobserver token"));
+                    return Err(Cancelled::error("while waiting for a jobserver token"));
                 }
             }
         };

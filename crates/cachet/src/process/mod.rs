@@ -104,6 +104,25 @@ pub enum OutputChunk {
     Stderr(Vec<u8>),
 }
 
+/// Why a run stopped early: its cancel token fired (the client went away). It travels as
+/// the inner error of an `io::Error` of kind `Interrupted`; [`Cancelled::is`] tells it
+/// from any other interruption.
+#[derive(Debug, thiserror::Error)]
+#[error("cancelled: {0}")]
+pub struct Cancelled(pub &'static str);
+
+impl Cancelled {
+    /// The `io::Error` a cancelled run returns; `when` says what it was doing.
+    pub fn error(when: &'static str) -> io::Error {
+        io::Error::new(io::ErrorKind::Interrupted, Cancelled(when))
+    }
+
+    /// Whether `error` is a cancellation (and not some other interruption).
+    pub fn is(error: &io::Error) -> bool {
+        error.get_ref().is_some_and(|inner| inner.is::<Cancelled>())
+    }
+}
+
 /// How a child process ended (the wire has its own form of this; the server converts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -132,7 +151,7 @@ pub struct ProcessOutput {
 pub trait ProcessRunner: Send + Sync {
     /// Runs `spec` to its end with stdin from /dev/null. Output chunks also go to `stream`
     /// as they arrive. When `cancel` fires, the child's whole process group is killed and
-    /// reaped before this returns `ErrorKind::Interrupted`.
+    /// reaped before this returns a [`Cancelled`] error.
     async fn run(
         &self,
         spec: CommandSpec,

@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use super::Exit;
+use super::{Cancelled, Exit};
 use super::{CommandSpec, OutputChunk, ProcessOutput, ProcessRunner};
 
 #[derive(Debug, Default)]
@@ -135,7 +135,7 @@ impl ProcessRunner for TokioRunner {
             _ = cancel.cancelled() => {
                 killer.kill();
                 let _ = child.wait().await;
-                Err(io::Error::new(io::ErrorKind::Interrupted, "compile cancelled: the client went away"))
+                Err(Cancelled::error("the client went away"))
             }
         }
     }
@@ -205,6 +205,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::Interrupted);
+        assert!(Cancelled::is(&err));
         assert!(start.elapsed() < Duration::from_secs(20));
         let pid: i32 = std::fs::read_to_string(&pidfile)
             .unwrap()

@@ -73,6 +73,14 @@ pub async fn write_frame_async(
     w.flush().await
 }
 
+/// Writes one message (postcard-encoded) as one frame.
+pub async fn write_message_async<T: serde::Serialize>(
+    w: &mut (impl AsyncWrite + Unpin),
+    message: &T,
+) -> io::Result<()> {
+    write_frame_async(w, &super::encode(message)).await
+}
+
 /// Async twin of [`read_frame`].
 pub async fn read_frame_async(r: &mut (impl AsyncRead + Unpin)) -> io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];

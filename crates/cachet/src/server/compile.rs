@@ -13,10 +13,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Server;
-use super::connection::send;
 use crate::compiler::basedir::BaseDirs;
 use crate::compiler::{Event, Invocation, Job, LocalExecutor, Outcome};
 use crate::process;
+use crate::protocol::frame::write_message_async;
 use crate::protocol::{CompileRequest, Exit, Response, to_os};
 
 /// The variable that makes a compile overwrite its entry, never hit.
@@ -117,7 +117,7 @@ pub(super) async fn serve(
             }
             event = rx.recv() => match event {
                 Some(event) => {
-                    if !client_gone && send(&mut writer, &event_response(event)).await.is_err() {
+                    if !client_gone && write_message_async(&mut writer, &event_response(event)).await.is_err() {
                         client_gone = true;
                         cancel.cancel();
                     }
@@ -130,7 +130,7 @@ pub(super) async fn serve(
     if let Some(last) = outcome.as_ref().and_then(final_response)
         && !client_gone
     {
-        let _ = send(&mut writer, &last).await;
+        let _ = write_message_async(&mut writer, &last).await;
     }
     watcher.abort();
 }

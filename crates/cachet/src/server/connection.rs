@@ -8,10 +8,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use cachet_jobserver::Jobserver;
 use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::UnixStream;
-use tokio::net::unix::OwnedWriteHalf;
 
 use super::{ConnectionGuard, Server};
-use crate::protocol::frame::{read_frame_async, write_frame_async};
+use crate::protocol::frame::{read_frame_async, write_frame_async, write_message_async};
 use crate::protocol::{self, BuildJobserver, PROTOCOL_VERSION, Request, Response, fds};
 
 /// A client that connects and then says nothing is dropped after this long.
@@ -73,7 +72,9 @@ pub async fn handle(server: Arc<Server>, stream: UnixStream, mut guard: Connecti
             Err(e) => {
                 tracing::warn!("bad frame from client: {e}");
                 server.stats.update(|c| c.protocol_errors += 1);
-                let _ = send(&mut writer, &Response::Error(format!("bad frame: {e}"))).await;
+                let _ =
+                    write_message_async(&mut writer, &Response::Error(format!("bad frame: {e}")))
+                        .await;
                 return;
             }
         };
@@ -82,7 +83,7 @@ pub async fn handle(server: Arc<Server>, stream: UnixStream, mut guard: Connecti
             Err(e) => {
                 tracing::warn!("malformed request: {e}");
                 server.stats.update(|c| c.protocol_errors += 1);
-                let _ = send(
+                let _ = write_message_async(
                     &mut writer,
                     &Response::Error(format!("malformed request: {e}")),
                 )
@@ -159,7 +160,7 @@ pub async fn handle(server: Arc<Server>, stream: UnixStream, mut guard: Connecti
             }
         };
         server.touch();
-        if send(&mut writer, &response).await.is_err() {
+        if write_message_async(&mut writer, &response).await.is_err() {
             return;
         }
     }
@@ -231,8 +232,4 @@ fn is_same_file(path: &std::path::Path, other: Option<&std::path::Path>) -> bool
     use std::os::unix::fs::MetadataExt;
     let id = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
     other.is_some_and(|other| id(path).is_some() && id(path) == id(other))
-}
-
-pub(super) async fn send(writer: &mut OwnedWriteHalf, response: &Response) -> std::io::Result<()> {
-    write_frame_async(writer, &protocol::encode(response)).await
 }

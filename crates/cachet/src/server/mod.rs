@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::fault::{Fault, FaultyStorage};
 use crate::cache::level::LevelOptions;
-use crate::cache::{self, Cache, DiskCache, DiskStorage, Storage};
+use crate::cache::{Cache, DiskCache, DiskStorage, Storage};
 use crate::compiler::{CompileService, observe};
 use crate::config::Config;
 use crate::daemon::close_inherited_fds;
@@ -246,8 +246,8 @@ fn levels(
         levels.push((local, LevelOptions::local()));
     }
     for remote in &config.remotes {
-        match cache::remote::build(remote) {
-            Ok(storage) => levels.push((storage, cache::remote::level_options(remote))),
+        match remote.build_store() {
+            Ok(storage) => levels.push((storage, remote.level_options())),
             Err(e) => tracing::warn!(
                 "remote cache {} ({}) left out: {e}",
                 remote.name,

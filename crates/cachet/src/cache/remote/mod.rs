@@ -24,15 +24,15 @@ pub mod memcached;
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use opendal::{ErrorKind as DalErrorKind, Operator};
 
 use super::entry::ENTRY_FORMAT_VERSION;
-use super::level::LevelOptions;
 use super::{CacheKey, Storage};
-use crate::config::RemoteConfig;
-use crate::config::remotes::settings::SettingsError;
+use backends::Backend;
+use backends::settings::SettingsError;
 
 /// Why a remote's store cannot be built. Nothing here has touched the network.
 #[derive(Debug, thiserror::Error)]
@@ -65,33 +65,30 @@ pub enum RemoteError {
     },
 }
 
+/// What building a store takes from its remote's configuration.
+pub struct StoreSpec<'a> {
+    /// Prepended to every key, so that several teams can share a bucket.
+    pub prefix: &'a str,
+    /// The limit of every call to the store.
+    pub timeout: Duration,
+    /// The backend's own settings, as `(key, text)` pairs.
+    pub settings: Vec<(&'a str, &'a str)>,
+}
+
 /// Where an entry lives in a shared store.
 pub fn key_path(prefix: &str, key: &CacheKey) -> String {
     format!("{prefix}cachet/v{ENTRY_FORMAT_VERSION}/{}", key.to_hex())
 }
 
-/// The level options of a remote.
-pub fn level_options(config: &RemoteConfig) -> LevelOptions {
-    LevelOptions {
-        name: config.name.clone(),
-        kind: config.kind.name().into(),
-        read_only: config.read_only,
-        timeout: Some(config.timeout),
-        breaker: (config.breaker_failures > 0)
-            .then_some((config.breaker_failures, config.breaker_cooldown)),
-        remove_corrupt: false,
-    }
-}
-
 /// Builds the store of one remote, by its type's backend (see [`backends`]). No network
 /// I/O happens here: startup never waits on a remote, and one that is down shows up as
 /// errors on its level.
-pub fn build(config: &RemoteConfig) -> Result<Arc<dyn Storage>, RemoteError> {
+pub fn build(backend: &Backend, spec: &StoreSpec) -> Result<Arc<dyn Storage>, RemoteError> {
     // OpenDAL's HTTP services need a process-wide transport (reqwest); we do not use its
     // before-main auto-registration, so it is installed here, once.
     static TRANSPORT: std::sync::Once = std::sync::Once::new();
     TRANSPORT.call_once(opendal::install_default);
-    (config.kind.backend().build)(config)
+    (backend.build)(spec)
 }
 
 /// OpenDAL's errors as I/O errors, keeping what the levels act on: not found, and time.

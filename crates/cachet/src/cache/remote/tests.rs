@@ -95,10 +95,10 @@ fn every_backend_builds_from_its_config_without_touching_the_network() {
         ),
     ];
     for case in &cases {
-        if let Err(e) = build(case) {
+        if let Err(e) = case.build_store() {
             panic!("{} did not build: {e}", case.kind.name());
         }
-        let options = level_options(case);
+        let options = case.level_options();
         assert_eq!(options.kind, case.kind.name());
         assert_eq!(options.timeout, Some(case.timeout));
         assert!(!options.remove_corrupt);
@@ -108,15 +108,17 @@ fn every_backend_builds_from_its_config_without_touching_the_network() {
 #[test]
 fn a_malformed_endpoint_is_an_error_at_build_time() {
     let bad = config("memcached", &[("endpoint", "ftp://host")]);
-    assert!(build(&bad).is_err());
+    assert!(bad.build_store().is_err());
     let bad = config("http", &[("endpoint", "not a url")]);
-    assert!(build(&bad).is_err());
+    assert!(bad.build_store().is_err());
 }
 
 #[tokio::test]
 async fn a_down_remote_is_an_error_not_a_hang() {
     // Nothing listens on port 1 of loopback: refused at once.
-    let storage = build(&config("redis", &[("endpoint", "redis://127.0.0.1:1")])).unwrap();
+    let storage = config("redis", &[("endpoint", "redis://127.0.0.1:1")])
+        .build_store()
+        .unwrap();
     let result = tokio::time::timeout(Duration::from_secs(20), storage.get(&CacheKey([1; 32])))
         .await
         .expect("answers");

@@ -13,30 +13,17 @@ pub mod key;
 mod outputs;
 mod pipeline;
 pub mod plan;
+pub mod reasons;
 
 use std::io;
 
 use identity::{Identity, IdentityCache};
 use key::key;
 use plan::plan;
+pub use reasons::NotCacheable;
 
 use super::job::{Invocation, Job, Outcome};
 use super::pipeline::Context;
-use super::regular_files::SpecialOutput;
-
-/// Why a gcc or clang compile is handed back to the client. `Display` is the stats label.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NotCacheable {
-    /// A variable that makes the compiler write a dependency file we do not know about.
-    #[error("{0} is set")]
-    ExtraOutputVar(&'static str),
-    /// The command line does something we do not cache.
-    #[error("{0}")]
-    Arguments(#[from] args::Unsupported),
-    /// An output path is a device, FIFO, symlink...
-    #[error("{0}")]
-    Output(#[from] SpecialOutput),
-}
 
 /// What the server keeps for gcc and clang between requests: who each compiler is.
 #[derive(Default)]

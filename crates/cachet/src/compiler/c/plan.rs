@@ -3,9 +3,9 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use super::NotCacheable;
 use super::args::{self, CompileArgs, Family};
 use super::identity::Identity;
+use super::reasons::NotCacheable;
 use crate::compiler::job::Invocation;
 use crate::compiler::regular_files::check_output_path;
 

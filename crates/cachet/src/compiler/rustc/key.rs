@@ -9,9 +9,11 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 
 use super::args::RustcArgs;
+use super::linker::{self, Linkers};
 use super::plan::file_inputs;
+use super::reasons::NotCacheable;
 use super::toolchain::Toolchain;
-use super::{NotCacheable, RustFamily, linker};
+use super::toolchain::Toolchains;
 use crate::cache::CacheKey;
 use crate::compiler::basedir::{self, BaseDirs, Maps, Match};
 use crate::compiler::job::Invocation;
@@ -31,7 +33,8 @@ const LINK_VARS: &[&[u8]] = &[
 
 /// Everything known before compiling, or why the compile cannot be keyed.
 pub(super) async fn base_key(
-    family: &RustFamily,
+    toolchains: &Toolchains,
+    linkers: &Linkers,
     context: &Context,
     invocation: &Invocation,
     toolchain: &Toolchain,
@@ -39,8 +42,7 @@ pub(super) async fn base_key(
     target: &str,
 ) -> io::Result<Result<(CacheKey, Maps), NotCacheable>> {
     let (cwd, env) = (&invocation.cwd, &invocation.env);
-    let libs = family
-        .toolchains
+    let libs = toolchains
         .libs_digest(toolchain, target, context.hashes.clone())
         .await?;
     let linked = args.crate_types.iter().any(|t| t.is_linked());
@@ -52,8 +54,7 @@ pub(super) async fn base_key(
             )));
         };
         Some(
-            family
-                .linkers
+            linkers
                 .digest(&context.launcher, &path, env, cwd, context.hashes.clone())
                 .await?,
         )
@@ -88,8 +89,7 @@ pub(super) async fn base_key(
 
     let native_cpu = if args.native_cpu() {
         Some(
-            family
-                .toolchains
+            toolchains
                 .native_cpu(
                     &context.launcher,
                     &invocation.compiler,

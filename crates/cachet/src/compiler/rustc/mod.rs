@@ -22,59 +22,17 @@ mod key;
 pub mod linker;
 mod pipeline;
 pub mod plan;
+pub mod reasons;
 pub mod toolchain;
 
 use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use reasons::{LANGUAGE, NotCacheable, Refusal};
 use toolchain::Toolchain;
 
 use super::job::{Invocation, Job, Outcome};
 use super::pipeline::Context;
-use super::regular_files::SpecialOutput;
-
-/// The language rustc compiles, as stats name it.
-pub const LANGUAGE: &str = "Rust";
-
-/// Why a rustc compile is handed back to the client. `Display` is part of the stats label.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NotCacheable {
-    /// The command line does something we do not cache.
-    #[error("{0}")]
-    Arguments(#[from] args::Unsupported),
-    /// Without dep-info the sources are unknown.
-    #[error("no --emit=dep-info")]
-    NoDepInfo,
-    /// Compiles are not observed, and a proc macro may read anything.
-    #[error("a proc macro's inputs cannot be observed")]
-    UnobservedProcMacro,
-    /// Only Linux targets are known (output names, libraries).
-    #[error("target {0} is not Linux")]
-    NotLinux(String),
-    /// The linker a linked crate type needs is not on PATH.
-    #[error("linker {0} not found")]
-    LinkerNotFound(String),
-    /// A `-l KIND=` we do not know.
-    #[error("native library kind {0}")]
-    NativeLibKind(String),
-    /// A native library that no search path has.
-    #[error("native library {0} not found")]
-    NativeLibNotFound(String),
-    /// A link argument we cannot key.
-    #[error("{0}")]
-    LinkArg(#[from] linker::UnkeyedLinkArg),
-    /// A file the base key needs could not be hashed (`label` says which).
-    #[error("{label}: {}: {error}", path.display())]
-    Input {
-        label: String,
-        path: PathBuf,
-        error: io::ErrorKind,
-    },
-    /// An output path is a device, FIFO, symlink...
-    #[error("{name}: {reason}")]
-    Output { name: String, reason: SpecialOutput },
-}
 
 /// What the server keeps for rustc between requests: toolchains and linkers, by probe.
 #[derive(Default)]
@@ -108,7 +66,8 @@ impl RustFamily {
         job: &Job,
         toolchain: Arc<Toolchain>,
     ) -> io::Result<Outcome> {
-        let outcome = pipeline::compile(self, context, job, toolchain).await;
+        let outcome =
+            pipeline::compile(&self.toolchains, &self.linkers, context, job, toolchain).await;
         let args = &job.invocation.args;
         let crate_name = args
             .iter()

@@ -10,11 +10,14 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use super::args::{self, CrateType, Emit};
+use super::key;
+use super::linker::Linkers;
 use super::plan::{
     crate_types_label, display_key, has_diagnostics, output_names, target_triple, uses_proc_macro,
 };
+use super::reasons::{LANGUAGE, NotCacheable, Refusal};
 use super::toolchain::Toolchain;
-use super::{LANGUAGE, NotCacheable, RustFamily, key};
+use super::toolchain::Toolchains;
 use crate::cache::{CacheEntry, CacheKey, StoredFile};
 use crate::compiler::basedir::Maps;
 use crate::compiler::depfile;
@@ -36,15 +39,16 @@ fn uncacheable(context: &Context, crate_types: &[CrateType], reason: NotCacheabl
     context
         .stats
         .update(|c| c.languages.entry(LANGUAGE.into()).or_default().uncacheable += 1);
-    Outcome::Uncacheable(Uncacheable::Rust {
+    Outcome::Uncacheable(Uncacheable::Rust(Refusal {
         crate_types: crate_types_label(crate_types),
         reason,
-    })
+    }))
 }
 
 /// Serves one rustc compile by `toolchain`.
 pub(super) async fn compile(
-    family: &RustFamily,
+    toolchains: &Toolchains,
+    linkers: &Linkers,
     context: &Context,
     job: &Job,
     toolchain: Arc<Toolchain>,
@@ -79,11 +83,14 @@ pub(super) async fn compile(
     if !target.contains("linux") {
         return Ok(uncacheable(context, types, NotCacheable::NotLinux(target)));
     }
-    let (base, maps) =
-        match key::base_key(family, context, invocation, &toolchain, &args, &target).await? {
-            Ok(found) => found,
-            Err(reason) => return Ok(uncacheable(context, types, reason)),
-        };
+    let (base, maps) = match key::base_key(
+        toolchains, linkers, context, invocation, &toolchain, &args, &target,
+    )
+    .await?
+    {
+        Ok(found) => found,
+        Err(reason) => return Ok(uncacheable(context, types, reason)),
+    };
     let manifest_key = manifest::manifest_key(&base);
     let display = display_key(&args);
     let outputs = output_names(&args);

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::NotCacheable;
 use super::args::{CrateType, Emit, NativeLib, RustcArgs, Target};
 use super::linker;
+use super::reasons::NotCacheable;
 use super::toolchain::Toolchain;
 use crate::compiler::key::KeyHasher;
 

@@ -223,7 +223,8 @@ impl Fixture {
             panic!("not cacheable: {args:?}");
         };
         key::base_key(
-            &self.service.rust,
+            &self.service.rust.toolchains,
+            &self.service.rust.linkers,
             &self.service.context,
             &invocation(request.clone()),
             &self.toolchain,
@@ -401,7 +402,8 @@ async fn linked_crate_types_key_on_the_linker() {
         panic!()
     };
     let refused = key::base_key(
-        &f.service.rust,
+        &f.service.rust.toolchains,
+        &f.service.rust.linkers,
         &f.service.context,
         &invocation(request.clone()),
         &f.toolchain,
@@ -586,7 +588,8 @@ impl Fixture {
             panic!("not cacheable: {args:?}");
         };
         key::base_key(
-            &self.service.rust,
+            &self.service.rust.toolchains,
+            &self.service.rust.linkers,
             &self.service.context,
             &invocation(request.clone()),
             &self.toolchain,

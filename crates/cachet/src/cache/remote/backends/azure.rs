@@ -5,11 +5,10 @@ use std::sync::Arc;
 use opendal::Operator;
 use serde::Deserialize;
 
-use super::{BackendSettings, opendal};
+use super::{BackendSettings, StoreSpec, opendal};
 use crate::cache::Storage;
 use crate::cache::remote::RemoteError;
-use crate::config::RemoteConfig;
-use crate::config::remotes::settings::Secret;
+use super::settings::Secret;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,7 +25,7 @@ pub(super) struct Settings {
 }
 
 impl BackendSettings for Settings {
-    fn build(self, remote: &RemoteConfig) -> Result<Arc<dyn Storage>, RemoteError> {
+    fn build(self, spec: &StoreSpec) -> Result<Arc<dyn Storage>, RemoteError> {
         let mut b = opendal::services::Azblob::default()
             .container(&self.container)
             .root("/");
@@ -42,6 +41,6 @@ impl BackendSettings for Settings {
         if let Some(v) = &self.sas_token {
             b = b.sas_token(v.expose());
         }
-        opendal(remote, Operator::new(b))
+        opendal(spec, Operator::new(b))
     }
 }

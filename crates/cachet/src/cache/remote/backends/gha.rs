@@ -5,11 +5,10 @@ use std::sync::Arc;
 use opendal::Operator;
 use serde::Deserialize;
 
-use super::{BackendSettings, opendal};
+use super::{BackendSettings, StoreSpec, opendal};
 use crate::cache::Storage;
 use crate::cache::remote::RemoteError;
-use crate::config::RemoteConfig;
-use crate::config::remotes::settings::Secret;
+use super::settings::Secret;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,7 +22,7 @@ pub(super) struct Settings {
 }
 
 impl BackendSettings for Settings {
-    fn build(self, remote: &RemoteConfig) -> Result<Arc<dyn Storage>, RemoteError> {
+    fn build(self, spec: &StoreSpec) -> Result<Arc<dyn Storage>, RemoteError> {
         // The runner's ACTIONS_CACHE_URL / ACTIONS_RUNTIME_TOKEN are read by the
         // service itself when these are not set.
         let mut b = opendal::services::Ghac::default().root("/");
@@ -34,6 +33,6 @@ impl BackendSettings for Settings {
             b = b.runtime_token(v.expose());
         }
         b = b.version(self.version.as_deref().unwrap_or("cachet"));
-        opendal(remote, Operator::new(b))
+        opendal(spec, Operator::new(b))
     }
 }

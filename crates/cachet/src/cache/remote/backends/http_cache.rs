@@ -7,12 +7,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::BackendSettings;
+use super::{BackendSettings, StoreSpec};
 use crate::cache::Storage;
 use crate::cache::remote::http_cache::{HttpCache, HttpCacheConfig};
 use crate::cache::remote::{Items, Prefixed, RemoteError};
-use crate::config::RemoteConfig;
-use crate::config::remotes::settings::{Secret, SettingsError};
+use super::settings::{Secret, SettingsError};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,16 +37,16 @@ impl BackendSettings for Settings {
         Ok(())
     }
 
-    fn build(self, remote: &RemoteConfig) -> Result<Arc<dyn Storage>, RemoteError> {
+    fn build(self, spec: &StoreSpec) -> Result<Arc<dyn Storage>, RemoteError> {
         let password = self.password.as_ref().map_or("", Secret::expose).to_owned();
         let cache = HttpCache::new(HttpCacheConfig {
             endpoint: self.endpoint,
-            timeout: remote.timeout,
+            timeout: spec.timeout,
             bearer_token: self.bearer_token.map(|t| t.expose().to_owned()),
             basic_auth: self.username.map(|user| (user, password)),
             extra_headers: Vec::new(),
         })?;
-        Ok(Arc::new(Prefixed::new(cache, remote.prefix.clone())))
+        Ok(Arc::new(Prefixed::new(cache, spec.prefix.to_owned())))
     }
 }
 

@@ -9,11 +9,10 @@ use std::time::Duration;
 use opendal::Operator;
 use serde::Deserialize;
 
-use super::BackendSettings;
+use super::{BackendSettings, StoreSpec};
 use crate::cache::Storage;
 use crate::cache::remote::{Items, RemoteError, chunked, memcached};
-use crate::config::RemoteConfig;
-use crate::config::remotes::settings::{Secret, SettingsError, Size, Span};
+use super::settings::{Secret, SettingsError, Size, Span};
 
 /// memcached reads an expiry above 30 days as a Unix time.
 const TTL_RANGE: RangeInclusive<Duration> =
@@ -46,7 +45,7 @@ impl BackendSettings for Settings {
         }
     }
 
-    fn build(self, remote: &RemoteConfig) -> Result<Arc<dyn Storage>, RemoteError> {
+    fn build(self, spec: &StoreSpec) -> Result<Arc<dyn Storage>, RemoteError> {
         let items: Box<dyn Items> = match &self.username {
             // SASL needs the binary protocol: OpenDAL's client has it (and is slow,
             // see memcached.rs).
@@ -68,17 +67,17 @@ impl BackendSettings for Settings {
                 Box::new(memcached::Memcached::new(&self.endpoint, expiry)?)
             }
         };
-        let prefix = &remote.prefix;
+        let prefix = spec.prefix;
         if prefix.len() > memcached::MAX_KEY_LEN - 100 || prefix.contains(char::is_whitespace) {
             return Err(RemoteError::Prefix {
                 kind: "memcached",
-                prefix: prefix.clone(),
+                prefix: prefix.to_owned(),
                 rule: "must be under 150 bytes, without spaces",
             });
         }
         Ok(Arc::new(chunked::Chunked::new(
             items,
-            prefix.clone(),
+            prefix.to_owned(),
             self.item_limit
                 .map_or(chunked::DEFAULT_ITEM_LIMIT, |Size(n)| n),
             self.max_chunks

@@ -1,7 +1,7 @@
 //! The remote backends: one file each, listed once in [`ALL`].
 //!
 //! A backend's file holds a `Settings` struct (its own keys, typed: see
-//! `config::remotes::settings`) and its [`BackendSettings`] impl, which checks the
+//! [`settings`]) and its [`BackendSettings`] impl, which checks the
 //! settings together and builds the store. The common keys (`name`, `prefix`, `timeout`…)
 //! and the `CACHET_<TYPE>_<KEY>` variables are handled for every backend by
 //! `config::remotes`.
@@ -9,16 +9,16 @@
 //! To add one: a new file here, a line in the `backends!` list below, a Cargo feature of
 //! that name, and a section in docs/storage.md.
 
+pub(crate) mod settings;
+
 use std::sync::Arc;
 
 use opendal::Operator;
 use serde::de::DeserializeOwned;
 
-use super::{Prefixed, RemoteError};
+use super::{Prefixed, RemoteError, StoreSpec};
 use crate::cache::Storage;
-use crate::config::RemoteConfig;
-use crate::config::remotes::own_pairs;
-use crate::config::remotes::settings::{self, SettingsError, Texts};
+use settings::{SettingsError, Texts};
 
 /// The typed settings of one backend, and how it is built from them.
 pub(crate) trait BackendSettings: DeserializeOwned {
@@ -29,7 +29,7 @@ pub(crate) trait BackendSettings: DeserializeOwned {
     }
 
     /// Builds the store. No network I/O: startup never waits on a remote.
-    fn build(self, remote: &RemoteConfig) -> Result<Arc<dyn Storage>, RemoteError>;
+    fn build(self, spec: &StoreSpec) -> Result<Arc<dyn Storage>, RemoteError>;
 }
 
 /// What the configuration and the server need of a backend, as plain functions.
@@ -39,7 +39,7 @@ pub struct Backend {
     /// Fills and checks its settings from `(key, text)` pairs; the keys that are secrets.
     pub(crate) check: fn(&Texts) -> Result<Vec<String>, SettingsError>,
     /// Builds the store of a remote of this type.
-    pub(crate) build: fn(&RemoteConfig) -> Result<Arc<dyn Storage>, RemoteError>,
+    pub(crate) build: fn(&StoreSpec) -> Result<Arc<dyn Storage>, RemoteError>,
 }
 
 impl Backend {
@@ -58,9 +58,9 @@ fn check<S: BackendSettings>(pairs: &Texts) -> Result<Vec<String>, SettingsError
     Ok(secrets)
 }
 
-fn build<S: BackendSettings>(remote: &RemoteConfig) -> Result<Arc<dyn Storage>, RemoteError> {
-    let (settings, _) = settings::parse::<S>(&own_pairs(&remote.settings))?;
-    settings.build(remote)
+fn build<S: BackendSettings>(spec: &StoreSpec) -> Result<Arc<dyn Storage>, RemoteError> {
+    let (settings, _) = settings::parse::<S>(&spec.settings)?;
+    settings.build(spec)
 }
 
 /// One line of the registry.
@@ -75,10 +75,10 @@ pub struct Registered {
 
 /// A store behind OpenDAL, its keys under the remote's prefix.
 fn opendal(
-    remote: &RemoteConfig,
+    spec: &StoreSpec,
     op: opendal::Result<Operator>,
 ) -> Result<Arc<dyn Storage>, RemoteError> {
-    Ok(Arc::new(Prefixed::new(op?, remote.prefix.clone())))
+    Ok(Arc::new(Prefixed::new(op?, spec.prefix.to_owned())))
 }
 
 /// `type => feature => file`: declares each file (when its feature is on) and lists it in

@@ -6,11 +6,10 @@ use std::time::Duration;
 use opendal::Operator;
 use serde::Deserialize;
 
-use super::{BackendSettings, opendal};
+use super::{BackendSettings, StoreSpec, opendal};
 use crate::cache::Storage;
 use crate::cache::remote::RemoteError;
-use crate::config::RemoteConfig;
-use crate::config::remotes::settings::{List, Secret, SettingsError, Span};
+use super::settings::{List, Secret, SettingsError, Span};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,7 +44,7 @@ impl BackendSettings for Settings {
         Ok(())
     }
 
-    fn build(self, remote: &RemoteConfig) -> Result<Arc<dyn Storage>, RemoteError> {
+    fn build(self, spec: &StoreSpec) -> Result<Arc<dyn Storage>, RemoteError> {
         let mut b = opendal::services::Redis::default().root("/");
         if let Some(endpoint) = &self.endpoint {
             // The client takes only the scheme, host and port of the URL: a user,
@@ -85,7 +84,7 @@ impl BackendSettings for Settings {
         if let Some(Span(ttl)) = self.ttl {
             b = b.default_ttl(ttl);
         }
-        opendal(remote, Operator::new(b))
+        opendal(spec, Operator::new(b))
     }
 }
 
@@ -93,7 +92,7 @@ impl BackendSettings for Settings {
 mod tests {
     use super::*;
     use crate::config::remotes::own_pairs;
-    use crate::config::remotes::settings::parse;
+    use crate::cache::remote::backends::settings::parse;
 
     #[test]
     fn a_cluster_list_and_a_ttl_in_days_are_read() {

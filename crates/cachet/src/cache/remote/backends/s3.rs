@@ -6,11 +6,10 @@ use std::sync::Arc;
 use opendal::Operator;
 use serde::Deserialize;
 
-use super::{BackendSettings, opendal};
+use super::{BackendSettings, StoreSpec, opendal};
 use crate::cache::Storage;
 use crate::cache::remote::RemoteError;
-use crate::config::RemoteConfig;
-use crate::config::remotes::settings::Secret;
+use super::settings::Secret;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,7 +29,7 @@ pub(super) struct Settings {
 }
 
 impl BackendSettings for Settings {
-    fn build(self, remote: &RemoteConfig) -> Result<Arc<dyn Storage>, RemoteError> {
+    fn build(self, spec: &StoreSpec) -> Result<Arc<dyn Storage>, RemoteError> {
         let mut b = opendal::services::S3::default()
             .bucket(&self.bucket)
             .root("/");
@@ -61,6 +60,6 @@ impl BackendSettings for Settings {
         if self.anonymous == Some(true) {
             b = b.skip_signature();
         }
-        opendal(remote, Operator::new(b))
+        opendal(spec, Operator::new(b))
     }
 }

@@ -18,8 +18,7 @@ use std::time::Duration;
 use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
 use serde::{Deserialize, Deserializer, forward_to_deserialize_any};
 
-use super::parse_bool;
-use crate::config::{parse_duration, parse_size};
+use crate::units::{parse_bool, parse_duration, parse_size};
 
 /// Why a remote's settings do not fit its struct. The key is the setting's name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
