@@ -20,13 +20,13 @@ const MAX_SOCKET_PATH: usize = 107;
 
 /// A checked, private (mode 0700, ours) runtime directory.
 #[derive(Debug)]
-pub struct RuntimeDir {
+pub(crate) struct RuntimeDir {
     dir: PathBuf,
 }
 
 impl RuntimeDir {
     /// Creates the directory if needed and checks that only we can use it.
-    pub fn prepare(dir: &Path) -> io::Result<RuntimeDir> {
+    pub(crate) fn prepare(dir: &Path) -> io::Result<RuntimeDir> {
         DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         let meta = std::fs::metadata(dir)?;
         let uid = rustix::process::getuid().as_raw();
@@ -49,34 +49,36 @@ impl RuntimeDir {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    /// The directory itself.
+    pub(crate) fn path(&self) -> &Path {
         &self.dir
     }
 
     /// The socket's address, shortened through `/proc/self/fd` when the real path is too long.
     /// Named after the protocol version, so that after an upgrade the new client starts a
     /// server of its own instead of falling back until the old one idles out.
-    pub fn socket(&self) -> io::Result<SocketAddress> {
+    pub(crate) fn socket(&self) -> io::Result<SocketAddress> {
         SocketAddress::new(&self.dir.join(socket_name()))
     }
 
     /// Held by the running server for its whole life: one server per runtime directory
     /// and protocol version.
-    pub fn server_lock(&self) -> PathBuf {
+    pub(crate) fn server_lock(&self) -> PathBuf {
         self.dir.join(format!("server-v{PROTOCOL_VERSION}.lock"))
     }
 
     /// Held by a client while it starts a server, so racing clients start only one.
-    pub fn start_lock(&self) -> PathBuf {
+    pub(crate) fn start_lock(&self) -> PathBuf {
         self.dir.join("start.lock")
     }
 
     /// The server's jobserver pool, as a fifo other tools can join by path.
-    pub fn jobserver_fifo(&self) -> PathBuf {
+    pub(crate) fn jobserver_fifo(&self) -> PathBuf {
         self.dir.join(format!("jobserver-v{PROTOCOL_VERSION}.fifo"))
     }
 
-    pub fn log_file(&self) -> PathBuf {
+    /// Where the detached server writes its stdout and stderr.
+    pub(crate) fn log_file(&self) -> PathBuf {
         self.dir.join("server.log")
     }
 }
@@ -84,14 +86,16 @@ impl RuntimeDir {
 /// A socket path that fits in `sun_path`. For a long path it keeps the directory open and
 /// names the socket through `/proc/self/fd/N/`, which Linux resolves for bind and connect.
 #[derive(Debug)]
-pub struct SocketAddress {
+pub(crate) struct SocketAddress {
     real: PathBuf,
     short: PathBuf,
     _dir: Option<OwnedFd>,
 }
 
 impl SocketAddress {
-    pub fn new(real: &Path) -> io::Result<SocketAddress> {
+    /// The address of the socket at `real`; fails only if a long path's directory cannot
+    /// be opened.
+    pub(crate) fn new(real: &Path) -> io::Result<SocketAddress> {
         if real.as_os_str().len() <= MAX_SOCKET_PATH {
             return Ok(SocketAddress {
                 real: real.to_owned(),
@@ -111,32 +115,32 @@ impl SocketAddress {
     }
 
     /// The path to hand to bind/connect.
-    pub fn connect_path(&self) -> &Path {
+    pub(crate) fn connect_path(&self) -> &Path {
         &self.short
     }
 
     /// The socket's real location, for messages and cleanup.
-    pub fn real_path(&self) -> &Path {
+    pub(crate) fn real_path(&self) -> &Path {
         &self.real
     }
 }
 
 /// An exclusive `flock` held until dropped.
 #[derive(Debug)]
-pub struct FileLock {
+pub(crate) struct FileLock {
     _file: File,
 }
 
 impl FileLock {
     /// Waits for the lock.
-    pub fn acquire(path: &Path) -> io::Result<FileLock> {
+    pub(crate) fn acquire(path: &Path) -> io::Result<FileLock> {
         let file = open_lock_file(path)?;
         flock(&file, FlockOperation::LockExclusive)?;
         Ok(FileLock { _file: file })
     }
 
     /// Takes the lock only if nobody holds it.
-    pub fn try_acquire(path: &Path) -> io::Result<Option<FileLock>> {
+    pub(crate) fn try_acquire(path: &Path) -> io::Result<Option<FileLock>> {
         let file = open_lock_file(path)?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(Some(FileLock { _file: file })),

@@ -28,14 +28,18 @@ const STALE_TMP_AGE: Duration = Duration::from_secs(3600);
 /// Size of the cache (or of one shard).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// Bytes of the stored (encoded) entries.
     pub bytes: u64,
+    /// Number of entries.
     pub entries: u64,
 }
 
 /// What a cleanup or clear removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CleanupReport {
+    /// Entries deleted.
     pub removed_entries: u64,
+    /// Their bytes.
     pub removed_bytes: u64,
 }
 
@@ -63,10 +67,12 @@ impl DiskCache {
         DiskCache { root, max_size }
     }
 
+    /// The cache's directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// The size limit, in bytes, for the whole cache.
     pub fn max_size(&self) -> u64 {
         self.max_size
     }

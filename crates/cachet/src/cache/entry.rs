@@ -23,9 +23,13 @@ use serde::{Deserialize, Serialize};
 /// files it produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheEntry {
+    /// The compiler's exit code (1 for a compile ended by a signal).
     pub exit_code: i32,
+    /// What the compiler wrote to stdout.
     pub stdout: Vec<u8>,
+    /// What the compiler wrote to stderr.
     pub stderr: Vec<u8>,
+    /// The output files.
     pub files: Vec<StoredFile>,
     /// Facts about the entry that a compiler module needs on a hit, by name (for rustc:
     /// which rendering of diagnostics the stored stderr is).
@@ -33,6 +37,7 @@ pub struct CacheEntry {
 }
 
 impl CacheEntry {
+    /// The value of the fact `name` in [`meta`](Self::meta), if the entry has it.
     pub fn meta(&self, name: &str) -> Option<&[u8]> {
         self.meta
             .iter()
@@ -48,6 +53,7 @@ pub struct StoredFile {
     pub role: String,
     /// Restore with the executable bits set (subject to umask).
     pub executable: bool,
+    /// The file's bytes.
     pub data: Vec<u8>,
 }
 
@@ -67,18 +73,25 @@ const HEADER_LEN: usize = 8 + 4 + 8 + 32;
 /// Why an encoded entry could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum EntryError {
+    /// The first bytes are not [`ENTRY_MAGIC`].
     #[error("not a cachet cache entry (bad magic)")]
     BadMagic,
+    /// Written by another format version (the one found).
     #[error("unsupported cache entry format version {0} (expected {ENTRY_FORMAT_VERSION})")]
     UnsupportedVersion(u32),
+    /// Shorter than its header says.
     #[error("cache entry is truncated")]
     Truncated,
+    /// The stored checksum does not match the bytes.
     #[error("cache entry checksum mismatch (entry is corrupt)")]
     ChecksumMismatch,
+    /// The header claims more than [`MAX_ENTRY_SIZE`] bytes (the claimed size).
     #[error("cache entry claims {0} uncompressed bytes, above the {MAX_ENTRY_SIZE} byte limit")]
     TooLarge(u64),
+    /// zstd refused the payload.
     #[error("cache entry failed to decompress: {0}")]
     Decompress(#[source] std::io::Error),
+    /// The payload is not a serialized entry.
     #[error("cache entry failed to deserialize: {0}")]
     Decode(#[source] postcard::Error),
 }

@@ -10,7 +10,7 @@ use super::{CacheKey, Storage};
 
 /// Which filesystem failure writes meet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// `put` fails with ENOSPC, as on a full filesystem.
     DiskFull,
     /// `put` fails with EROFS, as on a read-only filesystem.
@@ -19,7 +19,7 @@ pub enum Fault {
 
 impl Fault {
     /// The fault a test names (`disk-full`, `read-only`); `None` for anything else.
-    pub fn from_name(name: &str) -> Option<Fault> {
+    pub(crate) fn from_name(name: &str) -> Option<Fault> {
         match name {
             "disk-full" => Some(Fault::DiskFull),
             "read-only" => Some(Fault::ReadOnly),
@@ -38,14 +38,14 @@ impl Fault {
 
 /// `inner` with every `put` failing as `fault` says, before it reaches the store; reads and
 /// removals go through untouched.
-pub struct FaultyStorage<S> {
+pub(crate) struct FaultyStorage<S> {
     inner: S,
     fault: Fault,
 }
 
 impl<S: Storage> FaultyStorage<S> {
     /// Wraps `inner`.
-    pub fn new(inner: S, fault: Fault) -> FaultyStorage<S> {
+    pub(crate) fn new(inner: S, fault: Fault) -> FaultyStorage<S> {
         FaultyStorage { inner, fault }
     }
 }

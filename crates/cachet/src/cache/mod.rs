@@ -32,6 +32,7 @@ use level::{Level, LevelOptions, Read};
 pub struct CacheKey(pub [u8; 32]);
 
 impl CacheKey {
+    /// The key as 64 lowercase hex digits: its name in every store.
     pub fn to_hex(&self) -> String {
         blake3::Hash::from(self.0).to_hex().to_string()
     }
@@ -46,8 +47,11 @@ impl From<blake3::Hash> for CacheKey {
 /// One store of encoded entries.
 #[async_trait]
 pub trait Storage: Send + Sync {
+    /// The bytes stored under `key`, or `None` if there are none.
     async fn get(&self, key: &CacheKey) -> io::Result<Option<Vec<u8>>>;
+    /// Stores `bytes` under `key`, replacing what was there.
     async fn put(&self, key: &CacheKey, bytes: Vec<u8>) -> io::Result<()>;
+    /// Deletes what is stored under `key`; no error if nothing was.
     async fn remove(&self, key: &CacheKey) -> io::Result<()>;
 }
 
@@ -58,6 +62,7 @@ pub struct DiskStorage {
 }
 
 impl DiskStorage {
+    /// Serves `disk` through the [`Storage`] trait.
     pub fn new(disk: Arc<DiskCache>) -> DiskStorage {
         DiskStorage { disk }
     }
@@ -97,6 +102,7 @@ pub struct PendingWrites {
 }
 
 impl PendingWrites {
+    /// Writes handed off and not finished yet.
     pub fn count(&self) -> u64 {
         self.inner.0.load(Ordering::SeqCst)
     }
@@ -133,6 +139,7 @@ impl PendingWrites {
     }
 }
 
+/// One pending write, counted until dropped (see [`PendingWrites::reserve`]).
 pub struct PendingGuard(PendingWrites);
 
 impl Drop for PendingGuard {
@@ -193,10 +200,12 @@ impl Cache {
         }
     }
 
+    /// The levels, in read order.
     pub fn levels(&self) -> &[Arc<Level>] {
         &self.levels
     }
 
+    /// The writes still going on, for stats and for shutdown to wait on.
     pub fn pending(&self) -> &PendingWrites {
         &self.pending
     }

@@ -17,8 +17,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// The server answers the handshake at once; a server that does not is wedged.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why the client could not use the server; each case ends in running the compiler
+/// directly.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     #[error("runtime directory {0}: {1}")]
     RuntimeDir(String, io::Error),
     #[error("cannot reach the server: {0}")]
@@ -43,13 +45,14 @@ pub enum ClientError {
     Io(io::Error),
 }
 
-pub struct Connection {
+/// A handshaken connection to a server of ours.
+pub(crate) struct Connection {
     stream: UnixStream,
 }
 
 /// Whether to start a server when none answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
+pub(crate) enum Start {
     IfNeeded,
     Never,
 }
@@ -57,12 +60,16 @@ pub enum Start {
 impl Connection {
     /// Connects and shakes hands; the handshake is sent together with `first`, so a hit
     /// costs one round trip.
-    pub fn open(config: &Config, start: Start, first: &Request) -> Result<Connection, ClientError> {
+    pub(crate) fn open(
+        config: &Config,
+        start: Start,
+        first: &Request,
+    ) -> Result<Connection, ClientError> {
         Connection::open_with_fds(config, start, first, &[])
     }
 
     /// [`open`](Self::open), with `fds` passed along with the first request.
-    pub fn open_with_fds(
+    pub(crate) fn open_with_fds(
         config: &Config,
         start: Start,
         first: &Request,
@@ -123,7 +130,8 @@ impl Connection {
         }
     }
 
-    pub fn receive(&mut self) -> Result<Response, ClientError> {
+    /// The server's next message.
+    pub(crate) fn receive(&mut self) -> Result<Response, ClientError> {
         let frame = self.read_raw()?;
         protocol::decode(&frame).map_err(|e| ClientError::Garbage(e.to_string()))
     }

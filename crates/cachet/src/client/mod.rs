@@ -15,8 +15,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
-pub use connect::{ClientError, Connection, Start};
-pub use resolve::{names_cachet, resolve_compiler};
+pub(crate) use connect::{ClientError, Connection, Start};
+pub(crate) use resolve::{names_cachet, resolve_compiler};
 
 use crate::config::Config;
 use cachet_jobserver::inherited::{self, Found, NotFound};
@@ -25,7 +25,7 @@ use rustix::fs::Mode;
 use crate::protocol::{BuildJobserver, CompileRequest, Exit, Request, Response, to_bytes};
 
 /// Runs one compile through the server. Returns the exit code; may also exec the compiler.
-pub fn compile(compiler: &OsStr, args: Vec<OsString>) -> i32 {
+pub(crate) fn compile(compiler: &OsStr, args: Vec<OsString>) -> i32 {
     let Some(path) = resolve_compiler(compiler) else {
         eprintln!(
             "cachet: cannot find the compiler `{}` on PATH",
@@ -180,7 +180,7 @@ fn warn_and_run_directly(why: &str, compiler: &Path, args: &[OsString]) -> ! {
 
 /// Replaces this process with the compiler: same environment, same descriptors (so the
 /// build's own jobserver reaches it), and its exit status is the build tool's to see.
-pub fn run_directly(compiler: &Path, args: &[OsString]) -> ! {
+pub(crate) fn run_directly(compiler: &Path, args: &[OsString]) -> ! {
     let err = std::process::Command::new(compiler).args(args).exec();
     eprintln!("cachet: cannot run {}: {err}", compiler.display());
     std::process::exit(127)

@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Cancelled, Exit};
 use super::{CommandSpec, OutputChunk, ProcessOutput, ProcessRunner};
 
+/// Runs each child in a process group of its own, streams its output, and kills the group
+/// if the run is abandoned.
 #[derive(Debug, Default)]
 pub struct TokioRunner;
 

@@ -32,7 +32,8 @@ pub(crate) const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 /// Hidden switch for fault tests on machines that refuse tmpfs and bind mounts.
 const FAULT_VAR: &str = "CACHET_TEST_STORAGE_FAULT";
 
-pub struct Server {
+/// Everything the server shares between its connections.
+pub(crate) struct Server {
     config: Config,
     runtime: RuntimeDir,
     disk: Arc<DiskCache>,
@@ -55,7 +56,7 @@ pub struct Server {
 }
 
 /// Counts a connection as open for as long as it lives, or until released.
-pub struct ConnectionGuard(Option<Arc<Server>>);
+pub(crate) struct ConnectionGuard(Option<Arc<Server>>);
 
 impl ConnectionGuard {
     fn new(server: &Arc<Server>) -> ConnectionGuard {
@@ -65,7 +66,7 @@ impl ConnectionGuard {
     }
 
     /// For the connection that asked us to stop: shutdown must not wait for it.
-    pub fn release(&mut self) {
+    pub(crate) fn release(&mut self) {
         if let Some(server) = self.0.take() {
             server.connections.fetch_sub(1, Ordering::SeqCst);
             server.touch();
@@ -80,7 +81,7 @@ impl Drop for ConnectionGuard {
 }
 
 /// Marks a compile as running for as long as it lives.
-pub struct RunningGuard<'a>(&'a Server);
+pub(crate) struct RunningGuard<'a>(&'a Server);
 
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
@@ -94,13 +95,15 @@ impl Server {
         *self.last_activity.lock().unwrap() = Instant::now();
     }
 
-    pub fn compile_started(&self) -> RunningGuard<'_> {
+    /// Counts a compile as running until the guard is dropped (the idle timer waits).
+    pub(crate) fn compile_started(&self) -> RunningGuard<'_> {
         self.running.fetch_add(1, Ordering::SeqCst);
         self.touch();
         RunningGuard(self)
     }
 
-    pub async fn snapshot(&self) -> StatsSnapshot {
+    /// The counters, the cache's usage and the jobserver's state, for `--show-stats`.
+    pub(crate) async fn snapshot(&self) -> StatsSnapshot {
         let disk = self.disk.clone();
         let usage = tokio::task::spawn_blocking(move || disk.usage()).await;
         let (usage, usage_error) = match usage {
@@ -147,13 +150,14 @@ impl Server {
         }
     }
 
-    pub fn zero_stats(&self) {
+    /// Resets the counters and the jobserver's peak and waits (`--zero-stats`).
+    pub(crate) fn zero_stats(&self) {
         self.stats.zero();
         self.jobserver.zero_stats();
     }
 
     /// Begins shutdown and waits until it has drained; returns the writes dropped.
-    pub async fn stop(&self) -> u64 {
+    pub(crate) async fn stop(&self) -> u64 {
         let mut stopped = self.stopped.subscribe();
         self.shutdown.cancel();
         loop {
@@ -179,7 +183,7 @@ impl Server {
 }
 
 /// Runs the server in the foreground until it stops; returns the exit code.
-pub fn run(config: Config) -> i32 {
+pub(crate) fn run(config: Config) -> i32 {
     close_inherited_fds();
     let runtime = match RuntimeDir::prepare(&config.runtime_dir) {
         Ok(runtime) => runtime,
