@@ -20,7 +20,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why the client could not use the server; each case ends in running the compiler
 /// directly.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ClientError {
+pub enum ClientError {
     #[error("runtime directory {0}: {1}")]
     RuntimeDir(String, io::Error),
     #[error("cannot reach the server: {0}")]

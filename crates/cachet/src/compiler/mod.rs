@@ -26,8 +26,6 @@ pub mod pipeline;
 mod regular_files;
 pub mod rustc;
 pub mod stamp;
-#[cfg(test)]
-mod test_support;
 
 use std::io;
 use std::path::Path;

@@ -7,10 +7,13 @@ use std::time::Duration;
 use cachet_jobserver::Jobserver;
 
 use super::*;
+
+pub(crate) mod support;
 use crate::cache::{DiskCache, DiskStorage};
 use crate::process::mock::{MockRunner, output};
 use crate::process::{CommandSpec, JOBSERVER_VARS, ProcessOutput};
 use crate::protocol::{CompileRequest, Exit, Response, to_bytes};
+use support as test_support;
 
 const GCC_MACROS: &[u8] = b"#define __GNUC__ 12\n#define __VERSION__ \"12.2.0\"\n";
 
