@@ -57,7 +57,9 @@ struct Cli {
 pub enum Mode {
     /// Compile mode: the compiler as the build named it, and its arguments.
     Compile {
+        /// The compiler as named (a path, or a name to find on PATH).
         compiler: OsString,
+        /// Its arguments.
         args: Vec<OsString>,
     },
     /// `cachet jobserver-env`: shell settings that join the server's pool.
@@ -75,13 +77,24 @@ pub enum Mode {
 /// shows the stats of the server that ran, never of one started to show them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Action {
+    /// `-z`: zero the statistics.
     ZeroStats,
+    /// `--clear`: remove every entry of the local cache.
     Clear,
+    /// `--cleanup`: trim the local cache to its size limit.
     Cleanup,
+    /// `--start-server`.
     StartServer,
+    /// `--flush`: wait for pending cache writes.
     Flush,
+    /// `--show-config`.
     ShowConfig,
-    ShowStats { json: bool },
+    /// `-s`, as JSON with `--json`.
+    ShowStats {
+        /// Print JSON.
+        json: bool,
+    },
+    /// `--stop-server`, after running compiles and pending writes.
     StopServer,
 }
 

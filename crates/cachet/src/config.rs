@@ -15,7 +15,9 @@ pub mod remotes;
 
 pub use crate::units::{parse_duration, parse_size};
 
-pub use remotes::{RemoteConfig, RemoteKind};
+pub use remotes::RemoteConfig;
+#[cfg(test)]
+pub use remotes::RemoteKind;
 
 pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);

@@ -3,16 +3,18 @@
 //! The path of a compile request: [`client`] → [`protocol`] → [`server`] → [`compiler`]
 //! → [`cache`] and [`process`] (which runs children under the jobserver).
 
-pub mod cache;
+#![deny(missing_docs)]
+
+pub(crate) mod cache;
 pub mod cli;
-pub mod client;
-pub mod compiler;
-pub mod config;
+pub(crate) mod client;
+pub(crate) mod compiler;
+pub(crate) mod config;
 mod daemon;
-pub mod logging;
+pub(crate) mod logging;
 pub mod paths;
-pub mod process;
+pub(crate) mod process;
 pub mod protocol;
-pub mod server;
-pub mod stats;
-pub mod units;
+pub(crate) mod server;
+pub(crate) mod stats;
+pub(crate) mod units;

@@ -68,16 +68,19 @@ impl DiskCache {
     }
 
     /// The cache's directory.
+    #[cfg(test)]
     pub fn root(&self) -> &Path {
         &self.root
     }
 
     /// The size limit, in bytes, for the whole cache.
+    #[cfg(test)]
     pub fn max_size(&self) -> u64 {
         self.max_size
     }
 
     /// Where the entry for `key` lives (whether or not it exists).
+    #[cfg(test)]
     ///
     /// Panics on an invalid key: a path must never be built from one.
     pub fn entry_path(&self, key: &str) -> PathBuf {

@@ -266,10 +266,6 @@ impl Level {
             }
         }
     }
-
-    pub async fn remove(&self, key: &CacheKey) -> io::Result<()> {
-        self.storage.remove(key).await
-    }
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub struct CacheKey(pub [u8; 32]);
 
 impl CacheKey {
     /// The key as 64 lowercase hex digits: its name in every store.
-    pub fn to_hex(&self) -> String {
+    pub fn to_hex(self) -> String {
         blake3::Hash::from(self.0).to_hex().to_string()
     }
 }
@@ -175,6 +175,7 @@ fn unwritten_insert(unwritten: &Unwritten, key: CacheKey, entry: CacheEntry) -> 
 
 impl Cache {
     /// A cache of one level, the local disk.
+    #[cfg(test)]
     pub fn new(storage: Arc<dyn Storage>, stats: Arc<Stats>) -> Cache {
         Cache::with_levels(vec![(storage, LevelOptions::local())], stats)
     }

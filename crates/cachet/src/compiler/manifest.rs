@@ -14,7 +14,6 @@ use std::ffi::OsString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -230,7 +229,7 @@ pub fn variant_from_observed(
     observed: &Observed,
     cwd: &Path,
     hashes: &FileHashes,
-    compile_start: SystemTime,
+    compile_start: stamp::FileClock,
     time_macros_matter: bool,
 ) -> Verdict {
     let mut files = Vec::new();

@@ -28,10 +28,9 @@ pub mod rustc;
 pub mod stamp;
 
 use std::io;
-use std::path::Path;
 use std::sync::Arc;
 
-pub use executor::{Executor, LocalExecutor};
+pub use executor::LocalExecutor;
 pub use job::{Event, Invocation, Job, Outcome, Uncacheable};
 
 use crate::cache::Cache;
@@ -62,11 +61,6 @@ impl CompileService {
     pub fn with_interposer(mut self, interposer: Option<observe::Interposer>) -> CompileService {
         self.context = self.context.with_interposer(interposer);
         self
-    }
-
-    /// Whether compiles are observed.
-    pub fn observing(&self) -> bool {
-        self.context.observing()
     }
 
     /// Serves one job. Its events go to `job.events` as they happen; the outcome says how
@@ -105,11 +99,6 @@ impl CompileService {
     /// How the server's file-hash memory is doing.
     pub fn file_hash_stats(&self) -> file_hashes::FileHashStats {
         self.context.hashes.stats()
-    }
-
-    /// For tests and stats: the gcc or clang identity found for `compiler`.
-    pub async fn identity(&self, compiler: &Path) -> io::Result<Option<c::identity::Identity>> {
-        self.c.identity(&self.context, compiler).await
     }
 }
 

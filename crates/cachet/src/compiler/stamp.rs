@@ -3,10 +3,12 @@
 //! remembers an answer worked out from a file (a compiler's identity, a toolchain, a
 //! linker's digest) under its stamp, worked out once however many requests ask at once.
 //!
-//! Settled: its mtime is older than the timestamp resolution. Linux stamps files from the
-//! kernel's coarse clock (a tick of at most 10 ms), so a file written within one tick of
-//! an earlier stamp may keep that stamp; a file whose stamps have no sub-second part sits
-//! on a filesystem that may keep whole (or even two) seconds only.
+//! Settled: changed before the current tick of the clock that stamps files. Linux stamps
+//! files from the kernel's coarse realtime clock (`CLOCK_REALTIME_COARSE`; one tick, a few
+//! ms, is the timestamp resolution), so two changes within one tick may leave one stamp,
+//! and a change made after a moment may carry a stamp of that moment's tick. A file whose
+//! stamps have no sub-second part sits on a filesystem that keeps whole (FAT: two)
+//! seconds: it is settled two seconds later.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -18,11 +20,29 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::OnceCell;
 
-/// The resolution of nanosecond timestamps: two coarse-clock ticks.
-const FINE_RESOLUTION: Duration = Duration::from_millis(20);
-
 /// The resolution of whole-second timestamps (FAT keeps two seconds).
 const COARSE_RESOLUTION: Duration = Duration::from_secs(2);
+
+/// A moment on the clock that stamps files (see the module's doc), in ns since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FileClock(i128);
+
+impl FileClock {
+    /// Now, as the next file change would be stamped.
+    pub fn now() -> FileClock {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+        FileClock(t.tv_sec as i128 * 1_000_000_000 + t.tv_nsec as i128)
+    }
+}
+
+impl From<SystemTime> for FileClock {
+    fn from(at: SystemTime) -> FileClock {
+        FileClock(
+            at.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i128),
+        )
+    }
+}
 
 /// What identifies one version of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,24 +74,20 @@ impl FileStamp {
         Ok(FileStamp::of(&std::fs::metadata(path)?))
     }
 
-    /// Whether the file was last modified more than the timestamp resolution before `at`:
-    /// a file that changes after `at` then gets another stamp. A file modified after `at`
-    /// (or just before it) may have changed while it was read.
-    pub fn settled_before(&self, at: SystemTime) -> bool {
-        let resolution = if self.mtime_ns % 1_000_000_000 == 0 {
-            COARSE_RESOLUTION
+    /// Whether the file was last modified before the tick of `at` (two seconds before, on
+    /// a whole-second filesystem): a change after `at` then gets another stamp. A file
+    /// changed in `at`'s tick or later may have changed after `at`, while it was read.
+    pub fn settled_before(&self, at: FileClock) -> bool {
+        if self.mtime_ns % 1_000_000_000 == 0 {
+            self.mtime_ns + COARSE_RESOLUTION.as_nanos() as i128 <= at.0
         } else {
-            FINE_RESOLUTION
-        };
-        let at_ns = at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i128);
-        self.mtime_ns + resolution.as_nanos() as i128 <= at_ns
+            self.mtime_ns < at.0
+        }
     }
 
     /// Whether the file is settled now.
     pub fn settled(&self) -> bool {
-        self.settled_before(SystemTime::now())
+        self.settled_before(FileClock::now())
     }
 }
 
@@ -146,16 +162,19 @@ mod tests {
         let file = dir.path().join("a.h");
         std::fs::write(&file, "one").unwrap();
         let now = SystemTime::now();
-        set_mtime(
-            &file,
-            now - Duration::from_millis(5) + Duration::from_nanos(1),
-        );
-        assert!(!FileStamp::read(&file).unwrap().settled_before(now));
+        let at = FileClock::from(now);
+        // Changed at the moment, or after it: it may have changed after the moment.
+        set_mtime(&file, now + Duration::from_nanos(1));
+        assert!(!FileStamp::read(&file).unwrap().settled_before(at));
+        set_mtime(&file, now);
+        assert!(!FileStamp::read(&file).unwrap().settled_before(at));
+        // Changed in an earlier tick: settled.
         set_mtime(
             &file,
             now - Duration::from_millis(100) + Duration::from_nanos(1),
         );
-        assert!(FileStamp::read(&file).unwrap().settled_before(now));
+        assert!(FileStamp::read(&file).unwrap().settled_before(at));
+        assert!(FileStamp::read(&file).unwrap().settled());
         // Whole-second stamps: a coarse filesystem, two seconds.
         let whole = SystemTime::UNIX_EPOCH
             + Duration::from_secs(
@@ -168,12 +187,12 @@ mod tests {
         assert!(
             !FileStamp::read(&file)
                 .unwrap()
-                .settled_before(whole + Duration::from_secs(1))
+                .settled_before((whole + Duration::from_secs(1)).into())
         );
         assert!(
             FileStamp::read(&file)
                 .unwrap()
-                .settled_before(whole + Duration::from_secs(3))
+                .settled_before((whole + Duration::from_secs(3)).into())
         );
     }
 

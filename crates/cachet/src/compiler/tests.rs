@@ -299,7 +299,7 @@ async fn uncacheable_compiles_go_back_to_the_client_with_a_reason() {
         .await;
     assert_eq!(
         outcome,
-        Outcome::Uncacheable(Uncacheable::C(c::NotCacheable::ExtraOutputVar(
+        Outcome::Uncacheable(Uncacheable::C(c::reasons::NotCacheable::ExtraOutputVar(
             "DEPENDENCIES_OUTPUT"
         )))
     );

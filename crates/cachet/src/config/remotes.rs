@@ -163,6 +163,7 @@ impl RemoteConfig {
     }
 
     /// A setting's text as given.
+    #[cfg(test)]
     pub fn get(&self, key: &str) -> Option<&str> {
         self.settings.get(key).map(|s| s.value.as_str())
     }

@@ -37,10 +37,6 @@ impl Launcher {
         self
     }
 
-    pub fn jobserver(&self) -> &Jobserver {
-        &self.jobserver
-    }
-
     /// Runs one compiler process of a compile.
     ///
     /// The process runs under one token of the server's pool (and under the calling

@@ -18,7 +18,9 @@ use async_trait::async_trait;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-pub use launcher::{JOBSERVER_VARS, Launcher};
+#[cfg(test)]
+pub use launcher::JOBSERVER_VARS;
+pub use launcher::Launcher;
 pub use tokio_runner::TokioRunner;
 
 /// Everything about a child process, so that nothing is inherited by accident.

@@ -23,6 +23,7 @@ fn header(payload: &[u8]) -> io::Result<[u8; 4]> {
     Ok((payload.len() as u32).to_le_bytes())
 }
 
+/// Writes `payload` as one frame: its length as u32 LE, then the bytes (16 MiB at most).
 pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
     let mut buf = Vec::with_capacity(4 + payload.len());
     buf.extend_from_slice(&header(payload)?);
@@ -62,6 +63,7 @@ fn truncated() -> io::Error {
     io::Error::new(io::ErrorKind::UnexpectedEof, "truncated frame")
 }
 
+/// Async twin of [`write_frame`].
 pub async fn write_frame_async(
     w: &mut (impl AsyncWrite + Unpin),
     payload: &[u8],

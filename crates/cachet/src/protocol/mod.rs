@@ -9,7 +9,6 @@ pub mod frame;
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +19,7 @@ pub const PROTOCOL_VERSION: u32 = 2;
 
 const HANDSHAKE_MAGIC: &[u8; 6] = b"CACHET";
 
+/// The first frame each side sends: `b"CACHET"` and `version` as u32 LE.
 pub fn handshake(version: u32) -> Vec<u8> {
     let mut bytes = HANDSHAKE_MAGIC.to_vec();
     bytes.extend_from_slice(&version.to_le_bytes());
@@ -35,22 +35,31 @@ pub fn parse_handshake(bytes: &[u8]) -> Option<u32> {
 /// Raw bytes of an OS string: paths and args need not be UTF-8.
 pub type Bytes = Vec<u8>;
 
+/// An OS string's raw bytes, for the wire.
 pub fn to_bytes(s: &std::ffi::OsStr) -> Bytes {
     s.as_bytes().to_vec()
 }
 
+/// Raw bytes from the wire as an OS string.
 pub fn to_os(bytes: &[u8]) -> OsString {
     OsString::from_vec(bytes.to_vec())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What a client asks the server.
 pub enum Request {
+    /// Serve one compile; the answers are `CompilerStarted`, output, then `Finished` or
+    /// `RunLocally`.
     Compile(CompileRequest),
+    /// The statistics, as `Response::Stats`.
     Stats,
+    /// Zero the statistics.
     ZeroStats,
     /// Stop accepting, finish running compiles and pending writes, then exit.
     Shutdown,
+    /// Remove every entry of the local cache.
     ClearCache,
+    /// Trim the local cache to its size limit.
     CleanupCache,
     /// Wait, with a bound, until every pending cache write (to every level) is done.
     Flush,
@@ -61,10 +70,13 @@ pub enum Request {
 pub struct CompileRequest {
     /// Absolute path of the real compiler, already resolved by the client.
     pub compiler: Bytes,
+    /// Its arguments, without the program name.
     pub args: Vec<Bytes>,
+    /// The build's working directory.
     pub cwd: Bytes,
     /// The client's whole environment.
     pub env: Vec<(Bytes, Bytes)>,
+    /// The client's umask (outputs get the modes the compiler would have given them).
     pub umask: u32,
     /// Whether the client's stderr is a terminal (the compiler's colour choice depends on it).
     pub stderr_is_tty: bool,
@@ -86,73 +98,59 @@ pub enum BuildJobserver {
     Fifo(Bytes),
 }
 
-impl CompileRequest {
-    pub fn compiler_path(&self) -> PathBuf {
-        PathBuf::from(to_os(&self.compiler))
-    }
-
-    pub fn cwd_path(&self) -> PathBuf {
-        PathBuf::from(to_os(&self.cwd))
-    }
-
-    pub fn args_os(&self) -> Vec<OsString> {
-        self.args.iter().map(|a| to_os(a)).collect()
-    }
-
-    pub fn env_os(&self) -> Vec<(OsString, OsString)> {
-        self.env.iter().map(|(k, v)| (to_os(k), to_os(v))).collect()
-    }
-
-    pub fn env_var(&self, name: &str) -> Option<&[u8]> {
-        self.env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name.as_bytes())
-            .map(|(_, v)| v.as_slice())
-    }
-}
-
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Exit {
+    /// It exited with this status code.
     Code(i32),
+    /// This signal killed it.
     Signal(i32),
 }
 
 impl Exit {
+    /// Whether it exited with status 0.
     pub fn success(self) -> bool {
         self == Exit::Code(0)
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What the server answers.
 pub enum Response {
     /// The compiler runs as this process group. Should the server die, the client kills
     /// the group before compiling by itself, so that two compilers never write one output.
     CompilerStarted {
+        /// Process group id.
         pgid: u32,
     },
     /// Compiler output, in the order it was produced.
     Stdout(Vec<u8>),
+    /// Compiler diagnostics, in the order they were produced.
     Stderr(Vec<u8>),
     /// The compile is over; output files are in place.
     Finished(Exit),
     /// The server will not handle this compile: the client runs the compiler itself.
     RunLocally {
+        /// Why (the stats label).
         reason: String,
     },
+    /// The statistics.
     Stats(Box<StatsSnapshot>),
+    /// A management request is done; the text says what was done.
     Done {
+        /// For the user.
         message: String,
     },
     /// The request could not be served; the text says why.
     Error(String),
 }
 
+/// A message as one frame's payload (postcard).
 pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     postcard::to_stdvec(message).expect("protocol messages always serialize")
 }
 
+/// A frame's payload as a message; an error for anything that is not one.
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
     postcard::from_bytes(bytes)
 }

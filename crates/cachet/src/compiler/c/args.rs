@@ -152,6 +152,7 @@ impl Language {
     }
 
     /// The language of this language's `-E` output.
+    #[cfg(test)]
     pub fn preprocessed(&self) -> Language {
         match self {
             Language::C => Language::CPreprocessed,

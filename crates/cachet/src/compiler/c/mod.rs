@@ -20,7 +20,6 @@ use std::io;
 use identity::{Identity, IdentityCache};
 use key::key;
 use plan::plan;
-pub use reasons::NotCacheable;
 
 use super::job::{Invocation, Job, Outcome};
 use super::pipeline::Context;
@@ -67,17 +66,6 @@ impl CFamily {
             )
             .await?;
         pipeline::compile(context, job, &identity, &plan).await
-    }
-
-    /// For tests and stats: the identity found for `compiler`.
-    pub async fn identity(
-        &self,
-        context: &Context,
-        compiler: &std::path::Path,
-    ) -> io::Result<Option<Identity>> {
-        self.identities
-            .identify(&context.launcher, compiler, &[])
-            .await
     }
 }
 

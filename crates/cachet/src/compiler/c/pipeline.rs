@@ -4,7 +4,7 @@
 
 use std::io;
 use std::path::Path;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use super::identity::Identity;
 use super::plan::Plan;
@@ -14,6 +14,7 @@ use crate::compiler::basedir::Maps;
 use crate::compiler::job::{Job, Outcome};
 use crate::compiler::manifest::{self, Manifest, NotStored, Verdict};
 use crate::compiler::pipeline::{Context, publish};
+use crate::compiler::stamp::FileClock;
 use crate::stats::Stats;
 
 /// Outputs smaller than this are restored on the runtime thread itself.
@@ -180,7 +181,7 @@ async fn compile_observed(
         Err(replayed) => return Ok(replayed),
     };
     let watch = context.watch()?;
-    let compile_start = SystemTime::now();
+    let compile_start = FileClock::now();
     let result = context
         .run_leading(
             leader.as_mut(),

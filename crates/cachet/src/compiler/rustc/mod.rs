@@ -28,7 +28,6 @@ pub mod toolchain;
 use std::io;
 use std::sync::Arc;
 
-pub use reasons::{LANGUAGE, NotCacheable, Refusal};
 use toolchain::Toolchain;
 
 use super::job::{Invocation, Job, Outcome};

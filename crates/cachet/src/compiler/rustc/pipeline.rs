@@ -27,7 +27,7 @@ use crate::compiler::manifest::{self, Manifest, NotStored, Variant};
 use crate::compiler::observe;
 use crate::compiler::pipeline::{Context, publish};
 use crate::compiler::regular_files::{check_output_path, read_regular, write_atomically};
-use crate::compiler::stamp::FileStamp;
+use crate::compiler::stamp::{FileClock, FileStamp};
 
 const META_DISPLAY: &str = "display";
 const META_DIAGNOSTICS: &str = "diagnostics";
@@ -157,6 +157,7 @@ pub(super) async fn compile(
     };
     // As ccache does: a source stamped after this was edited while rustc read it.
     let compile_start = SystemTime::now();
+    let start_clock = FileClock::now();
     let watch = context.watch()?;
     let result = context
         .run_leading(
@@ -199,7 +200,7 @@ pub(super) async fn compile(
                 &depinfo_name,
                 &cwd,
                 &hashes,
-                compile_start,
+                (compile_start, start_clock),
             )?;
             let observed = match observation {
                 Some(log) => {
@@ -211,7 +212,7 @@ pub(super) async fn compile(
                         &log.inputs(&written, &cwd, &env),
                         &cwd,
                         &hashes,
-                        compile_start,
+                        start_clock,
                     )?)
                 }
                 None => None,
@@ -358,7 +359,7 @@ fn observed_inputs(
     observed: &observe::Observed,
     cwd: &Path,
     hashes: &FileHashes,
-    compile_start: SystemTime,
+    compile_start: FileClock,
 ) -> Result<ObservedParts, NotStored> {
     let mut files = Vec::new();
     for path in observed
@@ -405,7 +406,7 @@ fn collect(
     depinfo_name: &str,
     cwd: &Path,
     hashes: &FileHashes,
-    compile_start: SystemTime,
+    (compile_start, start_clock): (SystemTime, FileClock),
 ) -> Result<Collected, NotStored> {
     let mut files = Vec::new();
     let mut depinfo_text = None;
@@ -435,7 +436,7 @@ fn collect(
     for source in &depinfo.sources {
         let path = cwd.join(source);
         let stamp = FileStamp::read(&path).map_err(|e| NotStored::Unreadable(path.clone(), e))?;
-        if !stamp.settled_before(compile_start) {
+        if !stamp.settled_before(start_clock) {
             return Err(NotStored::TooNew(path));
         }
         let digest = hashes

@@ -215,8 +215,8 @@ impl Fixture {
 
     async fn base(&self, args: &[String], env: &[(&str, &str)]) -> CacheKey {
         let request = self.request(args, env);
-        let argv = request.args_os();
-        let cwd = request.cwd_path();
+        let argv = invocation(request.clone()).args;
+        let cwd = invocation(request.clone()).cwd;
         let args::Parsed::Cacheable(parsed) = args::parse(&args::ParseInput {
             args: &argv,
             cwd: &cwd,
@@ -394,8 +394,8 @@ async fn linked_crate_types_key_on_the_linker() {
     );
     // Linker-selecting link args are refused rather than guessed at.
     let request = f.request(&with(&bin, &["-C", "link-arg=-fuse-ld=lld"]), &[]);
-    let argv = request.args_os();
-    let cwd = request.cwd_path();
+    let argv = invocation(request.clone()).args;
+    let cwd = invocation(request.clone()).cwd;
     let args::Parsed::Cacheable(parsed) = args::parse(&args::ParseInput {
         args: &argv,
         cwd: &cwd,
@@ -583,7 +583,7 @@ impl Fixture {
         let mut request = self.request(&args, &env);
         request.cwd = to_bytes(cwd.as_os_str());
         request.base_dirs = bases.iter().map(|b| to_bytes(b.as_os_str())).collect();
-        let argv = request.args_os();
+        let argv = invocation(request.clone()).args;
         let args::Parsed::Cacheable(parsed) = args::parse(&args::ParseInput { args: &argv, cwd })
         else {
             panic!("not cacheable: {args:?}");
@@ -684,10 +684,17 @@ fn a_moved_out_dir_is_rewritten_in_dep_info_but_not_in_env_deps() {
 }
 
 #[tokio::test]
-async fn a_source_modified_within_the_timestamp_resolution_is_not_stored() {
+async fn a_source_stamped_after_the_compile_started_is_not_stored() {
     let f = fixture();
-    // Just written: its stamp may not change with an edit in the same clock tick.
-    std::fs::write(f.work.join("src/lib.rs"), "pub fn fresh() {}").unwrap();
+    // Stamped later than the compile's start: it may have changed while rustc read it.
+    let source = f.work.join("src/lib.rs");
+    std::fs::write(&source, "pub fn fresh() {}").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&source)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(60))
+        .unwrap();
     let args = lib_args();
     assert_eq!(f.run(&args, &[]).await.0, Outcome::Miss);
     assert_eq!(f.run(&args, &[]).await.0, Outcome::Miss);
