@@ -19,7 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use super::args::Language;
 use super::identity::Identity;
-use super::key::{key_args, key_env, recorded_cwds};
+use super::key::{hash_target_and_env, key_args, recorded_cwds};
 use super::plan::Plan;
 use crate::cache::CacheKey;
 use crate::compiler::basedir::Maps;
@@ -90,17 +90,7 @@ pub fn base_key(
             }
         }
     }
-    // Without -MT/-MQ the dependency file names the object as its target.
-    if let Some(dep) = &plan.args.depfile
-        && dep.targets.is_empty()
-    {
-        h.field(b"dep target");
-        h.field(plan.args.output.as_os_str().as_bytes());
-    }
-    for (name, value) in key_env(invocation) {
-        h.field(name);
-        h.field(value);
-    }
+    hash_target_and_env(&mut h, plan, invocation);
     h.field(b"source");
     h.field(source);
     (h.finish(), maps)

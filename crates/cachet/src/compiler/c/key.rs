@@ -72,6 +72,19 @@ pub fn key(identity: &Identity, plan: &Plan, invocation: &Invocation, source: &[
             h.field(&recorded);
         }
     }
+    hash_target_and_env(&mut h, plan, invocation);
+    h.field(b"source");
+    if base.is_empty() {
+        h.field(source);
+    } else {
+        hash_source_with_base_dirs(&mut h, plan, invocation, source, &maps);
+    }
+    h.finish()
+}
+
+/// The part both keys share: the dependency file's target (without `-MT`/`-MQ` the `.d`
+/// names the object) and the environment that changes output.
+pub(super) fn hash_target_and_env(h: &mut KeyHasher, plan: &Plan, invocation: &Invocation) {
     // Without -MT/-MQ the dependency file names the object as its target.
     if let Some(dep) = &plan.args.depfile
         && dep.targets.is_empty()
@@ -83,13 +96,6 @@ pub fn key(identity: &Identity, plan: &Plan, invocation: &Invocation, source: &[
         h.field(name);
         h.field(value);
     }
-    h.field(b"source");
-    if base.is_empty() {
-        h.field(source);
-    } else {
-        hash_source_with_base_dirs(&mut h, plan, invocation, source, &maps);
-    }
-    h.finish()
 }
 
 /// The preprocessed text under base dirs. gcc's `-g` output names the cwd in a line marker
