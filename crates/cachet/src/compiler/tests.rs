@@ -366,3 +366,76 @@ async fn direct_mode_runs_no_preprocessor() {
     assert_eq!(f.stats.counters().direct_hits, 1);
     assert_eq!(std::fs::read(f.work.join("a.o")).unwrap(), b"OBJ:int x;\n");
 }
+
+/// Plays a remote executor: runs every process of a compile by `fake_gcc` itself, never
+/// through the launcher, and records what it was asked to run.
+#[derive(Default)]
+struct ScriptedExecutor {
+    runs: std::sync::Mutex<Vec<CommandSpec>>,
+}
+
+#[async_trait::async_trait]
+impl executor::Executor for ScriptedExecutor {
+    async fn run(
+        &self,
+        spec: CommandSpec,
+        stream: Option<tokio::sync::mpsc::UnboundedSender<crate::process::OutputChunk>>,
+        _cancel: tokio_util::sync::CancellationToken,
+    ) -> io::Result<ProcessOutput> {
+        self.runs.lock().unwrap().push(spec.clone());
+        let out = fake_gcc(&spec)?;
+        if let Some(stream) = stream {
+            let _ = stream.send(crate::process::OutputChunk::Stderr(out.stderr.clone()));
+        }
+        Ok(out)
+    }
+}
+
+#[tokio::test]
+async fn every_compiler_process_of_a_miss_runs_through_the_jobs_executor() {
+    let f = fixture();
+    write_old(&f.work.join("a.c"), b"int x;\n").unwrap();
+    let executor = Arc::new(ScriptedExecutor::default());
+    let run = |request| {
+        let (mut job, rx) = test_support::job(&f.launcher, request);
+        job.executor = executor.clone();
+        (job, rx)
+    };
+    let args = ["-c", "a.c", "-o", "a.o"];
+    let (job, rx) = run(f.request(&args, &[("PATH", "/usr/bin")]));
+    let outcome = f.service.compile(job).await;
+    assert_eq!(outcome, Outcome::Miss);
+    assert_eq!(
+        test_support::responses(rx, &outcome),
+        vec![
+            Response::Stderr(b"a.c:1: warning: unused\n".to_vec()),
+            Response::Finished(Exit::Code(0))
+        ]
+    );
+    // The preprocessor and the compile went to the executor, exactly as the build asked;
+    // the launcher ran only the identity probe.
+    let runs = executor.runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 2, "{runs:#?}");
+    for run in &runs {
+        assert_eq!(run.program, f.compiler);
+        assert_eq!(run.cwd, f.work);
+        assert_eq!(run.env_var("PATH").unwrap(), "/usr/bin");
+    }
+    assert!(runs[0].args.iter().any(|a| a == "-E"));
+    assert_eq!(
+        runs[1].args,
+        args.iter()
+            .map(std::ffi::OsString::from)
+            .collect::<Vec<_>>()
+    );
+    assert!(f.compiles().is_empty(), "{:#?}", f.compiles());
+    f.cache.pending().drain(Duration::from_secs(10)).await;
+
+    // A hit in preprocessor mode runs the preprocessor only, through the executor too.
+    let (job, _rx) = run(f.request(&args, &[("PATH", "/usr/bin")]));
+    assert_eq!(f.service.compile(job).await, Outcome::Hit);
+    let runs = executor.runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 3, "{runs:#?}");
+    assert!(runs[2].args.iter().any(|a| a == "-E"));
+    assert!(f.compiles().is_empty());
+}

@@ -134,3 +134,89 @@ pub(super) async fn serve(
     }
     watcher.abort();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compiler::Uncacheable;
+
+    fn request(env: &[(&str, &str)]) -> CompileRequest {
+        CompileRequest {
+            compiler: b"/usr/bin/gcc".to_vec(),
+            args: vec![b"-c".to_vec(), b"\xffodd.c".to_vec()],
+            cwd: b"/src/p".to_vec(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+            umask: 0o027,
+            stderr_is_tty: true,
+            build_jobserver: None,
+            stale_jobserver: None,
+            base_dirs: vec![b"/src".to_vec(), b"relative".to_vec()],
+        }
+    }
+
+    #[test]
+    fn a_request_is_decoded_once_into_an_invocation() {
+        let invocation = invocation(request(&[("CACHET_RECACHE", "0"), ("TERM", "xterm")]));
+        assert_eq!(invocation.compiler, PathBuf::from("/usr/bin/gcc"));
+        assert_eq!(invocation.compiler_name(), "gcc");
+        assert_eq!(invocation.args[1].as_encoded_bytes(), b"\xffodd.c");
+        assert_eq!(invocation.cwd_bytes(), b"/src/p");
+        assert_eq!(invocation.env_var("TERM"), Some(&b"xterm"[..]));
+        assert_eq!((invocation.umask, invocation.stderr_is_tty), (0o027, true));
+        // The base dirs a client may send are checked: a relative one is dropped.
+        assert_eq!(
+            invocation.base_dirs.relativize(b"/src/p"),
+            Some(b"<base 0>/p".to_vec())
+        );
+        assert!(!invocation.recache);
+        // The last value of a name wins, as in the compiler's own environment.
+        for (value, recache) in [("1", true), ("", false), ("0", false), ("yes", true)] {
+            let env = [("CACHET_RECACHE", "1"), ("CACHET_RECACHE", value)];
+            assert_eq!(invocation_of(&env).recache, recache, "{value:?}");
+        }
+    }
+
+    fn invocation_of(env: &[(&str, &str)]) -> Invocation {
+        invocation(request(env))
+    }
+
+    #[test]
+    fn the_final_message_comes_from_the_outcome() {
+        use crate::compiler::c::args::Unsupported;
+        use crate::compiler::c::reasons::NotCacheable;
+        assert_eq!(
+            final_response(&Outcome::Hit),
+            Some(Response::Finished(Exit::Code(0)))
+        );
+        assert_eq!(
+            final_response(&Outcome::Miss),
+            Some(Response::Finished(Exit::Code(0)))
+        );
+        assert_eq!(
+            final_response(&Outcome::Failed(process::Exit::Signal(9))),
+            Some(Response::Finished(Exit::Signal(9)))
+        );
+        assert_eq!(
+            final_response(&Outcome::Uncacheable(Uncacheable::C(
+                NotCacheable::Arguments(Unsupported::Refused("linking (no -c)"))
+            ))),
+            Some(Response::RunLocally {
+                reason: "linking (no -c)".into()
+            })
+        );
+        assert_eq!(
+            final_response(&Outcome::Error(std::io::Error::other("disk on fire"))),
+            Some(Response::RunLocally {
+                reason: "server error: disk on fire".into()
+            })
+        );
+        assert_eq!(final_response(&Outcome::Cancelled), None);
+        assert_eq!(
+            event_response(Event::Started { pgid: 7 }),
+            Response::CompilerStarted { pgid: 7 }
+        );
+    }
+}
