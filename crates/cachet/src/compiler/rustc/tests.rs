@@ -13,6 +13,7 @@ use super::args::{CrateType, Emit, RustcArgs};
 use super::key::plain_path;
 use super::pipeline::rewrite_out_dir;
 use super::plan::{display_key, has_diagnostics, output_names};
+use super::reasons::NotCacheable;
 use super::*;
 use crate::cache::{Cache, CacheKey, DiskCache, DiskStorage};
 use crate::compiler::CompileService;
@@ -214,28 +215,34 @@ impl Fixture {
     }
 
     async fn base(&self, args: &[String], env: &[(&str, &str)]) -> CacheKey {
-        let request = self.request(args, env);
-        let argv = invocation(request.clone()).args;
-        let cwd = invocation(request.clone()).cwd;
+        self.base_of(self.request(args, env)).await.unwrap().0
+    }
+
+    /// The base key of `request` as the family computes it, or why it has none.
+    async fn base_of(
+        &self,
+        request: CompileRequest,
+    ) -> Result<(CacheKey, crate::compiler::basedir::Maps), NotCacheable> {
+        let invocation = invocation(request);
         let args::Parsed::Cacheable(parsed) = args::parse(&args::ParseInput {
-            args: &argv,
-            cwd: &cwd,
+            args: &invocation.args,
+            cwd: &invocation.cwd,
         }) else {
-            panic!("not cacheable: {args:?}");
+            panic!("not cacheable: {:?}", invocation.args);
         };
+        let rust = &self.service.rust;
+        let context = &self.service.context;
         key::base_key(
-            &self.service.rust.toolchains,
-            &self.service.rust.linkers,
-            &self.service.context,
-            &invocation(request.clone()),
+            &rust.toolchains,
+            &rust.linkers,
+            context,
+            &invocation,
             &self.toolchain,
             &parsed,
             HOST,
         )
         .await
         .unwrap()
-        .unwrap()
-        .0
     }
 
     async fn run(&self, args: &[String], env: &[(&str, &str)]) -> (Outcome, Vec<Response>) {
@@ -394,25 +401,7 @@ async fn linked_crate_types_key_on_the_linker() {
     );
     // Linker-selecting link args are refused rather than guessed at.
     let request = f.request(&with(&bin, &["-C", "link-arg=-fuse-ld=lld"]), &[]);
-    let argv = invocation(request.clone()).args;
-    let cwd = invocation(request.clone()).cwd;
-    let args::Parsed::Cacheable(parsed) = args::parse(&args::ParseInput {
-        args: &argv,
-        cwd: &cwd,
-    }) else {
-        panic!()
-    };
-    let refused = key::base_key(
-        &f.service.rust.toolchains,
-        &f.service.rust.linkers,
-        &f.service.context,
-        &invocation(request.clone()),
-        &f.toolchain,
-        &parsed,
-        HOST,
-    )
-    .await
-    .unwrap();
+    let refused = f.base_of(request).await;
     assert!(refused.unwrap_err().to_string().contains("another linker"));
 }
 
@@ -583,24 +572,7 @@ impl Fixture {
         let mut request = self.request(&args, &env);
         request.cwd = to_bytes(cwd.as_os_str());
         request.base_dirs = bases.iter().map(|b| to_bytes(b.as_os_str())).collect();
-        let argv = invocation(request.clone()).args;
-        let args::Parsed::Cacheable(parsed) = args::parse(&args::ParseInput { args: &argv, cwd })
-        else {
-            panic!("not cacheable: {args:?}");
-        };
-        key::base_key(
-            &self.service.rust.toolchains,
-            &self.service.rust.linkers,
-            &self.service.context,
-            &invocation(request.clone()),
-            &self.toolchain,
-            &parsed,
-            HOST,
-        )
-        .await
-        .unwrap()
-        .unwrap()
-        .0
+        self.base_of(request).await.unwrap().0
     }
 }
 
