@@ -356,7 +356,8 @@ fn as_base_dirs(value: Raw, origin: Origin) -> Result<Vec<PathBuf>, ConfigError>
     };
     let mut dirs: Vec<PathBuf> = Vec::new();
     for item in items {
-        let dir = normalize_base_dir(&item).map_err(|why| bad(KEY, origin.clone(), why))?;
+        let dir =
+            normalize_base_dir(&item).map_err(|why| bad(KEY, origin.clone(), why.to_string()))?;
         // Nested base dirs would give one path two relative forms; the key must have one.
         if let Some(other) = dirs
             .iter()
@@ -377,16 +378,27 @@ fn as_base_dirs(value: Raw, origin: Origin) -> Result<Vec<PathBuf>, ConfigError>
     Ok(dirs)
 }
 
+/// Why a base dir (as written) is refused.
+#[derive(Debug, thiserror::Error)]
+enum BadBaseDir {
+    #[error("`{0}` is not an absolute path")]
+    Relative(String),
+    #[error("`{0}` contains `..`")]
+    Parent(String),
+    #[error("`/` cannot be a base dir (every path would lie under it)")]
+    Root,
+}
+
 /// Absolute, no `..`, no `.` or doubled or trailing slashes; not `/` itself.
-fn normalize_base_dir(text: &str) -> Result<PathBuf, String> {
+fn normalize_base_dir(text: &str) -> Result<PathBuf, BadBaseDir> {
     if !text.starts_with('/') {
-        return Err(format!("`{text}` is not an absolute path"));
+        return Err(BadBaseDir::Relative(text.to_owned()));
     }
     let mut out = String::new();
     for part in text.split('/') {
         match part {
             "" | "." => {}
-            ".." => return Err(format!("`{text}` contains `..`")),
+            ".." => return Err(BadBaseDir::Parent(text.to_owned())),
             part => {
                 out.push('/');
                 out.push_str(part);
@@ -394,7 +406,7 @@ fn normalize_base_dir(text: &str) -> Result<PathBuf, String> {
         }
     }
     if out.is_empty() {
-        return Err("`/` cannot be a base dir (every path would lie under it)".into());
+        return Err(BadBaseDir::Root);
     }
     Ok(PathBuf::from(out))
 }
