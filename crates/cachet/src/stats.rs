@@ -12,10 +12,13 @@ use serde::{Deserialize, Serialize};
 /// Everything the server counts since it started or was last zeroed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
+    /// Compile requests received (every outcome).
     pub compile_requests: u64,
+    /// Compiles served from the cache, or from an identical compile that ran at the same time.
     pub cache_hits: u64,
     /// Hits found in direct mode: no preprocessor ran.
     pub direct_hits: u64,
+    /// Compiles that ran and succeeded.
     pub cache_misses: u64,
     /// Misses forced by CACHET_RECACHE=1 (also counted as misses).
     pub forced_recaches: u64,
@@ -33,7 +36,9 @@ pub struct Counters {
     pub compile_failures: u64,
     /// Compiles abandoned because the client went away; their compiler was killed.
     pub cancelled: u64,
+    /// Cache reads that failed (an unreadable store, not a miss).
     pub cache_read_errors: u64,
+    /// Cache writes that failed, and outputs that could not be read for storing.
     pub cache_write_errors: u64,
     /// Entries that failed their checksum, did not decode or have another format version:
     /// counted misses, never restored (the local disk also removes its own).
@@ -63,7 +68,9 @@ pub struct Counters {
     pub token_ms_by_build: BTreeMap<String, u64>,
     /// Malformed, truncated or oversized frames, and handshake failures.
     pub protocol_errors: u64,
+    /// Time of all hits, from request to answer, in ms.
     pub hit_time_ms: u64,
+    /// Time of all misses, from request to answer, in ms.
     pub miss_time_ms: u64,
     /// The same outcomes by language ("C", "C++", "Rust", …).
     pub languages: BTreeMap<String, LanguageCounters>,
@@ -74,9 +81,11 @@ pub struct Counters {
 /// What one cache level did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LevelCounters {
+    /// The level's name (`local`, or the remote's `name`).
     pub name: String,
     /// "disk", "s3", "redis", …
     pub kind: String,
+    /// Whether the level is only read, never written.
     pub read_only: bool,
     /// Verified entries served from this level.
     pub hits: u64,
@@ -84,11 +93,13 @@ pub struct LevelCounters {
     pub misses: u64,
     /// Calls that reached the store.
     pub reads: u64,
+    /// Writes that reached the store.
     pub writes: u64,
     /// Of the writes, copies of an entry found on a slower level.
     pub backfills: u64,
     /// Failed calls, timeouts not included.
     pub errors: u64,
+    /// Calls that ran over the level's timeout.
     pub timeouts: u64,
     /// Entries that failed the checksum, or have another format version: never restored.
     pub corrupt: u64,
@@ -96,17 +107,22 @@ pub struct LevelCounters {
     pub skipped_too_large: u64,
     /// Calls not made because the circuit breaker was open.
     pub skipped_by_breaker: u64,
+    /// Times the circuit breaker opened.
     pub breaker_opens: u64,
+    /// Bytes read from the store.
     pub bytes_read: u64,
+    /// Bytes written to the store.
     pub bytes_written: u64,
     /// Total time of reads and of successful writes, for the means.
     pub read_time_us: u64,
+    /// Total time of successful writes, in µs (see `read_time_us`).
     pub write_time_us: u64,
     /// The breaker now: "closed", "open (Ns left)" or "probing"; set in snapshots.
     pub breaker: String,
 }
 
 impl LevelCounters {
+    /// Zeroed counters for a level.
     pub fn named(name: &str, kind: &str, read_only: bool) -> LevelCounters {
         LevelCounters {
             name: name.into(),
@@ -117,30 +133,39 @@ impl LevelCounters {
     }
 }
 
+/// What one language's compiles came to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LanguageCounters {
+    /// Hits.
     pub hits: u64,
+    /// Misses.
     pub misses: u64,
+    /// Compiles passed back to the client.
     pub uncacheable: u64,
+    /// Compiles that failed.
     pub failures: u64,
 }
 
 impl Counters {
+    /// All compiles passed back to the client, whatever the reason.
     pub fn uncacheable_total(&self) -> u64 {
         self.uncacheable.values().sum()
     }
 }
 
+/// The server's counters, shared by its tasks.
 #[derive(Debug, Default)]
 pub struct Stats {
     counters: Mutex<Counters>,
 }
 
 impl Stats {
+    /// Changes the counters under their lock.
     pub fn update(&self, f: impl FnOnce(&mut Counters)) {
         f(&mut self.counters.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
+    /// A copy of the counters now.
     pub fn counters(&self) -> Counters {
         self.counters
             .lock()
@@ -163,52 +188,74 @@ impl Stats {
     }
 }
 
+/// A duration in whole milliseconds (saturating).
 pub fn millis(d: Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64
 }
 
+/// The jobserver part of a snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobserverSnapshot {
     /// N: tokens in the server's pool.
     pub tokens: u64,
     /// Tokens the server holds right now, one per running compiler process.
     pub tokens_held: u64,
+    /// The most tokens the server held at once.
     pub peak_tokens_held: u64,
     /// Tokens out of the pipe right now, including compilers' extra threads.
     pub pool_in_use: u64,
+    /// Compiler processes that waited for a token of the server's pool.
     pub token_waits: u64,
+    /// Their total wait, in ms.
     pub token_wait_time_ms: u64,
     /// The pool's fifo, for tools that join it by path (`cachet jobserver-env`).
     pub fifo: Option<String>,
 }
 
+/// The local cache part of a snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheSnapshot {
     /// Content hashes of input files served from the server's memory, and all lookups.
     pub file_hash_hits: u64,
+    /// All lookups of content hashes (see `file_hash_hits`).
     pub file_hash_lookups: u64,
+    /// Content hashes the server remembers now.
     pub file_hashes_remembered: u64,
+    /// The local cache's directory.
     pub dir: String,
+    /// Its size, in bytes.
     pub size_bytes: u64,
+    /// Its entries.
     pub entries: u64,
+    /// Its size limit, in bytes.
     pub max_size_bytes: u64,
     /// Set when the cache's size could not be read.
     pub usage_error: Option<String>,
 }
 
+/// What `--show-stats` shows: the server, its counters, its cache and its jobserver.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsSnapshot {
+    /// The server's version.
     pub version: String,
+    /// The server's process id.
     pub server_pid: u32,
+    /// Seconds since the server started.
     pub uptime_secs: u64,
+    /// The server's runtime directory.
     pub runtime_dir: String,
+    /// Compiles running now.
     pub compiles_running: u64,
+    /// Cache writes not done yet.
     pub pending_writes: u64,
     /// Whether compiles are observed: "on", or "off: <why>".
     #[serde(default)]
     pub observation: String,
+    /// The counters since the start or the last `--zero-stats`.
     pub counters: Counters,
+    /// The local cache.
     pub cache: CacheSnapshot,
+    /// The jobserver.
     pub jobserver: JobserverSnapshot,
 }
 

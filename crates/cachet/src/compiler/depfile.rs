@@ -1,6 +1,7 @@
-//! Make-style dependency files (`.d`), for both families: rustc's dep-info (the sources a
-//! crate read and, in `# env-dep:` comments, the variables it looked at), and the files
-//! gcc and clang write with `-MD`/`-MMD` (the same rule syntax, without the comments).
+//! Make-style dependency files (`.d`): rustc's dep-info (the sources a crate read and, in
+//! `# env-dep:` comments, the variables it looked at). gcc's and clang's `-MD`/`-MMD`
+//! files have the same rule syntax; the C family stores them whole today, and any reading
+//! of them belongs here.
 
 use std::path::PathBuf;
 

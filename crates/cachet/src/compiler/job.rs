@@ -98,11 +98,6 @@ impl Job {
             let _ = self.events.send(Event::Stderr(stderr.to_vec()));
         }
     }
-
-    /// The error a compile returns when its client went away.
-    pub(crate) fn cancelled(when: &'static str) -> io::Error {
-        Cancelled::error(when)
-    }
 }
 
 /// How a compile ended. Hits and misses exited 0 (only successful compiles are stored).

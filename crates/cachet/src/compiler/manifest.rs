@@ -174,6 +174,20 @@ fn os(bytes: &[u8]) -> &Path {
     Path::new(std::ffi::OsStr::from_bytes(bytes))
 }
 
+/// What is no longer as a variant saw it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    /// A variable it read has another value (or is set, or unset, now).
+    #[error("environment changed: {}", String::from_utf8_lossy(.0))]
+    Env(Vec<u8>),
+    /// A path it looked up and did not find exists now.
+    #[error("now found: {}", .0.display())]
+    NowFound(PathBuf),
+    /// A file it read has other content now (or is gone).
+    #[error("file changed: {}", .0.display())]
+    FileChanged(PathBuf),
+}
+
 /// Whether everything the variant read is as it was for a request in `cwd` with
 /// `request_env` (blocking I/O; file hashes are remembered by stat).
 pub fn matches(
@@ -182,33 +196,33 @@ pub fn matches(
     request_env: &[(OsString, OsString)],
     hashes: &FileHashes,
 ) -> bool {
-    match mismatch(variant, cwd, request_env, hashes) {
-        None => true,
-        Some(why) => {
-            tracing::debug!("variant differs: {why}");
-            false
-        }
+    let why =
+        env_mismatch(variant, cwd, request_env).or_else(|| file_mismatch(variant, cwd, hashes));
+    if let Some(why) = &why {
+        tracing::debug!("variant differs: {why}");
     }
+    why.is_none()
 }
 
-/// The first thing that is not as the variant saw it, in words.
-pub fn mismatch(
+/// The first variable the variant read that has another value now (no I/O).
+pub fn env_mismatch(
     variant: &Variant,
     cwd: &Path,
     request_env: &[(OsString, OsString)],
-    hashes: &FileHashes,
-) -> Option<String> {
-    for (name, value) in &variant.env {
-        if !observe::env_matches(name, value.as_deref(), cwd, request_env) {
-            return Some(format!(
-                "environment changed: {}",
-                String::from_utf8_lossy(name)
-            ));
-        }
-    }
+) -> Option<Mismatch> {
+    variant
+        .env
+        .iter()
+        .find(|(name, value)| !observe::env_matches(name, value.as_deref(), cwd, request_env))
+        .map(|(name, _)| Mismatch::Env(name.clone()))
+}
+
+/// The first path the variant looked up that exists now, or file it read that changed
+/// (blocking I/O).
+pub fn file_mismatch(variant: &Variant, cwd: &Path, hashes: &FileHashes) -> Option<Mismatch> {
     for path in &variant.absent {
         if std::fs::symlink_metadata(cwd.join(os(path))).is_ok() {
-            return Some(format!("now found: {}", os(path).display()));
+            return Some(Mismatch::NowFound(os(path).to_owned()));
         }
     }
     for (path, digest) in &variant.files {
@@ -216,7 +230,7 @@ pub fn mismatch(
             .hash(&cwd.join(os(path)))
             .is_ok_and(|h| h.as_bytes() == digest)
         {
-            return Some(format!("file changed: {}", os(path).display()));
+            return Some(Mismatch::FileChanged(os(path).to_owned()));
         }
     }
     None

@@ -14,10 +14,9 @@ use tokio_util::sync::CancellationToken;
 use super::file_hashes::FileHashes;
 use super::inflight::{Follower, InFlight, Leader, Role, Shared};
 use super::job::{Event, Invocation, Job, Outcome};
-use super::manifest::{self, Manifest};
 use super::observe;
 use crate::cache::{Cache, CacheEntry, CacheKey, StoredFile};
-use crate::process::{CommandSpec, Exit, Launcher, OutputChunk, ProcessOutput};
+use crate::process::{Cancelled, CommandSpec, Exit, Launcher, OutputChunk, ProcessOutput};
 use crate::stats::{Stats, millis};
 
 /// What both families share: where entries go, what is counted, what is remembered about
@@ -61,11 +60,6 @@ impl Context {
     /// A log for one compile, when compiles are observed.
     pub fn watch(&self) -> io::Result<Option<observe::Watch>> {
         self.interposer.as_ref().map(|i| i.watch()).transpose()
-    }
-
-    /// The manifest stored under `key` (empty when there is none).
-    pub async fn manifest(&self, key: &CacheKey) -> Manifest {
-        manifest::read(&self.cache, key).await
     }
 
     /// The child that runs `args` for this invocation: its compiler, cwd and environment.
@@ -223,7 +217,7 @@ async fn follow(
     stats.update(|c| c.dedup_joins += 1);
     tokio::select! {
         shared = follower.result() => Ok(shared),
-        _ = cancel.cancelled() => Err(Job::cancelled("the client went away")),
+        _ = cancel.cancelled() => Err(Cancelled::error("the client went away")),
     }
 }
 

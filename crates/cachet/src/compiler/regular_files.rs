@@ -47,6 +47,20 @@ pub fn non_regular_kind(path: &Path) -> Option<NonRegular> {
     })
 }
 
+/// A path we refused to read as an output (`kind` None: it is not a regular file) or to
+/// replace with a hit's output (`kind`: what it is). Rides inside an `io::Error`.
+#[derive(Debug, thiserror::Error)]
+#[error("{} is {}", path.display(), match kind {
+    Some(kind) => format!("{kind}, not replaced"),
+    None => "not a regular file".to_owned(),
+})]
+pub struct NotReplaced {
+    /// The path.
+    pub path: std::path::PathBuf,
+    /// What it is, when it was about to be replaced.
+    pub kind: Option<NonRegular>,
+}
+
 /// An output path that exists and is not a regular file: the compile is then passed
 /// through, so the compiler writes it as it would without us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -70,10 +84,10 @@ pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
         .open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err(io::Error::other(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
+        return Err(io::Error::other(NotReplaced {
+            path: path.to_owned(),
+            kind: None,
+        }));
     }
     let mut data = Vec::with_capacity(meta.len() as usize);
     file.read_to_end(&mut data)?;
@@ -95,10 +109,10 @@ pub(crate) fn write_atomically(target: &Path, data: &[u8], mode: u32) -> io::Res
         .set_permissions(std::fs::Permissions::from_mode(mode))?;
     // A rename replaces whatever the path is; only a regular file may be replaced.
     if let Some(kind) = non_regular_kind(target) {
-        return Err(io::Error::other(format!(
-            "{} is {kind}, not replaced",
-            target.display()
-        )));
+        return Err(io::Error::other(NotReplaced {
+            path: target.to_owned(),
+            kind: Some(kind),
+        }));
     }
     temp.persist(target).map_err(|e| e.error)?;
     Ok(())

@@ -16,7 +16,9 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+#[cfg(test)]
+use std::time::SystemTime;
 
 use tokio::sync::OnceCell;
 
@@ -35,6 +37,7 @@ impl FileClock {
     }
 }
 
+#[cfg(test)]
 impl From<SystemTime> for FileClock {
     fn from(at: SystemTime) -> FileClock {
         FileClock(

@@ -3,6 +3,7 @@
 //! final message (`Finished` or `RunLocally`) is sent here, once, from the outcome.
 
 use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use crate::compiler::basedir::BaseDirs;
 use crate::compiler::{Event, Invocation, Job, LocalExecutor, Outcome};
 use crate::process;
 use crate::protocol::frame::write_message_async;
-use crate::protocol::{CompileRequest, Exit, Response, to_os};
+use crate::protocol::{CompileRequest, Exit, Response};
 
 /// The variable that makes a compile overwrite its entry, never hit.
 const RECACHE_VAR: &str = "CACHET_RECACHE";
@@ -25,26 +26,25 @@ const RECACHE_VAR: &str = "CACHET_RECACHE";
 /// Decodes a request once: paths, arguments and environment as OS strings, the build's
 /// base dirs, and whether it asked for a recache.
 pub(crate) fn invocation(request: CompileRequest) -> Invocation {
-    let env: Vec<(OsString, OsString)> = request
-        .env
-        .iter()
-        .map(|(k, v)| (to_os(k), to_os(v)))
-        .collect();
-    let recache = env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == RECACHE_VAR)
-        .is_some_and(|(_, v)| !v.is_empty() && v != "0");
-    Invocation {
-        compiler: PathBuf::from(to_os(&request.compiler)),
-        args: request.args.iter().map(|a| to_os(a)).collect(),
-        cwd: PathBuf::from(to_os(&request.cwd)),
-        env,
+    let os = OsString::from_vec;
+    let mut invocation = Invocation {
+        compiler: PathBuf::from(os(request.compiler)),
+        args: request.args.into_iter().map(os).collect(),
+        cwd: PathBuf::from(os(request.cwd)),
+        env: request
+            .env
+            .into_iter()
+            .map(|(k, v)| (os(k), os(v)))
+            .collect(),
         umask: request.umask,
         stderr_is_tty: request.stderr_is_tty,
         base_dirs: BaseDirs::new(request.base_dirs),
-        recache,
-    }
+        recache: false,
+    };
+    invocation.recache = invocation
+        .env_var(RECACHE_VAR)
+        .is_some_and(|v| !v.is_empty() && v != b"0");
+    invocation
 }
 
 /// The response that carries one event.

@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use super::identity::Identity;
 use super::plan::Plan;
+use super::reasons::NotCacheable;
 use super::{direct, key, outputs};
 use crate::cache::{Cache, CacheEntry, CacheKey};
 use crate::compiler::basedir::Maps;
-use crate::compiler::job::{Job, Outcome};
+use crate::compiler::job::{Job, Outcome, Uncacheable};
 use crate::compiler::manifest::{self, Manifest, NotStored, Verdict};
 use crate::compiler::pipeline::{Context, publish};
 use crate::compiler::stamp::FileClock;
@@ -46,7 +47,7 @@ pub(super) async fn compile(
         let source = context.hashes.hash(&cwd.join(&plan.args.input))?;
         let (base, maps) = direct::base_key(identity, plan, invocation, source.as_bytes());
         let manifest_key = manifest::manifest_key(&base);
-        let manifest = context.manifest(&manifest_key).await;
+        let manifest = manifest::read(&context.cache, &manifest_key).await;
         tracing::debug!(target: "cachet::timing", "server: direct key and manifest after {:?}", started.elapsed());
         if !manifest.no_direct {
             if !invocation.recache
@@ -83,7 +84,7 @@ pub(super) async fn compile(
     let manifest_key = manifest::manifest_key(&key);
     let maps = Maps::default();
     if !invocation.recache {
-        let manifest = context.manifest(&manifest_key).await;
+        let manifest = manifest::read(&context.cache, &manifest_key).await;
         if let Some(entry) = lookup(context, &manifest, &key, &maps, job).await
             && restore_hit(context, &entry, plan, job, started).await?
         {
@@ -261,11 +262,10 @@ async fn run_uncached(context: &Context, job: &Job, plan: &Plan) -> io::Result<O
         .await?;
     if result.exit.success() {
         // The preprocessor failed but the compile did not: odd, but the build goes on.
-        context.stats.update(|c| {
-            *c.uncacheable
-                .entry("preprocessor failed".into())
-                .or_default() += 1
-        });
+        let label = Uncacheable::C(NotCacheable::PreprocessorFailed).to_string();
+        context
+            .stats
+            .update(|c| *c.uncacheable.entry(label).or_default() += 1);
         Ok(Outcome::Miss)
     } else {
         context.stats.update(|c| c.compile_failures += 1);

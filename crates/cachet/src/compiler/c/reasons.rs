@@ -13,6 +13,9 @@ pub enum NotCacheable {
     /// The command line does something we do not cache.
     #[error("{0}")]
     Arguments(#[from] args::Unsupported),
+    /// The `-E` run failed but the compile did not: it ran uncached (counted, not refused).
+    #[error("preprocessor failed")]
+    PreprocessorFailed,
     /// An output path is a device, FIFO, symlink...
     #[error("{0}")]
     Output(#[from] SpecialOutput),

@@ -55,7 +55,6 @@ const HANDLED_VARS: &[&str] = &[
 /// Paths whose reads say nothing about the compile's inputs.
 const SYSTEM_PREFIXES: &[&[u8]] = &[b"/proc/", b"/sys/", b"/dev/"];
 
-/// The interposer written out where compilers can load it.
 /// Why compiles cannot be observed on this machine.
 #[derive(Debug, thiserror::Error)]
 pub enum Unavailable {
@@ -84,6 +83,7 @@ pub enum Incomplete {
     RanWithout(String),
 }
 
+/// The interposer written out where compilers can load it.
 #[derive(Debug)]
 pub struct Interposer {
     path: PathBuf,

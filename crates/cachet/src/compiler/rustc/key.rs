@@ -75,7 +75,7 @@ pub(super) async fn base_key(
                 Err(e) => Err(NotCacheable::Input {
                     label,
                     path,
-                    error: e.kind(),
+                    error: e.to_string(),
                 }),
             })
             .collect::<Result<Vec<_>, NotCacheable>>()

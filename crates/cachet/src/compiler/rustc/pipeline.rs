@@ -2,6 +2,7 @@
 //! exactly one rustc, streamed to cargo as it runs (pipelining sees the `.rmeta` notice
 //! early), and stores its artifacts under a manifest variant of what it read.
 
+use std::borrow::Cow;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -121,8 +122,8 @@ pub(super) async fn compile(
             match restored {
                 Ok(()) => {
                     let stderr = match moved_out_dir(&entry, &out_dir) {
-                        Some(old) => rewrite_out_dir(&entry.stderr, old, &out_dir),
-                        None => entry.stderr.clone(),
+                        Some(old) => Cow::Owned(rewrite_out_dir(&entry.stderr, old, &out_dir)),
+                        None => Cow::Borrowed(entry.stderr.as_slice()),
                     };
                     job.replay_output(&entry.stdout, &stderr);
                     context.count_hit(started);
@@ -297,19 +298,26 @@ async fn lookup(
     maps: &Maps,
     manifest_key: &CacheKey,
 ) -> io::Result<Option<CacheEntry>> {
-    let manifest: Manifest = context.manifest(manifest_key).await;
+    let manifest: Manifest = manifest::read(&context.cache, manifest_key).await;
+    let invocation = &job.invocation;
     for variant in manifest.variants {
-        let (hashes, cwd, env) = (
+        // Variables first, on this thread: only files take the blocking pool.
+        if manifest::env_mismatch(&variant, &invocation.cwd, &invocation.env).is_some() {
+            continue;
+        }
+        let (hashes, cwd, checked) = (
             context.hashes.clone(),
-            job.invocation.cwd.clone(),
-            job.invocation.env.clone(),
+            invocation.cwd.clone(),
+            variant.clone(),
         );
-        let checked = variant.clone();
-        let holds =
-            tokio::task::spawn_blocking(move || manifest::matches(&checked, &cwd, &env, &hashes))
+        let changed =
+            tokio::task::spawn_blocking(move || manifest::file_mismatch(&checked, &cwd, &hashes))
                 .await
                 .map_err(io::Error::other)?;
-        if holds
+        if let Some(why) = &changed {
+            tracing::debug!("variant differs: {why}");
+        }
+        if changed.is_none()
             && let Some(entry) = context
                 .cache
                 .get(&manifest::entry_key(base, &variant, maps))

@@ -1,7 +1,6 @@
 //! Why a rustc compile is not cached: a leaf the outcome types can name without reaching
 //! into the family's pipeline.
 
-use std::io;
 use std::path::PathBuf;
 
 use super::{args, linker};
@@ -42,7 +41,8 @@ pub enum NotCacheable {
     Input {
         label: String,
         path: PathBuf,
-        error: io::ErrorKind,
+        /// The io error, as the OS put it (`No such file or directory (os error 2)`).
+        error: String,
     },
     /// An output path is a device, FIFO, symlink...
     #[error("{name}: {reason}")]

@@ -29,7 +29,7 @@ pub struct Toolchain {
     pub host: String,
     pub sysroot: PathBuf,
     /// The sysroot directory's stamp: an update underneath us changes it.
-    sysroot_stamp: Option<FileStamp>,
+    sysroot_stamp: FileStamp,
 }
 
 impl Toolchain {
@@ -40,7 +40,7 @@ impl Toolchain {
             version: version.into(),
             host: host.into(),
             sysroot: sysroot.to_owned(),
-            sysroot_stamp: FileStamp::read(sysroot).ok(),
+            sysroot_stamp: FileStamp::read(sysroot).expect("the test's sysroot exists"),
         }
     }
 }
@@ -138,7 +138,9 @@ impl Toolchains {
         // underneath us means asking again).
         let holds = |(found, expires): &Probed| match found {
             None => expires.is_none_or(|at| std::time::Instant::now() < at),
-            Some(toolchain) => FileStamp::read(&toolchain.sysroot).ok() == toolchain.sysroot_stamp,
+            Some(toolchain) => {
+                FileStamp::read(&toolchain.sysroot).ok() == Some(toolchain.sysroot_stamp)
+            }
         };
         let (found, _) = self
             .toolchains
@@ -281,7 +283,10 @@ async fn probe(
         return Err(io::Error::other("rustc --print sysroot failed"));
     }
     let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
-    let sysroot_stamp = Some(FileStamp::read(&sysroot)?);
+    let Ok(sysroot_stamp) = FileStamp::read(&sysroot) else {
+        // Removed underneath us (a toolchain being uninstalled): not a rustc to use now.
+        return Ok((None, Some(std::time::Instant::now() + FAILED_PROBE_TTL)));
+    };
     let toolchain = Toolchain {
         host: host.trim().to_owned(),
         version: text,
