@@ -674,3 +674,21 @@ async fn a_source_stamped_after_the_compile_started_is_not_stored() {
     let stats = f.service.context.stats.counters();
     assert_eq!(stats.not_stored.get("too new to trust"), Some(&2));
 }
+
+#[tokio::test]
+async fn an_extern_that_cannot_be_hashed_is_refused_with_the_os_reason() {
+    let f = fixture();
+    let args: Vec<String> = lib_args()
+        .into_iter()
+        .map(|a| a.replace("deps/libdep-1.rlib", "deps/libgone-1.rlib"))
+        .collect();
+    let refused = f.base_of(f.request(&args, &[])).await.unwrap_err();
+    assert!(matches!(refused, NotCacheable::Input { .. }), "{refused:?}");
+    assert_eq!(
+        refused.to_string(),
+        format!(
+            "extern dep: {}: No such file or directory (os error 2)",
+            f.work.join("deps/libgone-1.rlib").display()
+        )
+    );
+}
