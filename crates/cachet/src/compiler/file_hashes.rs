@@ -120,15 +120,10 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
+    use crate::compiler::stamp::tests::set_mtime;
 
     fn age(path: &Path, secs: u64) {
-        let when = SystemTime::now() - Duration::from_secs(secs);
-        std::fs::File::options()
-            .write(true)
-            .open(path)
-            .unwrap()
-            .set_modified(when)
-            .unwrap();
+        set_mtime(path, SystemTime::now() - Duration::from_secs(secs));
     }
 
     #[test]
@@ -138,12 +133,7 @@ mod tests {
         std::fs::write(&file, "one").unwrap();
         let hashes = FileHashes::new(10);
         // Fresh (stamped now, however slow this machine is): hashed each time.
-        std::fs::File::options()
-            .write(true)
-            .open(&file)
-            .unwrap()
-            .set_modified(SystemTime::now() + Duration::from_secs(60))
-            .unwrap();
+        set_mtime(&file, SystemTime::now() + Duration::from_secs(60));
         assert_eq!(hashes.hash(&file).unwrap(), blake3::hash(b"one"));
         assert_eq!(hashes.hash(&file).unwrap(), blake3::hash(b"one"));
         assert_eq!(hashes.stats().hits, 0);

@@ -147,10 +147,11 @@ impl<K: Eq + Hash + Clone, V: Clone> Memo<K, V> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn set_mtime(path: &Path, when: SystemTime) {
+    /// Stamps `path` as modified `when` (for tests of what settled files may do).
+    pub(crate) fn set_mtime(path: &Path, when: SystemTime) {
         std::fs::File::options()
             .write(true)
             .open(path)
