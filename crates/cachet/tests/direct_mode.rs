@@ -28,8 +28,12 @@ fn age_all(dir: &Path) {
 }
 
 fn outcome(env: &Env, args: &[&str]) -> (&'static str, std::process::Output) {
+    outcome_of(env, "gcc", args)
+}
+
+fn outcome_of(env: &Env, compiler: &str, args: &[&str]) -> (&'static str, std::process::Output) {
     let before = env.stats()["counters"].clone();
-    let mut full = vec!["gcc"];
+    let mut full = vec![compiler];
     full.extend(args);
     let out = env.ok(&full);
     let after = env.settle()["counters"].clone();
@@ -203,4 +207,56 @@ fn mmd_compiles_get_direct_hits_with_gccs_dep_file() {
     assert_eq!(outcome(&env, &args).0, "direct hit");
     assert_eq!(std::fs::read(env.work.join("a.d")).unwrap(), plain_dep);
     same_as_plain(&env, &["-c", "a.c", "-Iinc"], "a.o");
+}
+
+/// kbuild's dependency flags: `-Wp,-MD,FILE` (gcc names the target after the input, clang
+/// after the object) and `-Wp,-D…` get direct hits (and preprocessor-mode hits, the `-E`
+/// run writing no `.d`), with the compiler's own `.d` file.
+#[test]
+fn kbuild_dep_flags_get_direct_hits_with_the_compilers_dep_file() {
+    let modes = compilers()
+        .into_iter()
+        .flat_map(|compiler| [(compiler, "1"), (compiler, "0")]);
+    for (compiler, direct) in modes {
+        let env = Env::new().with_env("CACHET_DIRECT_MODE", direct);
+        let hit = if direct == "1" { "direct hit" } else { "hit" };
+        env.write("inc/x.h", "#define X 1\n");
+        env.write(
+            "src/a.c",
+            "#include \"x.h\"\nint a(void) { return X + Y; }\n",
+        );
+        std::fs::create_dir_all(env.work.join("out")).unwrap();
+        age_all(&env.work);
+        let args = [
+            "-c",
+            "src/a.c",
+            "-Iinc",
+            "-o",
+            "out/a.o",
+            "-Wp,-MMD,out/.a.o.d",
+            "-Wp,-DY=2",
+        ];
+        let plain = env.command(compiler).args(args).output().unwrap();
+        assert!(plain.status.success(), "{compiler}: {plain:?}");
+        let plain_dep = std::fs::read(env.work.join("out/.a.o.d")).unwrap();
+        let plain_obj = std::fs::read(env.work.join("out/a.o")).unwrap();
+        for file in ["out/.a.o.d", "out/a.o"] {
+            std::fs::remove_file(env.work.join(file)).unwrap();
+        }
+        assert_eq!(outcome_of(&env, compiler, &args).0, "miss", "{compiler}");
+        for file in ["out/.a.o.d", "out/a.o"] {
+            std::fs::remove_file(env.work.join(file)).unwrap();
+        }
+        assert_eq!(outcome_of(&env, compiler, &args).0, hit, "{compiler}");
+        let dep = std::fs::read(env.work.join("out/.a.o.d")).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&dep),
+            String::from_utf8_lossy(&plain_dep),
+            "{compiler}"
+        );
+        assert!(
+            std::fs::read(env.work.join("out/a.o")).unwrap() == plain_obj,
+            "{compiler}: the object differs from a plain compile"
+        );
+    }
 }

@@ -356,6 +356,8 @@ struct State {
     dep_enabled: bool,
     dep_targets: Vec<String>,
     dep_phony: bool,
+    /// `-Wp,-MD,FILE` or `-Wp,-MMD,FILE`: the preprocessor's own dependency file.
+    wp_dep_file: Option<OsString>,
     arch_count: usize,
     debug_info: bool,
     prefix_maps: Vec<(String, String)>,
@@ -385,6 +387,15 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, Unsupported> {
         let Some(flag) = arg.to_str() else {
             return Err(Unsupported::NonUtf8Flag(arg.to_string_lossy().into_owned()));
         };
+        if let Some(options) = flag.strip_prefix("-Wp,") {
+            let keep = st.preprocessor_options(flag, options)?;
+            if matches!(keep, Keep::PreprocessOnly) {
+                pp.push(arg.clone());
+            } else {
+                hashed.push(arg.clone());
+            }
+            continue;
+        }
         if let Some(reason) = reject_reason(flag) {
             return Err(reason);
         }
@@ -440,15 +451,28 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, Unsupported> {
         Some(o) => PathBuf::from(o),
         None => with_suffix(stem, ".o"),
     };
+    let driver_dep =
+        st.dep_enabled || st.dep_file.is_some() || !st.dep_targets.is_empty() || st.dep_phony;
+    if st.wp_dep_file.is_some() && driver_dep {
+        return Err("-Wp,-MD with the driver's dependency flags".into());
+    }
     // gcc writes a dependency file only from the preprocessor: none for plain assembler.
-    let depfile = (st.dep_enabled && language != Language::Asm).then(|| DepFile {
-        path: match (&st.dep_file, &st.output) {
-            (Some(mf), _) => PathBuf::from(mf),
-            (None, Some(_)) => output.with_extension("d"),
-            (None, None) => with_suffix(stem, ".d"),
-        },
-        targets: st.dep_targets,
-        phony: st.dep_phony,
+    let wp_depfile = st.wp_dep_file.take().map(|path| DepFile {
+        path: PathBuf::from(path),
+        targets: Vec::new(),
+        phony: false,
+    });
+    let depfile = wp_depfile.filter(|_| language != Language::Asm);
+    let depfile = depfile.or_else(|| {
+        (st.dep_enabled && language != Language::Asm).then(|| DepFile {
+            path: match (&st.dep_file, &st.output) {
+                (Some(mf), _) => PathBuf::from(mf),
+                (None, Some(_)) => output.with_extension("d"),
+                (None, None) => with_suffix(stem, ".d"),
+            },
+            targets: st.dep_targets,
+            phony: st.dep_phony,
+        })
     });
 
     let preprocessed_input = language.is_preprocessed();
@@ -535,6 +559,36 @@ impl State {
                 Keep::Both
             }
         })
+    }
+
+    /// `-Wp,OPT[,OPT…]`: options for the preprocessor itself (`options` is what follows
+    /// `-Wp,`). `-MD,FILE` and `-MMD,FILE` (how kbuild asks for every compile's dependency
+    /// file) name an output the compile writes; `-D…` and `-U…` are macros, as `-D` and
+    /// `-U` are. Anything else is passed through. The dependency form stays out of the
+    /// `-E` run (it would write the file); the macros are in it.
+    fn preprocessor_options(&mut self, flag: &str, options: &str) -> Result<Keep, Unsupported> {
+        const OTHER: &str = "-Wp, (preprocessor options)";
+        let mut pieces = options.split(',');
+        let (mut dep, mut macros) = (false, false);
+        while let Some(piece) = pieces.next() {
+            match piece {
+                "-MD" | "-MMD" => {
+                    let file = pieces.next().filter(|f| !f.is_empty());
+                    let file = file.ok_or_else(|| Unsupported::MissingArgument(flag.into()))?;
+                    if self.wp_dep_file.replace(file.into()).is_some() {
+                        return Err("-Wp,-MD given twice".into());
+                    }
+                    dep = true;
+                }
+                p if p.len() > 2 && (p.starts_with("-D") || p.starts_with("-U")) => macros = true,
+                _ => return Err(OTHER.into()),
+            }
+        }
+        match (dep, macros) {
+            (true, false) => Ok(Keep::HashOnly),
+            (false, true) => Ok(Keep::PreprocessOnly),
+            _ => Err(OTHER.into()),
+        }
     }
 
     fn simple_flag(&mut self, flag: &str, family: Family) -> Result<Keep, Unsupported> {
@@ -764,7 +818,6 @@ fn reject_reason(flag: &str) -> Option<Unsupported> {
         ("-specs", "-specs"),
         ("--specs", "-specs"),
         ("-B", "-B"),
-        ("-Wp,", "-Wp, (preprocessor options)"),
         ("-include-pch", "precompiled header"),
     ];
     if let Some((_, reason)) = PREFIXES.iter().find(|(p, _)| flag.starts_with(p)) {

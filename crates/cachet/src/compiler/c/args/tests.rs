@@ -256,6 +256,34 @@ fn default_output_and_depfile() {
     assert_eq!(c.output, PathBuf::from("noext.o"));
 }
 
+/// kbuild's forms: `-Wp,-MD,FILE` names the dependency file the preprocessor writes (kept
+/// out of the `-E` run), and `-Wp,-D…`/`-Wp,-U…` are macros like `-D`/`-U`.
+#[test]
+fn preprocessor_options_for_dependencies_and_macros() {
+    let dir = fixture();
+    let c = ok(
+        &dir,
+        &[
+            "-c",
+            "src/a.c",
+            "-o",
+            "obj/a.o",
+            "-Wp,-MMD,obj/.a.o.d",
+            "-Wp,-DX=1,-UY",
+        ],
+    );
+    let dep = c.depfile.unwrap();
+    assert_eq!(dep.path, PathBuf::from("obj/.a.o.d"));
+    assert!(dep.targets.is_empty() && !dep.phony);
+    assert!(!c.preprocess_args.iter().any(|a| a == "-Wp,-MMD,obj/.a.o.d"));
+    assert!(c.hashed_args.iter().any(|a| a == "-Wp,-MMD,obj/.a.o.d"));
+    assert!(c.preprocess_args.iter().any(|a| a == "-Wp,-DX=1,-UY"));
+    assert!(!c.hashed_args.iter().any(|a| a == "-Wp,-DX=1,-UY"));
+    // Plain assembler runs no preprocessor: no dependency file.
+    let c = ok(&dir, &["-c", "y.s", "-Wp,-MD,y.d"]);
+    assert_eq!(c.depfile, None);
+}
+
 #[test]
 fn joined_and_separate_forms() {
     let dir = fixture();
@@ -463,7 +491,20 @@ fn not_cacheable_reasons() {
         (&["-c", "a.c", "-fplugin=foo.so"], "compiler plugin"),
         (&["-c", "a.c", "-Xclang", "-foo"], "-Xclang"),
         (&["-c", "a.c", "-Xpreprocessor", "-foo"], "-Xpreprocessor"),
-        (&["-c", "a.c", "-Wp,-MD,x.d"], "-Wp, (preprocessor options)"),
+        (&["-c", "a.c", "-Wp,-C"], "-Wp, (preprocessor options)"),
+        (&["-c", "a.c", "-Wp,-MD"], "missing argument to -Wp,-MD"),
+        (
+            &["-c", "a.c", "-Wp,-MD,x.d,-DA"],
+            "-Wp, (preprocessor options)",
+        ),
+        (
+            &["-c", "a.c", "-Wp,-MD,x.d", "-Wp,-MMD,y.d"],
+            "-Wp,-MD given twice",
+        ),
+        (
+            &["-c", "a.c", "-Wp,-MD,x.d", "-MD"],
+            "-Wp,-MD with the driver's dependency flags",
+        ),
         (
             &["-c", "a.c", "-Wa,-adhln=a.lst"],
             "assembler option -adhln=a.lst",
