@@ -260,3 +260,44 @@ fn kbuild_dep_flags_get_direct_hits_with_the_compilers_dep_file() {
         );
     }
 }
+
+/// `-S` (assembler text as the output) is cached like an object: a hit writes the `.s`
+/// the compiler would have, and replays its warnings.
+#[test]
+fn assembler_text_output_is_cached() {
+    for (compiler, direct) in compilers()
+        .into_iter()
+        .flat_map(|compiler| [(compiler, "1"), (compiler, "0")])
+    {
+        let env = Env::new().with_env("CACHET_DIRECT_MODE", direct);
+        let hit = if direct == "1" { "direct hit" } else { "hit" };
+        env.write("a.c", "int a(int x) { int unused; return x * 3; }\n");
+        std::fs::create_dir_all(env.work.join("out")).unwrap();
+        age_all(&env.work);
+        let args = ["-S", "a.c", "-O2", "-Wall", "-o", "out/a.s"];
+        let plain = env.command(compiler).args(args).output().unwrap();
+        assert!(plain.status.success(), "{compiler}: {plain:?}");
+        let plain_asm = std::fs::read(env.work.join("out/a.s")).unwrap();
+        std::fs::remove_file(env.work.join("out/a.s")).unwrap();
+        let (first, miss) = outcome_of(&env, compiler, &args);
+        assert_eq!(first, "miss", "{compiler}");
+        std::fs::remove_file(env.work.join("out/a.s")).unwrap();
+        let (second, out) = outcome_of(&env, compiler, &args);
+        assert_eq!(second, hit, "{compiler}");
+        assert!(
+            std::fs::read(env.work.join("out/a.s")).unwrap() == plain_asm,
+            "{compiler}: the .s differs from a plain compile"
+        );
+        assert_eq!(stderr(&out), stderr(&miss), "{compiler}");
+        assert_eq!(
+            stderr(&out),
+            String::from_utf8_lossy(&plain.stderr),
+            "{compiler}"
+        );
+        assert!(
+            stderr(&out).contains("unused"),
+            "{compiler}: {}",
+            stderr(&out)
+        );
+    }
+}

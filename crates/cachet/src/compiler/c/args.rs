@@ -349,6 +349,8 @@ fn find_value_flag<'f>(
 #[derive(Default)]
 struct State {
     compile: bool,
+    /// `-S`: stop after compiling, with assembler text as the output.
+    assembly: bool,
     inputs: Vec<(PathBuf, Option<Language>)>,
     lang: Option<Language>,
     output: Option<OsString>,
@@ -423,8 +425,10 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, Unsupported> {
         }
     }
 
-    if !st.compile {
-        return Err("linking (no -c)".into());
+    match (st.compile, st.assembly) {
+        (false, false) => return Err("linking (no -c)".into()),
+        (true, true) => return Err("both -c and -S".into()),
+        _ => {}
     }
     let (input_path, x_lang) = match st.inputs.len() {
         0 => return Err("no input file".into()),
@@ -449,8 +453,13 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, Unsupported> {
     let output = match &st.output {
         Some(o) if o == "-" => return Err("output to stdout (-o -)".into()),
         Some(o) => PathBuf::from(o),
+        None if st.assembly => with_suffix(stem, ".s"),
         None => with_suffix(stem, ".o"),
     };
+    if st.assembly && matches!(language, Language::Asm | Language::AsmCpp) {
+        // gcc has no assembler text to write for assembler input.
+        return Err("-S of assembler input".into());
+    }
     let driver_dep =
         st.dep_enabled || st.dep_file.is_some() || !st.dep_targets.is_empty() || st.dep_phony;
     if st.wp_dep_file.is_some() && driver_dep {
@@ -643,6 +652,11 @@ impl State {
                 self.compile = true;
                 return Ok(Keep::HashOnly);
             }
+            // Compile to assembler text: the output is the `.s` file, cached as an object is.
+            "-S" => {
+                self.assembly = true;
+                return Ok(Keep::HashOnly);
+            }
             "-MD" | "-MMD" => {
                 self.dep_enabled = true;
                 return Ok(Keep::HashOnly);
@@ -759,7 +773,6 @@ fn check_assembler_option(opt: &str) -> Result<(), Unsupported> {
 fn reject_reason(flag: &str) -> Option<Unsupported> {
     let fixed = match flag {
         "-E" => "-E",
-        "-S" => "-S",
         "-M" | "-MM" => "-M/-MM (dependencies only)",
         "-MG" => "-MG",
         "-v" => "-v",

@@ -284,6 +284,19 @@ fn preprocessor_options_for_dependencies_and_macros() {
     assert_eq!(c.depfile, None);
 }
 
+/// `-S` compiles to assembler text: the `.s` is the output, named as gcc names it.
+#[test]
+fn assembler_text_output() {
+    let dir = fixture();
+    let c = ok(&dir, &["-S", "src/a.c", "-O2"]);
+    assert_eq!(c.output, PathBuf::from("a.s"));
+    assert!(!c.preprocess_args.iter().any(|a| a == "-S"));
+    assert!(c.hashed_args.iter().any(|a| a == "-S"));
+    let c = ok(&dir, &["-S", "src/a.c", "-o", "out/a.asm", "-MMD"]);
+    assert_eq!(c.output, PathBuf::from("out/a.asm"));
+    assert_eq!(c.depfile.unwrap().path, PathBuf::from("out/a.d"));
+}
+
 #[test]
 fn joined_and_separate_forms() {
     let dir = fixture();
@@ -444,7 +457,8 @@ fn not_cacheable_reasons() {
         (&["-c", "-M", "a.c"], "-M/-MM (dependencies only)"),
         (&["-c", "-MM", "a.c"], "-M/-MM (dependencies only)"),
         (&["-c", "-MD", "-MG", "a.c"], "-MG"),
-        (&["-S", "a.c"], "-S"),
+        (&["-S", "-c", "a.c"], "both -c and -S"),
+        (&["-S", "y.s"], "-S of assembler input"),
         (&["-c", "-save-temps", "a.c"], "-save-temps"),
         (&["-c", "-save-temps=obj", "a.c"], "-save-temps"),
         (&["-c", "-fsyntax-only", "a.c"], "-fsyntax-only (no object)"),
