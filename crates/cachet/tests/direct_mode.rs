@@ -301,3 +301,24 @@ fn assembler_text_output_is_cached() {
         );
     }
 }
+
+/// clang's `--` before the input: cached, the object as clang writes it.
+#[test]
+fn clang_double_dash_before_the_input_is_cached() {
+    if !have("clang") {
+        return skip("clang is not installed");
+    }
+    let env = Env::new();
+    env.write("a.c", "int a(int x) { return x * 5; }\n");
+    std::fs::create_dir_all(env.work.join("out")).unwrap();
+    age_all(&env.work);
+    let args = ["-c", "-O2", "-o", "out/a.o", "--", "a.c"];
+    let plain = env.command("clang").args(args).output().unwrap();
+    assert!(plain.status.success(), "{plain:?}");
+    let plain_obj = std::fs::read(env.work.join("out/a.o")).unwrap();
+    std::fs::remove_file(env.work.join("out/a.o")).unwrap();
+    assert_eq!(outcome_of(&env, "clang", &args).0, "miss");
+    std::fs::remove_file(env.work.join("out/a.o")).unwrap();
+    assert_eq!(outcome_of(&env, "clang", &args).0, "direct hit");
+    assert!(std::fs::read(env.work.join("out/a.o")).unwrap() == plain_obj);
+}

@@ -386,6 +386,19 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, Unsupported> {
             pp.push(arg.clone());
             continue;
         }
+        // clang ends its options at `--`: every later argument is an input, whatever it
+        // looks like (gcc refuses `--`, and the compile shows it).
+        if bytes == b"--" && input.family == Family::Clang {
+            pp.push(arg.clone());
+            for rest in &expanded[i..] {
+                if rest == "-" {
+                    return Err("input from stdin (-)".into());
+                }
+                st.inputs.push((PathBuf::from(rest), st.lang));
+                pp.push(rest.clone());
+            }
+            break;
+        }
         let Some(flag) = arg.to_str() else {
             return Err(Unsupported::NonUtf8Flag(arg.to_string_lossy().into_owned()));
         };

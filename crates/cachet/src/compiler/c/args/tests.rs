@@ -284,6 +284,28 @@ fn preprocessor_options_for_dependencies_and_macros() {
     assert_eq!(c.depfile, None);
 }
 
+/// clang's `--`: every later argument is an input; gcc has no `--`.
+#[test]
+fn clang_ends_options_at_a_double_dash() {
+    let dir = fixture();
+    let c = ok_with(&dir, Family::Clang, &["-c", "-o", "b.o", "--", "a.c"]);
+    assert_eq!(c.input, PathBuf::from("a.c"));
+    assert_eq!(c.output, PathBuf::from("b.o"));
+    assert!(c.preprocess_args.ends_with(&["--".into(), "a.c".into()]));
+    dir.write("-odd.c", "");
+    let c = ok_with(&dir, Family::Clang, &["-c", "--", "-odd.c"]);
+    assert_eq!(c.input, PathBuf::from("-odd.c"));
+    assert_eq!(
+        reason_with(&dir, Family::Clang, &["-c", "--", "a.c", "b.c"]),
+        "multiple inputs"
+    );
+    assert_eq!(
+        reason_with(&dir, Family::Clang, &["-c", "--", "-"]),
+        "input from stdin (-)"
+    );
+    assert_eq!(reason(&dir, &["-c", "--", "a.c"]), "unknown flag --");
+}
+
 /// `-S` compiles to assembler text: the `.s` is the output, named as gcc names it.
 #[test]
 fn assembler_text_output() {
