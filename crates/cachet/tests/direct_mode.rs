@@ -209,17 +209,58 @@ fn mmd_compiles_get_direct_hits_with_gccs_dep_file() {
     same_as_plain(&env, &["-c", "a.c", "-Iinc"], "a.o");
 }
 
+/// Each compiler in each mode: the compiler, `CACHET_DIRECT_MODE`, and what a second
+/// identical compile is (a direct hit, or a preprocessor-mode hit).
+fn modes() -> Vec<(&'static str, &'static str, &'static str)> {
+    compilers()
+        .into_iter()
+        .flat_map(|c| [(c, "1", "direct hit"), (c, "0", "hit")])
+        .collect()
+}
+
+/// Compiles `args` plainly, then twice through cachet, with `outputs` removed before each
+/// run: a miss, then `hit`, and each output byte-identical to the plain compile's. Returns
+/// the plain compile, the miss and the hit, for checks of their output.
+fn cached_like_plain(
+    env: &Env,
+    compiler: &str,
+    args: &[&str],
+    outputs: &[&str],
+    hit: &str,
+) -> [std::process::Output; 3] {
+    let plain = env.command(compiler).args(args).output().unwrap();
+    assert!(plain.status.success(), "{compiler}: {plain:?}");
+    let read = |file: &str| std::fs::read(env.work.join(file)).unwrap();
+    let remove = || {
+        for file in outputs {
+            std::fs::remove_file(env.work.join(file)).unwrap();
+        }
+    };
+    let expected: Vec<Vec<u8>> = outputs.iter().map(|f| read(f)).collect();
+    remove();
+    let (first, miss) = outcome_of(env, compiler, args);
+    assert_eq!(first, "miss", "{compiler}");
+    remove();
+    let (second, out) = outcome_of(env, compiler, args);
+    assert_eq!(second, hit, "{compiler}");
+    for (file, expected) in outputs.iter().zip(&expected) {
+        assert!(
+            read(file) == *expected,
+            "{compiler}: {file} differs from a plain compile:\n{}\n---\n{}",
+            String::from_utf8_lossy(&read(file)),
+            String::from_utf8_lossy(expected)
+        );
+    }
+    [plain, miss, out]
+}
+
 /// kbuild's dependency flags: `-Wp,-MD,FILE` (gcc names the target after the input, clang
 /// after the object) and `-Wp,-D…` get direct hits (and preprocessor-mode hits, the `-E`
 /// run writing no `.d`), with the compiler's own `.d` file.
 #[test]
 fn kbuild_dep_flags_get_direct_hits_with_the_compilers_dep_file() {
-    let modes = compilers()
-        .into_iter()
-        .flat_map(|compiler| [(compiler, "1"), (compiler, "0")]);
-    for (compiler, direct) in modes {
+    for (compiler, direct, hit) in modes() {
         let env = Env::new().with_env("CACHET_DIRECT_MODE", direct);
-        let hit = if direct == "1" { "direct hit" } else { "hit" };
         env.write("inc/x.h", "#define X 1\n");
         env.write(
             "src/a.c",
@@ -236,28 +277,7 @@ fn kbuild_dep_flags_get_direct_hits_with_the_compilers_dep_file() {
             "-Wp,-MMD,out/.a.o.d",
             "-Wp,-DY=2",
         ];
-        let plain = env.command(compiler).args(args).output().unwrap();
-        assert!(plain.status.success(), "{compiler}: {plain:?}");
-        let plain_dep = std::fs::read(env.work.join("out/.a.o.d")).unwrap();
-        let plain_obj = std::fs::read(env.work.join("out/a.o")).unwrap();
-        for file in ["out/.a.o.d", "out/a.o"] {
-            std::fs::remove_file(env.work.join(file)).unwrap();
-        }
-        assert_eq!(outcome_of(&env, compiler, &args).0, "miss", "{compiler}");
-        for file in ["out/.a.o.d", "out/a.o"] {
-            std::fs::remove_file(env.work.join(file)).unwrap();
-        }
-        assert_eq!(outcome_of(&env, compiler, &args).0, hit, "{compiler}");
-        let dep = std::fs::read(env.work.join("out/.a.o.d")).unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&dep),
-            String::from_utf8_lossy(&plain_dep),
-            "{compiler}"
-        );
-        assert!(
-            std::fs::read(env.work.join("out/a.o")).unwrap() == plain_obj,
-            "{compiler}: the object differs from a plain compile"
-        );
+        cached_like_plain(&env, compiler, &args, &["out/.a.o.d", "out/a.o"], hit);
     }
 }
 
@@ -265,29 +285,13 @@ fn kbuild_dep_flags_get_direct_hits_with_the_compilers_dep_file() {
 /// the compiler would have, and replays its warnings.
 #[test]
 fn assembler_text_output_is_cached() {
-    for (compiler, direct) in compilers()
-        .into_iter()
-        .flat_map(|compiler| [(compiler, "1"), (compiler, "0")])
-    {
+    for (compiler, direct, hit) in modes() {
         let env = Env::new().with_env("CACHET_DIRECT_MODE", direct);
-        let hit = if direct == "1" { "direct hit" } else { "hit" };
         env.write("a.c", "int a(int x) { int unused; return x * 3; }\n");
         std::fs::create_dir_all(env.work.join("out")).unwrap();
         age_all(&env.work);
         let args = ["-S", "a.c", "-O2", "-Wall", "-o", "out/a.s"];
-        let plain = env.command(compiler).args(args).output().unwrap();
-        assert!(plain.status.success(), "{compiler}: {plain:?}");
-        let plain_asm = std::fs::read(env.work.join("out/a.s")).unwrap();
-        std::fs::remove_file(env.work.join("out/a.s")).unwrap();
-        let (first, miss) = outcome_of(&env, compiler, &args);
-        assert_eq!(first, "miss", "{compiler}");
-        std::fs::remove_file(env.work.join("out/a.s")).unwrap();
-        let (second, out) = outcome_of(&env, compiler, &args);
-        assert_eq!(second, hit, "{compiler}");
-        assert!(
-            std::fs::read(env.work.join("out/a.s")).unwrap() == plain_asm,
-            "{compiler}: the .s differs from a plain compile"
-        );
+        let [plain, miss, out] = cached_like_plain(&env, compiler, &args, &["out/a.s"], hit);
         assert_eq!(stderr(&out), stderr(&miss), "{compiler}");
         assert_eq!(
             stderr(&out),
@@ -313,12 +317,5 @@ fn clang_double_dash_before_the_input_is_cached() {
     std::fs::create_dir_all(env.work.join("out")).unwrap();
     age_all(&env.work);
     let args = ["-c", "-O2", "-o", "out/a.o", "--", "a.c"];
-    let plain = env.command("clang").args(args).output().unwrap();
-    assert!(plain.status.success(), "{plain:?}");
-    let plain_obj = std::fs::read(env.work.join("out/a.o")).unwrap();
-    std::fs::remove_file(env.work.join("out/a.o")).unwrap();
-    assert_eq!(outcome_of(&env, "clang", &args).0, "miss");
-    std::fs::remove_file(env.work.join("out/a.o")).unwrap();
-    assert_eq!(outcome_of(&env, "clang", &args).0, "direct hit");
-    assert!(std::fs::read(env.work.join("out/a.o")).unwrap() == plain_obj);
+    cached_like_plain(&env, "clang", &args, &["out/a.o"], "direct hit");
 }
