@@ -130,9 +130,11 @@ fn dependency_files_are_right_on_a_hit() {
                 );
             }
         }
+        // Targets and the .d's name are not keyed: the -MT/-MQ compile's first round is
+        // a hit on the -MF compile's entry, with its own targets written.
         let stats = env.stats();
-        assert_eq!(stats["counters"]["cache_hits"], 4, "{cc}: {stats}");
-        assert_eq!(stats["counters"]["cache_misses"], 4, "{cc}: {stats}");
+        assert_eq!(stats["counters"]["cache_hits"], 5, "{cc}: {stats}");
+        assert_eq!(stats["counters"]["cache_misses"], 3, "{cc}: {stats}");
     }
 }
 

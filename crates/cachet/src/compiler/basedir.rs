@@ -50,12 +50,10 @@ impl BaseDirs {
         }
     }
 
-    /// A key for "the same compile running now": unlike a base-dir key, it tells checkouts
-    /// apart, so a compile never follows one that reads another checkout's files.
+    /// A key for "the same compile running now": unlike a key that leaves the cwd out (C
+    /// direct mode) or relativizes it (base dirs), it tells build dirs and checkouts apart,
+    /// so a compile never follows one that reads another directory's files.
     pub fn inflight_key(&self, key: &CacheKey, cwd: &[u8]) -> CacheKey {
-        if self.is_empty() {
-            return *key;
-        }
         let mut h = KeyHasher::new(b"cachet in-flight v1");
         h.field(&key.0);
         h.field(cwd);

@@ -1,9 +1,13 @@
 //! Make-style dependency files (`.d`): rustc's dep-info (the sources a crate read and, in
-//! `# env-dep:` comments, the variables it looked at). gcc's and clang's `-MD`/`-MMD`
-//! files have the same rule syntax; the C family stores them whole today, and any reading
-//! of them belongs here.
+//! `# env-dep:` comments, the variables it looked at), and gcc's and clang's `-MD`/`-MMD`
+//! files, whose first rule a hit rewrites for its own target ([`retarget`]): the target is
+//! the only part of such a file that names the output, so it stays out of the key.
 
 use std::path::PathBuf;
+
+mod rule;
+
+pub use rule::{Layout, Target, names_targets, retarget, target_tokens};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DepFile {

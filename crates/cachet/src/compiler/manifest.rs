@@ -49,6 +49,9 @@ pub struct Variant {
     pub absent: Vec<Vec<u8>>,
     /// Variables it read from the request's environment, with their values (None: unset).
     pub env: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Set when an output records the cwd (the object or a diagnostic names it): the
+    /// variant then serves only requests in that same cwd. C only; rustc keys its cwd.
+    pub recorded_cwd: Option<Vec<u8>>,
 }
 
 impl Manifest {
@@ -127,7 +130,7 @@ impl NotStored {
 
 /// Where the manifest of `parent` is stored.
 pub fn manifest_key(parent: &CacheKey) -> CacheKey {
-    let mut h = KeyHasher::new(b"cachet manifest v3");
+    let mut h = KeyHasher::new(b"cachet manifest v4");
     h.field(&parent.0);
     h.finish()
 }
@@ -135,8 +138,12 @@ pub fn manifest_key(parent: &CacheKey) -> CacheKey {
 /// `maps` are the prefix maps base dirs relativized: what they make of each absolute path
 /// the compile read is what `__FILE__` and debug info record, so it is keyed too.
 pub fn entry_key(parent: &CacheKey, variant: &Variant, maps: &Maps) -> CacheKey {
-    let mut h = KeyHasher::new(b"cachet entry v3");
+    let mut h = KeyHasher::new(b"cachet entry v4");
     h.field(&parent.0);
+    if let Some(cwd) = &variant.recorded_cwd {
+        h.field(b"recorded cwd");
+        h.field(cwd);
+    }
     for (path, digest) in &variant.files {
         h.field(path);
         h.field(digest);
@@ -186,6 +193,9 @@ pub enum Mismatch {
     /// A file it read has other content now (or is gone).
     #[error("file changed: {}", .0.display())]
     FileChanged(PathBuf),
+    /// Its outputs record another working directory.
+    #[error("working directory differs and is recorded: {}", .0.display())]
+    RecordedCwd(PathBuf),
 }
 
 /// Whether everything the variant read is as it was for a request in `cwd` with
@@ -196,12 +206,22 @@ pub fn matches(
     request_env: &[(OsString, OsString)],
     hashes: &FileHashes,
 ) -> bool {
-    let why =
-        env_mismatch(variant, cwd, request_env).or_else(|| file_mismatch(variant, cwd, hashes));
+    let why = cwd_mismatch(variant, cwd)
+        .or_else(|| env_mismatch(variant, cwd, request_env))
+        .or_else(|| file_mismatch(variant, cwd, hashes));
     if let Some(why) = &why {
         tracing::debug!("variant differs: {why}");
     }
     why.is_none()
+}
+
+/// The cwd the variant's outputs record, when it is not `cwd` (no I/O).
+pub fn cwd_mismatch(variant: &Variant, cwd: &Path) -> Option<Mismatch> {
+    variant
+        .recorded_cwd
+        .as_deref()
+        .filter(|recorded| *recorded != cwd.as_os_str().as_bytes())
+        .map(|recorded| Mismatch::RecordedCwd(os(recorded).to_owned()))
 }
 
 /// The first variable the variant read that has another value now (no I/O).
@@ -288,6 +308,7 @@ pub fn variant_from_observed(
         files,
         absent,
         env: observed.env.clone(),
+        recorded_cwd: None,
     })
 }
 
@@ -429,6 +450,7 @@ mod tests {
             files: vec![(b"t.h".to_vec(), digest)],
             absent: vec![b"opt.h".to_vec()],
             env: vec![(b"MY_LEVEL".to_vec(), Some(b"debug".to_vec()))],
+            recorded_cwd: None,
         };
         let env = |v: &str| vec![(OsString::from("MY_LEVEL"), OsString::from(v))];
         assert!(matches(&variant, cwd, &env("debug"), &hashes));
@@ -436,5 +458,27 @@ mod tests {
         assert!(!matches(&variant, cwd, &[], &hashes));
         std::fs::write(cwd.join("opt.h"), b"").unwrap();
         assert!(!matches(&variant, cwd, &env("debug"), &hashes));
+        std::fs::remove_file(cwd.join("opt.h")).unwrap();
+
+        let recorded = Variant {
+            recorded_cwd: Some(cwd.as_os_str().as_bytes().to_vec()),
+            ..variant.clone()
+        };
+        assert!(matches(&recorded, cwd, &env("debug"), &hashes));
+        let elsewhere = Variant {
+            recorded_cwd: Some(b"/elsewhere".to_vec()),
+            ..variant.clone()
+        };
+        assert!(!matches(&elsewhere, cwd, &env("debug"), &hashes));
+        let maps = Maps::default();
+        let parent = CacheKey([7; 32]);
+        assert_ne!(
+            entry_key(&parent, &recorded, &maps),
+            entry_key(&parent, &elsewhere, &maps)
+        );
+        assert_ne!(
+            entry_key(&parent, &variant, &maps),
+            entry_key(&parent, &recorded, &maps)
+        );
     }
 }

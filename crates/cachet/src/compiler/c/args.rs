@@ -9,6 +9,8 @@ use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::compiler::depfile::Target;
+
 #[cfg(test)]
 mod tests;
 
@@ -50,6 +52,10 @@ pub struct CompileArgs {
     pub preprocess_args: Vec<OsString>,
     /// Arguments that still affect the object after preprocessing.
     pub hashed_args: Vec<OsString>,
+    /// The command line as direct mode keys it: all of it but where the outputs go (`-o`,
+    /// `-MF`, the dependency file of `-Wp,-MD,FILE`) and the dependency file's targets,
+    /// which a hit writes for itself.
+    pub direct_args: Vec<OsString>,
     pub debug_info: bool,
     /// `(old, new)` from `-fdebug-prefix-map`/`-ffile-prefix-map`, in
     /// command-line order.
@@ -65,9 +71,9 @@ pub struct CompileArgs {
 pub struct DepFile {
     /// `-MF` value, else derived from `-o` or the input like gcc does.
     pub path: PathBuf,
-    /// Raw `-MT`/`-MQ` values in order (not make-quoted); empty means the
-    /// default target (the object path).
-    pub targets: Vec<String>,
+    /// The rule's targets: `-MT`/`-MQ` values in order, or the default one (the `-o`
+    /// path; the input's basename with `.o` for gcc's `-Wp,-MD` and without `-o`).
+    pub targets: Vec<Target>,
     /// `-MP`: phony targets for each header.
     pub phony: bool,
 }
@@ -198,9 +204,6 @@ pub enum Unsupported {
     /// `-include X` where `X.gch` or `X.pch` exists: gcc uses it, `-E` would not.
     #[error("precompiled header ({})", .0.display())]
     PrecompiledHeaderBeside(PathBuf),
-    /// A `-MT`/`-MQ` target that is not UTF-8.
-    #[error("non-UTF-8 {0} target")]
-    NonUtf8Target(&'static str),
     /// A flag this parser does not know.
     #[error("unknown flag {0}")]
     UnknownFlag(String),
@@ -356,7 +359,7 @@ struct State {
     output: Option<OsString>,
     dep_file: Option<OsString>,
     dep_enabled: bool,
-    dep_targets: Vec<String>,
+    dep_targets: Vec<Target>,
     dep_phony: bool,
     /// `-Wp,-MD,FILE` or `-Wp,-MMD,FILE`: the preprocessor's own dependency file.
     wp_dep_file: Option<OsString>,
@@ -372,6 +375,7 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, Unsupported> {
     // -E goes first so that it cannot end up after a `-x`'s value or similar.
     let mut pp: Vec<OsString> = vec!["-E".into()];
     let mut hashed: Vec<OsString> = Vec::new();
+    let mut direct: Vec<OsString> = Vec::new();
 
     let mut i = 0;
     while i < expanded.len() {
@@ -384,18 +388,21 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, Unsupported> {
         if bytes.first() != Some(&b'-') {
             st.inputs.push((PathBuf::from(arg), st.lang));
             pp.push(arg.clone());
+            direct.push(arg.clone());
             continue;
         }
         // clang ends its options at `--`: every later argument is an input, whatever it
         // looks like (gcc refuses `--`, and the compile shows it).
         if bytes == b"--" && input.family == Family::Clang {
             pp.push(arg.clone());
+            direct.push(arg.clone());
             for rest in &expanded[i..] {
                 if rest == "-" {
                     return Err("input from stdin (-)".into());
                 }
                 st.inputs.push((PathBuf::from(rest), st.lang));
                 pp.push(rest.clone());
+                direct.push(rest.clone());
             }
             break;
         }
@@ -406,8 +413,13 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, Unsupported> {
             let keep = st.preprocessor_options(flag, options)?;
             if matches!(keep, Keep::PreprocessOnly) {
                 pp.push(arg.clone());
+                direct.push(arg.clone());
             } else {
-                hashed.push(arg.clone());
+                // The dependency file's name is where an output goes: keyed without it.
+                let kind = options.split(',').next().unwrap_or_default();
+                let key_form = OsString::from(format!("-Wp,{kind}"));
+                hashed.push(key_form.clone());
+                direct.push(key_form);
             }
             continue;
         }
@@ -432,6 +444,9 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, Unsupported> {
         };
         if matches!(keep, Keep::Both | Keep::PreprocessOnly) {
             pp.extend(group.iter().cloned());
+        }
+        if !matches!(keep, Keep::Neither) {
+            direct.extend(group.iter().cloned());
         }
         if matches!(keep, Keep::Both | Keep::HashOnly) {
             hashed.extend(group);
@@ -478,10 +493,22 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, Unsupported> {
     if st.wp_dep_file.is_some() && driver_dep {
         return Err("-Wp,-MD with the driver's dependency flags".into());
     }
+    // The target a rule gets without -MT/-MQ: the -o path as written, or the input's
+    // basename with `.o` (also for -S). gcc's -Wp,-MD always takes the latter, as cpp
+    // itself picks it; clang's driver handles -Wp,-MD as its own -MD.
+    let default_target = |wp: bool| {
+        let text = match &st.output {
+            Some(o) if !(wp && input.family == Family::Gcc) => o.as_encoded_bytes().to_vec(),
+            _ => with_suffix(stem, ".o")
+                .into_os_string()
+                .into_encoded_bytes(),
+        };
+        vec![Target { text, quoted: true }]
+    };
     // gcc writes a dependency file only from the preprocessor: none for plain assembler.
     let wp_depfile = st.wp_dep_file.take().map(|path| DepFile {
         path: PathBuf::from(path),
-        targets: Vec::new(),
+        targets: default_target(true),
         phony: false,
     });
     let depfile = wp_depfile.filter(|_| language != Language::Asm);
@@ -492,7 +519,10 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, Unsupported> {
                 (None, Some(_)) => output.with_extension("d"),
                 (None, None) => with_suffix(stem, ".d"),
             },
-            targets: st.dep_targets,
+            targets: match st.dep_targets.is_empty() {
+                true => default_target(false),
+                false => std::mem::take(&mut st.dep_targets),
+            },
             phony: st.dep_phony,
         })
     });
@@ -509,6 +539,7 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, Unsupported> {
         depfile,
         preprocess_args: pp,
         hashed_args: hashed,
+        direct_args: direct,
         debug_info: st.debug_info,
         prefix_maps: st.prefix_maps,
         color: st.color,
@@ -564,11 +595,12 @@ impl State {
                 Keep::Neither
             }
             Kind::DepTarget => {
-                let target = value
-                    .to_str()
-                    .ok_or(Unsupported::NonUtf8Target(spec.name))?;
-                self.dep_targets.push(target.to_owned());
-                Keep::HashOnly
+                // Only the dependency file names its targets, and a hit writes them.
+                self.dep_targets.push(Target {
+                    text: value.as_encoded_bytes().to_vec(),
+                    quoted: spec.name == "-MQ",
+                });
+                Keep::Neither
             }
             Kind::Keep => Keep::Both,
             Kind::Arch => {

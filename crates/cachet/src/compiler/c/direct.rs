@@ -19,7 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use super::args::Language;
 use super::identity::Identity;
-use super::key::{hash_target_and_env, key_args, recorded_cwds};
+use super::key::{hash_env, key_args, recorded_cwds};
 use super::plan::Plan;
 use crate::cache::CacheKey;
 use crate::compiler::basedir::Maps;
@@ -39,11 +39,11 @@ pub fn applies(plan: &Plan, invocation: &Invocation, observing: bool) -> bool {
 /// The direct key: everything but the headers. `source` is the input's content hash.
 /// Also returns the prefix maps that base dirs relativized, for [`entry_key`].
 ///
-/// Under base dirs the cwd enters as its relative form: relative paths are resolved against
-/// the requester's own cwd when the manifest is checked, and without `-g` nothing records
-/// it. With `-g` the cwd also enters as debug info records it (literal unless a prefix map
-/// rewrites it). Absolute paths in the arguments stay literal: `__FILE__` and the dep file
-/// embed them.
+/// The cwd is not keyed: relative paths are resolved against the requester's own cwd when
+/// the manifest is checked, and an output that records the cwd is served only in it (see
+/// `manifest::Variant::recorded_cwd`). With `-g` the cwd enters as debug info records it
+/// (literal unless a prefix map rewrites it). Absolute paths in the arguments stay
+/// literal: `__FILE__` and the dep file embed them.
 pub fn base_key(
     identity: &Identity,
     plan: &Plan,
@@ -51,46 +51,28 @@ pub fn base_key(
     source: &[u8; 32],
 ) -> (CacheKey, Maps) {
     let base = &invocation.base_dirs;
-    let mut h = KeyHasher::new(b"cachet c-family direct v1");
+    let mut h = KeyHasher::new(b"cachet c-family direct v2");
     h.field(&identity.digest);
     h.field(invocation.compiler_name().as_bytes());
     h.field(plan.args.language.as_x_arg().as_bytes());
     h.field(b"args");
-    // The full command line but where outputs go: include paths and macros matter here.
-    let mut skip = false;
-    let mut kept = Vec::new();
-    for arg in &plan.compile_args {
-        if skip {
-            skip = false;
-            continue;
-        }
-        if arg == "-o" || arg == "-MF" {
-            skip = true;
-            continue;
-        }
-        let bytes = arg.as_bytes();
-        if bytes.starts_with(b"-o") || bytes.starts_with(b"-MF") {
-            continue;
-        }
-        kept.push(arg);
+    if let Some(flag) = plan.color_flag {
+        h.field(flag.as_bytes());
     }
-    let (args, maps) = key_args(base, kept.into_iter());
+    // The full command line but where outputs go: include paths and macros matter here.
+    let (args, maps) = key_args(base, plan.args.direct_args.iter());
     for arg in &args {
         h.field(arg);
     }
-    h.field(b"cwd");
-    if base.is_empty() {
-        h.field(invocation.cwd_bytes());
-    } else {
-        h.field(&base.key_form(invocation.cwd_bytes()));
-        if plan.args.debug_info {
-            h.field(b"recorded cwd");
-            for recorded in recorded_cwds(invocation.cwd_bytes(), &plan.args.prefix_maps) {
-                h.field(&recorded);
-            }
+    // The cwd only where an output records it: relative paths that name inputs are
+    // checked against the requester's own cwd through the manifest.
+    if plan.args.debug_info {
+        h.field(b"recorded cwd");
+        for recorded in recorded_cwds(invocation.cwd_bytes(), &plan.args.prefix_maps) {
+            h.field(&recorded);
         }
     }
-    hash_target_and_env(&mut h, plan, invocation);
+    hash_env(&mut h, invocation);
     h.field(b"source");
     h.field(source);
     (h.finish(), maps)

@@ -50,7 +50,7 @@ pub(crate) fn key_args<'a>(
 /// The cache key. `source` is the preprocessed text, or the input itself when it needs none.
 pub fn key(identity: &Identity, plan: &Plan, invocation: &Invocation, source: &[u8]) -> CacheKey {
     let base = &invocation.base_dirs;
-    let mut h = KeyHasher::new(b"cachet c-family key v1");
+    let mut h = KeyHasher::new(b"cachet c-family key v2");
     h.field(&identity.digest);
     h.field(plan.args.language.as_x_arg().as_bytes());
     h.field(b"args");
@@ -72,7 +72,7 @@ pub fn key(identity: &Identity, plan: &Plan, invocation: &Invocation, source: &[
             h.field(&recorded);
         }
     }
-    hash_target_and_env(&mut h, plan, invocation);
+    hash_env(&mut h, invocation);
     h.field(b"source");
     if base.is_empty() {
         h.field(source);
@@ -82,16 +82,9 @@ pub fn key(identity: &Identity, plan: &Plan, invocation: &Invocation, source: &[
     h.finish()
 }
 
-/// The part both keys share: the dependency file's target (without `-MT`/`-MQ` the `.d`
-/// names the object) and the environment that changes output.
-pub(super) fn hash_target_and_env(h: &mut KeyHasher, plan: &Plan, invocation: &Invocation) {
-    // Without -MT/-MQ the dependency file names the object as its target.
-    if let Some(dep) = &plan.args.depfile
-        && dep.targets.is_empty()
-    {
-        h.field(b"dep target");
-        h.field(plan.args.output.as_os_str().as_bytes());
-    }
+/// The part both keys share: the environment that changes output. (The dependency file's
+/// targets are not keyed: a hit writes its own, see `outputs.rs`.)
+pub(super) fn hash_env(h: &mut KeyHasher, invocation: &Invocation) {
     for (name, value) in key_env(invocation) {
         h.field(name);
         h.field(value);

@@ -3,6 +3,7 @@
 //! stores what it read as a manifest variant.
 
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Instant;
 
@@ -216,6 +217,17 @@ async fn compile_observed(
         let env = invocation.env.clone();
         let stats = context.stats.clone();
         tokio::task::spawn_blocking(move || {
+            let verdict = |observed| match (observed, &preprocessed) {
+                (Ok(observed), _) => manifest::variant_from_observed(
+                    &observed,
+                    &cwd,
+                    &hashes,
+                    compile_start,
+                    keys.direct,
+                ),
+                (Err(why), None) => Verdict::PreprocessorMode(why),
+                (Err(_), Some(text)) => manifest::fallback_variant(text, &cwd),
+            };
             let observed = watch
                 .ok_or(NotStored::Unobserved)
                 .and_then(|watch| watch.finish().map_err(NotStored::from))
@@ -230,24 +242,25 @@ async fn compile_observed(
                 Ok(_) => c.observed_compiles += 1,
                 Err(_) => c.unobserved_compiles += 1,
             });
-            match (observed, &preprocessed) {
-                (Ok(observed), _) => manifest::variant_from_observed(
-                    &observed,
-                    &cwd,
-                    &hashes,
-                    compile_start,
-                    keys.direct,
-                ),
-                (Err(why), None) => Verdict::PreprocessorMode(why),
-                (Err(_), Some(text)) => manifest::fallback_variant(text, &cwd),
+            let mut verdict = verdict(observed);
+            // Neither key has the cwd (but as debug info records it): an output that
+            // names it anyway (`__FILE__` of an absolute path, a coverage note) makes the
+            // variant serve this cwd only.
+            let cwd = cwd.as_os_str().as_bytes();
+            if let Verdict::Store(variant) = &mut verdict
+                && cwd != b"/"
+                && outputs::records(&entry, cwd)
+            {
+                variant.recorded_cwd = Some(cwd.to_vec());
             }
+            (verdict, entry)
         })
     };
     let (cache, stats) = (context.cache.clone(), context.stats.clone());
     tokio::spawn(async move {
         let _storing = storing;
         match verdict.await {
-            Ok(verdict) => store_variant(&cache, &stats, keys, entry, verdict),
+            Ok((verdict, entry)) => store_variant(&cache, &stats, keys, entry, verdict),
             Err(e) => tracing::warn!("working out what a compile read failed: {e}"),
         }
     });

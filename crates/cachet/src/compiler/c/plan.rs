@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use super::args::{self, CompileArgs, Family};
 use super::identity::Identity;
 use super::reasons::NotCacheable;
+use crate::compiler::depfile::{Layout, target_tokens};
 use crate::compiler::job::Invocation;
 use crate::compiler::regular_files::check_output_path;
 
@@ -24,6 +25,10 @@ pub struct Plan {
     /// Absolute paths of the outputs.
     pub object: PathBuf,
     pub depfile: Option<PathBuf>,
+    /// How this compiler lays out a dependency file, and the targets this compile's has
+    /// (escaped as written): a hit writes them into a stored `.d`.
+    pub dep_layout: Layout,
+    pub dep_targets: Vec<Vec<u8>>,
     pub color_flag: Option<&'static str>,
 }
 
@@ -63,9 +68,20 @@ pub fn plan(identity: &Identity, invocation: &Invocation) -> Result<Plan, NotCac
     for path in std::iter::once(&object).chain(&depfile) {
         check_output_path(path).map_err(NotCacheable::Output)?;
     }
+    let dep_layout = match identity.family {
+        Family::Gcc => Layout::Gcc,
+        Family::Clang => Layout::Clang,
+    };
+    let dep_targets = args
+        .depfile
+        .as_ref()
+        .map(|d| target_tokens(dep_layout, &d.targets))
+        .unwrap_or_default();
     Ok(Plan {
         object,
         depfile,
+        dep_layout,
+        dep_targets,
         compile_args,
         preprocess_args,
         color_flag,

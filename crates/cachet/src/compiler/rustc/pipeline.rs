@@ -258,7 +258,12 @@ pub(super) async fn compile(
             files.dedup_by(|a, b| a.0 == b.0);
             env.sort();
             env.dedup_by(|a, b| a.0 == b.0);
-            let variant = Variant { files, absent, env };
+            let variant = Variant {
+                files,
+                absent,
+                env,
+                recorded_cwd: None,
+            };
             let entry = CacheEntry {
                 exit_code: 0,
                 stdout: result.stdout.clone(),

@@ -65,6 +65,22 @@ fn ok_with(dir: &TmpDir, family: Family, args: &[&str]) -> CompileArgs {
     }
 }
 
+/// A `-MQ` (or default) target.
+fn quoted(text: &str) -> Target {
+    Target {
+        text: text.into(),
+        quoted: true,
+    }
+}
+
+/// A `-MT` target.
+fn plain(text: &str) -> Target {
+    Target {
+        text: text.into(),
+        quoted: false,
+    }
+}
+
 fn ok(dir: &TmpDir, args: &[&str]) -> CompileArgs {
     ok_with(dir, Family::Gcc, args)
 }
@@ -116,9 +132,7 @@ fn typical_command() {
     );
     assert_eq!(
         c.hashed_args,
-        os(&[
-            "-O2", "-g", "-Wall", "-std=c11", "-fPIC", "-MD", "-MT", "obj/a.o", "-c",
-        ])
+        os(&["-O2", "-g", "-Wall", "-std=c11", "-fPIC", "-MD", "-c",])
     );
     assert_eq!(c.input, PathBuf::from("src/a.c"));
     assert_eq!(c.language, Language::C);
@@ -127,7 +141,7 @@ fn typical_command() {
         c.depfile,
         Some(DepFile {
             path: "obj/a.o.d".into(),
-            targets: vec!["obj/a.o".into()],
+            targets: vec![plain("obj/a.o")],
             phony: false,
         })
     );
@@ -210,18 +224,15 @@ fn dependency_flags_are_kept_out_of_preprocessing() {
         ],
     );
     assert_eq!(c.preprocess_args, os(&["-E", "a.c"]));
-    assert_eq!(
-        c.hashed_args,
-        os(&[
-            "-c", "-MMD", "-MP", "-MT", "t1", "-MQ", "$t2", "-MTt3", "-MQt4"
-        ])
-    );
+    assert_eq!(c.hashed_args, os(&["-c", "-MMD", "-MP"]));
+    // Targets are not keyed in direct mode either: a hit writes its own.
+    assert_eq!(c.direct_args, os(&["-c", "a.c", "-MMD", "-MP"]));
     // The last -MF wins.
     assert_eq!(
         c.depfile,
         Some(DepFile {
             path: "deps/b.d".into(),
-            targets: vec!["t1".into(), "$t2".into(), "t3".into(), "t4".into()],
+            targets: vec![plain("t1"), quoted("$t2"), plain("t3"), quoted("t4")],
             phony: true,
         })
     );
@@ -232,13 +243,18 @@ fn default_output_and_depfile() {
     let dir = fixture();
     let c = ok(&dir, &["-c", "src/a.c", "-MD"]);
     assert_eq!(c.output, PathBuf::from("a.o"));
-    assert_eq!(c.depfile.unwrap().path, PathBuf::from("a.d"));
+    let dep = c.depfile.unwrap();
+    assert_eq!(dep.path, PathBuf::from("a.d"));
+    assert_eq!(dep.targets, vec![quoted("a.o")]);
+    // -S still names the rule after the object the input would make.
+    let c = ok(&dir, &["-S", "src/a.c", "-MD"]);
+    assert_eq!(c.depfile.unwrap().targets, vec![quoted("a.o")]);
 
     let c = ok(&dir, &["-c", "src/a.c", "-o", "obj/a.o", "-MMD"]);
     assert_eq!(c.output, PathBuf::from("obj/a.o"));
     let dep = c.depfile.unwrap();
     assert_eq!(dep.path, PathBuf::from("obj/a.d"));
-    assert!(dep.targets.is_empty());
+    assert_eq!(dep.targets, vec![quoted("obj/a.o")]);
     assert!(!dep.phony);
 
     let c = ok(&dir, &["-c", "src/a.c", "-o", "obj/a", "-MD"]);
@@ -274,9 +290,20 @@ fn preprocessor_options_for_dependencies_and_macros() {
     );
     let dep = c.depfile.unwrap();
     assert_eq!(dep.path, PathBuf::from("obj/.a.o.d"));
-    assert!(dep.targets.is_empty() && !dep.phony);
+    // cpp names the rule after the input, not the -o path (gcc only).
+    assert_eq!(dep.targets, vec![quoted("a.o")]);
+    assert!(!dep.phony);
     assert!(!c.preprocess_args.iter().any(|a| a == "-Wp,-MMD,obj/.a.o.d"));
-    assert!(c.hashed_args.iter().any(|a| a == "-Wp,-MMD,obj/.a.o.d"));
+    // Keyed without the file's name, in both modes.
+    assert!(c.hashed_args.iter().any(|a| a == "-Wp,-MMD"));
+    assert!(c.direct_args.iter().any(|a| a == "-Wp,-MMD"));
+    assert!(!c.direct_args.iter().any(|a| a == "-Wp,-MMD,obj/.a.o.d"));
+    let clang = ok_with(
+        &dir,
+        Family::Clang,
+        &["-c", "src/a.c", "-o", "obj/a.o", "-Wp,-MD,x.d"],
+    );
+    assert_eq!(clang.depfile.unwrap().targets, vec![quoted("obj/a.o")]);
     assert!(c.preprocess_args.iter().any(|a| a == "-Wp,-DX=1,-UY"));
     assert!(!c.hashed_args.iter().any(|a| a == "-Wp,-DX=1,-UY"));
     // Plain assembler runs no preprocessor: no dependency file.

@@ -1,0 +1,250 @@
+//! Any build directory: objects of one source in another output dir (a second `OUT` of a
+//! hand-written Makefile), or the same command in another working directory (a second
+//! Meson or CMake build dir), share one entry; the `.d` a hit writes names its own target,
+//! wrapped as the compiler wraps it, byte for byte; paths with spaces, `$` and `#` round-trip.
+//! Where an output records the working directory, the other directory misses, as it must.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use common::*;
+
+/// Makes every file under `dir` older than the timestamp resolution.
+fn age_all(dir: &Path) {
+    let when = SystemTime::now() - Duration::from_secs(30);
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            age_all(&path);
+        } else {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        }
+    }
+}
+
+/// Runs `compiler args` in `cwd` through cachet; says what it was by the counters.
+fn outcome_in(env: &Env, cwd: &Path, compiler: &str, args: &[&str]) -> &'static str {
+    let before = env.stats()["counters"].clone();
+    let out = env
+        .cachet()
+        .current_dir(cwd)
+        .arg(compiler)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{compiler} {args:?}: {}",
+        stderr(&out)
+    );
+    let after = env.settle()["counters"].clone();
+    let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+    match (
+        delta("direct_hits"),
+        delta("cache_hits"),
+        delta("cache_misses"),
+    ) {
+        (1, 1, 0) => "direct hit",
+        (0, 1, 0) => "hit",
+        (0, 0, 1) => "miss",
+        _ => "other",
+    }
+}
+
+/// The outputs `compiler args` writes in `cwd` without cachet (removed again).
+fn plain_outputs(
+    env: &Env,
+    cwd: &Path,
+    compiler: &str,
+    args: &[&str],
+    outputs: &[&str],
+) -> Vec<Vec<u8>> {
+    let out = env
+        .command(compiler)
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{compiler} {args:?}: {}",
+        stderr(&out)
+    );
+    outputs
+        .iter()
+        .map(|file| {
+            let data = std::fs::read(cwd.join(file)).unwrap();
+            std::fs::remove_file(cwd.join(file)).unwrap();
+            data
+        })
+        .collect()
+}
+
+fn assert_same(cwd: &Path, outputs: &[&str], expected: &[Vec<u8>], what: &str) {
+    for (file, expected) in outputs.iter().zip(expected) {
+        let ours = std::fs::read(cwd.join(file)).unwrap();
+        assert!(
+            ours == *expected,
+            "{what}: {file} differs from a plain compile:\n{}\n--- plain:\n{}",
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(expected)
+        );
+    }
+}
+
+/// Each compiler, in direct mode and in preprocessor mode, with the hit each gives.
+fn modes() -> Vec<(&'static str, &'static str, &'static str)> {
+    compilers()
+        .into_iter()
+        .flat_map(|c| [(c, "1", "direct hit"), (c, "0", "hit")])
+        .collect()
+}
+
+/// A hand-written Makefile's `-MMD -MP` compile into output dirs of many lengths (so the
+/// `.d`'s first line wraps at different places), some with spaces, `$` and `#` in their
+/// names, from headers with such names: one miss, then hits, each `.d` naming its own
+/// object exactly as the compiler would.
+#[test]
+fn another_output_dir_hits_with_its_own_dependency_file() {
+    let dirs = [
+        "out",
+        "o",
+        "out2/with/a/rather/long/path/for/the/objects/of/this/build",
+        "build dir/$x#y",
+        "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopq",
+        "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuv",
+    ];
+    for (compiler, direct, hit) in modes() {
+        let env = Env::new().with_env("CACHET_DIRECT_MODE", direct);
+        env.write("src/inc dir/a b.h", "#include \"d$x.h\"\n#define A 1\n");
+        env.write("src/inc dir/d$x.h", "#include <stdio.h>\n#define D 2\n");
+        env.write("src/h#q.h", "#define Q 3\n");
+        env.write(
+            "src/lapi.c",
+            "#include \"a b.h\"\n#include \"h#q.h\"\nint f(void) { return A + D + Q; }\n",
+        );
+        for dir in dirs {
+            std::fs::create_dir_all(env.work.join(dir)).unwrap();
+        }
+        age_all(&env.work);
+        for (i, dir) in dirs.iter().enumerate() {
+            let (object, depfile) = (format!("{dir}/lapi.o"), format!("{dir}/lapi.d"));
+            let args = [
+                "-O2",
+                "-MMD",
+                "-MP",
+                "-Isrc/inc dir",
+                "-c",
+                "src/lapi.c",
+                "-o",
+                &object,
+            ];
+            let outputs = [object.as_str(), depfile.as_str()];
+            let plain = plain_outputs(&env, &env.work, compiler, &args, &outputs);
+            let expected = if i == 0 { "miss" } else { hit };
+            let what = format!("{compiler} direct={direct} into {dir}");
+            assert_eq!(
+                outcome_in(&env, &env.work, compiler, &args),
+                expected,
+                "{what}"
+            );
+            assert_same(&env.work, &outputs, &plain, &what);
+        }
+        // -MT and -MQ name other targets; the entry is still the same one.
+        let args = [
+            "-O2",
+            "-MMD",
+            "-MP",
+            "-Isrc/inc dir",
+            "-c",
+            "src/lapi.c",
+            "-o",
+            "o/lapi.o",
+            "-MT",
+            "x y",
+            "-MQ",
+            "$(OUT)/lapi.o",
+            "-MF",
+            "o/custom.d",
+        ];
+        let outputs = ["o/lapi.o", "o/custom.d"];
+        let plain = plain_outputs(&env, &env.work, compiler, &args, &outputs);
+        assert_eq!(
+            outcome_in(&env, &env.work, compiler, &args),
+            hit,
+            "{compiler} -MT"
+        );
+        assert_same(&env.work, &outputs, &plain, &format!("{compiler} -MT"));
+    }
+}
+
+/// Meson and CMake builds run each compile in the build dir, with paths relative to it: a
+/// second build dir beside the first gets hits, the `.d` identical to a plain compile's.
+/// With `-g` (no prefix map) the object records the build dir, and the second one misses.
+#[test]
+fn another_working_directory_hits_unless_the_object_records_it() {
+    for (compiler, direct, hit) in modes() {
+        let env = Env::new().with_env("CACHET_DIRECT_MODE", direct);
+        env.write("src/config.h", "#define LEVEL 2\n");
+        env.write(
+            "src/a.c",
+            "#include \"config.h\"\n#include \"gen.h\"\nint f(void) { return LEVEL + GEN; }\n",
+        );
+        for b in ["b1", "b2", "b3"] {
+            // A header each build dir generates for itself, the same in b1 and b2.
+            let value = if b == "b3" { 7 } else { 5 };
+            env.write(&format!("{b}/gen.h"), &format!("#define GEN {value}\n"));
+        }
+        age_all(&env.work);
+        let args = [
+            "-Isrc",
+            "-I.",
+            "-I../src",
+            "-O2",
+            "-MD",
+            "-MQ",
+            "src/a.o",
+            "-MF",
+            "a.o.d",
+            "-o",
+            "a.o",
+            "-c",
+            "../src/a.c",
+        ];
+        let outputs = ["a.o", "a.o.d"];
+        let what = |b: &str| format!("{compiler} direct={direct} in {b}");
+        for (b, expected) in [("b1", "miss"), ("b2", hit), ("b3", "miss")] {
+            let cwd = env.work.join(b);
+            let plain = plain_outputs(&env, &cwd, compiler, &args, &outputs);
+            assert_eq!(
+                outcome_in(&env, &cwd, compiler, &args),
+                expected,
+                "{}",
+                what(b)
+            );
+            assert_same(&cwd, &outputs, &plain, &what(b));
+        }
+
+        // Debug info records the build dir: each one misses once, then hits.
+        let mut debug = args.to_vec();
+        debug.push("-g");
+        for (b, expected) in [("b1", "miss"), ("b2", "miss"), ("b2", hit)] {
+            let cwd = env.work.join(b);
+            let plain = plain_outputs(&env, &cwd, compiler, &debug, &outputs);
+            assert_eq!(
+                outcome_in(&env, &cwd, compiler, &debug),
+                expected,
+                "-g {}",
+                what(b)
+            );
+            assert_same(&cwd, &outputs, &plain, &format!("-g {}", what(b)));
+        }
+    }
+}
