@@ -242,7 +242,7 @@ fn cached_like_plain(
     assert_eq!(first, "miss", "{compiler}");
     remove();
     let (second, out) = outcome_of(env, compiler, args);
-    assert_eq!(second, hit, "{compiler}");
+    assert_eq!(second, hit, "{compiler}: {}", env.stats()["counters"]);
     for (file, expected) in outputs.iter().zip(&expected) {
         assert!(
             read(file) == *expected,
@@ -318,4 +318,216 @@ fn clang_double_dash_before_the_input_is_cached() {
     age_all(&env.work);
     let args = ["-c", "-O2", "-o", "out/a.o", "--", "a.c"];
     cached_like_plain(&env, "clang", &args, &["out/a.o"], "direct hit");
+}
+
+/// The side outputs ccache caches: coverage notes (`.gcno`; gcc's carry a stamp from the
+/// clock unless `-frandom-seed` is given, as here), split DWARF (`.dwo`), stack usage
+/// (`.su`), gcc's call graph (`.ci`), clang's serialized diagnostics (`.dia`): each hits the
+/// second time with every output byte-identical to a plain compile's.
+#[test]
+fn side_outputs_are_cached_byte_for_byte() {
+    for (compiler, direct, hit) in modes() {
+        let gcc = compiler == "gcc";
+        let mut cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+            (
+                vec!["--coverage", "-frandom-seed=a"],
+                vec!["out/a.o", "out/a.gcno"],
+            ),
+            (vec!["-g", "-gsplit-dwarf"], vec!["out/a.o", "out/a.dwo"]),
+            (vec!["-fstack-usage"], vec!["out/a.o", "out/a.su"]),
+        ];
+        if gcc {
+            cases.push((vec!["-fcallgraph-info"], vec!["out/a.o", "out/a.ci"]));
+        } else {
+            cases.push((
+                vec!["--serialize-diagnostics", "out/diag.dia"],
+                vec!["out/a.o", "out/diag.dia"],
+            ));
+        }
+        for (flags, outputs) in cases {
+            let env = Env::new().with_env("CACHET_DIRECT_MODE", direct);
+            env.write(
+                "src/a.c",
+                "int f(int x) { int unused; return x * 2; }\nint main(void) { return f(1); }\n",
+            );
+            std::fs::create_dir_all(env.work.join("out")).unwrap();
+            age_all(&env.work);
+            let mut args = vec!["-c", "src/a.c", "-O1", "-Wall", "-o", "out/a.o"];
+            args.extend(&flags);
+            let [plain, _, out] = cached_like_plain(&env, compiler, &args, &outputs, hit);
+            assert_eq!(
+                stderr(&out),
+                String::from_utf8_lossy(&plain.stderr),
+                "{compiler} {flags:?}"
+            );
+        }
+    }
+}
+
+/// Coverage records the cwd (in the `.gcno`) and the object's path (its `.gcda`): another
+/// build dir or another `-o` misses, as it must; the same one hits.
+#[test]
+fn coverage_misses_in_another_build_dir() {
+    for (compiler, direct, hit) in modes() {
+        let env = Env::new().with_env("CACHET_DIRECT_MODE", direct);
+        env.write("src/a.c", "int f(int x) { return x * 2; }\n");
+        for dir in ["b1", "b2"] {
+            std::fs::create_dir_all(env.work.join(dir).join("o")).unwrap();
+        }
+        age_all(&env.work);
+        let args = ["-c", "../src/a.c", "--coverage", "-o", "o/a.o"];
+        let run = |dir: &str, args: &[&str]| {
+            let before = env.stats()["counters"].clone();
+            let out = env
+                .cachet()
+                .current_dir(env.work.join(dir))
+                .arg(compiler)
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+            let after = env.settle()["counters"].clone();
+            let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+            match (delta("direct_hits"), delta("cache_hits")) {
+                (1, 1) => "direct hit",
+                (0, 1) => "hit",
+                _ => "miss",
+            }
+        };
+        assert_eq!(run("b1", &args), "miss", "{compiler}");
+        assert_eq!(run("b1", &args), hit, "{compiler}");
+        assert_eq!(run("b2", &args), "miss", "{compiler}");
+        let other_output = ["-c", "../src/a.c", "--coverage", "-o", "o/b.o"];
+        assert_eq!(run("b1", &other_output), "miss", "{compiler}");
+    }
+}
+
+/// Files named by flags are keyed through the manifest of what the compile read: a changed
+/// sanitizer ignore list or profile is a miss, an unchanged one a hit.
+#[test]
+fn files_named_by_flags_are_keyed() {
+    for (compiler, direct, hit) in modes() {
+        let env = Env::new().with_env("CACHET_DIRECT_MODE", direct);
+        env.write("a.c", "int f(int *p) { return p[3]; }\n");
+        env.write("ignore.txt", "fun:g\n");
+        age_all(&env.work);
+        let args = [
+            "-c",
+            "a.c",
+            "-fsanitize=address",
+            "-fsanitize-ignorelist=ignore.txt",
+            "-o",
+            "a.o",
+        ];
+        if compiler == "gcc" {
+            // gcc 12 has no ignore lists; its error passes through.
+            let out = env.run(&["gcc", "-c", "a.c", "-fsanitize-ignorelist=ignore.txt"]);
+            assert!(!out.status.success());
+            continue;
+        }
+        let [_, _, _] = cached_like_plain(&env, compiler, &args, &["a.o"], hit);
+        env.write("ignore.txt", "fun:f\n");
+        age_all(&env.work);
+        let (again, _) = outcome_of(&env, compiler, &args);
+        assert_eq!(again, "miss", "{compiler} direct={direct}");
+    }
+}
+
+/// `-fprofile-use` reads the `.gcda` named after the object: observed, so a hit needs the
+/// same profile, and a profile from another run is a miss.
+#[test]
+fn profile_use_is_keyed_on_the_profile() {
+    for (_, direct, hit) in modes().into_iter().filter(|(c, ..)| *c == "gcc") {
+        let env = Env::new().with_env("CACHET_DIRECT_MODE", direct);
+        env.write(
+            "a.c",
+            "int main(int argc, char **argv) { int s = 0; for (int i = 0; i < argc * 1000; i++) s += i % 7; return s == 3; }\n",
+        );
+        // A profile from an instrumented run, made without cachet.
+        let profile = |runs: usize| {
+            let generate = ["-c", "a.c", "-O2", "-fprofile-generate", "-o", "a.o"];
+            assert!(
+                env.command("gcc")
+                    .args(generate)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            let link = ["a.o", "-fprofile-generate", "-o", "prog"];
+            assert!(env.command("gcc").args(link).status().unwrap().success());
+            let _ = std::fs::remove_file(env.work.join("a.gcda"));
+            for _ in 0..runs {
+                let mut run = env.command(env.work.join("prog"));
+                run.args(vec!["x"; runs]).status().unwrap();
+            }
+            std::fs::remove_file(env.work.join("a.o")).unwrap();
+            age_all(&env.work);
+        };
+        profile(1);
+        let args = ["-c", "a.c", "-O2", "-fprofile-use", "-o", "a.o"];
+        cached_like_plain(&env, "gcc", &args, &["a.o"], hit);
+        profile(3);
+        assert_eq!(outcome(&env, &args).0, "miss", "direct={direct}");
+        assert_eq!(outcome(&env, &args).0, hit, "direct={direct}");
+    }
+}
+
+/// Precompiled headers: making one (`-x c-header`, or a `.h` input) hits the second time,
+/// and using one (`-include p.h` with `p.h.gch` beside it) is keyed on the `.gch` itself:
+/// a new `.gch` under the same header is a miss whose object is the plain compile's.
+#[test]
+fn precompiled_headers_are_made_and_used() {
+    for (compiler, direct, hit) in modes() {
+        let env = Env::new().with_env("CACHET_DIRECT_MODE", direct);
+        env.write("p.h", "#include <stdio.h>\n#define V 1\n");
+        env.write("v2/p.h", "#include <stdio.h>\n#define V 2\n");
+        env.write("a.c", "int f(void) { return V; }\n");
+        std::fs::create_dir_all(env.work.join("pch")).unwrap();
+        age_all(&env.work);
+        let pch = if compiler == "gcc" {
+            "p.h.gch"
+        } else {
+            "p.h.pch"
+        };
+        let make = ["-x", "c-header", "-c", "p.h", "-o", pch];
+        // gcc's .gch is not the same twice (it holds addresses); clang's is.
+        let (first, _) = outcome_of(&env, compiler, &make);
+        assert_eq!(first, "miss", "{compiler}");
+        let made = std::fs::read(env.work.join(pch)).unwrap();
+        std::fs::remove_file(env.work.join(pch)).unwrap();
+        assert_eq!(outcome_of(&env, compiler, &make).0, hit, "{compiler}");
+        assert!(
+            std::fs::read(env.work.join(pch)).unwrap() == made,
+            "{compiler}"
+        );
+        if compiler != "gcc" {
+            let plain = env
+                .command(compiler)
+                .args(["-x", "c-header", "-c", "p.h", "-o", "plain.pch"])
+                .output()
+                .unwrap();
+            assert!(plain.status.success());
+            assert!(std::fs::read(env.work.join("plain.pch")).unwrap() == made);
+        }
+
+        let use_it = ["-c", "a.c", "-include", "p.h", "-o", "a.o"];
+        cached_like_plain(&env, compiler, &use_it, &["a.o"], hit);
+        if compiler == "gcc" {
+            // Another .gch for the same header: gcc uses it, and so must the key.
+            let other = ["-x", "c-header", "-c", "v2/p.h", "-o", "p.h.gch"];
+            assert!(env.command("gcc").args(other).status().unwrap().success());
+            age_all(&env.work);
+            let plain = env
+                .command("gcc")
+                .args(["-c", "a.c", "-include", "p.h", "-o", "plain.o"])
+                .output()
+                .unwrap();
+            assert!(plain.status.success());
+            assert_eq!(outcome(&env, &use_it).0, "miss", "direct={direct}");
+            assert!(
+                std::fs::read(env.work.join("a.o")).unwrap()
+                    == std::fs::read(env.work.join("plain.o")).unwrap()
+            );
+        }
+    }
 }

@@ -281,8 +281,13 @@ pub fn variant_from_observed(
         if !stamp::FileStamp::of(&meta).settled_before(compile_start) {
             return Verdict::Skip(NotStored::TooNew(path.clone()));
         }
-        if time_macros_matter && is_text {
-            match std::fs::read(path) {
+        // A precompiled header names every built-in macro in its tables: the header it
+        // was made from is what says whether the time macros are used.
+        if time_macros_matter
+            && is_text
+            && let Some(text_path) = source_text_of(path)
+        {
+            match std::fs::read(&text_path) {
                 Ok(text) if uses_time_macros(&text) => {
                     return Verdict::PreprocessorMode(NotStored::TimeMacros);
                 }
@@ -310,6 +315,20 @@ pub fn variant_from_observed(
         env: observed.env.clone(),
         recorded_cwd: None,
     })
+}
+
+/// The file whose text a read file stands for: itself, or for a precompiled header
+/// (`X.gch`, `X.pch`, a file in an `X.gch/` directory) the header `X` beside it, if any.
+fn source_text_of(path: &Path) -> Option<PathBuf> {
+    let header_of = |p: &Path| {
+        let ext = p.extension()?;
+        (ext == "gch" || ext == "pch").then(|| p.with_extension(""))
+    };
+    let header = header_of(path).or_else(|| path.parent().and_then(header_of));
+    match header {
+        Some(header) => header.is_file().then_some(header),
+        None => Some(path.to_owned()),
+    }
 }
 
 /// Preprocessor mode's variant where the compile could not be observed whole. The key
@@ -416,6 +435,20 @@ mod tests {
             b"int __x_DATE; _TIME__ __DATE_ __builtin_expect"
         ));
         assert!(!uses_time_macros(b""));
+    }
+
+    #[test]
+    fn a_precompiled_header_is_scanned_through_its_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| dir.path().join(name);
+        std::fs::write(at("p.h"), b"").unwrap();
+        std::fs::create_dir(at("d.h.gch")).unwrap();
+        std::fs::write(at("d.h"), b"").unwrap();
+        assert_eq!(source_text_of(&at("p.h.gch")), Some(at("p.h")));
+        assert_eq!(source_text_of(&at("p.h.pch")), Some(at("p.h")));
+        assert_eq!(source_text_of(&at("d.h.gch/x86")), Some(at("d.h")));
+        assert_eq!(source_text_of(&at("lone.h.gch")), None);
+        assert_eq!(source_text_of(&at("a.c")), Some(at("a.c")));
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub struct ParseInput<'a> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
-    Cacheable(CompileArgs),
+    Cacheable(Box<CompileArgs>),
     /// Why; the client then runs the compiler itself.
     NotCacheable(Unsupported),
 }
@@ -57,6 +57,18 @@ pub struct CompileArgs {
     /// which a hit writes for itself.
     pub direct_args: Vec<OsString>,
     pub debug_info: bool,
+    /// Files the compile writes beside the object, by role (see `outputs.rs`), relative to
+    /// `cwd` if relative: `.gcno`, `.dwo`, `.su`, `.ci`, `.dia`.
+    pub extra_outputs: Vec<(&'static str, PathBuf)>,
+    /// The object records its own path (the `.gcda` of coverage and profiling, the `.dwo`
+    /// of split DWARF), or reads a file named after it (`-fprofile-use` without a path):
+    /// `-o` is keyed.
+    pub records_output: bool,
+    /// The object or a note records the cwd (coverage, profiling): the cwd is keyed.
+    pub records_cwd: bool,
+    /// It reads files named by flags that preprocessed text does not show (profile data,
+    /// sanitizer lists): stored only when the compile was observed.
+    pub reads_flag_files: bool,
     /// `(old, new)` from `-fdebug-prefix-map`/`-ffile-prefix-map`, in
     /// command-line order.
     pub prefix_maps: Vec<(String, String)>,
@@ -92,6 +104,11 @@ pub enum Language {
     CxxPreprocessed,
     ObjCPreprocessed,
     ObjCxxPreprocessed,
+    /// A header compiled into a precompiled header (`.gch`/`.pch`).
+    CHeader,
+    CxxHeader,
+    ObjCHeader,
+    ObjCxxHeader,
 }
 
 impl Language {
@@ -108,6 +125,10 @@ impl Language {
             Language::CxxPreprocessed => "c++-cpp-output",
             Language::ObjCPreprocessed => "objective-c-cpp-output",
             Language::ObjCxxPreprocessed => "objective-c++-cpp-output",
+            Language::CHeader => "c-header",
+            Language::CxxHeader => "c++-header",
+            Language::ObjCHeader => "objective-c-header",
+            Language::ObjCxxHeader => "objective-c++-header",
         }
     }
 
@@ -124,6 +145,10 @@ impl Language {
             "c++-cpp-output" => Language::CxxPreprocessed,
             "objective-c-cpp-output" | "objc-cpp-output" => Language::ObjCPreprocessed,
             "objective-c++-cpp-output" | "objc++-cpp-output" => Language::ObjCxxPreprocessed,
+            "c-header" => Language::CHeader,
+            "c++-header" => Language::CxxHeader,
+            "objective-c-header" => Language::ObjCHeader,
+            "objective-c++-header" => Language::ObjCxxHeader,
             _ => return None,
         })
     }
@@ -141,8 +166,18 @@ impl Language {
             "ii" => Language::CxxPreprocessed,
             "mi" => Language::ObjCPreprocessed,
             "mii" => Language::ObjCxxPreprocessed,
+            "h" => Language::CHeader,
+            "hh" | "hpp" | "hxx" | "h++" | "H" | "HPP" | "tcc" => Language::CxxHeader,
             _ => return None,
         })
+    }
+
+    /// A header: the compile makes a precompiled header.
+    pub fn is_header(&self) -> bool {
+        matches!(
+            self,
+            Language::CHeader | Language::CxxHeader | Language::ObjCHeader | Language::ObjCxxHeader
+        )
     }
 
     /// True when the compiler does not run the preprocessor on this input.
@@ -171,8 +206,12 @@ impl Language {
     }
 }
 
-/// Header extensions: compiling one of these makes a PCH.
-const HEADER_EXTENSIONS: &[&str] = &["h", "hh", "hpp", "hxx", "h++", "H", "HPP", "tcc"];
+/// Roles of the side outputs (entry file roles and key markers).
+pub const COVERAGE_NOTES: &str = "coverage notes";
+pub const SPLIT_DWARF: &str = "split dwarf";
+pub const STACK_USAGE: &str = "stack usage";
+pub const CALLGRAPH_INFO: &str = "callgraph info";
+pub const SERIALIZED_DIAGNOSTICS: &str = "serialized diagnostics";
 
 /// Deepest chain of `@file`s inside `@file`s we follow (also stops cycles).
 const MAX_RESPONSE_DEPTH: usize = 10;
@@ -201,9 +240,6 @@ pub enum Unsupported {
     /// A `-x` language we do not know.
     #[error("unknown language {0}")]
     UnknownLanguage(String),
-    /// `-include X` where `X.gch` or `X.pch` exists: gcc uses it, `-E` would not.
-    #[error("precompiled header ({})", .0.display())]
-    PrecompiledHeaderBeside(PathBuf),
     /// A flag this parser does not know.
     #[error("unknown flag {0}")]
     UnknownFlag(String),
@@ -233,7 +269,7 @@ impl From<&'static str> for Unsupported {
 /// Parses a gcc or clang command line.
 pub fn parse(input: &ParseInput) -> Parsed {
     match parse_inner(input) {
-        Ok(args) => Parsed::Cacheable(args),
+        Ok(args) => Parsed::Cacheable(Box::new(args)),
         Err(reason) => Parsed::NotCacheable(reason),
     }
 }
@@ -261,6 +297,7 @@ enum Kind {
     Keep,
     Arch,
     Assembler,
+    DiagnosticsFile,
 }
 
 struct ValueFlag {
@@ -312,6 +349,13 @@ const VALUE_FLAGS: &[ValueFlag] = &[
     vf("--param", true, false, Kind::Keep),
     vf("--param=", false, true, Kind::Keep),
     vf("-arch", true, false, Kind::Arch),
+    clang(vf(
+        "--serialize-diagnostics",
+        true,
+        false,
+        Kind::DiagnosticsFile,
+    )),
+    clang(vf("-ivfsoverlay", true, true, Kind::Cpp)),
     // Linker options are ignored with -c but kept so the key stays honest.
     vf("-Xlinker", true, false, Kind::Keep),
     vf("-L", true, true, Kind::Keep),
@@ -365,6 +409,17 @@ struct State {
     wp_dep_file: Option<OsString>,
     arch_count: usize,
     debug_info: bool,
+    /// `-gsplit-dwarf` (not `=single`): a `.dwo` beside the object when there is debug info.
+    split_dwarf: bool,
+    /// `--coverage`, `-ftest-coverage`: a `.gcno` beside the object.
+    coverage_notes: bool,
+    stack_usage: bool,
+    callgraph_info: bool,
+    /// clang's `--serialize-diagnostics FILE`.
+    diagnostics_file: Option<OsString>,
+    records_output: bool,
+    records_cwd: bool,
+    reads_flag_files: bool,
     prefix_maps: Vec<(String, String)>,
     color: Option<bool>,
 }
@@ -438,7 +493,7 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, Unsupported> {
                     (v.clone(), vec![arg.clone(), v.clone()])
                 }
             };
-            (st.value_flag(spec, &value, input.cwd)?, group)
+            (st.value_flag(spec, &value)?, group)
         } else {
             (st.simple_flag(flag, input.family)?, vec![arg.clone()])
         };
@@ -481,12 +536,21 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, Unsupported> {
     let output = match &st.output {
         Some(o) if o == "-" => return Err("output to stdout (-o -)".into()),
         Some(o) => PathBuf::from(o),
+        // A precompiled header goes beside its header, whatever the cwd.
+        None if language.is_header() => {
+            let mut pch = input_path.clone().into_os_string();
+            pch.push(".gch");
+            PathBuf::from(pch)
+        }
         None if st.assembly => with_suffix(stem, ".s"),
         None => with_suffix(stem, ".o"),
     };
     if st.assembly && matches!(language, Language::Asm | Language::AsmCpp) {
         // gcc has no assembler text to write for assembler input.
         return Err("-S of assembler input".into());
+    }
+    if st.assembly && language.is_header() {
+        return Err("-S of a header".into());
     }
     let driver_dep =
         st.dep_enabled || st.dep_file.is_some() || !st.dep_targets.is_empty() || st.dep_phony;
@@ -527,6 +591,35 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, Unsupported> {
         })
     });
 
+    if st.split_dwarf && st.assembly {
+        return Err("-gsplit-dwarf with -S".into());
+    }
+    // gcc and clang name their side outputs after the object, its extension replaced.
+    let side = |ext: &str| output.with_extension(ext);
+    let mut extra_outputs = Vec::new();
+    if st.coverage_notes {
+        extra_outputs.push((COVERAGE_NOTES, side("gcno")));
+    }
+    if st.split_dwarf && st.debug_info {
+        extra_outputs.push((SPLIT_DWARF, side("dwo")));
+    }
+    if st.stack_usage {
+        extra_outputs.push((STACK_USAGE, side("su")));
+    }
+    if st.callgraph_info {
+        extra_outputs.push((CALLGRAPH_INFO, side("ci")));
+    }
+    if let Some(file) = st.diagnostics_file.take() {
+        extra_outputs.push((SERIALIZED_DIAGNOSTICS, PathBuf::from(file)));
+    }
+    if extra_outputs.iter().any(|(_, path)| *path == output) {
+        return Err("a side output at the object's path".into());
+    }
+    if !extra_outputs.is_empty() {
+        hashed.extend(extra_outputs.iter().map(|(role, _)| OsString::from(*role)));
+        direct.extend(extra_outputs.iter().map(|(role, _)| OsString::from(*role)));
+    }
+
     let preprocessed_input = language.is_preprocessed();
     if preprocessed_input {
         pp.clear();
@@ -541,6 +634,10 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, Unsupported> {
         hashed_args: hashed,
         direct_args: direct,
         debug_info: st.debug_info,
+        extra_outputs,
+        records_output: st.records_output || st.split_dwarf,
+        records_cwd: st.records_cwd,
+        reads_flag_files: st.reads_flag_files,
         prefix_maps: st.prefix_maps,
         color: st.color,
         preprocessed_input,
@@ -555,19 +652,11 @@ fn with_suffix(stem: &OsStr, suffix: &str) -> PathBuf {
 
 fn language_from_path(path: &Path) -> Result<Language, Unsupported> {
     let ext = path.extension().and_then(OsStr::to_str).unwrap_or("");
-    if HEADER_EXTENSIONS.contains(&ext) {
-        return Err("precompiled header generation".into());
-    }
     Language::from_extension(ext).ok_or_else(|| Unsupported::UnknownLanguageFor(path.to_owned()))
 }
 
 impl State {
-    fn value_flag(
-        &mut self,
-        spec: &ValueFlag,
-        value: &OsStr,
-        cwd: &Path,
-    ) -> Result<Keep, Unsupported> {
+    fn value_flag(&mut self, spec: &ValueFlag, value: &OsStr) -> Result<Keep, Unsupported> {
         Ok(match spec.kind {
             Kind::Output => {
                 // gcc 12 and clang both let the last -o win.
@@ -579,17 +668,10 @@ impl State {
                 Keep::Both
             }
             Kind::Cpp => Keep::PreprocessOnly,
-            Kind::Include => {
-                // gcc silently prefers X.gch over X; the -E run would not.
-                for ext in [".gch", ".pch"] {
-                    let mut pch = cwd.join(value).into_os_string();
-                    pch.push(ext);
-                    if Path::new(&pch).exists() {
-                        return Err(Unsupported::PrecompiledHeaderBeside(PathBuf::from(pch)));
-                    }
-                }
-                Keep::PreprocessOnly
-            }
+            // gcc and clang prefer X.gch (clang also X.pch) over X; the -E run does not,
+            // but the compile is observed to read it, and its manifest keys the content
+            // (unobserved, a .gch beside a header is not stored: manifest.rs).
+            Kind::Include => Keep::PreprocessOnly,
             Kind::DepFile => {
                 self.dep_file = Some(value.to_os_string());
                 Keep::Neither
@@ -611,6 +693,11 @@ impl State {
                 let opt = value.to_str().ok_or("non-UTF-8 -Xassembler option")?;
                 check_assembler_option(opt)?;
                 Keep::Both
+            }
+            Kind::DiagnosticsFile => {
+                // An output: where it goes is not keyed, that it is written is.
+                self.diagnostics_file = Some(value.to_os_string());
+                Keep::Neither
             }
         })
     }
@@ -718,9 +805,27 @@ impl State {
             return Ok(Keep::Both);
         }
         if let Some(rest) = flag.strip_prefix("-g") {
-            if let Some(on) = debug_effect(rest) {
-                self.debug_info = on;
+            match rest {
+                // gcc: split DWARF implies -g; clang (12 and later): it does not.
+                "split-dwarf" | "split-dwarf=split" => {
+                    self.split_dwarf = true;
+                    if family == Family::Gcc {
+                        self.debug_info = true;
+                    }
+                }
+                "split-dwarf=single" => self.split_dwarf = false,
+                _ => {
+                    if let Some(on) = debug_effect(rest) {
+                        self.debug_info = on;
+                    }
+                }
             }
+            return Ok(Keep::Both);
+        }
+        if flag == "--coverage" {
+            self.coverage_notes = true;
+            self.records_output = true;
+            self.records_cwd = true;
             return Ok(Keep::Both);
         }
         if let Some(rest) = flag.strip_prefix("-W") {
@@ -737,6 +842,42 @@ impl State {
     }
 
     fn f_flag(&mut self, flag: &str, family: Family) -> Result<(), Unsupported> {
+        // Profiling and coverage: the object records the absolute path of its run-time
+        // data (cwd and -o), the notes record the cwd.
+        const RECORDING: &[&str] = &[
+            "-fprofile-arcs",
+            "-fprofile-generate",
+            "-fprofile-instr-generate",
+            "-fcs-profile-generate",
+            "-fcoverage-mapping",
+            "-ftest-coverage",
+        ];
+        // Profile data and lists the compile reads, named by the flag (or after -o).
+        const READING: &[&str] = &[
+            "-fprofile-use",
+            "-fprofile-instr-use",
+            "-fprofile-sample-use=",
+            "-fauto-profile",
+            "-fbranch-probabilities",
+            "-fsanitize-ignorelist=",
+            "-fsanitize-blacklist=",
+            "-fsanitize-coverage-allowlist=",
+            "-fsanitize-coverage-ignorelist=",
+        ];
+        if RECORDING.iter().any(|p| flag.starts_with(p)) {
+            self.records_output = true;
+            self.records_cwd = true;
+            self.coverage_notes |= flag == "-ftest-coverage";
+        }
+        if READING.iter().any(|p| flag.starts_with(p)) {
+            self.reads_flag_files = true;
+            self.records_output = true;
+        }
+        match flag {
+            "-fstack-usage" => self.stack_usage = true,
+            f if f.starts_with("-fcallgraph-info") => self.callgraph_info = true,
+            _ => {}
+        }
         for prefix in ["-fdebug-prefix-map=", "-ffile-prefix-map="] {
             if let Some(map) = flag.strip_prefix(prefix) {
                 let (old, new) = map
@@ -791,12 +932,7 @@ fn x_language(value: &OsStr) -> Result<Option<Language>, Unsupported> {
     let name = value.to_str().ok_or("non-UTF-8 -x value")?;
     match name {
         "none" => Ok(None),
-        "c-header"
-        | "c++-header"
-        | "objective-c-header"
-        | "objective-c++-header"
-        | "c++-system-header"
-        | "c++-user-header" => Err("precompiled header generation".into()),
+        "c++-system-header" | "c++-user-header" => Err("header units (C++ modules)".into()),
         _ => Language::from_x_arg(name)
             .map(Some)
             .ok_or_else(|| Unsupported::UnknownLanguage(name.to_owned())),
@@ -826,9 +962,6 @@ fn reject_reason(flag: &str) -> Option<Unsupported> {
         "--version" | "-dumpversion" | "-dumpfullversion" | "-dumpmachine" | "-dumpspecs"
         | "--help" | "-help" => "query flag",
         "-fsyntax-only" => "-fsyntax-only (no object)",
-        "--coverage" | "-ftest-coverage" => "coverage notes (.gcno)",
-        "-fstack-usage" => "-fstack-usage (.su file)",
-        "-fbranch-probabilities" => "profile data input",
         "-fpch-preprocess" | "-emit-pch" | "-include-pch" => "precompiled header",
         "-fpreprocessed" | "-fdirectives-only" => "partial preprocessing",
         "-frecord-gcc-switches" | "-frecord-command-line" => "command line recorded in object",
@@ -846,11 +979,6 @@ fn reject_reason(flag: &str) -> Option<Unsupported> {
         ("--print-", "query flag"),
         ("-save-temps", "-save-temps"),
         ("--save-temps", "-save-temps"),
-        ("-gsplit-dwarf", "-gsplit-dwarf (.dwo file)"),
-        ("-fprofile-use", "profile data input"),
-        ("-fprofile-instr-use", "profile data input"),
-        ("-fprofile-sample-use", "profile data input"),
-        ("-fauto-profile", "profile data input"),
         ("-fprofile-remapping-file=", "profile data input"),
         ("-fprofile-list=", "file input"),
         ("-fxray-attr-list=", "file input"),
@@ -858,14 +986,7 @@ fn reject_reason(flag: &str) -> Option<Unsupported> {
         ("-fxray-never-instrument=", "file input"),
         ("-fthinlto-index=", "file input"),
         ("-fembed-offload-object=", "file input"),
-        ("-fcallgraph-info", "extra output file"),
         ("-fdump-", "dump files"),
-        // The object embeds the absolute path of its run-time profile (cwd and -o).
-        ("-fprofile-arcs", "profile output path in object"),
-        ("-fprofile-generate", "profile output path in object"),
-        ("-fprofile-instr-generate", "profile output path in object"),
-        ("-fcs-profile-generate", "profile output path in object"),
-        ("-fcoverage-mapping", "profile output path in object"),
         ("-fcompare-debug", "-fcompare-debug"),
         ("-fsave-optimization-record", "extra output file"),
         ("-foptimization-record-file=", "extra output file"),
@@ -885,9 +1006,6 @@ fn reject_reason(flag: &str) -> Option<Unsupported> {
     if let Some(rest) = flag.strip_prefix("-f") {
         if !rest.starts_with("no-") && rest.contains("module") {
             return Some("modules".into());
-        }
-        if rest.starts_with("sanitize") && rest.contains("list=") {
-            return Some("sanitizer list file".into());
         }
         if rest.starts_with("opt-info") && rest.contains('=') {
             return Some("-fopt-info to file".into());

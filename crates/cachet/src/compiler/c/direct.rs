@@ -19,7 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use super::args::Language;
 use super::identity::Identity;
-use super::key::{hash_env, key_args, recorded_cwds};
+use super::key::{hash_env, hash_recorded_paths, key_args, recorded_cwds};
 use super::plan::Plan;
 use crate::cache::CacheKey;
 use crate::compiler::basedir::Maps;
@@ -72,6 +72,7 @@ pub fn base_key(
             h.field(&recorded);
         }
     }
+    hash_recorded_paths(&mut h, plan, invocation);
     hash_env(&mut h, invocation);
     h.field(b"source");
     h.field(source);

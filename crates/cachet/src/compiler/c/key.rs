@@ -72,6 +72,7 @@ pub fn key(identity: &Identity, plan: &Plan, invocation: &Invocation, source: &[
             h.field(&recorded);
         }
     }
+    hash_recorded_paths(&mut h, plan, invocation);
     hash_env(&mut h, invocation);
     h.field(b"source");
     if base.is_empty() {
@@ -80,6 +81,19 @@ pub fn key(identity: &Identity, plan: &Plan, invocation: &Invocation, source: &[
         hash_source_with_base_dirs(&mut h, plan, invocation, source, &maps);
     }
     h.finish()
+}
+
+/// What coverage, profiling and split DWARF record in the object (both keys): the cwd and
+/// the `-o` path as given, literally.
+pub(super) fn hash_recorded_paths(h: &mut KeyHasher, plan: &Plan, invocation: &Invocation) {
+    if plan.args.records_cwd {
+        h.field(b"cwd");
+        h.field(invocation.cwd_bytes());
+    }
+    if plan.args.records_output {
+        h.field(b"output");
+        h.field(plan.args.output.as_os_str().as_bytes());
+    }
 }
 
 /// The part both keys share: the environment that changes output. (The dependency file's

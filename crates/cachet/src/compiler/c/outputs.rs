@@ -1,4 +1,5 @@
-//! Moving a C compile's outputs (object, dependency file) between the client's tree and
+//! Moving a C compile's outputs (object, dependency file, side outputs such as `.gcno` or
+//! `.dwo`) between the client's tree and
 //! cache entries. Only regular files are ever read into an entry or replaced by a hit (see
 //! `regular_files`).
 //!
@@ -31,6 +32,13 @@ pub async fn collect(plan: &Plan, result: &ProcessOutput) -> io::Result<CacheEnt
         executable: false,
         data: read_regular(&plan.object)?,
     }];
+    for (role, path) in &plan.extra_outputs {
+        files.push(StoredFile {
+            role: (*role).into(),
+            executable: false,
+            data: read_regular(path)?,
+        });
+    }
     if let Some(depfile) = &plan.depfile {
         let data = read_regular(depfile)?;
         let reproduced = depfile::retarget(plan.dep_layout, &data, &plan.dep_targets);
@@ -69,7 +77,10 @@ pub fn restore(entry: &CacheEntry, plan: &Plan, umask: u32) -> io::Result<()> {
                 Some(path) => path,
                 None => continue,
             },
-            other => return Err(io::Error::other(format!("unknown output role {other}"))),
+            other => match plan.extra_outputs.iter().find(|(role, _)| *role == other) {
+                Some((_, path)) => path,
+                None => return Err(io::Error::other(format!("unknown output role {other}"))),
+            },
         };
         let data = match file.role.as_str() {
             DEPFILE_RULE => depfile::retarget(plan.dep_layout, &file.data, &plan.dep_targets)
@@ -85,10 +96,14 @@ pub fn restore(entry: &CacheEntry, plan: &Plan, umask: u32) -> io::Result<()> {
         let base = if file.executable { 0o777 } else { 0o666 };
         writes.push((target, data, base & !umask));
     }
-    if let Some(depfile) = &plan.depfile
-        && !writes.iter().any(|(path, ..)| path == depfile)
+    if let Some(missing) = plan
+        .outputs()
+        .find(|wanted| !writes.iter().any(|(path, ..)| path == wanted))
     {
-        return Err(io::Error::other("entry lacks the dependency file"));
+        return Err(io::Error::other(format!(
+            "entry lacks {}",
+            missing.display()
+        )));
     }
     for (path, data, mode) in writes {
         write_atomically(path, &data, mode)?;

@@ -226,15 +226,15 @@ async fn compile_observed(
                     keys.direct,
                 ),
                 (Err(why), None) => Verdict::PreprocessorMode(why),
+                // Preprocessed text does not show a profile or a sanitizer list.
+                (Err(why), Some(_)) if plan.args.reads_flag_files => Verdict::Skip(why),
                 (Err(_), Some(text)) => manifest::fallback_variant(text, &cwd),
             };
             let observed = watch
                 .ok_or(NotStored::Unobserved)
                 .and_then(|watch| watch.finish().map_err(NotStored::from))
                 .and_then(|log| {
-                    let outputs: Vec<&Path> = std::iter::once(plan.object.as_path())
-                        .chain(plan.depfile.as_deref())
-                        .collect();
+                    let outputs: Vec<&Path> = plan.outputs().collect();
                     log.complete(std::process::id())?;
                     Ok(log.inputs(&outputs, &cwd, &env))
                 });

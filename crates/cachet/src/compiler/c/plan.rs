@@ -25,11 +25,23 @@ pub struct Plan {
     /// Absolute paths of the outputs.
     pub object: PathBuf,
     pub depfile: Option<PathBuf>,
+    /// Side outputs by role (`.gcno`, `.dwo`, `.su`, `.ci`, `.dia`).
+    pub extra_outputs: Vec<(&'static str, PathBuf)>,
     /// How this compiler lays out a dependency file, and the targets this compile's has
     /// (escaped as written): a hit writes them into a stored `.d`.
     pub dep_layout: Layout,
     pub dep_targets: Vec<Vec<u8>>,
     pub color_flag: Option<&'static str>,
+}
+
+impl Plan {
+    /// Every file the compile writes: the object, the dependency file, the side outputs.
+    pub fn outputs(&self) -> impl Iterator<Item = &std::path::Path> {
+        let side = self.extra_outputs.iter().map(|(_, path)| path.as_path());
+        std::iter::once(self.object.as_path())
+            .chain(self.depfile.as_deref())
+            .chain(side)
+    }
 }
 
 /// Why a compile is passed back to the client, or the plan to run it.
@@ -46,7 +58,7 @@ pub fn plan(identity: &Identity, invocation: &Invocation) -> Result<Plan, NotCac
         family: identity.family,
     };
     let args = match args::parse(&input) {
-        args::Parsed::Cacheable(args) => args,
+        args::Parsed::Cacheable(args) => *args,
         args::Parsed::NotCacheable(reason) => return Err(NotCacheable::Arguments(reason)),
     };
     let color_flag = (args.color.is_none() && would_color(identity.family, invocation)).then_some(
@@ -65,7 +77,13 @@ pub fn plan(identity: &Identity, invocation: &Invocation) -> Result<Plan, NotCac
     }
     let object = cwd.join(&args.output);
     let depfile = args.depfile.as_ref().map(|d| cwd.join(&d.path));
-    for path in std::iter::once(&object).chain(&depfile) {
+    let extra_outputs: Vec<(&'static str, PathBuf)> = args
+        .extra_outputs
+        .iter()
+        .map(|(role, path)| (*role, cwd.join(path)))
+        .collect();
+    let side = extra_outputs.iter().map(|(_, path)| path);
+    for path in std::iter::once(&object).chain(&depfile).chain(side) {
         check_output_path(path).map_err(NotCacheable::Output)?;
     }
     let dep_layout = match identity.family {
@@ -80,6 +98,7 @@ pub fn plan(identity: &Identity, invocation: &Invocation) -> Result<Plan, NotCac
     Ok(Plan {
         object,
         depfile,
+        extra_outputs,
         dep_layout,
         dep_targets,
         compile_args,
