@@ -531,3 +531,55 @@ fn precompiled_headers_are_made_and_used() {
         }
     }
 }
+
+/// Whether `compiler` itself takes `__DATE__` from `SOURCE_DATE_EPOCH` (asked here
+/// independently of cachet's probe).
+fn honours_source_date_epoch(env: &Env, compiler: &str) -> bool {
+    env.write("probe.c", "__DATE__\n");
+    let out = env
+        .command(compiler)
+        .args(["-E", "-P", "probe.c"])
+        .env("SOURCE_DATE_EPOCH", "0")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("Jan  1 1970")
+}
+
+/// `__DATE__`/`__TIME__` with `SOURCE_DATE_EPOCH`: direct hits where the compiler honours
+/// the variable (gcc 7 and later), the object the plain compile's; another epoch is a
+/// miss. Where it does not (clang before 16), and for `__TIMESTAMP__` (the file's mtime)
+/// always, preprocessor mode serves them.
+#[test]
+fn source_date_epoch_makes_time_macros_cacheable() {
+    for compiler in compilers() {
+        let env = Env::new().with_env("SOURCE_DATE_EPOCH", "1700000000");
+        env.write("a.c", "const char *when = __DATE__ \" \" __TIME__;\n");
+        env.write("s.c", "const char *when = __TIMESTAMP__;\n");
+        age_all(&env.work);
+        let honoured = honours_source_date_epoch(&env, compiler);
+        assert_eq!(
+            honoured,
+            compiler == "gcc",
+            "gcc 12 honours it, clang 14 does not"
+        );
+        let args = ["-c", "a.c", "-o", "a.o"];
+        let hit = if honoured {
+            "direct hit"
+        } else {
+            // Sent to preprocessor mode by its first compile, as below.
+            assert_eq!(outcome_of(&env, compiler, &args).0, "miss");
+            "hit"
+        };
+        cached_like_plain(&env, compiler, &args, &["a.o"], hit);
+        // The first compile finds __TIMESTAMP__ and stores nothing in direct mode; from
+        // then on preprocessor mode serves the source.
+        let stamp = ["-c", "s.c", "-o", "s.o"];
+        assert_eq!(outcome_of(&env, compiler, &stamp).0, "miss");
+        cached_like_plain(&env, compiler, &stamp, &["s.o"], "hit");
+
+        let other = Env::new().with_env("SOURCE_DATE_EPOCH", "1800000000");
+        other.write("a.c", "const char *when = __DATE__ \" \" __TIME__;\n");
+        age_all(&other.work);
+        assert_eq!(outcome_of(&other, compiler, &args).0, "miss");
+    }
+}

@@ -256,15 +256,26 @@ pub fn file_mismatch(variant: &Variant, cwd: &Path, hashes: &FileHashes) -> Opti
     None
 }
 
-/// The variant an observed compile read. With `time_macros_matter` (direct mode), a
-/// source or header that names `__DATE__`, `__TIME__` or `__TIMESTAMP__` sends the source
-/// to preprocessor mode, where the expanded text is keyed.
+/// Which time macros send a source to preprocessor mode, where the expanded text is keyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeMacros {
+    /// None: the key has the expanded text already (preprocessor mode).
+    Keyed,
+    /// `__TIMESTAMP__` only: `__DATE__` and `__TIME__` come from `SOURCE_DATE_EPOCH`,
+    /// which is keyed, and the compiler honours it.
+    TimestampOnly,
+    /// `__DATE__`, `__TIME__` and `__TIMESTAMP__` (direct mode).
+    All,
+}
+
+/// The variant an observed compile read. A source or header that names a time macro
+/// `time_macros` counts sends the source to preprocessor mode.
 pub fn variant_from_observed(
     observed: &Observed,
     cwd: &Path,
     hashes: &FileHashes,
     compile_start: stamp::FileClock,
-    time_macros_matter: bool,
+    time_macros: TimeMacros,
 ) -> Verdict {
     let mut files = Vec::new();
     // Only what was opened for reading can be source text; programs and files merely
@@ -283,12 +294,12 @@ pub fn variant_from_observed(
         }
         // A precompiled header names every built-in macro in its tables: the header it
         // was made from is what says whether the time macros are used.
-        if time_macros_matter
+        if time_macros != TimeMacros::Keyed
             && is_text
             && let Some(text_path) = source_text_of(path)
         {
             match std::fs::read(&text_path) {
-                Ok(text) if uses_time_macros(&text) => {
+                Ok(text) if uses_time_macros(&text, time_macros) => {
                     return Verdict::PreprocessorMode(NotStored::TimeMacros);
                 }
                 Ok(_) => {}
@@ -405,14 +416,15 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Whether `text` names `__DATE__`, `__TIME__` or `__TIMESTAMP__`. Hops from underscore to
-/// underscore: every header of a miss is scanned, so this must be fast.
-pub fn uses_time_macros(text: &[u8]) -> bool {
+/// Whether `text` names `__TIMESTAMP__`, or with [`TimeMacros::All`] also `__DATE__` or
+/// `__TIME__`. Hops from underscore to underscore: every header of a miss is scanned, so
+/// this must be fast.
+pub fn uses_time_macros(text: &[u8], which: TimeMacros) -> bool {
+    let all = which == TimeMacros::All;
     let mut at = 0;
     while let Some(found) = text[at..].iter().position(|&b| b == b'_') {
         let rest = &text[at + found..];
-        if rest.starts_with(b"__DATE__")
-            || rest.starts_with(b"__TIME__")
+        if (all && (rest.starts_with(b"__DATE__") || rest.starts_with(b"__TIME__")))
             || rest.starts_with(b"__TIMESTAMP__")
         {
             return true;
@@ -428,13 +440,19 @@ mod tests {
 
     #[test]
     fn time_macros_are_found() {
-        assert!(uses_time_macros(b"const char *d = __DATE__;"));
-        assert!(uses_time_macros(b"x __TIMESTAMP__"));
-        assert!(uses_time_macros(b"__TIME__"));
+        let all = TimeMacros::All;
+        assert!(uses_time_macros(b"const char *d = __DATE__;", all));
+        assert!(uses_time_macros(b"x __TIMESTAMP__", all));
+        assert!(uses_time_macros(b"__TIME__", all));
         assert!(!uses_time_macros(
-            b"int __x_DATE; _TIME__ __DATE_ __builtin_expect"
+            b"int __x_DATE; _TIME__ __DATE_ __builtin_expect",
+            all
         ));
-        assert!(!uses_time_macros(b""));
+        assert!(!uses_time_macros(b"", all));
+        // With SOURCE_DATE_EPOCH honoured only __TIMESTAMP__ (the file's mtime) counts.
+        let stamp = TimeMacros::TimestampOnly;
+        assert!(!uses_time_macros(b"__DATE__ __TIME__", stamp));
+        assert!(uses_time_macros(b"x __TIMESTAMP__", stamp));
     }
 
     #[test]

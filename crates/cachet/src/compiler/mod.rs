@@ -63,6 +63,12 @@ impl CompileService {
         self
     }
 
+    /// Lets probes write their input files in `dir` (the server's private runtime dir).
+    pub fn with_probe_dir(mut self, dir: std::path::PathBuf) -> CompileService {
+        self.context = self.context.with_probe_dir(dir);
+        self
+    }
+
     /// Serves one job. Its events go to `job.events` as they happen; the outcome says how
     /// it ended (the server sends the client's final message from it).
     pub async fn compile(&self, job: Job) -> Outcome {

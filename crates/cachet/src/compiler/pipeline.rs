@@ -5,6 +5,7 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,6 +32,9 @@ pub struct Context {
     inflight: Arc<InFlight>,
     /// Observes compiles (see `observe`); None where the interposer cannot load.
     interposer: Option<Arc<observe::Interposer>>,
+    /// A private directory where probes may write their input files (the server's runtime
+    /// dir); None: probes that need one answer conservatively.
+    pub probe_dir: Option<PathBuf>,
 }
 
 impl Context {
@@ -43,7 +47,14 @@ impl Context {
             hashes: Arc::default(),
             inflight: Arc::default(),
             interposer: None,
+            probe_dir: None,
         }
+    }
+
+    /// Lets probes write their input files in `dir`.
+    pub fn with_probe_dir(mut self, dir: PathBuf) -> Context {
+        self.probe_dir = Some(dir);
+        self
     }
 
     /// Observes every compile with `interposer`.

@@ -294,7 +294,8 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
     };
     let server = Arc::new(Server {
         compiles: CompileService::new(launcher.clone(), cache.clone(), stats.clone())
-            .with_interposer(interposer),
+            .with_interposer(interposer)
+            .with_probe_dir(runtime.path().to_owned()),
         launcher,
         observation,
         runtime,

@@ -57,6 +57,9 @@ pub struct IdentityCache {
     /// By the compiler's path and stamp (a rebuilt or replaced compiler is probed again).
     verdicts: Memo<(PathBuf, FileStamp, Env), Verdict>,
     native: Memo<NativeKey, [u8; 32]>,
+    /// Whether each compiler (by identity digest) takes `__DATE__`/`__TIME__` from
+    /// `SOURCE_DATE_EPOCH`.
+    fixed_dates: Memo<[u8; 32], bool>,
 }
 
 impl IdentityCache {
@@ -132,6 +135,50 @@ impl IdentityCache {
             digest: *hasher.finalize().as_bytes(),
             ..identity
         })
+    }
+}
+
+impl IdentityCache {
+    /// Whether `identity` expands `__DATE__` and `__TIME__` from `SOURCE_DATE_EPOCH`
+    /// (gcc 7 and later; clang from the release that added it): found by preprocessing
+    /// them with the variable set to 0, not by version number; probed once per compiler.
+    /// The probe's source is written in `probe_dir`; without one the answer is false.
+    pub async fn honours_source_date_epoch(
+        &self,
+        launcher: &Launcher,
+        compiler: &Path,
+        env: &[(OsString, OsString)],
+        identity: &Identity,
+        probe_dir: Option<&Path>,
+    ) -> io::Result<bool> {
+        let Some(dir) = probe_dir else {
+            return Ok(false);
+        };
+        let mut env = helper_env(env, IDENTITY_VARS);
+        env.retain(|(name, _)| name != "SOURCE_DATE_EPOCH");
+        env.push(("SOURCE_DATE_EPOCH".into(), "0".into()));
+        self.fixed_dates
+            .get(
+                &identity.digest,
+                true,
+                |_| true,
+                || async {
+                    // One file per compiler: probes of two compilers may run at once.
+                    let hex: String = identity.digest[..8]
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    let source = dir.join(format!("source-date-epoch-{hex}.c"));
+                    std::fs::write(&source, "__DATE__ __TIME__\n")?;
+                    let mut spec = CommandSpec::new(compiler, "/");
+                    spec.args = vec!["-E".into(), "-P".into(), source.into_os_string()];
+                    spec.env = env.clone();
+                    let out = launcher.run_probe(spec).await?;
+                    let text = String::from_utf8_lossy(&out.stdout);
+                    Ok(out.exit.success() && text.contains("\"Jan  1 1970\" \"00:00:00\""))
+                },
+            )
+            .await
     }
 }
 

@@ -65,6 +65,19 @@ impl CFamily {
                 &plan.args.expanded,
             )
             .await?;
+        let mut plan = plan;
+        if invocation.env_var("SOURCE_DATE_EPOCH").is_some() {
+            plan.fixed_dates = self
+                .identities
+                .honours_source_date_epoch(
+                    &context.launcher,
+                    &invocation.compiler,
+                    &invocation.env,
+                    &identity,
+                    context.probe_dir.as_deref(),
+                )
+                .await?;
+        }
         pipeline::compile(context, job, &identity, &plan).await
     }
 }

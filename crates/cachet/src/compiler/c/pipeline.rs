@@ -14,7 +14,7 @@ use super::{direct, key, outputs};
 use crate::cache::{Cache, CacheEntry, CacheKey};
 use crate::compiler::basedir::Maps;
 use crate::compiler::job::{Job, Outcome, Uncacheable};
-use crate::compiler::manifest::{self, Manifest, NotStored, Verdict};
+use crate::compiler::manifest::{self, Manifest, NotStored, TimeMacros, Verdict};
 use crate::compiler::pipeline::{Context, publish};
 use crate::compiler::stamp::FileClock;
 use crate::stats::Stats;
@@ -223,7 +223,11 @@ async fn compile_observed(
                     &cwd,
                     &hashes,
                     compile_start,
-                    keys.direct,
+                    match (keys.direct, plan.fixed_dates) {
+                        (false, _) => TimeMacros::Keyed,
+                        (true, true) => TimeMacros::TimestampOnly,
+                        (true, false) => TimeMacros::All,
+                    },
                 ),
                 (Err(why), None) => Verdict::PreprocessorMode(why),
                 // Preprocessed text does not show a profile or a sanitizer list.

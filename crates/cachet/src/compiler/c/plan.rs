@@ -32,6 +32,9 @@ pub struct Plan {
     pub dep_layout: Layout,
     pub dep_targets: Vec<Vec<u8>>,
     pub color_flag: Option<&'static str>,
+    /// `SOURCE_DATE_EPOCH` is set and the compiler takes `__DATE__`/`__TIME__` from it
+    /// (set by `CFamily` after probing): those macros then need no preprocessor mode.
+    pub fixed_dates: bool,
 }
 
 impl Plan {
@@ -104,6 +107,7 @@ pub fn plan(identity: &Identity, invocation: &Invocation) -> Result<Plan, NotCac
         compile_args,
         preprocess_args,
         color_flag,
+        fixed_dates: false,
         args,
     })
 }
