@@ -450,3 +450,72 @@ fn native_cpu_flags_are_cached_like_the_plain_compile() {
         assert_eq!(env.counter("cache_hits"), 1, "{cc}");
     }
 }
+
+/// Runs `command` (a shell command line) on a terminal made by `script`, returning what
+/// the terminal showed. None where `script` is not installed.
+fn on_a_terminal(env: &Env, command: &str) -> Option<Vec<u8>> {
+    if !have("script") {
+        return None;
+    }
+    let out = env
+        .command("script")
+        .args(["-qec", command, "typescript"])
+        .env("TERM", "xterm")
+        .env("CACHET", CACHET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{command}: {}", stderr(&out));
+    Some(out.stdout)
+}
+
+/// One entry serves a terminal and a pipe: the compile runs coloured, a terminal gets the
+/// colours (as the compiler would have shown them there), a pipe gets the plain text (the
+/// colour taken out is all that differs), on a miss as on a hit; also a failed compile.
+#[test]
+fn one_entry_serves_a_terminal_and_a_pipe() {
+    for cc in compilers() {
+        let env = Env::new();
+        env.write(
+            "w.c",
+            "#include <stdio.h>\nint f(long x) { int unused; printf(\"%d\", x); return 0; }\n",
+        );
+        env.write("e.c", "int g(void) { return missing; }\n");
+        let args = ["-Wall", "-c", "w.c", "-o", "w.o"];
+        let plain = env.command(cc).args(args).output().unwrap();
+        assert!(plain.status.success() && !plain.stderr.is_empty());
+        let mut with_cachet = vec![cc];
+        with_cachet.extend(args);
+        let miss = env.ok(&with_cachet);
+        assert_eq!(stderr(&miss), stderr(&plain), "{cc} miss, piped");
+        env.settle();
+        let hit = env.ok(&with_cachet);
+        assert_eq!(stderr(&hit), stderr(&plain), "{cc} hit, piped");
+        assert_eq!(env.counter("cache_hits"), 1, "{cc}");
+
+        let line = format!("{cc} {}", args.join(" "));
+        let Some(terminal) = on_a_terminal(&env, &line) else {
+            return skip("script is not installed");
+        };
+        assert!(terminal.contains(&0x1b), "{cc} colours a terminal");
+        let through = on_a_terminal(&env, &format!("\"$CACHET\" {line}")).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&through),
+            String::from_utf8_lossy(&terminal),
+            "{cc} hit on a terminal"
+        );
+        let stats = env.settle();
+        assert_eq!(
+            stats["counters"]["cache_hits"], 2,
+            "{cc}: the terminal shares the entry: {stats}"
+        );
+
+        let failing = env.command(cc).args(["-c", "e.c"]).output().unwrap();
+        let ours = env.run(&[cc, "-c", "e.c"]);
+        assert!(!failing.status.success() && !ours.status.success());
+        assert_eq!(
+            stderr(&ours),
+            stderr(&failing),
+            "{cc} failed compile, piped"
+        );
+    }
+}

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::basedir::BaseDirs;
 use super::c::reasons::NotCacheable;
+use super::colour;
 use super::executor::Executor;
 use super::rustc::reasons::Refusal;
 use crate::process::{Cancelled, Exit};
@@ -86,6 +87,9 @@ pub struct Job {
     pub events: UnboundedSender<Event>,
     /// Fires when the client is gone: stop, kill the compiler, answer nothing.
     pub cancel: CancellationToken,
+    /// Set by a family that runs the compile with colour the client's terminal would not
+    /// show: diagnostics then reach the client without it (see `colour`).
+    pub strip_colour: std::sync::OnceLock<bool>,
 }
 
 impl Job {
@@ -95,8 +99,17 @@ impl Job {
             let _ = self.events.send(Event::Stdout(stdout.to_vec()));
         }
         if !stderr.is_empty() {
-            let _ = self.events.send(Event::Stderr(stderr.to_vec()));
+            let stderr = match self.strips_colour() {
+                true => colour::strip(stderr),
+                false => stderr.to_vec(),
+            };
+            let _ = self.events.send(Event::Stderr(stderr));
         }
+    }
+
+    /// Whether diagnostics reach the client without colour.
+    pub(crate) fn strips_colour(&self) -> bool {
+        self.strip_colour.get().copied().unwrap_or(false)
     }
 }
 

@@ -14,6 +14,7 @@
 
 pub mod basedir;
 pub mod c;
+pub mod colour;
 pub mod depfile;
 pub mod executor;
 pub mod file_hashes;

@@ -12,6 +12,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::colour::ColourStripper;
 use super::file_hashes::FileHashes;
 use super::inflight::{Follower, InFlight, Leader, Role, Shared};
 use super::job::{Event, Invocation, Job, Outcome};
@@ -128,13 +129,22 @@ impl Context {
     ) -> io::Result<ProcessOutput> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let events = job.events.clone();
+        let mut colour = job.strips_colour().then(ColourStripper::default);
         let forward = tokio::spawn(async move {
             while let Some(chunk) = rx.recv().await {
                 let _ = events.send(match chunk {
                     OutputChunk::Started(pgid) => Event::Started { pgid },
                     OutputChunk::Stdout(bytes) => Event::Stdout(bytes),
-                    OutputChunk::Stderr(bytes) => Event::Stderr(bytes),
+                    OutputChunk::Stderr(bytes) => match colour.as_mut() {
+                        Some(colour) => Event::Stderr(colour.strip(&bytes)),
+                        None => Event::Stderr(bytes),
+                    },
                 });
+            }
+            if let Some(rest) = colour.as_mut().map(ColourStripper::finish)
+                && !rest.is_empty()
+            {
+                let _ = events.send(Event::Stderr(rest));
             }
         });
         let mut spec = self.spec(&job.invocation, args);

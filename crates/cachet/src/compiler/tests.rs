@@ -54,6 +54,13 @@ fn fake_gcc(spec: &CommandSpec) -> io::Result<ProcessOutput> {
     if source.starts_with(b"error") {
         return Ok(output(1, b"", b"a.c:1: error: nope\n"));
     }
+    if args.iter().any(|a| a == "-fdiagnostics-color=always") {
+        return Ok(output(
+            0,
+            b"",
+            b"\x1b[01m\x1b[Ka.c:1:\x1b[m\x1b[K warning: unused\n",
+        ));
+    }
     Ok(output(0, b"", b"a.c:1: warning: unused\n"))
 }
 
@@ -200,8 +207,19 @@ async fn miss_runs_preprocessor_and_compiler_with_exact_command_lines() {
     }
     let mut pre_args: Vec<&str> = pre.args.iter().map(|a| a.to_str().unwrap()).collect();
     pre_args.sort_unstable();
-    assert_eq!(pre_args, ["-E", "-O2", "a.c"]);
-    assert_eq!(compile.args, ["-c", "a.c", "-o", "a.o", "-O2"]);
+    assert_eq!(pre_args, ["-E", "-O2", "-fdiagnostics-color=always", "a.c"]);
+    // Colour is left to the terminal: the compile runs coloured (see `colour`).
+    assert_eq!(
+        compile.args,
+        [
+            "-fdiagnostics-color=always",
+            "-c",
+            "a.c",
+            "-o",
+            "a.o",
+            "-O2"
+        ]
+    );
     assert_eq!(compile.umask, Some(0o022));
 
     assert_eq!(f.cache.pending().drain(Duration::from_secs(10)).await, 0);
@@ -305,23 +323,42 @@ async fn uncacheable_compiles_go_back_to_the_client_with_a_reason() {
     );
 }
 
+/// Colour left to the terminal: every compile runs coloured, and one entry serves a
+/// terminal (coloured) and a pipe (colour taken out), live and replayed.
 #[tokio::test]
-async fn a_tty_client_gets_colour_and_a_key_of_its_own() {
+async fn a_tty_client_and_a_pipe_share_one_entry() {
     let f = fixture();
     write_old(&f.work.join("a.c"), b"int x;\n").unwrap();
     let args = ["-c", "a.c", "-o", "a.o"];
-    f.run(f.request(&args, &[("TERM", "xterm")])).await;
+    let stderr_of = |responses: &[Response]| -> Vec<u8> {
+        responses
+            .iter()
+            .filter_map(|r| match r {
+                Response::Stderr(bytes) => Some(bytes.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    let (outcome, piped) = f.run(f.request(&args, &[("TERM", "xterm")])).await;
+    assert_eq!(outcome, Outcome::Miss);
+    assert_eq!(stderr_of(&piped), b"a.c:1: warning: unused\n");
+    assert_eq!(
+        f.compiles().pop().unwrap().args[0],
+        "-fdiagnostics-color=always"
+    );
     f.cache.pending().drain(Duration::from_secs(10)).await;
     let mut tty = f.request(&args, &[("TERM", "xterm")]);
     tty.stderr_is_tty = true;
-    let (outcome, _) = f.run(tty).await;
+    let (outcome, coloured) = f.run(tty).await;
+    assert_eq!(outcome, Outcome::Hit);
     assert_eq!(
-        outcome,
-        Outcome::Miss,
-        "a terminal never gets the pipe's uncoloured entry"
+        stderr_of(&coloured),
+        b"\x1b[01m\x1b[Ka.c:1:\x1b[m\x1b[K warning: unused\n"
     );
-    let last = f.compiles().pop().unwrap();
-    assert_eq!(last.args[0], "-fdiagnostics-color=always");
+    let (outcome, piped) = f.run(f.request(&args, &[("TERM", "xterm")])).await;
+    assert_eq!(outcome, Outcome::Hit);
+    assert_eq!(stderr_of(&piped), b"a.c:1: warning: unused\n");
 }
 
 /// Direct mode: a miss runs the compiler once, observed (no preprocessor, no extra
@@ -343,7 +380,10 @@ async fn direct_mode_runs_no_preprocessor() {
     assert_eq!(outcome, Outcome::Miss);
     let calls = f.compiles();
     assert_eq!(calls.len(), 1, "{calls:#?}");
-    assert_eq!(calls[0].args, ["-c", "a.c", "-o", "a.o"]);
+    assert_eq!(
+        calls[0].args,
+        ["-fdiagnostics-color=always", "-c", "a.c", "-o", "a.o"]
+    );
     assert_eq!(calls[0].program, f.compiler);
     assert_eq!(calls[0].cwd, f.work);
     let preload = calls[0].env_var("LD_PRELOAD").unwrap();
@@ -422,11 +462,10 @@ async fn every_compiler_process_of_a_miss_runs_through_the_jobs_executor() {
         assert_eq!(run.env_var("PATH").unwrap(), "/usr/bin");
     }
     assert!(runs[0].args.iter().any(|a| a == "-E"));
+    let coloured = ["-fdiagnostics-color=always"].iter().chain(&args);
     assert_eq!(
         runs[1].args,
-        args.iter()
-            .map(std::ffi::OsString::from)
-            .collect::<Vec<_>>()
+        coloured.map(std::ffi::OsString::from).collect::<Vec<_>>()
     );
     assert!(f.compiles().is_empty(), "{:#?}", f.compiles());
     f.cache.pending().drain(Duration::from_secs(10)).await;

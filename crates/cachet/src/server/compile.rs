@@ -95,6 +95,7 @@ pub(super) async fn serve(
         executor: Arc::new(LocalExecutor::new(server.launcher.clone(), build)),
         events,
         cancel: cancel.clone(),
+        strip_colour: Default::default(),
     };
 
     let watch_cancel = cancel.clone();

@@ -56,9 +56,6 @@ pub fn base_key(
     h.field(invocation.compiler_name().as_bytes());
     h.field(plan.args.language.as_x_arg().as_bytes());
     h.field(b"args");
-    if let Some(flag) = plan.color_flag {
-        h.field(flag.as_bytes());
-    }
     // The full command line but where outputs go: include paths and macros matter here.
     let (args, maps) = key_args(base, plan.args.direct_args.iter());
     for arg in &args {

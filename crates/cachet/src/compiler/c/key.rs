@@ -54,9 +54,6 @@ pub fn key(identity: &Identity, plan: &Plan, invocation: &Invocation, source: &[
     h.field(&identity.digest);
     h.field(plan.args.language.as_x_arg().as_bytes());
     h.field(b"args");
-    if let Some(flag) = plan.color_flag {
-        h.field(flag.as_bytes());
-    }
     let (hashed_args, maps) = key_args(base, plan.args.hashed_args.iter());
     for arg in &hashed_args {
         h.field(arg);

@@ -65,6 +65,7 @@ impl CFamily {
                 &plan.args.expanded,
             )
             .await?;
+        let _ = job.strip_colour.set(plan.strip_colour);
         let mut plan = plan;
         if invocation.env_var("SOURCE_DATE_EPOCH").is_some() {
             plan.fixed_dates = self

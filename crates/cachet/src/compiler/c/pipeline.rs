@@ -247,6 +247,14 @@ async fn compile_observed(
                 Err(_) => c.unobserved_compiles += 1,
             });
             let mut verdict = verdict(observed);
+            // gcc reads PWD only to spell the cwd it records (debug info, coverage): where
+            // nothing records the cwd, how the build's shell spelled it does not matter.
+            if let Verdict::Store(variant) = &mut verdict
+                && !plan.args.debug_info
+                && !plan.args.records_cwd
+            {
+                variant.env.retain(|(name, _)| name != b"PWD");
+            }
             // Neither key has the cwd (but as debug info records it): an output that
             // names it anyway (`__FILE__` of an absolute path, a coverage note) makes the
             // variant serve this cwd only.

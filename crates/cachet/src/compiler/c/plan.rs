@@ -17,8 +17,9 @@ const EXTRA_OUTPUT_VARS: &[&str] = &["DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub args: CompileArgs,
-    /// Arguments of the real compile (the original ones, plus a colour flag when the
-    /// client's terminal would have had colour).
+    /// Arguments of the real compile: the original ones, plus the flag that turns colour
+    /// on when the command line leaves colour to the terminal (such compiles always run
+    /// coloured, so one entry serves every client; see `compiler::colour`).
     pub compile_args: Vec<OsString>,
     /// Arguments of the `-E` run, or None for input that is already preprocessed.
     pub preprocess_args: Option<Vec<OsString>>,
@@ -31,7 +32,8 @@ pub struct Plan {
     /// (escaped as written): a hit writes them into a stored `.d`.
     pub dep_layout: Layout,
     pub dep_targets: Vec<Vec<u8>>,
-    pub color_flag: Option<&'static str>,
+    /// The client's stderr would not be coloured: diagnostics reach it without colour.
+    pub strip_colour: bool,
     /// `SOURCE_DATE_EPOCH` is set and the compiler takes `__DATE__`/`__TIME__` from it
     /// (set by `CFamily` after probing): those macros then need no preprocessor mode.
     pub fixed_dates: bool,
@@ -60,16 +62,28 @@ pub fn plan(identity: &Identity, invocation: &Invocation) -> Result<Plan, NotCac
         cwd,
         family: identity.family,
     };
-    let args = match args::parse(&input) {
+    let mut args = match args::parse(&input) {
         args::Parsed::Cacheable(args) => *args,
         args::Parsed::NotCacheable(reason) => return Err(NotCacheable::Arguments(reason)),
     };
-    let color_flag = (args.color.is_none() && would_color(identity.family, invocation)).then_some(
-        match identity.family {
-            Family::Gcc => "-fdiagnostics-color=always",
-            Family::Clang => "-fcolor-diagnostics",
-        },
-    );
+    let flag = match identity.family {
+        Family::Gcc => "-fdiagnostics-color=always",
+        Family::Clang => "-fcolor-diagnostics",
+    };
+    let terminal = would_color(identity.family, invocation);
+    let (color_flag, strip_colour) = match args.color {
+        Some(_) => (None, false),
+        // A precompiled header records the diagnostics options (clang's does): colour
+        // only where the client's terminal would have it, and keyed.
+        None if args.language.is_header() => {
+            if terminal {
+                args.hashed_args.push(flag.into());
+                args.direct_args.push(flag.into());
+            }
+            (terminal.then_some(flag), false)
+        }
+        None => (Some(flag), !terminal),
+    };
     let mut compile_args = args.expanded.clone();
     let mut preprocess_args = (!args.preprocessed_input).then(|| args.preprocess_args.clone());
     if let Some(flag) = color_flag {
@@ -106,15 +120,15 @@ pub fn plan(identity: &Identity, invocation: &Invocation) -> Result<Plan, NotCac
         dep_targets,
         compile_args,
         preprocess_args,
-        color_flag,
+        strip_colour,
         fixed_dates: false,
         args,
     })
 }
 
-/// The compiler colours diagnostics on its own only when its stderr is a terminal; the
-/// server's child writes to a pipe, so we ask for colour where the client's terminal would
-/// have got it.
+/// Whether the client would see colour: the compiler colours diagnostics on its own only
+/// when its stderr is a terminal (and `TERM` is not `dumb`; for gcc, `GCC_COLORS` is not
+/// empty).
 fn would_color(family: Family, invocation: &Invocation) -> bool {
     if !invocation.stderr_is_tty || invocation.env_var("TERM") == Some(b"dumb") {
         return false;

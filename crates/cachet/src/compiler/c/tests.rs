@@ -116,7 +116,10 @@ fn plans_absolute_outputs() {
     let p = plan(&identity(Family::Clang), &invocation(req.clone())).unwrap();
     assert_eq!(p.object, dir.path().join("obj/a.o"));
     assert_eq!(p.depfile, Some(dir.path().join("obj/a.d")));
-    assert_eq!(p.color_flag, None);
+    // Colour is left to the terminal: the compile runs coloured, the client (no
+    // terminal) gets it without.
+    assert_eq!(p.compile_args[0], "-fcolor-diagnostics");
+    assert!(p.strip_colour);
 }
 
 /// Two checkouts of one project, `<tmp>/one/proj` and `<tmp>/two/proj`, each with its

@@ -19,6 +19,7 @@ pub fn job(launcher: &Launcher, request: CompileRequest) -> (Job, UnboundedRecei
         executor: Arc::new(LocalExecutor::new(launcher.clone(), None)),
         events,
         cancel: CancellationToken::new(),
+        strip_colour: Default::default(),
     };
     (job, rx)
 }
