@@ -327,3 +327,169 @@ fn a_cargo_workspace_at_another_path_hits_with_its_paths_remapped() {
         .unwrap();
     assert!(run.status.success());
 }
+
+/// Makes `<env>/<parent>/proj` with a CMake-style layout: `src/a.c`, `src/b.c` (which uses
+/// `assert`, so its object names its own absolute path), `include/util.h` (with a warning),
+/// and an empty `build/CMakeFiles/p.dir/src`.
+fn cmake_checkout(env: &Env, parent: &str) -> PathBuf {
+    let root = env.dir.path().join(parent).join("proj");
+    let write = |name: &str, text: &str| {
+        let path = root.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "include/util.h",
+        "static int util(void) { int unused; return 3; }\n",
+    );
+    write(
+        "src/a.c",
+        "#include \"util.h\"\nint a(void) { return util(); }\n",
+    );
+    write(
+        "src/b.c",
+        "#include <assert.h>\nint b(int x) { assert(x > 0); return x; }\n",
+    );
+    std::fs::create_dir_all(root.join("build/CMakeFiles/p.dir/src")).unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(30);
+    for name in ["include/util.h", "src/a.c", "src/b.c"] {
+        std::fs::File::options()
+            .write(true)
+            .open(root.join(name))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    root
+}
+
+/// A compile as CMake's Makefile and Ninja generators write it: absolute source and `-I`
+/// paths, the `-o`/`-MF`/`-MT` paths relative to the build dir, run in the build dir.
+fn cmake_compile(root: &Path, source: &str, extra: &[String]) -> Vec<String> {
+    let object = format!("CMakeFiles/p.dir/src/{source}.o");
+    let mut args: Vec<String> = vec![
+        format!("-I{}/include", root.display()),
+        "-O2".into(),
+        "-Wall".into(),
+    ];
+    args.extend(extra.iter().cloned());
+    args.extend([
+        "-MD".into(),
+        "-MT".into(),
+        object.clone(),
+        "-MF".into(),
+        format!("{object}.d"),
+        "-o".into(),
+        object,
+        "-c".into(),
+        format!("{}/src/{source}", root.display()),
+    ]);
+    args
+}
+
+/// CMake builds in two checkouts, with base dirs covering both: the second gets direct
+/// hits, its `.d` names its own absolute paths and its warnings its own files, byte for
+/// byte as a plain compile there; an object that records its path (`assert`) misses;
+/// `-g` misses unless a prefix map covers the checkout.
+#[test]
+fn a_cmake_build_in_a_second_checkout_hits_with_its_own_paths() {
+    for cc in compilers() {
+        let env = Env::new().with_env("CACHET_BASE_DIRS", "");
+        let roots = [cmake_checkout(&env, "one"), cmake_checkout(&env, "two")];
+        let base = env.dir.path().display().to_string();
+        let run = |root: &Path, source: &str, extra: &[String], cached: bool| -> (String, Output) {
+            let args = cmake_compile(root, source, extra);
+            let before = env.stats()["counters"].clone();
+            let mut cmd = match cached {
+                true => {
+                    let mut cmd = env.cachet();
+                    cmd.arg(cc);
+                    cmd
+                }
+                false => env.command(cc),
+            };
+            let out = cmd
+                .current_dir(root.join("build"))
+                .args(&args)
+                .env("CACHET_BASE_DIRS", &base)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{cc} {args:?}: {}", stderr(&out));
+            let after = env.settle()["counters"].clone();
+            let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+            let kind = match (
+                delta("direct_hits"),
+                delta("cache_hits"),
+                delta("cache_misses"),
+            ) {
+                (1, 1, 0) => "direct hit",
+                (0, 1, 0) => "hit",
+                (0, 0, 1) => "miss",
+                _ => "other",
+            };
+            (kind.to_owned(), out)
+        };
+        let outputs = |root: &Path, source: &str| -> Vec<Vec<u8>> {
+            let object = root.join(format!("build/CMakeFiles/p.dir/src/{source}.o"));
+            let depfile = root.join(format!("build/CMakeFiles/p.dir/src/{source}.o.d"));
+            [object, depfile]
+                .iter()
+                .map(|p| {
+                    let data = std::fs::read(p).unwrap();
+                    std::fs::remove_file(p).unwrap();
+                    data
+                })
+                .collect()
+        };
+        let map = |root: &Path| vec![format!("-ffile-prefix-map={}=.", root.display())];
+        let cases: [(&str, Vec<String>, &str); 4] = [
+            ("a.c", vec![], "direct hit"),
+            ("b.c", vec![], "miss"),
+            ("a.c", vec!["-g".into()], "miss"),
+            ("a.c", vec!["-g".into()], "direct hit"),
+        ];
+        for (i, (source, flags, second)) in cases.iter().enumerate() {
+            // The last case maps each checkout to `.`: debug info no longer tells them apart.
+            let extra = |root: &Path| match i {
+                3 => [flags.clone(), map(root)].concat(),
+                _ => flags.clone(),
+            };
+            let what = format!("{cc} {source} {flags:?} case {i}");
+            let (first, _) = run(&roots[0], source, &extra(&roots[0]), true);
+            assert_eq!(first, "miss", "{what} in one");
+            outputs(&roots[0], source);
+            let (_, plain) = run(&roots[1], source, &extra(&roots[1]), false);
+            let want = outputs(&roots[1], source);
+            let (kind, ours) = run(&roots[1], source, &extra(&roots[1]), true);
+            assert_eq!(kind, *second, "{what} in two");
+            let got = outputs(&roots[1], source);
+            assert!(
+                got[0] == want[0],
+                "{what}: object differs from a plain compile in two"
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&got[1]),
+                String::from_utf8_lossy(&want[1]),
+                "{what}: .d"
+            );
+            assert_eq!(stderr(&ours), stderr(&plain), "{what}: diagnostics");
+            if source == &"a.c" {
+                assert!(
+                    stderr(&ours).contains(&roots[1].display().to_string()),
+                    "{what}"
+                );
+            }
+        }
+        // Each checkout's own headers are checked: another util.h in two is a miss there.
+        let header = roots[1].join("include/util.h");
+        std::fs::write(&header, "static int util(void) { return 4; }\n").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(30);
+        let file = std::fs::File::options().write(true).open(&header).unwrap();
+        file.set_modified(old).unwrap();
+        assert_eq!(
+            run(&roots[1], "a.c", &[], true).0,
+            "miss",
+            "{cc}: header of two"
+        );
+    }
+}

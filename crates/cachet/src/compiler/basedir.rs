@@ -50,6 +50,28 @@ impl BaseDirs {
         }
     }
 
+    /// Whether `path` is a base dir or under one (by whole components).
+    pub fn covers(&self, path: &[u8]) -> bool {
+        self.relativize(path).is_some()
+    }
+
+    /// `path` relative to `cwd` (`../src/a.c`), when both lie under base dirs: how C
+    /// compiles of two checkouts name the same file alike (ccache's `base_dir` rule). Both
+    /// are taken as written, component by component, with no file system access.
+    pub fn relative_to_cwd(&self, path: &[u8], cwd: &[u8]) -> Option<Vec<u8>> {
+        if !(path.starts_with(b"/") && self.covers(path) && self.covers(cwd)) {
+            return None;
+        }
+        let (path, cwd) = (normalize(path), normalize(cwd));
+        let common = path.iter().zip(&cwd).take_while(|(a, b)| a == b).count();
+        let mut out: Vec<&[u8]> = vec![b".."; cwd.len() - common];
+        out.extend(&path[common..]);
+        Some(match out.is_empty() {
+            true => b".".to_vec(),
+            false => out.join(&b'/'),
+        })
+    }
+
     /// A key for "the same compile running now": unlike a key that leaves the cwd out (C
     /// direct mode) or relativizes it (base dirs), it tells build dirs and checkouts apart,
     /// so a compile never follows one that reads another directory's files.
@@ -62,6 +84,77 @@ impl BaseDirs {
         }
         h.finish()
     }
+}
+
+/// The components of an absolute path, with `.` and empty ones dropped and `..` applied.
+fn normalize(path: &[u8]) -> Vec<&[u8]> {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for part in path.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            _ => parts.push(part),
+        }
+    }
+    parts
+}
+
+/// `text` with every path that starts with one of `pairs`' stored forms (at a path
+/// boundary: not inside a longer name) starting with its requester form instead. `pairs`
+/// are tried longest first. Used on a hit's dependency file and diagnostics.
+pub fn rewrite_paths(text: &[u8], pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let name_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+    let mut ordered: Vec<&(Vec<u8>, Vec<u8>)> =
+        pairs.iter().filter(|(a, _)| !a.is_empty()).collect();
+    ordered.sort_by_key(|(stored, _)| std::cmp::Reverse(stored.len()));
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        let starts_name =
+            i == 0 || !name_byte(text[i - 1]) && text[i - 1] != b'/' || ends_colour(&text[..i]);
+        let found = starts_name
+            .then(|| {
+                ordered.iter().find(|(stored, _)| {
+                    text[i..].starts_with(stored)
+                        && text.get(i + stored.len()).is_none_or(|&b| !name_byte(b))
+                })
+            })
+            .flatten();
+        match found {
+            Some((stored, requester)) => {
+                out.extend_from_slice(requester);
+                i += stored.len();
+            }
+            None => {
+                out.push(text[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Whether `text` ends with a colour or erase-line escape (`ESC [ 01 m`, `ESC [ K`): a
+/// coloured diagnostic's path follows one directly.
+fn ends_colour(text: &[u8]) -> bool {
+    let Some((&last, rest)) = text.split_last() else {
+        return false;
+    };
+    let params = rest
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_digit() || **b == b';')
+        .count();
+    matches!(last, b'm' | b'K') && rest[..rest.len() - params].ends_with(b"\x1b[")
+}
+
+/// `cwd` joined with `relative` (a [`BaseDirs::relative_to_cwd`] form), normalized.
+pub fn join_relative(cwd: &[u8], relative: &[u8]) -> Vec<u8> {
+    let joined = [cwd, b"/", relative].concat();
+    let parts = normalize(&joined);
+    [b"/".as_slice(), &parts.join(&b'/')].concat()
 }
 
 /// How a compiler matches a prefix map's OLD against a path.
@@ -136,15 +229,21 @@ pub fn remapped(rule: Match, maps: &[(String, String)], path: &[u8]) -> Option<V
 }
 
 /// Rewrites the key form of prefix-map arguments: in `FLAG` + `OLD=NEW`, an OLD under a
-/// base dir becomes its relative form. `split_last` says whether OLD ends at the last `=`
+/// base dir becomes its relative form: relative to `cwd` when given and both lie under
+/// base dirs (C), else `<base i>/rest`. `split_last` says whether OLD ends at the last `=`
 /// (rustc) or the first (gcc, clang). Returns the rewritten tokens and the maps rewritten.
 pub fn relativize_map_args(
     base: &BaseDirs,
+    cwd: Option<&[u8]>,
     tokens: &[Vec<u8>],
     flags: &[&str],
     split_last: bool,
     rule: Match,
 ) -> (Vec<Vec<u8>>, Maps) {
+    let relative = |old: &[u8]| match cwd.and_then(|cwd| base.relative_to_cwd(old, cwd)) {
+        Some(rel) => Some([b"rel:".as_slice(), &rel].concat()),
+        None => base.relativize(old),
+    };
     let mut maps = Maps {
         maps: Vec::new(),
         rule: Some(rule),
@@ -179,7 +278,7 @@ pub fn relativize_map_args(
         } else {
             value.iter().position(|&b| b == b'=')
         };
-        match split.and_then(|at| Some((at, base.relativize(&value[..at])?))) {
+        match split.and_then(|at| Some((at, relative(&value[..at])?))) {
             Some((at, rel)) => {
                 maps.maps
                     .push((value[..at].to_vec(), value[at + 1..].to_vec()));

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 mod rule;
 
-pub use rule::{Layout, Target, names_targets, retarget, target_tokens};
+pub use rule::{Layout, Target, names_targets, quote, retarget, rewrite, target_tokens};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DepFile {

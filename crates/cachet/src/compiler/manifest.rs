@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{Cache, CacheEntry, CacheKey, StoredFile};
-use crate::compiler::basedir::{self, Maps};
+use crate::compiler::basedir::{self, BaseDirs, Maps};
 use crate::compiler::file_hashes::FileHashes;
 use crate::compiler::key::KeyHasher;
 use crate::compiler::observe::{self, Observed, variant_path};
@@ -273,6 +273,7 @@ pub enum TimeMacros {
 pub fn variant_from_observed(
     observed: &Observed,
     cwd: &Path,
+    base: &BaseDirs,
     hashes: &FileHashes,
     compile_start: stamp::FileClock,
     time_macros: TimeMacros,
@@ -307,7 +308,7 @@ pub fn variant_from_observed(
             }
         }
         match hashes.hash(path) {
-            Ok(digest) => files.push((variant_path(path, cwd), *digest.as_bytes())),
+            Ok(digest) => files.push((based_path(path, cwd, base), *digest.as_bytes())),
             Err(e) => return Verdict::Skip(NotStored::Unreadable(path.clone(), e)),
         }
     }
@@ -316,7 +317,7 @@ pub fn variant_from_observed(
     let mut absent: Vec<Vec<u8>> = observed
         .absent
         .iter()
-        .map(|p| variant_path(p, cwd))
+        .map(|p| based_path(p, cwd, base))
         .collect();
     absent.sort();
     absent.dedup();
@@ -326,6 +327,19 @@ pub fn variant_from_observed(
         env: observed.env.clone(),
         recorded_cwd: None,
     })
+}
+
+/// How a variant names `path`: relative to `cwd` when under it, or when both lie under
+/// base dirs (`../include/x.h`: another checkout's compile then checks its own file);
+/// else absolute.
+fn based_path(path: &Path, cwd: &Path, base: &BaseDirs) -> Vec<u8> {
+    let plain = variant_path(path, cwd);
+    match plain.starts_with(b"/") {
+        true => base
+            .relative_to_cwd(&plain, cwd.as_os_str().as_bytes())
+            .unwrap_or(plain),
+        false => plain,
+    }
 }
 
 /// The file whose text a read file stands for: itself, or for a precompiled header

@@ -46,7 +46,7 @@ fn map_arguments_are_relativized_on_the_old_side_only() {
         "-ffile-prefix-map=",
         "-fmacro-prefix-map=",
     ];
-    let (out, maps) = relativize_map_args(&b, &toks, &flags, false, Match::String);
+    let (out, maps) = relativize_map_args(&b, None, &toks, &flags, false, Match::String);
     assert_eq!(out[0], b"-g");
     assert_eq!(out[1], b"-fdebug-prefix-map=\0<base 0>/p=.");
     assert_eq!(out[2], toks[2]);
@@ -66,8 +66,14 @@ fn map_arguments_are_relativized_on_the_old_side_only() {
     .iter()
     .map(|t| t.as_bytes().to_vec())
     .collect::<Vec<_>>();
-    let (out, maps) =
-        relativize_map_args(&b, &rust, &["--remap-path-prefix"], true, Match::Components);
+    let (out, maps) = relativize_map_args(
+        &b,
+        None,
+        &rust,
+        &["--remap-path-prefix"],
+        true,
+        Match::Components,
+    );
     assert_eq!(out[0], b"--remap-path-prefix");
     assert_eq!(out[1], b"\0<base 0>/ws=/ws");
     assert_eq!(out[2], b"--remap-path-prefix=\0<base 0>/c=x=/c");
@@ -112,4 +118,66 @@ fn line_markers_are_found() {
             (49, &b"/i/x.h"[..])
         ]
     );
+}
+
+#[test]
+fn paths_relative_to_the_cwd_as_ccache_makes_them() {
+    let b = bases(&["/home"]);
+    let rel = |p: &str, cwd: &str| b.relative_to_cwd(p.as_bytes(), cwd.as_bytes());
+    assert_eq!(
+        rel("/home/a/proj/src/a.c", "/home/a/proj/build").unwrap(),
+        b"../src/a.c"
+    );
+    assert_eq!(
+        rel("/home/a/proj/build/gen", "/home/a/proj/build").unwrap(),
+        b"gen"
+    );
+    assert_eq!(
+        rel("/home/a/proj/build", "/home/a/proj/build").unwrap(),
+        b"."
+    );
+    assert_eq!(
+        rel("/home/a/./proj//x/../inc", "/home/a/proj/b").unwrap(),
+        b"../inc"
+    );
+    assert_eq!(rel("/home/b/x.h", "/home/a/proj").unwrap(), b"../../b/x.h");
+    // Outside the base dirs (either side), and relative paths: as they are.
+    assert_eq!(rel("/usr/include", "/home/a"), None);
+    assert_eq!(rel("/home/a/x", "/tmp/build"), None);
+    assert_eq!(rel("src/a.c", "/home/a"), None);
+    // Two checkouts agree.
+    assert_eq!(
+        rel("/home/a/proj/src/a.c", "/home/a/proj/build"),
+        rel("/home/b/proj/src/a.c", "/home/b/proj/build")
+    );
+    assert_eq!(
+        join_relative(b"/home/b/proj/build", b"../src/a.c"),
+        b"/home/b/proj/src/a.c"
+    );
+    assert_eq!(join_relative(b"/home/b/proj", b"."), b"/home/b/proj");
+}
+
+#[test]
+fn paths_are_rewritten_whole_and_longest_first() {
+    let pairs = vec![
+        (b"/home/a/proj/src".to_vec(), b"/home/bb/proj/src".to_vec()),
+        (b"/home/a/proj".to_vec(), b"/home/bb/proj".to_vec()),
+    ];
+    let text = b"/home/a/proj/src/a.c:3: warning: x\nIn file included from /home/a/proj/inc/x.h:1,\n/home/a/project/y.h /x/home/a/proj/z.h";
+    assert_eq!(
+        String::from_utf8(rewrite_paths(text, &pairs)).unwrap(),
+        "/home/bb/proj/src/a.c:3: warning: x\nIn file included from /home/bb/proj/inc/x.h:1,\n/home/a/project/y.h /x/home/a/proj/z.h"
+    );
+    assert_eq!(rewrite_paths(b"", &pairs), b"");
+}
+
+#[test]
+fn paths_in_coloured_diagnostics_are_rewritten() {
+    let pairs = vec![(b"/home/a/proj".to_vec(), b"/home/b/proj".to_vec())];
+    let text = b"\x1b[01m\x1b[K/home/a/proj/x.h:1:\x1b[m\x1b[K warning";
+    assert_eq!(
+        rewrite_paths(text, &pairs),
+        b"\x1b[01m\x1b[K/home/b/proj/x.h:1:\x1b[m\x1b[K warning"
+    );
+    assert_eq!(rewrite_paths(b"xK/home/a/proj", &pairs), b"xK/home/a/proj");
 }

@@ -57,7 +57,7 @@ pub fn base_key(
     h.field(plan.args.language.as_x_arg().as_bytes());
     h.field(b"args");
     // The full command line but where outputs go: include paths and macros matter here.
-    let (args, maps) = key_args(base, plan.args.direct_args.iter());
+    let (args, maps) = key_args(base, invocation.cwd_bytes(), plan.args.direct_args.iter());
     for arg in &args {
         h.field(arg);
     }

@@ -34,17 +34,64 @@ pub(crate) const MAP_FLAGS: &[&str] = &[
     "-fmacro-prefix-map=",
 ];
 
-/// The arguments as they enter a key: with base dirs, prefix maps' OLD side relativized.
+/// The arguments as they enter a key: with base dirs, prefix maps' OLD side relativized,
+/// and other absolute paths under a base dir (`-I/abs`, the source, `-include /abs`) made
+/// relative to the cwd (see [`rebased_paths`]).
 pub(crate) fn key_args<'a>(
     base: &BaseDirs,
+    cwd: &[u8],
     args: impl Iterator<Item = &'a std::ffi::OsString>,
 ) -> (Vec<Vec<u8>>, Maps) {
-    use std::os::unix::ffi::OsStrExt;
     let tokens: Vec<Vec<u8>> = args.map(|a| a.as_bytes().to_vec()).collect();
     if base.is_empty() {
         return (tokens, Maps::default());
     }
-    basedir::relativize_map_args(base, &tokens, MAP_FLAGS, false, Match::String)
+    let (tokens, maps) =
+        basedir::relativize_map_args(base, Some(cwd), &tokens, MAP_FLAGS, false, Match::String);
+    let tokens = tokens
+        .into_iter()
+        .map(|token| match rebase(base, cwd, &token) {
+            // Tagged so that it never equals a literal argument.
+            Some((at, relative)) => [&token[..at], b"\0rel:", &relative].concat(),
+            None => token,
+        })
+        .collect();
+    (tokens, maps)
+}
+
+/// The absolute paths among `args` that [`key_args`] makes relative to the cwd: where the
+/// outputs record one of them (or the cwd), a variant serves only its own cwd; where the
+/// dependency file or a diagnostic names one, a hit rewrites it for the requester.
+pub(crate) fn rebased_paths(
+    base: &BaseDirs,
+    cwd: &[u8],
+    args: &[std::ffi::OsString],
+) -> Vec<Vec<u8>> {
+    if base.is_empty() {
+        return Vec::new();
+    }
+    args.iter()
+        .filter_map(|arg| {
+            let token = arg.as_bytes();
+            let (at, _) = rebase(base, cwd, token)?;
+            Some(token[at..].to_vec())
+        })
+        .collect()
+}
+
+/// Where the path in `token` starts and its form relative to `cwd`, when it is absolute
+/// and under a base dir: the whole token (`/abs/a.c`) or what follows a flag (`-I/abs`,
+/// `--sysroot=/abs`). Prefix-map arguments (already rewritten, with a NUL) are left alone.
+fn rebase(base: &BaseDirs, cwd: &[u8], token: &[u8]) -> Option<(usize, Vec<u8>)> {
+    if token.contains(&0) {
+        return None;
+    }
+    let at = match token.first()? {
+        b'/' => 0,
+        b'-' => token.iter().position(|&b| b == b'/')?,
+        _ => return None,
+    };
+    Some((at, base.relative_to_cwd(&token[at..], cwd)?))
 }
 
 /// The cache key. `source` is the preprocessed text, or the input itself when it needs none.
@@ -54,7 +101,7 @@ pub fn key(identity: &Identity, plan: &Plan, invocation: &Invocation, source: &[
     h.field(&identity.digest);
     h.field(plan.args.language.as_x_arg().as_bytes());
     h.field(b"args");
-    let (hashed_args, maps) = key_args(base, plan.args.hashed_args.iter());
+    let (hashed_args, maps) = key_args(base, invocation.cwd_bytes(), plan.args.hashed_args.iter());
     for arg in &hashed_args {
         h.field(arg);
     }

@@ -130,7 +130,7 @@ async fn restore_hit(
         tracing::debug!("restoring a hit failed: {e}");
         return Ok(false);
     }
-    job.replay_output(&entry.stdout, &entry.stderr);
+    job.replay_output(&entry.stdout, &outputs::diagnostics(entry, plan));
     context.count_hit(started);
     Ok(true)
 }
@@ -214,6 +214,7 @@ async fn compile_observed(
     // to the build now rather than after hashing every input.
     let verdict = {
         let (plan, cwd, hashes) = (plan.clone(), invocation.cwd.clone(), context.hashes.clone());
+        let base = invocation.base_dirs.clone();
         let env = invocation.env.clone();
         let stats = context.stats.clone();
         tokio::task::spawn_blocking(move || {
@@ -221,6 +222,7 @@ async fn compile_observed(
                 (Ok(observed), _) => manifest::variant_from_observed(
                     &observed,
                     &cwd,
+                    &base,
                     &hashes,
                     compile_start,
                     match (keys.direct, plan.fixed_dates) {
@@ -255,13 +257,20 @@ async fn compile_observed(
             {
                 variant.env.retain(|(name, _)| name != b"PWD");
             }
-            // Neither key has the cwd (but as debug info records it): an output that
-            // names it anyway (`__FILE__` of an absolute path, a coverage note) makes the
-            // variant serve this cwd only.
+            // Neither key has the cwd (but as debug info records it), nor, under base
+            // dirs, the paths it made relative: an output that names one anyway
+            // (`__FILE__` of an absolute path, a string) makes the variant serve this cwd
+            // only. The .d and diagnostics are rewritten on a hit where base dirs cover
+            // the cwd, and checked otherwise.
             let cwd = cwd.as_os_str().as_bytes();
+            let rewritten = base.covers(cwd);
+            let needles =
+                std::iter::once(cwd).chain(plan.rebased.iter().map(|(p, _)| p.as_slice()));
             if let Verdict::Store(variant) = &mut verdict
                 && cwd != b"/"
-                && outputs::records(&entry, cwd)
+                && needles
+                    .into_iter()
+                    .any(|needle| outputs::records(&entry, needle, rewritten))
             {
                 variant.recorded_cwd = Some(cwd.to_vec());
             }

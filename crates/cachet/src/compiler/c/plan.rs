@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use super::args::{self, CompileArgs, Family};
 use super::identity::Identity;
+use super::key;
 use super::reasons::NotCacheable;
 use crate::compiler::depfile::{Layout, target_tokens};
 use crate::compiler::job::Invocation;
@@ -26,6 +27,13 @@ pub struct Plan {
     /// Absolute paths of the outputs.
     pub object: PathBuf,
     pub depfile: Option<PathBuf>,
+    /// The request's cwd.
+    pub cwd: PathBuf,
+    /// With base dirs: the absolute paths the key names relative to the cwd (from the
+    /// command line, their directories, and the cwd itself as `.`), each with that
+    /// relative form. A hit made in another checkout has them rewritten in its `.d` and
+    /// diagnostics; an output that records one serves only its own cwd.
+    pub rebased: Vec<(Vec<u8>, Vec<u8>)>,
     /// Side outputs by role (`.gcno`, `.dwo`, `.su`, `.ci`, `.dia`).
     pub extra_outputs: Vec<(&'static str, PathBuf)>,
     /// How this compiler lays out a dependency file, and the targets this compile's has
@@ -112,7 +120,10 @@ pub fn plan(identity: &Identity, invocation: &Invocation) -> Result<Plan, NotCac
         .as_ref()
         .map(|d| target_tokens(dep_layout, &d.targets))
         .unwrap_or_default();
+    let rebased = rebased(invocation, &args.direct_args);
     Ok(Plan {
+        cwd: cwd.clone(),
+        rebased,
         object,
         depfile,
         extra_outputs,
@@ -124,6 +135,32 @@ pub fn plan(identity: &Identity, invocation: &Invocation) -> Result<Plan, NotCac
         fixed_dates: false,
         args,
     })
+}
+
+/// See [`Plan::rebased`].
+fn rebased(invocation: &Invocation, args: &[OsString]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let (base, cwd) = (&invocation.base_dirs, invocation.cwd_bytes());
+    let mut out = Vec::new();
+    if base.covers(cwd) {
+        out.push((cwd.to_vec(), b".".to_vec()));
+    }
+    for path in key::rebased_paths(base, cwd, args) {
+        let Some(relative) = base.relative_to_cwd(&path, cwd) else {
+            continue;
+        };
+        let parent = |p: &[u8]| {
+            p.iter()
+                .rposition(|&b| b == b'/')
+                .map(|at| p[..at].to_vec())
+        };
+        if let (Some(dir), Some(rel_dir)) = (parent(&path), parent(&relative)) {
+            out.push((dir, rel_dir));
+        }
+        out.push((path, relative));
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Whether the client would see colour: the compiler colours diagnostics on its own only

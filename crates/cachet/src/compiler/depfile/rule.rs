@@ -66,11 +66,26 @@ pub fn target_tokens(layout: Layout, targets: &[Target]) -> Vec<Vec<u8>> {
 /// (as [`target_tokens`] gives them) and the lines re-wrapped as `layout` wraps them; None
 /// when `text` is not exactly what `layout` writes (then it must not be rewritten).
 pub fn retarget(layout: Layout, text: &[u8], targets: &[Vec<u8>]) -> Option<Vec<u8>> {
+    rewrite(layout, text, targets, |_| None)
+}
+
+/// [`retarget`], with each prerequisite (as written, escaped) that `map` returns a new
+/// form for replaced by it: a hit from another checkout names its own files.
+pub fn rewrite(
+    layout: Layout,
+    text: &[u8],
+    targets: &[Vec<u8>],
+    map: impl Fn(&[u8]) -> Option<Vec<u8>>,
+) -> Option<Vec<u8>> {
     let (old, prerequisites) = first_rule(text)?;
-    [false, true].into_iter().find_map(|phony| {
-        (render(layout, &old, &prerequisites, phony) == text)
-            .then(|| render(layout, targets, &prerequisites, phony))
-    })
+    let phony = [false, true]
+        .into_iter()
+        .find(|&phony| render(layout, &old, &prerequisites, phony) == text)?;
+    let prerequisites: Vec<Vec<u8>> = prerequisites
+        .into_iter()
+        .map(|name| map(&name).unwrap_or(name))
+        .collect();
+    Some(render(layout, targets, &prerequisites, phony))
 }
 
 /// Whether the first rule of `text` names exactly `targets` (as [`target_tokens`] gives
@@ -86,7 +101,7 @@ pub fn names_targets(text: &[u8], targets: &[Vec<u8>]) -> bool {
 
 /// gcc's `munge` and clang's `QuoteTarget`: a space or tab gets a backslash (and the
 /// backslashes before it are doubled), `$` becomes `$$`, `#` becomes `\#`.
-fn quote(name: &[u8]) -> Vec<u8> {
+pub fn quote(name: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(name.len() + 4);
     for (i, &b) in name.iter().enumerate() {
         match b {

@@ -174,6 +174,7 @@ pub(super) fn key_args(base: &BaseDirs, args: &RustcArgs) -> (Vec<Vec<u8>>, Maps
     let remaps = &args.remap_path_prefixes;
     let (mut tokens, maps) = basedir::relativize_map_args(
         base,
+        None,
         &tokens,
         &["--remap-path-prefix"],
         true,
