@@ -248,3 +248,50 @@ fn another_working_directory_hits_unless_the_object_records_it() {
         }
     }
 }
+
+/// Paths with spaces, `$` and `#` everywhere (source, include dir, header, output dir, the
+/// cwd itself) get direct hits, and make's escaping in the `.d` round-trips.
+#[test]
+fn paths_with_spaces_dollars_and_hashes_get_direct_hits() {
+    for compiler in compilers() {
+        let env = Env::new();
+        let cwd = env.work.join("my build $dir #1");
+        env.write(
+            "my build $dir #1/src dir/a $b#c.c",
+            "#include \"x #y$.h\"\nint f(void) { return X; }\n",
+        );
+        env.write("my build $dir #1/inc $d/x #y$.h", "#define X 1\n");
+        std::fs::create_dir_all(cwd.join("out #dir $o")).unwrap();
+        age_all(&env.work);
+        let args = [
+            "-Iinc $d",
+            "-MMD",
+            "-MP",
+            "-c",
+            "src dir/a $b#c.c",
+            "-o",
+            "out #dir $o/a $b#c.o",
+        ];
+        let outputs = ["out #dir $o/a $b#c.o", "out #dir $o/a $b#c.d"];
+        let plain = plain_outputs(&env, &cwd, compiler, &args, &outputs);
+        assert_eq!(
+            outcome_in(&env, &cwd, compiler, &args),
+            "miss",
+            "{compiler}"
+        );
+        for file in outputs {
+            std::fs::remove_file(cwd.join(file)).unwrap();
+        }
+        assert_eq!(
+            outcome_in(&env, &cwd, compiler, &args),
+            "direct hit",
+            "{compiler}"
+        );
+        assert_same(&cwd, &outputs, &plain, compiler);
+        let dep = String::from_utf8(plain[1].clone()).unwrap();
+        assert!(
+            dep.contains("\\ ") && dep.contains("$$") && dep.contains("\\#"),
+            "{dep}"
+        );
+    }
+}

@@ -457,3 +457,61 @@ fn native_cpu_crates_hit_after_cargo_clean() {
     ws.expect("warm build", &[]);
     assert_eq!(show_output(&ws), "level=x banner=first banner");
 }
+
+/// The warnings in cargo's output, without its progress lines (`Checking`, `Finished`).
+fn lints(out: &Output) -> String {
+    stderr(out)
+        .lines()
+        .filter(|l| {
+            !l.trim_start().starts_with("Checking") && !l.trim_start().starts_with("Finished")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `cargo clippy` (clippy-driver under cachet) hits after `cargo clean`, with its lints
+/// replayed; a changed `clippy.toml` or `CLIPPY_ARGS` (`cargo clippy -- -A …`) misses.
+#[test]
+fn cargo_clippy_is_cached_with_its_lints() {
+    if !have("clippy-driver") {
+        return skip("clippy is not installed");
+    }
+    let mut ws = Workspace::of("clippy-ws", &["lintme"]);
+    let first = ws.cargo(&["clippy"], &[]);
+    assert!(
+        lints(&first).contains("needless_return"),
+        "{}",
+        stderr(&first)
+    );
+    ws.expect("first clippy", &["lintme"]);
+    ws.clean();
+    let again = ws.cargo(&["clippy"], &[]);
+    ws.expect("clippy after clean", &[]);
+    assert_eq!(lints(&again), lints(&first));
+
+    std::fs::write(
+        ws.dir.join("clippy.toml"),
+        "too-many-arguments-threshold = 1\n",
+    )
+    .unwrap();
+    ws.clean();
+    let configured = ws.cargo(&["clippy"], &[]);
+    ws.expect("a new clippy.toml", &["lintme"]);
+    assert!(
+        lints(&configured).contains("too many arguments"),
+        "{}",
+        stderr(&configured)
+    );
+    ws.clean();
+    ws.cargo(&["clippy"], &[]);
+    ws.expect("the same clippy.toml", &[]);
+
+    ws.clean();
+    let allowed = ws.cargo(&["clippy", "--", "-A", "clippy::needless_return"], &[]);
+    ws.expect("other CLIPPY_ARGS", &["lintme"]);
+    assert!(
+        !lints(&allowed).contains("needless_return"),
+        "{}",
+        stderr(&allowed)
+    );
+}

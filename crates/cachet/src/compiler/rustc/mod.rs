@@ -18,6 +18,7 @@
 //! that recompiles and replaces the entry, so a hit never replays another rendering.
 
 pub mod args;
+pub mod clippy;
 mod key;
 pub mod linker;
 mod pipeline;
@@ -47,13 +48,10 @@ impl RustFamily {
         context: &Context,
         invocation: &Invocation,
     ) -> io::Result<Option<Arc<Toolchain>>> {
+        // Under clippy-driver, the toolchain is that of the rustc it wraps.
+        let rustc = clippy::wrapped_rustc(invocation).unwrap_or(&invocation.compiler);
         self.toolchains
-            .resolve(
-                &context.launcher,
-                &invocation.compiler,
-                &invocation.env,
-                &invocation.cwd,
-            )
+            .resolve(&context.launcher, rustc, &invocation.env, &invocation.cwd)
             .await
     }
 
@@ -65,8 +63,19 @@ impl RustFamily {
         job: &Job,
         toolchain: Arc<Toolchain>,
     ) -> io::Result<Outcome> {
-        let outcome =
-            pipeline::compile(&self.toolchains, &self.linkers, context, job, toolchain).await;
+        let driver = match clippy::wrapped_rustc(&job.invocation) {
+            Some(_) => Some(clippy::driver_key(&job.invocation, &context.hashes)?),
+            None => None,
+        };
+        let outcome = pipeline::compile(
+            &self.toolchains,
+            &self.linkers,
+            context,
+            job,
+            toolchain,
+            driver,
+        )
+        .await;
         let args = &job.invocation.args;
         let crate_name = args
             .iter()

@@ -24,6 +24,7 @@ use crate::compiler::basedir::Maps;
 use crate::compiler::depfile;
 use crate::compiler::file_hashes::FileHashes;
 use crate::compiler::job::{Job, Outcome, Uncacheable};
+use crate::compiler::key::KeyHasher;
 use crate::compiler::manifest::{self, Manifest, NotStored, Variant};
 use crate::compiler::observe;
 use crate::compiler::pipeline::{Context, publish};
@@ -53,12 +54,16 @@ pub(super) async fn compile(
     context: &Context,
     job: &Job,
     toolchain: Arc<Toolchain>,
+    driver: Option<[u8; 32]>,
 ) -> io::Result<Outcome> {
     let started = Instant::now();
     let invocation = &job.invocation;
     let cwd = &invocation.cwd;
+    // Under clippy-driver the first argument is the rustc it wraps (see `clippy`); the
+    // compile still runs with it, as cargo asked.
+    let rustc_args = &invocation.args[usize::from(driver.is_some())..];
     let args = match args::parse(&args::ParseInput {
-        args: &invocation.args,
+        args: rustc_args,
         cwd,
     }) {
         args::Parsed::Cacheable(args) => args,
@@ -91,6 +96,15 @@ pub(super) async fn compile(
     {
         Ok(found) => found,
         Err(reason) => return Ok(uncacheable(context, types, reason)),
+    };
+    let base = match driver {
+        Some(driver) => {
+            let mut h = KeyHasher::new(b"cachet clippy base v1");
+            h.field(&base.0);
+            h.field(&driver);
+            h.finish()
+        }
+        None => base,
     };
     let manifest_key = manifest::manifest_key(&base);
     let display = display_key(&args);
