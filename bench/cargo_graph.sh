@@ -4,7 +4,9 @@
 # each cold (empty cache) and warm (`cargo clean`, cache kept), in one run, and prints the
 # wall times, the ratios and the hit counts.
 #
-# Usage: bench/cargo_graph.sh        (needs: scripts/build-release; cargo install sccache)
+# Usage: RUNS=5 bench/cargo_graph.sh   (needs: scripts/build-release; cargo install sccache)
+# RUNS cold builds each way (default 1), plain and cachet in turn; a cold cachet build is
+# timed up to the end of `cachet --flush` (its cache writes done); medians and spreads.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cachet="$root/target/dist/cachet"
@@ -21,21 +23,49 @@ cargo fetch -q
 export CARGO_INCREMENTAL=0 CARGO_TARGET_DIR="$work/target"
 unset RUSTC_WRAPPER CC CXX CC_KNOWN_WRAPPER_CUSTOM
 declare -A wall
+declare -A runs_of   # label -> space-separated wall times of every run
 
 now() { date +%s.%N; }
-build() { # label, then env assignments for cargo
+build() { # label, then env assignments for cargo; a cold cachet build waits for its cache
+          # writes (`cachet --flush`) inside the timer, so deferring work gains nothing
     local label=$1; shift
     cargo clean -q
     local start end
     start=$(now)
     env "$@" cargo build -q >"$work/$label.log" 2>&1 || { cat "$work/$label.log"; exit 1; }
+    case $label in cachet-cold) "$cachet" --flush >>"$quiet" 2>&1 ;; esac
     end=$(now)
     wall[$label]=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }')
+    runs_of[$label]="${runs_of[$label]:-} ${wall[$label]}"
     printf '%-14s %8s s\n' "$label" "${wall[$label]}"
 }
+# Median and spread (min-max) of a label's runs.
+summary() {
+    echo "${runs_of[$1]}" | tr ' ' '\n' | grep . | sort -n | awk '
+        { v[NR] = $1 } END {
+            m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+            printf "%.2f %.2f %.2f", m, v[1], v[NR] }'
+}
 
-build plain-cold X=1
+runs=${RUNS:-1}
+export CACHET_DIR="$work/cachet" CACHET_RUNTIME_DIR="$work/cachet-run"
+wrap=(RUSTC_WRAPPER="$cachet" CC="$cachet cc" CXX="$cachet c++" CC_KNOWN_WRAPPER_CUSTOM=cachet)
+# Cold runs, plain and cachet in turn (so drift on a busy machine hits both alike); each
+# cachet run starts from an empty cache and a fresh server.
+for _ in $(seq "$runs"); do
+    build plain-cold X=1
+    "$cachet" --stop-server >>"$quiet" 2>&1 || true
+    rm -rf "$CACHET_DIR"
+    "$cachet" --start-server >>"$quiet"
+    build cachet-cold "${wrap[@]}"
+done
 build plain-warm X=1
+
+"$cachet" --zero-stats >>"$quiet"
+build cachet-warm "${wrap[@]}"
+stats=$("$cachet" --show-stats --json)
+"$cachet" --show-stats | grep -E 'hits/misses|^Uncacheable|^  [a-z]|Average hit' || true
+"$cachet" --stop-server >>"$quiet"
 
 if [ -n "$sccache" ]; then
     export SCCACHE_DIR="$work/sccache" SCCACHE_SERVER_PORT=4301 SCCACHE_IDLE_TIMEOUT=0
@@ -49,24 +79,18 @@ if [ -n "$sccache" ]; then
     "$sccache" --stop-server >>"$quiet" 2>&1 || true
 fi
 
-export CACHET_DIR="$work/cachet" CACHET_RUNTIME_DIR="$work/cachet-run"
-"$cachet" --start-server >>"$quiet"
-wrap=(RUSTC_WRAPPER="$cachet" CC="$cachet cc" CXX="$cachet c++" CC_KNOWN_WRAPPER_CUSTOM=cachet)
-build cachet-cold "${wrap[@]}"
-"$cachet" --zero-stats >>"$quiet"
-build cachet-warm "${wrap[@]}"
-stats=$("$cachet" --show-stats --json)
-"$cachet" --show-stats | grep -E 'hits/misses|^Uncacheable|^  [a-z]|Average hit' || true
-"$cachet" --stop-server >>"$quiet"
-
 hits=$(echo "$stats" | awk -F: '/"cache_hits"/{gsub(/[ ,]/,"",$2); print $2; exit}')
 misses=$(echo "$stats" | awk -F: '/"cache_misses"/{gsub(/[ ,]/,"",$2); print $2; exit}')
 echo
 echo "warm-build hits: cachet $hits (misses $misses)${sccache:+, sccache ${sccache_hits:-?} (misses ${sccache_misses:-?})}"
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-echo "cachet cold / plain cold:   $(ratio "${wall[cachet-cold]}" "${wall[plain-cold]}")"
-echo "cachet warm / plain cold:   $(ratio "${wall[cachet-warm]}" "${wall[plain-cold]}")"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+read -r plain_med plain_min plain_max <<<"$(summary plain-cold)"
+read -r cold_med cold_min cold_max <<<"$(summary cachet-cold)"
+echo "cold, $runs run(s) each: plain median $plain_med s ($plain_min-$plain_max)," \
+    "cachet (build + flush) median $cold_med s ($cold_min-$cold_max)"
+echo "cachet cold / plain cold (medians): $(ratio "$cold_med" "$plain_med")"
+echo "cachet warm / plain cold:           $(ratio "${wall[cachet-warm]}" "$plain_med")"
 if [ -n "$sccache" ]; then
     echo "cachet warm / sccache warm: $(ratio "${wall[cachet-warm]}" "${wall[sccache-warm]}")"
-    echo "cachet cold / sccache cold: $(ratio "${wall[cachet-cold]}" "${wall[sccache-cold]}")"
+    echo "cachet cold / sccache cold: $(ratio "$cold_med" "${wall[sccache-cold]}")"
 fi

@@ -20,8 +20,15 @@ use std::time::{Duration, Instant};
 use crate::pipe::Pipe;
 use crate::{Jobserver, TOKEN_BYTE, Token};
 
-/// How often the proxy looks at its child.
+/// How often the proxy looks at its child while it wants tokens, or just after.
 const TICK: Duration = Duration::from_millis(3);
+
+/// How long the proxy may wait between looks while nothing in the child reads its pipe:
+/// each look that finds no reader doubles the wait from [`TICK`] up to this. A look reads
+/// `/proc` for every thread of the child's tree (rustc runs a dozen), which at every
+/// [`TICK`] cost a cold build a few percent of a core; a child that starts to read waits
+/// at most this long for its first token.
+const IDLE_TICK: Duration = Duration::from_millis(48);
 
 /// The read(2) syscall number, as `/proc/PID/task/TID/syscall` shows it.
 #[cfg(target_arch = "x86_64")]
@@ -98,15 +105,14 @@ impl Proxy {
     ) -> (F::Output, ProxyReport) {
         let mut grants: Vec<Vec<Token>> = Vec::new();
         let mut report = ProxyReport::default();
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut wait = TICK;
         let mut last = Instant::now();
         tokio::pin!(done);
         let output = loop {
             tokio::select! {
                 biased;
                 output = &mut done => break output,
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep(wait) => {}
             }
             let now = Instant::now();
             let in_pipe = self.pipe.available().unwrap_or(0);
@@ -118,6 +124,10 @@ impl Proxy {
             let wanted = match demand {
                 Demand::Waiting | Demand::Unknown => 1,
                 Demand::Idle => 0,
+            };
+            wait = match demand {
+                Demand::Idle if in_pipe == 0 => (wait * 2).min(IDLE_TICK),
+                _ => TICK,
             };
             if in_pipe > wanted {
                 for _ in wanted..in_pipe {

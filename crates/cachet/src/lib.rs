@@ -5,6 +5,7 @@
 
 #![deny(missing_docs)]
 
+pub(crate) mod background;
 pub(crate) mod cache;
 pub mod cli;
 pub(crate) mod client;

@@ -21,13 +21,17 @@ use serde::{Deserialize, Serialize};
 
 /// One cached compiler invocation: its exit status, captured output and the
 /// files it produced.
+// Byte fields go through `serde_bytes`: postcard then copies them whole instead of one
+// element at a time (the same bytes on the wire).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheEntry {
     /// The compiler's exit code (1 for a compile ended by a signal).
     pub exit_code: i32,
     /// What the compiler wrote to stdout.
+    #[serde(with = "serde_bytes")]
     pub stdout: Vec<u8>,
     /// What the compiler wrote to stderr.
+    #[serde(with = "serde_bytes")]
     pub stderr: Vec<u8>,
     /// The output files.
     pub files: Vec<StoredFile>,
@@ -37,6 +41,12 @@ pub struct CacheEntry {
 }
 
 impl CacheEntry {
+    /// Bytes of outputs and captured output, uncompressed.
+    pub fn data_size(&self) -> u64 {
+        let files: usize = self.files.iter().map(|f| f.data.len()).sum();
+        (files + self.stdout.len() + self.stderr.len()) as u64
+    }
+
     /// The value of the fact `name` in [`meta`](Self::meta), if the entry has it.
     pub fn meta(&self, name: &str) -> Option<&[u8]> {
         self.meta
@@ -54,6 +64,7 @@ pub struct StoredFile {
     /// Restore with the executable bits set (subject to umask).
     pub executable: bool,
     /// The file's bytes.
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 
@@ -67,7 +78,9 @@ pub const ENTRY_MAGIC: [u8; 8] = *b"CACHET\0\x01";
 /// claims, so a crafted or corrupt entry cannot exhaust memory.
 pub const MAX_ENTRY_SIZE: u64 = 4 << 30;
 
-const ZSTD_LEVEL: i32 = 3;
+/// zstd level 1: on this project's debug rlibs 478 MB/s at a 3.93 ratio, where level 3
+/// gives 320 MB/s at 4.22 (`zstd -b1 -e3`); the server compresses on the build's cores.
+const ZSTD_LEVEL: i32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 8 + 32;
 
 /// Why an encoded entry could not be decoded.

@@ -282,7 +282,9 @@ async fn store(
     entry: Arc<CacheEntry>,
 ) {
     let encoding = entry.clone();
-    match tokio::task::spawn_blocking(move || encoding.encode()).await {
+    let size = entry.data_size();
+    // Compressing is the heaviest part of a store: it waits for a gap in the build.
+    match crate::background::run(size, move || encoding.encode()).await {
         Ok(bytes) => {
             let targets: Vec<_> = levels.iter().filter(|l| !l.read_only).collect();
             write_all(&targets, &key, bytes, false, stats).await;

@@ -170,3 +170,49 @@ fn valid_frame_with_trailing_postcard_bytes_is_refused() {
         Err(EntryError::Decode(_))
     ));
 }
+
+/// `serde_bytes` on the byte fields changes how fast they encode, not the bytes: entries
+/// written before it decode, and the same entry encodes alike.
+#[test]
+fn byte_fields_keep_their_wire_format() {
+    #[derive(serde::Serialize)]
+    struct PlainFile {
+        role: String,
+        executable: bool,
+        data: Vec<u8>,
+    }
+    #[derive(serde::Serialize)]
+    struct PlainEntry {
+        exit_code: i32,
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
+        files: Vec<PlainFile>,
+        meta: Vec<(String, Vec<u8>)>,
+    }
+    let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+    let plain = PlainEntry {
+        exit_code: 0,
+        stdout: b"out".to_vec(),
+        stderr: data.clone(),
+        files: vec![PlainFile {
+            role: "object".into(),
+            executable: false,
+            data: data.clone(),
+        }],
+        meta: vec![("k".into(), b"v".to_vec())],
+    };
+    let ours = CacheEntry {
+        exit_code: 0,
+        stdout: b"out".to_vec(),
+        stderr: data.clone(),
+        files: vec![StoredFile {
+            role: "object".into(),
+            executable: false,
+            data,
+        }],
+        meta: vec![("k".into(), b"v".to_vec())],
+    };
+    let old = postcard::to_stdvec(&plain).unwrap();
+    assert_eq!(old, postcard::to_stdvec(&ours).unwrap());
+    assert_eq!(postcard::from_bytes::<CacheEntry>(&old).unwrap(), ours);
+}

@@ -213,11 +213,12 @@ async fn compile_observed(
     // client has its answer, and the build's jobserver (held by that future) goes back
     // to the build now rather than after hashing every input.
     let verdict = {
+        let size = entry.data_size();
         let (plan, cwd, hashes) = (plan.clone(), invocation.cwd.clone(), context.hashes.clone());
         let base = invocation.base_dirs.clone();
         let env = invocation.env.clone();
         let stats = context.stats.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::background::run(size, move || {
             let verdict = |observed| match (observed, &preprocessed) {
                 (Ok(observed), _) => manifest::variant_from_observed(
                     &observed,
