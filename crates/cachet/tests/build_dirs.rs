@@ -295,3 +295,76 @@ fn paths_with_spaces_dollars_and_hashes_get_direct_hits() {
         );
     }
 }
+
+/// Split DWARF: the object names its `.dwo` (after the `-o` path), so another output dir
+/// misses, as it must, and the same one hits.
+#[test]
+fn split_dwarf_misses_in_another_output_dir() {
+    for compiler in compilers() {
+        let env = Env::new();
+        env.write("a.c", "int f(int x) { return x + 1; }\n");
+        for dir in ["o1", "o2"] {
+            std::fs::create_dir_all(env.work.join(dir)).unwrap();
+        }
+        age_all(&env.work);
+        let args = |dir: &'static str| {
+            let object: &'static str = if dir == "o1" { "o1/a.o" } else { "o2/a.o" };
+            ["-g", "-gsplit-dwarf", "-c", "a.c", "-o", object]
+        };
+        assert_eq!(
+            outcome_in(&env, &env.work, compiler, &args("o1")),
+            "miss",
+            "{compiler}"
+        );
+        assert_eq!(
+            outcome_in(&env, &env.work, compiler, &args("o1")),
+            "direct hit",
+            "{compiler}"
+        );
+        assert_eq!(
+            outcome_in(&env, &env.work, compiler, &args("o2")),
+            "miss",
+            "{compiler}"
+        );
+    }
+}
+
+/// clang's `-ivfsoverlay FILE`: the overlay is read by the compile, so a changed overlay
+/// (here one that maps the header dir elsewhere) is a miss with the right object.
+#[test]
+fn a_changed_vfs_overlay_misses() {
+    if !have("clang") {
+        return skip("clang is not installed");
+    }
+    let env = Env::new();
+    env.write("real1/v.h", "#define V 1\n");
+    env.write("real2/v.h", "#define V 2\n");
+    env.write("a.c", "#include \"v.h\"\nint f(void) { return V; }\n");
+    let overlay = |real: &str| {
+        format!(
+            "{{ 'version': 0, 'roots': [ {{ 'name': '{}/virtual', 'type': 'directory', \
+             'contents': [ {{ 'name': 'v.h', 'type': 'file', 'external-contents': '{}/{real}/v.h' }} ] }} ] }}\n",
+            env.work.display(),
+            env.work.display()
+        )
+    };
+    env.write("overlay.yaml", &overlay("real1"));
+    age_all(&env.work);
+    let virtual_dir = format!("-I{}/virtual", env.work.display());
+    let args = [
+        "-ivfsoverlay",
+        "overlay.yaml",
+        &virtual_dir,
+        "-c",
+        "a.c",
+        "-o",
+        "a.o",
+    ];
+    assert_eq!(outcome_in(&env, &env.work, "clang", &args), "miss");
+    assert_eq!(outcome_in(&env, &env.work, "clang", &args), "direct hit");
+    env.write("overlay.yaml", &overlay("real2"));
+    age_all(&env.work);
+    let plain = plain_outputs(&env, &env.work, "clang", &args, &["a.o"]);
+    assert_eq!(outcome_in(&env, &env.work, "clang", &args), "miss");
+    assert_same(&env.work, &["a.o"], &plain, "overlay to real2");
+}
