@@ -399,7 +399,6 @@ fn a_cmake_build_in_a_second_checkout_hits_with_its_own_paths() {
         let base = env.dir.path().display().to_string();
         let run = |root: &Path, source: &str, extra: &[String], cached: bool| -> (String, Output) {
             let args = cmake_compile(root, source, extra);
-            let before = env.stats()["counters"].clone();
             let mut cmd = match cached {
                 true => {
                     let mut cmd = env.cachet();
@@ -408,25 +407,10 @@ fn a_cmake_build_in_a_second_checkout_hits_with_its_own_paths() {
                 }
                 false => env.command(cc),
             };
-            let out = cmd
-                .current_dir(root.join("build"))
+            cmd.current_dir(root.join("build"))
                 .args(&args)
-                .env("CACHET_BASE_DIRS", &base)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{cc} {args:?}: {}", stderr(&out));
-            let after = env.settle()["counters"].clone();
-            let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
-            let kind = match (
-                delta("direct_hits"),
-                delta("cache_hits"),
-                delta("cache_misses"),
-            ) {
-                (1, 1, 0) => "direct hit",
-                (0, 1, 0) => "hit",
-                (0, 0, 1) => "miss",
-                _ => "other",
-            };
+                .env("CACHET_BASE_DIRS", &base);
+            let (kind, out) = outcome_of_command(&env, &mut cmd);
             (kind.to_owned(), out)
         };
         let outputs = |root: &Path, source: &str| -> Vec<Vec<u8>> {

@@ -7,55 +7,14 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, SystemTime};
 
 use common::*;
 
-/// Makes every file under `dir` older than the timestamp resolution.
-fn age_all(dir: &Path) {
-    let when = SystemTime::now() - Duration::from_secs(30);
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            age_all(&path);
-        } else {
-            std::fs::File::options()
-                .write(true)
-                .open(&path)
-                .unwrap()
-                .set_modified(when)
-                .unwrap();
-        }
-    }
-}
-
 /// Runs `compiler args` in `cwd` through cachet; says what it was by the counters.
 fn outcome_in(env: &Env, cwd: &Path, compiler: &str, args: &[&str]) -> &'static str {
-    let before = env.stats()["counters"].clone();
-    let out = env
-        .cachet()
-        .current_dir(cwd)
-        .arg(compiler)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{compiler} {args:?}: {}",
-        stderr(&out)
-    );
-    let after = env.settle()["counters"].clone();
-    let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
-    match (
-        delta("direct_hits"),
-        delta("cache_hits"),
-        delta("cache_misses"),
-    ) {
-        (1, 1, 0) => "direct hit",
-        (0, 1, 0) => "hit",
-        (0, 0, 1) => "miss",
-        _ => "other",
-    }
+    let mut cmd = env.cachet();
+    cmd.current_dir(cwd).arg(compiler).args(args);
+    outcome_of_command(env, &mut cmd).0
 }
 
 /// The outputs `compiler args` writes in `cwd` without cachet (removed again).

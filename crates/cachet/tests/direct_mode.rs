@@ -3,51 +3,18 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-
-/// Makes every file in the work dir older than the timestamp resolution, as files are
-/// that were not just edited.
-fn age_all(dir: &Path) {
-    let when = SystemTime::now() - Duration::from_secs(30);
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            age_all(&path);
-        } else {
-            std::fs::File::options()
-                .write(true)
-                .open(&path)
-                .unwrap()
-                .set_modified(when)
-                .unwrap();
-        }
-    }
-}
 
 fn outcome(env: &Env, args: &[&str]) -> (&'static str, std::process::Output) {
     outcome_of(env, "gcc", args)
 }
 
 fn outcome_of(env: &Env, compiler: &str, args: &[&str]) -> (&'static str, std::process::Output) {
-    let before = env.stats()["counters"].clone();
-    let mut full = vec![compiler];
-    full.extend(args);
-    let out = env.ok(&full);
-    let after = env.settle()["counters"].clone();
-    let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
-    let kind = if delta("direct_hits") == 1 {
-        "direct hit"
-    } else if delta("cache_hits") == 1 {
-        "hit"
-    } else if delta("cache_misses") == 1 {
-        "miss"
-    } else {
-        "other"
-    };
-    (kind, out)
+    let mut cmd = env.cachet();
+    cmd.arg(compiler).args(args);
+    outcome_of_command(env, &mut cmd)
 }
 
 fn same_as_plain(env: &Env, args: &[&str], object: &str) {
@@ -377,22 +344,9 @@ fn coverage_misses_in_another_build_dir() {
         age_all(&env.work);
         let args = ["-c", "../src/a.c", "--coverage", "-o", "o/a.o"];
         let run = |dir: &str, args: &[&str]| {
-            let before = env.stats()["counters"].clone();
-            let out = env
-                .cachet()
-                .current_dir(env.work.join(dir))
-                .arg(compiler)
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{}", stderr(&out));
-            let after = env.settle()["counters"].clone();
-            let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
-            match (delta("direct_hits"), delta("cache_hits")) {
-                (1, 1) => "direct hit",
-                (0, 1) => "hit",
-                _ => "miss",
-            }
+            let mut cmd = env.cachet();
+            cmd.current_dir(env.work.join(dir)).arg(compiler).args(args);
+            outcome_of_command(&env, &mut cmd).0
         };
         assert_eq!(run("b1", &args), "miss", "{compiler}");
         assert_eq!(run("b1", &args), hit, "{compiler}");

@@ -347,3 +347,43 @@ pub fn read_all(stream: &mut UnixStream) -> Vec<u8> {
     let _ = stream.read_to_end(&mut buf);
     buf
 }
+
+/// Makes every file under `dir` older than the timestamp resolution, as files are that
+/// were not just edited (a file changed as a compile starts is not trusted in a manifest).
+pub fn age_all(dir: &Path) {
+    let when = std::time::SystemTime::now() - Duration::from_secs(30);
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            age_all(&path);
+        } else {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        }
+    }
+}
+
+/// Runs `cmd` (a cachet command of `env`) to success and says what the compile was by the
+/// server's counters: "direct hit", "hit", "miss" or "other".
+pub fn outcome_of_command(env: &Env, cmd: &mut Command) -> (&'static str, Output) {
+    let before = env.stats()["counters"].clone();
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", stderr(&out));
+    let after = env.settle()["counters"].clone();
+    let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+    let kind = match (
+        delta("direct_hits"),
+        delta("cache_hits"),
+        delta("cache_misses"),
+    ) {
+        (1, 1, 0) => "direct hit",
+        (0, 1, 0) => "hit",
+        (0, 0, 1) => "miss",
+        _ => "other",
+    };
+    (kind, out)
+}
