@@ -19,7 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use super::args::Language;
 use super::identity::Identity;
-use super::key::{hash_env, hash_recorded_paths, key_args, recorded_cwds};
+use super::key::{hash_env, hash_recorded_paths, key_args};
 use super::plan::Plan;
 use crate::cache::CacheKey;
 use crate::compiler::basedir::Maps;
@@ -63,12 +63,6 @@ pub fn base_key(
     }
     // The cwd only where an output records it: relative paths that name inputs are
     // checked against the requester's own cwd through the manifest.
-    if plan.args.debug_info {
-        h.field(b"recorded cwd");
-        for recorded in recorded_cwds(invocation.cwd_bytes(), &plan.args.prefix_maps) {
-            h.field(&recorded);
-        }
-    }
     hash_recorded_paths(&mut h, plan, invocation);
     hash_env(&mut h, invocation);
     h.field(b"source");

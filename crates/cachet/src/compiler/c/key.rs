@@ -109,13 +109,6 @@ pub fn key(identity: &Identity, plan: &Plan, invocation: &Invocation, source: &[
     // clang and clang++ are one binary whose driver mode comes from its name.
     h.field(b"driver");
     h.field(invocation.compiler_name().as_bytes());
-    // Debug info records the working directory, as rewritten by any prefix map.
-    if plan.args.debug_info {
-        h.field(b"cwd");
-        for recorded in recorded_cwds(invocation.cwd_bytes(), &plan.args.prefix_maps) {
-            h.field(&recorded);
-        }
-    }
     hash_recorded_paths(&mut h, plan, invocation);
     hash_env(&mut h, invocation);
     h.field(b"source");
@@ -127,9 +120,16 @@ pub fn key(identity: &Identity, plan: &Plan, invocation: &Invocation, source: &[
     h.finish()
 }
 
-/// What coverage, profiling and split DWARF record in the object (both keys): the cwd and
-/// the `-o` path as given, literally.
+/// The paths the outputs record (both keys): debug info records the cwd, as rewritten by
+/// any prefix map; coverage and profiling the cwd and `-o` literally; split DWARF the `-o`
+/// path (its `.dwo`).
 pub(super) fn hash_recorded_paths(h: &mut KeyHasher, plan: &Plan, invocation: &Invocation) {
+    if plan.args.debug_info {
+        h.field(b"debug cwd");
+        for recorded in recorded_cwds(invocation.cwd_bytes(), &plan.args.prefix_maps) {
+            h.field(&recorded);
+        }
+    }
     if plan.args.records_cwd {
         h.field(b"cwd");
         h.field(invocation.cwd_bytes());
