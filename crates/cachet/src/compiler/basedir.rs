@@ -10,6 +10,8 @@
 //! key could be rewritten by the map in one checkout and not in another. Every such path is
 //! therefore keyed with what the map turns it into as well ([`Maps::mapped_forms`]).
 
+use std::os::unix::ffi::OsStrExt;
+
 use crate::cache::CacheKey;
 use crate::compiler::key::KeyHasher;
 
@@ -155,6 +157,37 @@ pub fn join_relative(cwd: &[u8], relative: &[u8]) -> Vec<u8> {
     let joined = [cwd, b"/", relative].concat();
     let parts = normalize(&joined);
     [b"/".as_slice(), &parts.join(&b'/')].concat()
+}
+
+/// The absolute paths among C `args` that a key names relative to the cwd: where the
+/// outputs record one of them (or the cwd), a variant serves only its own cwd; where the
+/// dependency file or a diagnostic names one, a hit rewrites it for the requester.
+pub fn rebased_paths(base: &BaseDirs, cwd: &[u8], args: &[std::ffi::OsString]) -> Vec<Vec<u8>> {
+    if base.is_empty() {
+        return Vec::new();
+    }
+    args.iter()
+        .filter_map(|arg| {
+            let token = arg.as_bytes();
+            let (at, _) = rebase_token(base, cwd, token)?;
+            Some(token[at..].to_vec())
+        })
+        .collect()
+}
+
+/// Where the path in `token` starts and its form relative to `cwd`, when it is absolute
+/// and under a base dir: the whole token (`/abs/a.c`) or what follows a flag (`-I/abs`,
+/// `--sysroot=/abs`). Prefix-map arguments (already rewritten, with a NUL) are left alone.
+pub fn rebase_token(base: &BaseDirs, cwd: &[u8], token: &[u8]) -> Option<(usize, Vec<u8>)> {
+    if token.contains(&0) {
+        return None;
+    }
+    let at = match token.first()? {
+        b'/' => 0,
+        b'-' => token.iter().position(|&b| b == b'/')?,
+        _ => return None,
+    };
+    Some((at, base.relative_to_cwd(&token[at..], cwd)?))
 }
 
 /// How a compiler matches a prefix map's OLD against a path.

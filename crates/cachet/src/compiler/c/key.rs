@@ -50,48 +50,13 @@ pub(crate) fn key_args<'a>(
         basedir::relativize_map_args(base, Some(cwd), &tokens, MAP_FLAGS, false, Match::String);
     let tokens = tokens
         .into_iter()
-        .map(|token| match rebase(base, cwd, &token) {
+        .map(|token| match basedir::rebase_token(base, cwd, &token) {
             // Tagged so that it never equals a literal argument.
             Some((at, relative)) => [&token[..at], b"\0rel:", &relative].concat(),
             None => token,
         })
         .collect();
     (tokens, maps)
-}
-
-/// The absolute paths among `args` that [`key_args`] makes relative to the cwd: where the
-/// outputs record one of them (or the cwd), a variant serves only its own cwd; where the
-/// dependency file or a diagnostic names one, a hit rewrites it for the requester.
-pub(crate) fn rebased_paths(
-    base: &BaseDirs,
-    cwd: &[u8],
-    args: &[std::ffi::OsString],
-) -> Vec<Vec<u8>> {
-    if base.is_empty() {
-        return Vec::new();
-    }
-    args.iter()
-        .filter_map(|arg| {
-            let token = arg.as_bytes();
-            let (at, _) = rebase(base, cwd, token)?;
-            Some(token[at..].to_vec())
-        })
-        .collect()
-}
-
-/// Where the path in `token` starts and its form relative to `cwd`, when it is absolute
-/// and under a base dir: the whole token (`/abs/a.c`) or what follows a flag (`-I/abs`,
-/// `--sysroot=/abs`). Prefix-map arguments (already rewritten, with a NUL) are left alone.
-fn rebase(base: &BaseDirs, cwd: &[u8], token: &[u8]) -> Option<(usize, Vec<u8>)> {
-    if token.contains(&0) {
-        return None;
-    }
-    let at = match token.first()? {
-        b'/' => 0,
-        b'-' => token.iter().position(|&b| b == b'/')?,
-        _ => return None,
-    };
-    Some((at, base.relative_to_cwd(&token[at..], cwd)?))
 }
 
 /// The cache key. `source` is the preprocessed text, or the input itself when it needs none.

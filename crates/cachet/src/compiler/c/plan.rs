@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use super::args::{self, CompileArgs, Family};
 use super::identity::Identity;
-use super::key;
 use super::reasons::NotCacheable;
+use crate::compiler::basedir;
 use crate::compiler::depfile::{Layout, target_tokens};
 use crate::compiler::job::Invocation;
 use crate::compiler::regular_files::check_output_path;
@@ -144,7 +144,7 @@ fn rebased(invocation: &Invocation, args: &[OsString]) -> Vec<(Vec<u8>, Vec<u8>)
     if base.covers(cwd) {
         out.push((cwd.to_vec(), b".".to_vec()));
     }
-    for path in key::rebased_paths(base, cwd, args) {
+    for path in basedir::rebased_paths(base, cwd, args) {
         let Some(relative) = base.relative_to_cwd(&path, cwd) else {
             continue;
         };
