@@ -537,3 +537,23 @@ fn source_date_epoch_makes_time_macros_cacheable() {
         assert_eq!(outcome_of(&other, compiler, &args).0, "miss");
     }
 }
+
+/// kbuild's compiler probes (`$(CC) -Werror FLAG -c -x c /dev/null -o .tmp.o`), a hundred
+/// per kernel build: `/dev/null` is an empty input, cached like any other.
+#[test]
+fn compiler_probes_of_dev_null_are_cached() {
+    for (compiler, direct, hit) in modes() {
+        let env = Env::new().with_env("CACHET_DIRECT_MODE", direct);
+        let args = [
+            "-Werror",
+            "-fno-stack-protector",
+            "-c",
+            "-x",
+            "c",
+            "/dev/null",
+            "-o",
+            ".tmp_7.o",
+        ];
+        cached_like_plain(&env, compiler, &args, &[".tmp_7.o"], hit);
+    }
+}

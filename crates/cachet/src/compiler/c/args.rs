@@ -231,6 +231,9 @@ pub enum Unsupported {
     /// The input file does not exist.
     #[error("input file {} missing", .0.display())]
     InputMissing(PathBuf),
+    /// The input is a device, FIFO or directory (but `/dev/null`, an empty input).
+    #[error("input {} is not a regular file", .0.display())]
+    InputNotRegular(PathBuf),
     /// The input path has no file name.
     #[error("input {} has no file name", .0.display())]
     InputWithoutName(PathBuf),
@@ -522,8 +525,12 @@ fn parse_inner(input: &ParseInput) -> Result<CompileArgs, Unsupported> {
         Some(lang) => lang,
         None => language_from_path(&input_path)?,
     };
-    if !input.cwd.join(&input_path).is_file() {
-        return Err(Unsupported::InputMissing(input_path.clone()));
+    match fs::metadata(input.cwd.join(&input_path)) {
+        Ok(meta) if meta.is_file() => {}
+        // An empty input: kbuild's compiler probes (`-c -x c /dev/null`) read it.
+        Ok(_) if input.cwd.join(&input_path) == Path::new("/dev/null") => {}
+        Ok(_) => return Err(Unsupported::InputNotRegular(input_path.clone())),
+        Err(_) => return Err(Unsupported::InputMissing(input_path.clone())),
     }
     if st.arch_count > 1 {
         // Fat objects: clang refuses -E with several -arch.

@@ -512,6 +512,11 @@ fn not_cacheable_reasons() {
         (&["-c", "a.c", "b.c"], "multiple inputs"),
         (&["-c", "-"], "input from stdin (-)"),
         (&["-c", "missing.c"], "input file missing.c missing"),
+        (
+            &["-c", "-x", "c", "/dev/zero"],
+            "input /dev/zero is not a regular file",
+        ),
+        (&["-c", "-x", "c", "src"], "input src is not a regular file"),
         (&["-c", "f.f90"], "unknown language for f.f90"),
         (&["-c", "k.cu"], "unknown language for k.cu"),
         (&["-c", "noext"], "unknown language for noext"),
@@ -1073,4 +1078,16 @@ fn precompiled_headers_are_made_and_used() {
                 .any(|a| a.to_str().unwrap().contains("pch.h"))
         );
     }
+}
+
+/// kbuild's compiler probes compile `/dev/null`: an empty input, cached like any other.
+#[test]
+fn dev_null_is_an_empty_input() {
+    let dir = fixture();
+    let c = ok(
+        &dir,
+        &["-Werror", "-c", "-x", "c", "/dev/null", "-o", ".tmp_1.o"],
+    );
+    assert_eq!(c.input, PathBuf::from("/dev/null"));
+    assert_eq!(c.output, PathBuf::from(".tmp_1.o"));
 }
