@@ -58,14 +58,6 @@ fn assert_same(cwd: &Path, outputs: &[&str], expected: &[Vec<u8>], what: &str) {
     }
 }
 
-/// Each compiler, in direct mode and in preprocessor mode, with the hit each gives.
-fn modes() -> Vec<(&'static str, &'static str, &'static str)> {
-    compilers()
-        .into_iter()
-        .flat_map(|c| [(c, "1", "direct hit"), (c, "0", "hit")])
-        .collect()
-}
-
 /// A hand-written Makefile's `-MMD -MP` compile into output dirs of many lengths (so the
 /// `.d`'s first line wraps at different places), some with spaces, `$` and `#` in their
 /// names, from headers with such names: one miss, then hits, each `.d` naming its own

@@ -176,15 +176,6 @@ fn mmd_compiles_get_direct_hits_with_gccs_dep_file() {
     same_as_plain(&env, &["-c", "a.c", "-Iinc"], "a.o");
 }
 
-/// Each compiler in each mode: the compiler, `CACHET_DIRECT_MODE`, and what a second
-/// identical compile is (a direct hit, or a preprocessor-mode hit).
-fn modes() -> Vec<(&'static str, &'static str, &'static str)> {
-    compilers()
-        .into_iter()
-        .flat_map(|c| [(c, "1", "direct hit"), (c, "0", "hit")])
-        .collect()
-}
-
 /// Compiles `args` plainly, then twice through cachet, with `outputs` removed before each
 /// run: a miss, then `hit`, and each output byte-identical to the plain compile's. Returns
 /// the plain compile, the miss and the hit, for checks of their output.

@@ -232,6 +232,15 @@ pub fn compilers() -> Vec<&'static str> {
     list
 }
 
+/// Each installed compiler with `CACHET_DIRECT_MODE` on and off, and what a second identical
+/// compile is then: a direct hit, or a preprocessor-mode hit.
+pub fn modes() -> Vec<(&'static str, &'static str, &'static str)> {
+    compilers()
+        .into_iter()
+        .flat_map(|c| [(c, "1", "direct hit"), (c, "0", "hit")])
+        .collect()
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

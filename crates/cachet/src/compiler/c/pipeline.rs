@@ -12,9 +12,9 @@ use super::plan::Plan;
 use super::reasons::NotCacheable;
 use super::{direct, key, outputs};
 use crate::cache::{Cache, CacheEntry, CacheKey};
-use crate::compiler::basedir::Maps;
+use crate::compiler::basedir::{BaseDirs, Maps};
 use crate::compiler::job::{Job, Outcome, Uncacheable};
-use crate::compiler::manifest::{self, Manifest, NotStored, TimeMacros, Verdict};
+use crate::compiler::manifest::{self, Manifest, NotStored, TimeMacros, Variant, Verdict};
 use crate::compiler::pipeline::{Context, publish};
 use crate::compiler::stamp::FileClock;
 use crate::stats::Stats;
@@ -250,30 +250,8 @@ async fn compile_observed(
                 Err(_) => c.unobserved_compiles += 1,
             });
             let mut verdict = verdict(observed);
-            // gcc reads PWD only to spell the cwd it records (debug info, coverage): where
-            // nothing records the cwd, how the build's shell spelled it does not matter.
-            if let Verdict::Store(variant) = &mut verdict
-                && !plan.args.debug_info
-                && !plan.args.records_cwd
-            {
-                variant.env.retain(|(name, _)| name != b"PWD");
-            }
-            // Neither key has the cwd (but as debug info records it), nor, under base
-            // dirs, the paths it made relative: an output that names one anyway
-            // (`__FILE__` of an absolute path, a string) makes the variant serve this cwd
-            // only. The .d and diagnostics are rewritten on a hit where base dirs cover
-            // the cwd, and checked otherwise.
-            let cwd = cwd.as_os_str().as_bytes();
-            let rewritten = base.covers(cwd);
-            let needles =
-                std::iter::once(cwd).chain(plan.rebased.iter().map(|(p, _)| p.as_slice()));
-            if let Verdict::Store(variant) = &mut verdict
-                && cwd != b"/"
-                && needles
-                    .into_iter()
-                    .any(|needle| outputs::records(&entry, needle, rewritten))
-            {
-                variant.recorded_cwd = Some(cwd.to_vec());
+            if let Verdict::Store(variant) = &mut verdict {
+                tie_to_cwd(variant, &plan, &base, &cwd, &entry);
             }
             (verdict, entry)
         })
@@ -287,6 +265,25 @@ async fn compile_observed(
         }
     });
     Ok(Outcome::Miss)
+}
+
+/// Where a variant depends on the cwd, which neither key holds (but as debug info records
+/// it), nor, under base dirs, the paths made relative to it.
+/// - gcc reads `PWD` only to spell the cwd it records (debug info, coverage): where nothing
+///   records the cwd, how the build's shell spelled it does not matter, and it is dropped.
+/// - An output that names the cwd or a rebased path anyway (`__FILE__` of an absolute
+///   path, a string) makes the variant serve this cwd only. The `.d` and diagnostics are
+///   rewritten on a hit where base dirs cover the cwd, and looked at otherwise.
+fn tie_to_cwd(variant: &mut Variant, plan: &Plan, base: &BaseDirs, cwd: &Path, entry: &CacheEntry) {
+    if !plan.args.debug_info && !plan.args.records_cwd {
+        variant.env.retain(|(name, _)| name != b"PWD");
+    }
+    let cwd = cwd.as_os_str().as_bytes();
+    let rewritten = base.covers(cwd);
+    let mut needles = std::iter::once(cwd).chain(plan.rebased.iter().map(|(p, _)| p.as_slice()));
+    if cwd != b"/" && needles.any(|needle| outputs::records(entry, needle, rewritten)) {
+        variant.recorded_cwd = Some(cwd.to_vec());
+    }
 }
 
 /// The preprocessor failed: the real compile runs uncached and reports the error as the
