@@ -103,6 +103,19 @@ impl Proxy {
         child: impl Fn() -> Option<u32>,
         done: F,
     ) -> (F::Output, ProxyReport) {
+        self.serve_gated(levels, child, || true, done).await
+    }
+
+    /// Like [`serve`](Self::serve), but grants a new token only while `may_grant()` says
+    /// so (a server holds extra threads back while memory is short). Tokens already
+    /// granted stay with the child.
+    pub async fn serve_gated<F: Future>(
+        &self,
+        levels: &[Jobserver],
+        child: impl Fn() -> Option<u32>,
+        may_grant: impl Fn() -> bool,
+        done: F,
+    ) -> (F::Output, ProxyReport) {
         let mut grants: Vec<Vec<Token>> = Vec::new();
         let mut report = ProxyReport::default();
         let mut wait = TICK;
@@ -137,6 +150,7 @@ impl Proxy {
                     }
                 }
             } else if in_pipe < wanted
+                && may_grant()
                 && let Some(tokens) = take_from_every(levels)
                 && self.pipe.write_byte(TOKEN_BYTE).is_ok()
             {

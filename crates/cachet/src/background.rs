@@ -23,6 +23,12 @@ pub const QUEUED_BYTES_LIMIT: u64 = 256 << 20;
 /// Bytes of work queued or running on the background threads.
 static QUEUED: AtomicU64 = AtomicU64::new(0);
 
+/// Bytes of work queued or running now: the server's pending writes, which memory
+/// admission counts against its budget.
+pub fn queued_bytes() -> u64 {
+    QUEUED.load(Ordering::Relaxed)
+}
+
 /// The runtime whose blocking threads run at nice 19; None where it could not start (the
 /// work then runs at normal priority).
 fn runtime() -> Option<&'static Runtime> {

@@ -15,6 +15,8 @@ pub mod remotes;
 
 pub use crate::units::{parse_duration, parse_size};
 
+use crate::memory::LimitSetting;
+
 pub use remotes::RemoteConfig;
 #[cfg(test)]
 pub use remotes::RemoteKind;
@@ -99,6 +101,11 @@ pub struct Config {
     pub file: Option<PathBuf>,
     /// Where each key's value came from.
     pub origins: BTreeMap<&'static str, Origin>,
+    /// `memory_limit`: the memory budget of the server's compiles (None: the default share).
+    pub memory_limit: Option<LimitSetting>,
+    /// `memory_default`: the predicted peak of a compile never seen (bytes; None: learned
+    /// per kind).
+    pub memory_default: Option<u64>,
 }
 
 const KEYS: &[&str] = &[
@@ -111,6 +118,8 @@ const KEYS: &[&str] = &[
     "local",
     "observe",
     "base_dirs",
+    "memory_limit",
+    "memory_default",
 ];
 
 /// One raw setting before it is checked: its text (or TOML value) and its origin.
@@ -172,6 +181,8 @@ impl Config {
             ("log", "CACHET_LOG"),
             ("local", "CACHET_LOCAL"),
             ("observe", "CACHET_OBSERVE"),
+            ("memory_limit", "CACHET_MEMORY_LIMIT"),
+            ("memory_default", "CACHET_MEMORY_DEFAULT"),
         ] {
             if let Some(value) = env_str(var) {
                 raw.insert(key, (Raw::Text(value), Origin::Env(var)));
@@ -256,7 +267,18 @@ impl Config {
             None => Vec::new(),
         };
 
+        let memory_limit = match take("memory_limit") {
+            Some((value, origin)) => Some(as_memory_limit(value, origin)?),
+            None => None,
+        };
+        let memory_default = match take("memory_default") {
+            Some((value, origin)) => Some(as_size("memory_default", value, origin)?),
+            None => None,
+        };
+
         Ok(Config {
+            memory_limit,
+            memory_default,
             base_dirs,
             cache_dir,
             cache_size,
@@ -445,6 +467,27 @@ fn as_size(key: &'static str, value: Raw, origin: Origin) -> Result<u64, ConfigE
         }
         Raw::Toml(_) => Err(bad(key, origin, "expected a positive size such as \"10G\"")),
     }
+}
+
+fn as_memory_limit(value: Raw, origin: Origin) -> Result<LimitSetting, ConfigError> {
+    let text = match value {
+        Raw::Toml(toml::Value::Integer(n)) if n > 0 => return Ok(LimitSetting::Bytes(n as u64)),
+        Raw::Text(s) | Raw::Toml(toml::Value::String(s)) => s,
+        Raw::Toml(_) => {
+            return Err(bad(
+                "memory_limit",
+                origin,
+                "expected a size such as \"12G\", a share such as \"80%\", or \"off\"",
+            ));
+        }
+    };
+    LimitSetting::parse(&text).ok_or_else(|| {
+        bad(
+            "memory_limit",
+            origin,
+            format!("`{text}` is not a size such as 12G, a share such as 80%, or off"),
+        )
+    })
 }
 
 fn as_duration(key: &'static str, value: Raw, origin: Origin) -> Result<Duration, ConfigError> {

@@ -1,7 +1,8 @@
 //! cachet: a compiler cache with a background server and a GNU make jobserver.
 //!
 //! The path of a compile request: [`client`] → [`protocol`] → [`server`] → [`compiler`]
-//! → [`cache`] and [`process`] (which runs children under the jobserver).
+//! → [`cache`] and [`process`] (which runs children under the jobserver and [`memory`]
+//! admission).
 
 #![deny(missing_docs)]
 
@@ -13,6 +14,7 @@ pub(crate) mod compiler;
 pub(crate) mod config;
 mod daemon;
 pub(crate) mod logging;
+pub(crate) mod memory;
 pub mod paths;
 pub(crate) mod process;
 pub mod protocol;

@@ -68,6 +68,29 @@ pub struct Counters {
     pub token_ms_by_build: BTreeMap<String, u64>,
     /// Malformed, truncated or oversized frames, and handshake failures.
     pub protocol_errors: u64,
+    /// Compiles (and client-run compiles) that waited for memory before they started.
+    #[serde(default)]
+    pub memory_waits: u64,
+    /// Their time waiting for memory, in ms.
+    #[serde(default)]
+    pub memory_wait_ms: u64,
+    /// Times the live signals (MemAvailable, the cgroup, pressure) held a start whose
+    /// prediction fitted the budget.
+    #[serde(default)]
+    pub pressure_holds: u64,
+    /// Compiles in which the OOM killer took a process (by the compile's cgroup; without
+    /// one, any OOM kill on the host while a failed compile ran).
+    #[serde(default)]
+    pub oom_kills: u64,
+    /// Compiles run once more, alone, after an OOM kill, that then succeeded.
+    #[serde(default)]
+    pub oom_retries_succeeded: u64,
+    /// Those that failed again: the second failure reached the build.
+    #[serde(default)]
+    pub oom_retries_failed: u64,
+    /// Compiles the client ran itself (links, uncacheable calls) under an admission.
+    #[serde(default)]
+    pub local_runs_admitted: u64,
     /// Time of all hits, from request to answer, in ms.
     pub hit_time_ms: u64,
     /// Time of all misses, from request to answer, in ms.
@@ -257,6 +280,37 @@ pub struct StatsSnapshot {
     pub cache: CacheSnapshot,
     /// The jobserver.
     pub jobserver: JobserverSnapshot,
+    /// Memory admission.
+    #[serde(default)]
+    pub memory: MemorySnapshot,
+}
+
+/// The memory part of a snapshot; its counters are in [`Counters`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemorySnapshot {
+    /// The budget (bytes; `u64::MAX` when admission is off).
+    pub budget_bytes: u64,
+    /// Where the budget came from.
+    pub budget_source: String,
+    /// How peaks are measured.
+    pub measure: String,
+    /// Predicted peaks of the compiles running now (bytes).
+    pub predicted_in_use_bytes: u64,
+    /// The most predicted at once (bytes).
+    pub peak_predicted_in_use_bytes: u64,
+    /// What the running compiles' groups use now (bytes; 0 without cgroups).
+    pub measured_in_use_bytes: u64,
+    /// The most the running compiles' groups used at once, sampled at every start, end
+    /// and `--show-stats`, and every 200 ms while compiles wait for memory.
+    pub peak_measured_in_use_bytes: u64,
+    /// Compiles waiting for memory now.
+    pub waiting: u64,
+    /// Slots in the history.
+    pub slots_known: u64,
+    /// The prediction for an unknown slot of each kind: (kind, bytes, basis).
+    pub kind_defaults: Vec<(String, u64, String)>,
+    /// The slots with the largest peaks: (kind, label, bytes).
+    pub largest: Vec<(String, String, u64)>,
 }
 
 fn percent(part: u64, whole: u64) -> String {
@@ -275,7 +329,8 @@ fn average_ms(total: u64, count: u64) -> String {
     }
 }
 
-fn human_bytes(bytes: u64) -> String {
+/// Bytes for people: `512 B`, `1.5 KiB`, `250.0 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -300,6 +355,18 @@ How the jobserver figures read:
   never exceeded (\"Extra tokens granted\", \"taken back\"). Tokens a killed compiler
   still held come back to every pool (\"recovered\"). \"Token waits\" count compilers that
   queued for the server's pool; \"Token time, build\" shows how builds shared it.
+";
+
+/// What the memory figures mean, in plain words.
+const MEMORY_LEGEND: &str = "
+How the memory figures read:
+  A compile starts when a token is free and the predicted peaks of what runs plus its own
+  fit the budget (\"Memory budget\"). A prediction is the slot's last measured peak (the
+  same crate or source file with the same flags), else the mean for its kind. While
+  MemAvailable, the cgroup's headroom or memory pressure say memory is short, new starts
+  wait (\"Pressure holds\"); hits never wait, and when nothing runs the next compile starts
+  anyway, so one larger than the budget runs alone. A compile whose process the OOM
+  killer took runs once more, alone, and only a second failure reaches the build.
 ";
 
 impl StatsSnapshot {
@@ -426,6 +493,49 @@ impl StatsSnapshot {
                 "Token wait time".into(),
                 format!("{:.3} s", j.token_wait_time_ms as f64 / 1000.0),
             ),
+            (
+                "Memory budget".into(),
+                match self.memory.budget_bytes {
+                    u64::MAX => self.memory.budget_source.clone(),
+                    bytes => format!("{} ({})", human_bytes(bytes), self.memory.budget_source),
+                },
+            ),
+            ("Memory measured by".into(), self.memory.measure.clone()),
+            (
+                "Memory predicted in use now/peak".into(),
+                format!(
+                    "{} / {}",
+                    human_bytes(self.memory.predicted_in_use_bytes),
+                    human_bytes(self.memory.peak_predicted_in_use_bytes)
+                ),
+            ),
+            (
+                "Memory measured in use now/peak".into(),
+                format!(
+                    "{} / {}",
+                    human_bytes(self.memory.measured_in_use_bytes),
+                    human_bytes(self.memory.peak_measured_in_use_bytes)
+                ),
+            ),
+            (
+                "Compiles that waited for memory".into(),
+                format!(
+                    "{} ({:.3} s in all), {} waiting now",
+                    c.memory_waits,
+                    c.memory_wait_ms as f64 / 1000.0,
+                    self.memory.waiting
+                ),
+            ),
+            ("Pressure holds".into(), c.pressure_holds.to_string()),
+            ("OOM kills seen".into(), c.oom_kills.to_string()),
+            (
+                "  retried alone: succeeded/failed".into(),
+                format!("{}/{}", c.oom_retries_succeeded, c.oom_retries_failed),
+            ),
+            (
+                "Client-run compiles admitted".into(),
+                c.local_runs_admitted.to_string(),
+            ),
             ("Server pid".into(), self.server_pid.to_string()),
             ("Server uptime".into(), format!("{} s", self.uptime_secs)),
             ("Runtime dir".into(), self.runtime_dir.clone()),
@@ -462,6 +572,18 @@ impl StatsSnapshot {
                 format!("{}/{}/{}/{}", l.hits, l.misses, l.uncacheable, l.failures),
             ));
         }
+        for (kind, bytes, basis) in &self.memory.kind_defaults {
+            rows.push((
+                format!("Memory of an unknown {kind} compile"),
+                format!("{} ({basis})", human_bytes(*bytes)),
+            ));
+        }
+        for (kind, label, bytes) in &self.memory.largest {
+            rows.push((
+                format!("Largest peak: {label} ({kind})"),
+                human_bytes(*bytes),
+            ));
+        }
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         let mut out = String::new();
         for (key, value) in rows {
@@ -469,6 +591,7 @@ impl StatsSnapshot {
         }
         out.push_str(&levels_table(&c.levels));
         out.push_str(JOBSERVER_LEGEND);
+        out.push_str(MEMORY_LEGEND);
         out
     }
 }

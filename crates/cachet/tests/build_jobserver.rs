@@ -106,16 +106,7 @@ impl Pool {
 
 /// Builds the greedy client next to the test's files.
 fn greedy(env: &Env) -> String {
-    let out = env.dir.path().join("greedy");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/greedy.c");
-    let status = Command::new("gcc")
-        .args(["-O2", "-o"])
-        .arg(&out)
-        .arg(source)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    out.to_str().unwrap().to_owned()
+    fixture_program(env, "greedy")
 }
 
 fn setup(jobs: &str) -> Env {

@@ -119,6 +119,21 @@ pub fn show_config(config: &Config) -> Outcome {
             format!("{}s", config.idle_timeout.as_secs()),
         ),
         ("runtime_dir", config.runtime_dir.display().to_string()),
+        (
+            "memory_limit",
+            match config.memory_limit {
+                None => "(default: 80% of RAM or the cgroup limit)".into(),
+                Some(crate::memory::LimitSetting::Off) => "off".into(),
+                Some(crate::memory::LimitSetting::Share(s)) => format!("{}%", s * 100.0),
+                Some(crate::memory::LimitSetting::Bytes(b)) => b.to_string(),
+            },
+        ),
+        (
+            "memory_default",
+            config
+                .memory_default
+                .map_or_else(|| "(learned per kind)".into(), |b| b.to_string()),
+        ),
         ("log", config.log.clone().unwrap_or_else(|| "(off)".into())),
         (
             "base_dirs",

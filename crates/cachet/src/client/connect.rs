@@ -130,6 +130,11 @@ impl Connection {
         }
     }
 
+    /// Sends one more request on this connection.
+    pub(crate) fn send(&mut self, request: &Request) -> Result<(), ClientError> {
+        write_frame(&mut self.stream, &protocol::encode(request)).map_err(ClientError::Io)
+    }
+
     /// The server's next message.
     pub(crate) fn receive(&mut self) -> Result<Response, ClientError> {
         let frame = self.read_raw()?;

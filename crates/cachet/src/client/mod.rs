@@ -22,7 +22,10 @@ use crate::config::Config;
 use cachet_jobserver::inherited::{self, Found, NotFound};
 use rustix::fs::Mode;
 
-use crate::protocol::{BuildJobserver, CompileRequest, Exit, Request, Response, to_bytes};
+use crate::process::child;
+use crate::protocol::{
+    Admission, BuildJobserver, CompileRequest, Exit, Request, Response, to_bytes,
+};
 
 /// Runs one compile through the server. Returns the exit code; may also exec the compiler.
 pub(crate) fn compile(compiler: &OsStr, args: Vec<OsString>) -> i32 {
@@ -83,9 +86,14 @@ pub(crate) fn compile(compiler: &OsStr, args: Vec<OsString>) -> i32 {
                 tracing::debug!(target: "cachet::timing", "client: finished after {:?}", started.elapsed());
                 return exit_like(exit);
             }
-            Ok(Response::RunLocally { reason }) => {
+            Ok(Response::RunLocally { reason, admission }) => {
                 tracing::debug!("not cacheable ({reason}); running the compiler directly");
-                run_directly(&path, &args);
+                match admission {
+                    Some(admission) => {
+                        return run_admitted(&path, &args, admission, &mut connection);
+                    }
+                    None => run_directly(&path, &args),
+                }
             }
             Ok(Response::Error(message)) => {
                 warn_and_run_directly(&format!("server error: {message}"), &path, &args)
@@ -151,6 +159,75 @@ fn build_request(
             .collect(),
     };
     Ok((request, fds))
+}
+
+/// Runs the compiler as a child under the server's admission (its cgroup, its
+/// `oom_score_adj`), reports how it ended, and runs it once more if the server says the
+/// OOM killer struck it. The admission ends when this reports or dies. Returns the exit
+/// code, or dies of the compiler's signal.
+fn run_admitted(
+    compiler: &Path,
+    args: &[OsString],
+    mut admission: Admission,
+    connection: &mut Connection,
+) -> i32 {
+    loop {
+        let (exit, max_rss) = match run_child(compiler, args, &admission) {
+            Ok(ended) => ended,
+            Err(e) => {
+                eprintln!("cachet: cannot run {}: {e}", compiler.display());
+                return 127;
+            }
+        };
+        if connection
+            .send(&Request::LocalExit { exit, max_rss })
+            .is_err()
+        {
+            return exit_like(exit);
+        }
+        match connection.receive() {
+            Ok(Response::RunAgain(next)) => admission = next,
+            _ => return exit_like(exit),
+        }
+    }
+}
+
+/// Runs the compiler with this process's environment and descriptors (the build's
+/// jobserver reaches it), in the admission's cgroup; returns how it ended and its
+/// `ru_maxrss` (bytes).
+fn run_child(
+    compiler: &Path,
+    args: &[OsString],
+    admission: &Admission,
+) -> std::io::Result<(Exit, Option<u64>)> {
+    use std::os::unix::process::ExitStatusExt;
+    let procs = admission
+        .cgroup_procs
+        .as_ref()
+        .and_then(|p| std::ffi::CString::new(p.clone()).ok());
+    let adj = admission.oom_score_adj.to_string().into_bytes();
+    let mut command = std::process::Command::new(compiler);
+    command.args(args);
+    // SAFETY: only open, write and close on memory made before the fork (see
+    // `write_before_exec`).
+    unsafe {
+        command.pre_exec(move || {
+            if let Some(procs) = &procs {
+                child::write_before_exec(procs, b"0");
+            }
+            child::write_before_exec(c"/proc/self/oom_score_adj", &adj);
+            Ok(())
+        });
+    }
+    let pid = command.spawn()?.id() as i32;
+    let (status, max_rss) = child::reap(pid)?;
+    let status = std::process::ExitStatus::from_raw(status);
+    let exit = match (status.code(), status.signal()) {
+        (Some(code), _) => Exit::Code(code),
+        (None, Some(signal)) => Exit::Signal(signal),
+        (None, None) => Exit::Code(1),
+    };
+    Ok((exit, Some(max_rss)))
 }
 
 /// Ends this process the way the compiler's process ended.

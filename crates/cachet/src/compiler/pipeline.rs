@@ -18,6 +18,7 @@ use super::inflight::{Follower, InFlight, Leader, Role, Shared};
 use super::job::{Event, Invocation, Job, Outcome};
 use super::observe;
 use crate::cache::{Cache, CacheEntry, CacheKey, StoredFile};
+use crate::memory::Slot;
 use crate::process::{Cancelled, CommandSpec, Exit, Launcher, OutputChunk, ProcessOutput};
 use crate::stats::{Stats, millis};
 
@@ -149,6 +150,8 @@ impl Context {
         });
         let mut spec = self.spec(&job.invocation, args);
         spec.umask = Some(job.invocation.umask);
+        // The real compile waits for memory; the hit path's preprocessor runs do not.
+        spec.memory = Some(Slot::of(&spec.program, &spec.cwd, &spec.args));
         if let Some(watch) = watch {
             watch.apply(&mut spec);
         }

@@ -10,16 +10,23 @@ use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
 use super::{Cancelled, CommandSpec, OutputChunk, ProcessOutput, ProcessRunner};
+use crate::memory::{Measured, Memory, OomWatch, Permit, Slot};
 use crate::stats::{Stats, millis};
 
 /// Variables through which make, cargo and rustc find a jobserver.
 pub const JOBSERVER_VARS: [&str; 3] = cachet_jobserver::ENV_VARS;
+
+/// `oom_score_adj` of every compiler the server runs (and of every compile a client runs
+/// under admission): the OOM killer's preferred victims are compiles, which are retried,
+/// not the build tool or the server.
+pub const COMPILER_OOM_SCORE_ADJ: i32 = 500;
 
 #[derive(Clone)]
 pub struct Launcher {
     runner: Arc<dyn ProcessRunner>,
     jobserver: Jobserver,
     stats: Arc<Stats>,
+    memory: Option<Arc<Memory>>,
 }
 
 impl Launcher {
@@ -28,7 +35,19 @@ impl Launcher {
             runner,
             jobserver,
             stats: Arc::default(),
+            memory: None,
         }
+    }
+
+    /// Admits real compiles by memory too.
+    pub fn with_memory(mut self, memory: Arc<Memory>) -> Launcher {
+        self.memory = Some(memory);
+        self
+    }
+
+    /// Memory admission, when on.
+    pub fn memory(&self) -> Option<&Arc<Memory>> {
+        self.memory.as_ref()
     }
 
     /// Counts what the proxies do into `stats`.
@@ -39,18 +58,91 @@ impl Launcher {
 
     /// Runs one compiler process of a compile.
     ///
-    /// The process runs under one token of the server's pool (and under the calling
-    /// build's implicit token, which its client holds). Its extra parallelism comes from a
-    /// private proxy pipe that is fed only with tokens held from every level at once: the
-    /// build's pool (`build`, when the client passed one) and the server's. The server's
-    /// token goes back once the child has exited, and the proxy takes back whatever the
-    /// child still held, however it ended.
+    /// A real compile (`spec.memory` set) first waits for memory admission (holding no
+    /// token meanwhile), and runs in a cgroup of its own where one can be had. The process
+    /// runs under one token of the server's pool (and under the calling build's implicit
+    /// token, which its client holds). Its extra parallelism comes from a private proxy
+    /// pipe that is fed only with tokens held from every level at once: the build's pool
+    /// (`build`, when the client passed one) and the server's, and only while memory is
+    /// not short. The server's token goes back once the child has exited, and the proxy
+    /// takes back whatever the child still held, however it ended.
+    ///
+    /// A compile the OOM killer struck (by its cgroup's count, not its exit status) that
+    /// failed runs once more, alone, with its prediction raised; what the first attempt
+    /// printed after the kill never reaches the client, and what it printed before is not
+    /// printed twice. Only a second failure is returned.
     pub async fn run_compiler(
         &self,
-        mut spec: CommandSpec,
+        spec: CommandSpec,
         stream: Option<UnboundedSender<OutputChunk>>,
         cancel: CancellationToken,
         build: Option<&Jobserver>,
+    ) -> io::Result<ProcessOutput> {
+        let mut forwarded = Forwarded::default();
+        let (memory, slot) = match (&self.memory, &spec.memory) {
+            (Some(memory), Some(slot)) => (memory.clone(), slot.clone()),
+            _ => {
+                let out = self
+                    .run_once(spec, &stream, cancel, build, None, &mut forwarded)
+                    .await?;
+                forwarded.flush(&stream);
+                return Ok(out);
+            }
+        };
+        let permit = tokio::select! {
+            permit = memory.admit(&slot, false) => permit,
+            _ = cancel.cancelled() => return Err(Cancelled::error("while waiting for memory")),
+        };
+        let first = self
+            .run_once(
+                spec.clone(),
+                &stream,
+                cancel.clone(),
+                build,
+                Some(&permit),
+                &mut forwarded,
+            )
+            .await?;
+        let measured = permit.finish(first.max_rss);
+        drop(permit);
+        if !measured.oom_killed || first.exit.success() {
+            forwarded.flush(&stream);
+            return Ok(first);
+        }
+        tracing::warn!(
+            "the OOM killer took a process of the compile of {}; running it once more, alone",
+            slot.label
+        );
+        forwarded.retry();
+        let permit = tokio::select! {
+            permit = memory.admit(&slot, true) => permit,
+            _ = cancel.cancelled() => return Err(Cancelled::error("while waiting to retry alone")),
+        };
+        let second = self
+            .run_once(spec, &stream, cancel, build, Some(&permit), &mut forwarded)
+            .await?;
+        permit.finish(second.max_rss);
+        forwarded.flush(&stream);
+        self.stats.update(|c| {
+            if second.exit.success() {
+                c.oom_retries_succeeded += 1;
+            } else {
+                c.oom_retries_failed += 1;
+            }
+        });
+        Ok(second)
+    }
+
+    /// Runs the process once under a token (and `permit`'s cgroup), forwarding its output
+    /// through `forwarded`.
+    async fn run_once(
+        &self,
+        mut spec: CommandSpec,
+        stream: &Option<UnboundedSender<OutputChunk>>,
+        cancel: CancellationToken,
+        build: Option<&Jobserver>,
+        permit: Option<&Permit>,
+        forwarded: &mut Forwarded,
     ) -> io::Result<ProcessOutput> {
         // A build that joined our own pool (through its fifo) already holds one of our
         // tokens for this job: take no second one, and count our pool once.
@@ -61,19 +153,12 @@ impl Launcher {
         } else {
             build.map_or_else(|| "no jobserver".to_owned(), Jobserver::id)
         };
-        let token = if own_pool {
-            None
-        } else {
-            tokio::select! {
-                token = self.jobserver.acquire() => Some(token?),
-                _ = cancel.cancelled() => {
-                    return Err(Cancelled::error("while waiting for a jobserver token"));
-                }
-            }
-        };
+        let token = self.server_token(own_pool, &cancel).await?;
         let proxy = Proxy::new()?;
         let env = proxy.child_env(spec.env_var("MAKEFLAGS").map(|v| v.as_os_str()));
         give_jobserver(&mut spec, env, proxy.fds());
+        spec.oom_score_adj = Some(COMPILER_OOM_SCORE_ADJ);
+        spec.cgroup_procs = permit.and_then(Permit::cgroup_procs);
         let levels: Vec<Jobserver> = build
             .into_iter()
             .cloned()
@@ -84,21 +169,31 @@ impl Launcher {
         let pid = Arc::new(AtomicU32::new(0));
         let (tx, mut rx) = mpsc::unbounded_channel();
         let seen = pid.clone();
+        let stream = stream.clone();
+        let oom = permit.map(Permit::oom_watch);
+        let mut gate = std::mem::take(forwarded);
         let forward = tokio::spawn(async move {
             while let Some(chunk) = rx.recv().await {
                 if let OutputChunk::Started(p) = chunk {
                     seen.store(p, Ordering::SeqCst);
                 }
-                if let Some(stream) = &stream {
-                    let _ = stream.send(chunk);
+                // Past an OOM kill, hold what comes: it may be the killed attempt's error.
+                if !gate.holding && oom.as_ref().is_some_and(OomWatch::struck) {
+                    gate.holding = true;
                 }
+                gate.pass(chunk, &stream);
             }
+            gate
         });
         let child = || Some(pid.load(Ordering::SeqCst)).filter(|p| *p != 0);
         let run = self.runner.run(spec, Some(tx), cancel);
         let started = std::time::Instant::now();
-        let (result, report) = proxy.serve(&levels, child, run).await;
-        let _ = forward.await;
+        let memory = self.memory.clone();
+        let may_grant = || !memory.as_ref().is_some_and(|m| m.short());
+        let (result, report) = proxy.serve_gated(&levels, child, may_grant, run).await;
+        if let Ok(gate) = forward.await {
+            *forwarded = gate;
+        }
         // The runner returns only after the child is reaped, so the token is free now.
         let main_time = if token.is_some() {
             started.elapsed()
@@ -128,6 +223,48 @@ impl Launcher {
         result
     }
 
+    /// Admits a compile that the client runs itself (a link, an uncacheable call): memory
+    /// for `slot` (only when nothing else runs, if `alone`), then a token of the server's
+    /// pool unless the build joined it. Ends when dropped. Errors: `cancel` fired, or the
+    /// pool failed.
+    pub async fn admit(
+        &self,
+        slot: &Slot,
+        alone: bool,
+        build: Option<&Jobserver>,
+        cancel: &CancellationToken,
+    ) -> io::Result<Admission> {
+        let permit = match &self.memory {
+            Some(memory) => tokio::select! {
+                permit = memory.admit(slot, alone) => Some(permit),
+                _ = cancel.cancelled() => return Err(Cancelled::error("while waiting for memory")),
+            },
+            None => None,
+        };
+        let own_pool = build.is_some_and(|b| b.same_pool(&self.jobserver));
+        let token = self.server_token(own_pool, cancel).await?;
+        Ok(Admission {
+            permit,
+            _token: token,
+        })
+    }
+
+    /// A token of the server's pool, unless the build joined that pool (`own_pool`: its
+    /// client already holds one of ours for this job).
+    async fn server_token(
+        &self,
+        own_pool: bool,
+        cancel: &CancellationToken,
+    ) -> io::Result<Option<cachet_jobserver::Token>> {
+        if own_pool {
+            return Ok(None);
+        }
+        tokio::select! {
+            token = self.jobserver.acquire() => Ok(Some(token?)),
+            _ = cancel.cancelled() => Err(Cancelled::error("while waiting for a jobserver token")),
+        }
+    }
+
     /// Runs a cheap probe (such as `--version`): no token, and no jobserver at all.
     pub async fn run_probe(&self, mut spec: CommandSpec) -> io::Result<ProcessOutput> {
         for var in JOBSERVER_VARS {
@@ -135,6 +272,103 @@ impl Launcher {
         }
         spec.inherit_fds.clear();
         self.runner.run(spec, None, CancellationToken::new()).await
+    }
+}
+
+/// A compile the client runs itself, admitted: its memory and its token of the server's
+/// pool, both given back on drop.
+pub struct Admission {
+    permit: Option<Permit>,
+    _token: Option<cachet_jobserver::Token>,
+}
+
+impl Admission {
+    /// The `cgroup.procs` file the compiler joins before exec, if it has a group.
+    pub fn cgroup_procs(&self) -> Option<std::ffi::CString> {
+        self.permit.as_ref().and_then(Permit::cgroup_procs)
+    }
+
+    /// Learns the run's peak (`max_rss` from the client's `wait4`, bytes) and says whether
+    /// the OOM killer struck it.
+    pub fn finish(&self, max_rss: Option<u64>) -> Measured {
+        match &self.permit {
+            Some(permit) => permit.finish(max_rss),
+            None => Measured {
+                peak: max_rss,
+                oom_killed: false,
+            },
+        }
+    }
+}
+
+/// A compile's output on its way to the client: what reached it (so that a retry does not
+/// print it twice) and what is held back (printed after an OOM kill).
+#[derive(Default)]
+struct Forwarded {
+    /// What reached the client, per stream (stdout, stderr).
+    sent: [Vec<u8>; 2],
+    /// In a retry: how much of `sent` the retry has repeated so far, per stream; None
+    /// once it printed something new (from then on everything passes).
+    repeated: [Option<usize>; 2],
+    /// Set once an OOM kill was seen: everything after is held.
+    holding: bool,
+    held: Vec<OutputChunk>,
+}
+
+impl Forwarded {
+    /// Starts a retry: nothing is held any more, and its repetition of what the client
+    /// already has is swallowed. What the failed attempt held is dropped.
+    fn retry(&mut self) {
+        self.holding = false;
+        self.held.clear();
+        self.repeated = [Some(0), Some(0)];
+    }
+
+    /// Sends what was held (the attempt is the last one).
+    fn flush(&mut self, stream: &Option<UnboundedSender<OutputChunk>>) {
+        self.holding = false;
+        for chunk in std::mem::take(&mut self.held) {
+            self.pass(chunk, stream);
+        }
+    }
+
+    fn pass(&mut self, chunk: OutputChunk, stream: &Option<UnboundedSender<OutputChunk>>) {
+        let (index, bytes) = match &chunk {
+            OutputChunk::Started(_) => {
+                if let Some(stream) = stream {
+                    let _ = stream.send(chunk);
+                }
+                return;
+            }
+            OutputChunk::Stdout(b) => (0, b),
+            OutputChunk::Stderr(b) => (1, b),
+        };
+        if self.holding {
+            self.held.push(chunk);
+            return;
+        }
+        let mut new = &bytes[..];
+        if let Some(done) = self.repeated[index] {
+            let before = &self.sent[index][done..];
+            let same = before.iter().zip(new).take_while(|(a, b)| a == b).count();
+            if same == new.len() && same < before.len() {
+                self.repeated[index] = Some(done + same);
+                return;
+            }
+            // It goes past what was sent, or differs: the rest is new.
+            self.repeated[index] = None;
+            new = &new[same..];
+        }
+        if new.is_empty() {
+            return;
+        }
+        self.sent[index].extend_from_slice(new);
+        if let Some(stream) = stream {
+            let _ = stream.send(match index {
+                0 => OutputChunk::Stdout(new.to_vec()),
+                _ => OutputChunk::Stderr(new.to_vec()),
+            });
+        }
     }
 }
 

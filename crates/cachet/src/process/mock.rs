@@ -39,6 +39,7 @@ pub fn output(code: i32, stdout: &[u8], stderr: &[u8]) -> ProcessOutput {
         exit: Exit::Code(code),
         stdout: stdout.to_vec(),
         stderr: stderr.to_vec(),
+        max_rss: None,
     }
 }
 

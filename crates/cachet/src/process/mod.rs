@@ -4,12 +4,13 @@
 //! processes; the mock records every spec so tests can assert the exact program, arguments,
 //! environment and working directory. [`Launcher`] adds the jobserver on top.
 
+pub mod child;
 mod launcher;
 #[cfg(test)]
 pub mod mock;
 mod tokio_runner;
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
@@ -18,9 +19,11 @@ use async_trait::async_trait;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+use crate::memory::Slot;
+
 #[cfg(test)]
 pub use launcher::JOBSERVER_VARS;
-pub use launcher::Launcher;
+pub use launcher::{COMPILER_OOM_SCORE_ADJ, Launcher};
 pub use tokio_runner::TokioRunner;
 
 /// Everything about a child process, so that nothing is inherited by accident.
@@ -35,6 +38,14 @@ pub struct CommandSpec {
     pub umask: Option<u32>,
     /// Descriptors that stay open in the child under the same numbers (the jobserver pipe).
     pub inherit_fds: Vec<RawFd>,
+    /// The compile's memory slot: set for a real compile, which then waits for memory
+    /// admission; None for probes and the preprocessor runs of the hit path.
+    pub memory: Option<Slot>,
+    /// A cgroup's `cgroup.procs` that the child joins before exec (set by the launcher).
+    pub cgroup_procs: Option<CString>,
+    /// The child's `oom_score_adj` (-1000..=1000), so the OOM killer takes a retryable
+    /// compiler before the build tool or the server.
+    pub oom_score_adj: Option<i32>,
 }
 
 impl CommandSpec {
@@ -46,6 +57,9 @@ impl CommandSpec {
             cwd: cwd.into(),
             umask: None,
             inherit_fds: Vec::new(),
+            memory: None,
+            cgroup_procs: None,
+            oom_score_adj: None,
         }
     }
 
@@ -147,6 +161,9 @@ pub struct ProcessOutput {
     pub exit: Exit,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// The peak resident set of the largest single process (`wait4`'s `ru_maxrss`, bytes),
+    /// where the runner could read it.
+    pub max_rss: Option<u64>,
 }
 
 #[async_trait]

@@ -1,14 +1,17 @@
 //! The real process runner, on tokio.
 
 use std::io;
-use std::os::unix::process::CommandExt;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::Stdio;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::unix::pipe;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+use super::child::{reap, write_before_exec};
 use super::{Cancelled, Exit};
 use super::{CommandSpec, OutputChunk, ProcessOutput, ProcessRunner};
 
@@ -61,7 +64,6 @@ async fn pump(
 }
 
 fn exit_of(status: std::process::ExitStatus) -> Exit {
-    use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => Exit::Code(code),
         (None, Some(signal)) => Exit::Signal(signal),
@@ -89,9 +91,11 @@ impl ProcessRunner for TokioRunner {
             .process_group(0);
         let fds = spec.inherit_fds.clone();
         let umask = spec.umask;
+        let cgroup = spec.cgroup_procs.clone();
+        let oom_score_adj = spec.oom_score_adj.map(|adj| adj.to_string().into_bytes());
         // SAFETY: the hook runs in the forked child before exec, where only
-        // async-signal-safe calls are allowed: it calls only fcntl, umask and prctl, on
-        // plain ints, and allocates nothing (`fds` was built before the fork).
+        // async-signal-safe calls are allowed: it calls only fcntl, umask, prctl, open,
+        // write and close, on plain ints and on memory made before the fork.
         unsafe {
             command.pre_exec(move || {
                 for &fd in &fds {
@@ -106,37 +110,50 @@ impl ProcessRunner for TokioRunner {
                 // If the server dies, the compiler must not go on writing outputs that the
                 // client's fallback compile is also writing.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // "0" moves the writer itself: the compile's whole tree is in the group.
+                if let Some(procs) = &cgroup {
+                    write_before_exec(procs, b"0");
+                }
+                if let Some(adj) = &oom_score_adj {
+                    write_before_exec(c"/proc/self/oom_score_adj", adj);
+                }
                 Ok(())
             });
         }
-        let mut child = tokio::process::Command::from(command).spawn()?;
-        let mut killer = GroupKiller {
-            pgid: child.id().map(|id| id as i32),
-        };
-        if let (Some(stream), Some(pid)) = (&stream, child.id()) {
-            let _ = stream.send(OutputChunk::Started(pid));
-        }
+        let mut child = command.spawn()?;
+        let pid = child.id() as i32;
+        let mut killer = GroupKiller { pgid: Some(pid) };
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
+        // The std child is never waited on through std: `reap` does it, with its rusage.
+        drop(child);
+        let mut reaper = tokio::task::spawn_blocking(move || reap(pid));
+        if let Some(stream) = &stream {
+            let _ = stream.send(OutputChunk::Started(pid as u32));
+        }
+        let stdout = pipe::Receiver::from_owned_fd(OwnedFd::from(stdout))?;
+        let stderr = pipe::Receiver::from_owned_fd(OwnedFd::from(stderr))?;
 
         let finish = async {
             let (out, err, status) = tokio::join!(
                 pump(stdout, stream.clone(), OutputChunk::Stdout),
                 pump(stderr, stream.clone(), OutputChunk::Stderr),
-                child.wait()
+                &mut reaper
             );
+            let status = status.map_err(|e| io::Error::other(format!("reaping failed: {e}")))?;
             io::Result::Ok((out?, err?, status?))
         };
         tokio::select! {
             result = finish => {
-                let (stdout, stderr, status) = result?;
+                let (stdout, stderr, (status, max_rss)) = result?;
                 // Exited and reaped: nothing of the group is ours to kill any more.
                 killer.pgid = None;
-                Ok(ProcessOutput { exit: exit_of(status), stdout, stderr })
+                let exit = exit_of(std::process::ExitStatus::from_raw(status));
+                Ok(ProcessOutput { exit, stdout, stderr, max_rss: Some(max_rss) })
             }
             _ = cancel.cancelled() => {
                 killer.kill();
-                let _ = child.wait().await;
+                let _ = reaper.await;
                 Err(Cancelled::error("the client went away"))
             }
         }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::stats::StatsSnapshot;
 
 /// Bump on any change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 const HANDSHAKE_MAGIC: &[u8; 6] = b"CACHET";
 
@@ -63,6 +63,24 @@ pub enum Request {
     CleanupCache,
     /// Wait, with a bound, until every pending cache write (to every level) is done.
     Flush,
+    /// After `RunLocally` with an admission: the compiler the client ran has ended. The
+    /// answer is `Finished` (exit as it did) or `RunAgain` (the OOM killer struck it).
+    LocalExit {
+        /// How the compiler ended.
+        exit: Exit,
+        /// Its peak resident set (`wait4`'s `ru_maxrss`, bytes), if known.
+        max_rss: Option<u64>,
+    },
+}
+
+/// The server's admission of a compile the client runs itself; it lasts until the client
+/// reports `LocalExit` or goes away.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admission {
+    /// A cgroup's `cgroup.procs` for the compiler to join before exec (it writes `0`).
+    pub cgroup_procs: Option<Bytes>,
+    /// The compiler's `oom_score_adj`.
+    pub oom_score_adj: i32,
 }
 
 /// One compiler invocation, as the build tool made it.
@@ -129,11 +147,16 @@ pub enum Response {
     Stderr(Vec<u8>),
     /// The compile is over; output files are in place.
     Finished(Exit),
-    /// The server will not handle this compile: the client runs the compiler itself.
+    /// The server will not cache this compile: the client runs the compiler itself. With
+    /// an admission, as its child, reporting `LocalExit`; without, it may exec it.
     RunLocally {
         /// Why (the stats label).
         reason: String,
+        /// The run's admission (memory and a token), when the server gave one.
+        admission: Option<Admission>,
     },
+    /// The OOM killer struck the client's run: run it once more, under this admission.
+    RunAgain(Admission),
     /// The statistics.
     Stats(Box<StatsSnapshot>),
     /// A management request is done; the text says what was done.

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cachet_jobserver::Jobserver;
-use tokio::io::AsyncReadExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -16,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 use super::Server;
 use crate::compiler::basedir::BaseDirs;
 use crate::compiler::{Event, Invocation, Job, LocalExecutor, Outcome};
+use crate::memory::Slot;
 use crate::process;
-use crate::protocol::frame::write_message_async;
-use crate::protocol::{CompileRequest, Exit, Response};
+use crate::protocol::frame::{read_frame_async, write_message_async};
+use crate::protocol::{self, CompileRequest, Exit, Request, Response};
 
 /// The variable that makes a compile overwrite its entry, never hit.
 const RECACHE_VAR: &str = "CACHET_RECACHE";
@@ -63,9 +63,11 @@ pub(crate) fn final_response(outcome: &Outcome) -> Option<Response> {
         Outcome::Failed(exit) => Response::Finished(wire_exit(*exit)),
         Outcome::Uncacheable(reason) => Response::RunLocally {
             reason: reason.to_string(),
+            admission: None,
         },
         Outcome::Error(e) => Response::RunLocally {
             reason: format!("server error: {e}"),
+            admission: None,
         },
         Outcome::Cancelled => return None,
     })
@@ -79,7 +81,8 @@ fn wire_exit(exit: process::Exit) -> Exit {
 }
 
 /// Runs one compile while watching the socket: when the client goes away (killed, or
-/// interrupted by the user), the compile is cancelled and its compiler killed.
+/// interrupted by the user), the compile is cancelled and its compiler killed. A compile
+/// the server does not cache is run by the client under an admission (see [`run_locally`]).
 pub(super) async fn serve(
     server: &Arc<Server>,
     request: CompileRequest,
@@ -90,19 +93,29 @@ pub(super) async fn serve(
     let _running = server.compile_started();
     let cancel = CancellationToken::new();
     let (events, mut rx) = mpsc::unbounded_channel();
+    let invocation = invocation(request);
+    let slot = Slot::of(&invocation.compiler, &invocation.cwd, &invocation.args);
     let job = Job {
-        invocation: invocation(request),
-        executor: Arc::new(LocalExecutor::new(server.launcher.clone(), build)),
+        invocation,
+        executor: Arc::new(LocalExecutor::new(server.launcher.clone(), build.clone())),
         events,
         cancel: cancel.clone(),
         strip_colour: Default::default(),
     };
 
+    // The client sends nothing while the server compiles; after an admitted `RunLocally`
+    // it reports how its run ended. The end of the stream means it closed or died.
     let watch_cancel = cancel.clone();
+    let (client_tx, mut client_rx) = mpsc::unbounded_channel();
     let watcher = tokio::spawn(async move {
-        let mut byte = [0u8; 1];
-        // The client sends nothing more; any return means it closed or died.
-        let _ = reader.read(&mut byte).await;
+        while let Ok(Some(frame)) = read_frame_async(&mut reader).await {
+            match protocol::decode::<Request>(&frame) {
+                Ok(request) => {
+                    let _ = client_tx.send(request);
+                }
+                Err(_) => break,
+            }
+        }
         watch_cancel.cancel();
     });
 
@@ -128,12 +141,98 @@ pub(super) async fn serve(
             },
         }
     }
-    if let Some(last) = outcome.as_ref().and_then(final_response)
-        && !client_gone
-    {
-        let _ = write_message_async(&mut writer, &last).await;
+    match outcome.as_ref().and_then(final_response) {
+        Some(Response::RunLocally { reason, .. }) if !client_gone => {
+            let local = LocalRun {
+                server,
+                slot: &slot,
+                build: build.as_ref(),
+                cancel: &cancel,
+            };
+            local.run(reason, &mut writer, &mut client_rx).await;
+        }
+        Some(last) if !client_gone => {
+            let _ = write_message_async(&mut writer, &last).await;
+        }
+        _ => {}
     }
     watcher.abort();
+}
+
+/// A compile the client runs itself, admitted like one the server runs (memory and a
+/// token, no cache): links, and every call the server does not cache.
+struct LocalRun<'a> {
+    server: &'a Arc<Server>,
+    slot: &'a Slot,
+    build: Option<&'a Jobserver>,
+    cancel: &'a CancellationToken,
+}
+
+impl LocalRun<'_> {
+    /// Admits the run, tells the client to go ahead, and waits for its `LocalExit`; runs
+    /// it once more, alone, if the OOM killer struck it. The admission ends with the run
+    /// or when the client goes away.
+    async fn run(
+        &self,
+        reason: String,
+        writer: &mut OwnedWriteHalf,
+        from_client: &mut mpsc::UnboundedReceiver<Request>,
+    ) {
+        let launcher = &self.server.launcher;
+        let mut alone = false;
+        loop {
+            let Ok(admission) = launcher
+                .admit(self.slot, alone, self.build, self.cancel)
+                .await
+            else {
+                return;
+            };
+            let wire = protocol::Admission {
+                cgroup_procs: admission.cgroup_procs().map(|path| path.into_bytes()),
+                oom_score_adj: process::COMPILER_OOM_SCORE_ADJ,
+            };
+            let go = if alone {
+                Response::RunAgain(wire)
+            } else {
+                Response::RunLocally {
+                    reason: reason.clone(),
+                    admission: Some(wire),
+                }
+            };
+            if write_message_async(writer, &go).await.is_err() {
+                return;
+            }
+            let (exit, max_rss) = match from_client.recv().await {
+                Some(Request::LocalExit { exit, max_rss }) => (exit, max_rss),
+                // Gone, or not following the protocol: the admission ends either way.
+                _ => return,
+            };
+            let measured = admission.finish(max_rss);
+            drop(admission);
+            let stats = &self.server.stats;
+            if alone {
+                stats.update(|c| {
+                    if exit.success() {
+                        c.oom_retries_succeeded += 1;
+                    } else {
+                        c.oom_retries_failed += 1;
+                    }
+                });
+            } else {
+                stats.update(|c| c.local_runs_admitted += 1);
+                if measured.oom_killed && !exit.success() {
+                    tracing::warn!(
+                        "the OOM killer took a process of {}; the client runs it once more, alone",
+                        self.slot.label
+                    );
+                    alone = true;
+                    continue;
+                }
+            }
+            let _ = write_message_async(writer, &Response::Finished(exit)).await;
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -205,13 +304,15 @@ mod tests {
                 NotCacheable::Arguments(Unsupported::Refused("linking (no -c)"))
             ))),
             Some(Response::RunLocally {
-                reason: "linking (no -c)".into()
+                reason: "linking (no -c)".into(),
+                admission: None
             })
         );
         assert_eq!(
             final_response(&Outcome::Error(std::io::Error::other("disk on fire"))),
             Some(Response::RunLocally {
-                reason: "server error: disk on fire".into()
+                reason: "server error: disk on fire".into(),
+                admission: None
             })
         );
         assert_eq!(final_response(&Outcome::Cancelled), None);

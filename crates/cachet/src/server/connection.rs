@@ -132,6 +132,10 @@ pub async fn handle(server: Arc<Server>, stream: UnixStream, mut guard: Connecti
                     ))
                 }
             }
+            Request::LocalExit { .. } => {
+                server.stats.update(|c| c.protocol_errors += 1);
+                Response::Error("LocalExit without an admitted compile".into())
+            }
             Request::ClearCache => {
                 let disk = server.disk.clone();
                 match tokio::task::spawn_blocking(move || disk.clear()).await {

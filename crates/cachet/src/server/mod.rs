@@ -22,6 +22,7 @@ use crate::cache::{Cache, DiskCache, DiskStorage, Storage};
 use crate::compiler::{CompileService, observe};
 use crate::config::Config;
 use crate::daemon::close_inherited_fds;
+use crate::memory::{self, Memory};
 use crate::paths::{FileLock, RuntimeDir};
 use crate::process::{Launcher, TokioRunner};
 use crate::stats::{CacheSnapshot, JobserverSnapshot, Stats, StatsSnapshot, millis};
@@ -31,6 +32,13 @@ pub(crate) const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// Hidden switch for fault tests on machines that refuse tmpfs and bind mounts.
 const FAULT_VAR: &str = "CACHET_TEST_STORAGE_FAULT";
+
+/// Set (not empty) in the server's environment, compiles get no cgroup and peaks are
+/// measured by `ru_maxrss` (for tests of that fallback).
+const NO_CGROUPS_VAR: &str = "CACHET_TEST_NO_CGROUPS";
+
+/// The server's own `oom_score_adj`: the OOM killer takes compilers (500) first.
+const SERVER_OOM_SCORE_ADJ: i32 = -500;
 
 /// Everything the server shares between its connections.
 pub(crate) struct Server {
@@ -138,6 +146,11 @@ impl Server {
                 max_size_bytes: self.config.cache_size,
                 usage_error,
             },
+            memory: self
+                .launcher
+                .memory()
+                .map(|m| m.snapshot())
+                .unwrap_or_default(),
             jobserver: JobserverSnapshot {
                 tokens: j.capacity as u64,
                 tokens_held: j.held as u64,
@@ -154,6 +167,9 @@ impl Server {
     pub(crate) fn zero_stats(&self) {
         self.stats.zero();
         self.jobserver.zero_stats();
+        if let Some(memory) = self.launcher.memory() {
+            memory.zero_stats();
+        }
     }
 
     /// Begins shutdown and waits until it has drained; returns the writes dropped.
@@ -279,8 +295,21 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
     ));
     // A fifo in the private runtime dir: `cachet jobserver-env` lets make 4.4 or ninja join it.
     let jobserver = Jobserver::new_fifo(config.jobs(), &runtime.jobserver_fifo())?;
-    let launcher =
-        Launcher::new(Arc::new(TokioRunner), jobserver.clone()).with_stats(stats.clone());
+    let memory = Memory::new(
+        memory::Settings {
+            limit: config.memory_limit,
+            default: config.memory_default,
+            history: Some(config.cache_dir.join(memory::HISTORY_FILE)),
+            cgroups: std::env::var_os(NO_CGROUPS_VAR).is_none_or(|v| v.is_empty()),
+        },
+        stats.clone(),
+    );
+    // Compilers are the OOM killer's preferred victims, the server its last choice (a
+    // lower score needs CAP_SYS_RESOURCE; without it the server keeps its own).
+    let _ = std::fs::write("/proc/self/oom_score_adj", SERVER_OOM_SCORE_ADJ.to_string());
+    let launcher = Launcher::new(Arc::new(TokioRunner), jobserver.clone())
+        .with_stats(stats.clone())
+        .with_memory(memory.clone());
     let (interposer, observation) = if config.observe {
         match observe::Interposer::install(runtime.path()) {
             Ok(interposer) => (Some(interposer), "on".to_owned()),
@@ -352,6 +381,7 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
     if dropped > 0 {
         tracing::warn!("dropped {dropped} cache writes that did not finish in {DRAIN_LIMIT:?}");
     }
+    memory.shutdown();
     server.stopped.send_replace(Some(dropped));
     connections.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), connections.wait()).await;

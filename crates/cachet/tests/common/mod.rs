@@ -62,6 +62,8 @@ impl Env {
             .env("CACHET_RUNTIME_DIR", &self.runtime_dir)
             // A server a failed test leaves behind goes away by itself.
             .env("CACHET_IDLE_TIMEOUT", "120")
+            // No memory cgroups in the machine's tree: the memory tests make their own.
+            .env("CACHET_TEST_NO_CGROUPS", "1")
             .env("LANG", "C")
             .env("LC_ALL", "C");
         for (k, v) in &self.extra_env {
@@ -395,4 +397,19 @@ pub fn outcome_of_command(env: &Env, cmd: &mut Command) -> (&'static str, Output
         _ => "other",
     };
     (kind, out)
+}
+
+/// Builds the C program `tests/fixtures/<name>.c` into the test's temp dir; its path.
+pub fn fixture_program(env: &Env, name: &str) -> String {
+    let out = env.dir.path().join(name);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.c"));
+    let status = Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&out)
+        .arg(source)
+        .stdin(no_input())
+        .status()
+        .unwrap();
+    assert!(status.success(), "cannot build the fixture {name}");
+    out.to_str().unwrap().to_owned()
 }

@@ -108,3 +108,78 @@ async fn cancel_while_waiting_for_a_token() {
     assert_eq!(err.kind(), io::ErrorKind::Interrupted);
     assert!(mock.calls().is_empty());
 }
+
+fn collect(rx: &mut mpsc::UnboundedReceiver<OutputChunk>) -> Vec<OutputChunk> {
+    let mut all = Vec::new();
+    while let Ok(chunk) = rx.try_recv() {
+        all.push(chunk);
+    }
+    all
+}
+
+#[test]
+fn a_retry_repeats_nothing_the_client_has_and_the_killed_attempts_tail_is_dropped() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let stream = Some(tx);
+    let mut out = Forwarded::default();
+    out.pass(OutputChunk::Stderr(b"warning: a\n".to_vec()), &stream);
+    // The OOM killer struck: what follows is held.
+    out.holding = true;
+    out.pass(
+        OutputChunk::Stderr(b"fatal error: Killed signal\n".to_vec()),
+        &stream,
+    );
+    assert_eq!(
+        collect(&mut rx),
+        [OutputChunk::Stderr(b"warning: a\n".to_vec())]
+    );
+    out.retry();
+    out.pass(OutputChunk::Started(7), &stream);
+    out.pass(OutputChunk::Stderr(b"warn".to_vec()), &stream);
+    out.pass(OutputChunk::Stderr(b"ing: a\nwarning: b\n".to_vec()), &stream);
+    out.pass(OutputChunk::Stdout(b"done\n".to_vec()), &stream);
+    out.flush(&stream);
+    assert_eq!(
+        collect(&mut rx),
+        [
+            OutputChunk::Started(7),
+            OutputChunk::Stderr(b"warning: b\n".to_vec()),
+            OutputChunk::Stdout(b"done\n".to_vec()),
+        ]
+    );
+}
+
+#[test]
+fn a_retry_that_prints_something_else_is_passed_from_where_it_differs() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let stream = Some(tx);
+    let mut out = Forwarded::default();
+    out.pass(OutputChunk::Stderr(b"abc".to_vec()), &stream);
+    out.retry();
+    out.pass(OutputChunk::Stderr(b"abX".to_vec()), &stream);
+    out.pass(OutputChunk::Stderr(b"abc".to_vec()), &stream);
+    out.flush(&stream);
+    assert_eq!(
+        collect(&mut rx)[1..],
+        [
+            OutputChunk::Stderr(b"X".to_vec()),
+            OutputChunk::Stderr(b"abc".to_vec())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn every_compiler_is_the_oom_killers_first_choice_and_a_probe_is_left_alone() {
+    let mock = MockRunner::new(|_| Ok(output(0, b"", b"")));
+    let launcher = Launcher::new(Arc::new(mock.clone()), Jobserver::new(1).unwrap());
+    let spec = CommandSpec::new("/usr/bin/gcc", "/src");
+    launcher
+        .run_compiler(spec.clone(), None, CancellationToken::new(), None)
+        .await
+        .unwrap();
+    launcher.run_probe(spec).await.unwrap();
+    let calls = mock.calls();
+    assert_eq!(calls[0].oom_score_adj, Some(COMPILER_OOM_SCORE_ADJ));
+    assert_eq!(calls[0].cgroup_procs, None, "no memory admission, no group");
+    assert_eq!(calls[1].oom_score_adj, None);
+}

@@ -85,6 +85,7 @@ async fn a_probe_killed_by_a_signal_is_asked_again() {
         exit: Exit::Signal(9),
         stdout: vec![],
         stderr: vec![],
+        max_rss: None,
     };
     let (launcher, _, calls) = answering(vec![killed, output(0, GCC_MACROS, b"")]);
     let cache = IdentityCache::default();
