@@ -493,11 +493,21 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let mine = self.group.take();
         drop(self.memory.release(self.id, self.need));
-        if let (Some(group), Some(pool)) = (mine, self.memory.pool.as_ref())
+        if let Some(group) = mine
             // Ours alone now: the compile's processes are reaped.
             && let Ok(group) = Arc::try_unwrap(group)
         {
-            pool.give_back(group);
+            // Emptying the group reclaims its pages: off the async threads when on them.
+            let memory = self.memory.clone();
+            let give_back = move || {
+                if let Some(pool) = &memory.pool {
+                    pool.give_back(group);
+                }
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(give_back)),
+                Err(_) => give_back(),
+            }
         }
     }
 }

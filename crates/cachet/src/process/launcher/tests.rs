@@ -136,7 +136,10 @@ fn a_retry_repeats_nothing_the_client_has_and_the_killed_attempts_tail_is_droppe
     out.retry();
     out.pass(OutputChunk::Started(7), &stream);
     out.pass(OutputChunk::Stderr(b"warn".to_vec()), &stream);
-    out.pass(OutputChunk::Stderr(b"ing: a\nwarning: b\n".to_vec()), &stream);
+    out.pass(
+        OutputChunk::Stderr(b"ing: a\nwarning: b\n".to_vec()),
+        &stream,
+    );
     out.pass(OutputChunk::Stdout(b"done\n".to_vec()), &stream);
     out.flush(&stream);
     assert_eq!(
