@@ -87,7 +87,7 @@ fn eight_compiles_with_room_for_two_never_run_more_than_two_at_once() {
     let (env, hog) = setup("250M", "100M");
     let env = env
         .with_env("MEMHOG_MIB", "100")
-        .with_env("MEMHOG_HOLD_MS", "300");
+        .with_env("MEMHOG_HOLD_MS", "1000");
     let mut children = Vec::new();
     for n in 0..8 {
         source(&env, &format!("f{n}.c"), n);
@@ -134,7 +134,7 @@ fn a_compile_larger_than_the_whole_budget_runs_alone_and_succeeds() {
     let mut big = env.cachet();
     big.args([&hog, "-c", "big.c", "-o", "big.o"])
         .env("MEMHOG_MIB", "400")
-        .env("MEMHOG_HOLD_MS", "300")
+        .env("MEMHOG_HOLD_MS", "1000")
         .env("CACHET_RECACHE", "1");
     let mut children = vec![big.spawn().unwrap()];
     for n in 0..3 {
@@ -144,7 +144,7 @@ fn a_compile_larger_than_the_whole_budget_runs_alone_and_succeeds() {
         small
             .args([&hog, "-c", &c, "-o", &o])
             .env("MEMHOG_MIB", "20")
-            .env("MEMHOG_HOLD_MS", "300");
+            .env("MEMHOG_HOLD_MS", "1000");
         children.push(small.spawn().unwrap());
     }
     for mut child in children {
@@ -185,9 +185,12 @@ fn a_hit_completes_while_a_held_compile_is_still_waiting() {
     source(&env, "hit.c", 0);
     // The entry the hit will come from (plain gcc: no fake compiler needed).
     env.ok(&["gcc", "-c", "hit.c", "-o", "hit.o"]);
+    env.settle();
+    // They hold their memory until the test says so: no timing decides the order.
+    let release = env.dir.path().join("release");
     let env = env
         .with_env("MEMHOG_MIB", "100")
-        .with_env("MEMHOG_HOLD_MS", "2000");
+        .with_env("MEMHOG_UNTIL", release.to_str().unwrap());
     let mut children = Vec::new();
     for n in 1..=3 {
         source(&env, &format!("w{n}.c"), n);
@@ -209,6 +212,7 @@ fn a_hit_completes_while_a_held_compile_is_still_waiting() {
         starts_at_hit, 2,
         "the held compile had not started when the hit was done"
     );
+    std::fs::write(&release, "").unwrap();
     for mut child in children {
         assert!(child.wait().unwrap().success());
     }
@@ -220,7 +224,7 @@ fn a_link_waits_for_admission_like_a_compile() {
     let (env, hog) = setup("250M", "100M");
     let env = env
         .with_env("MEMHOG_MIB", "100")
-        .with_env("MEMHOG_HOLD_MS", "300");
+        .with_env("MEMHOG_HOLD_MS", "1000");
     let mut children = Vec::new();
     for n in 0..4 {
         env.write(
