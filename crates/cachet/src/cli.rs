@@ -17,7 +17,7 @@ use crate::server;
     version,
     about = "A compiler cache with a background server and a GNU make jobserver",
     override_usage = "cachet <COMPILER> [ARGS]...\n       cachet [OPTIONS]",
-    after_help = "Use it as a wrapper: CC=\"cachet gcc\" make -j8, or RUSTC_WRAPPER=cachet cargo build.\n`eval \"$(cachet jobserver-env)\"` lets make 4.4+, ninja or cargo join the machine-wide pool.\nConfiguration: $XDG_CONFIG_HOME/cachet/config.toml or CACHET_CONFIG; CACHET_* variables override it."
+    after_help = "Use it as a wrapper: CC=\"cachet gcc\" make -j8, or RUSTC_WRAPPER=cachet cargo build.\n`cachet explain [PATH…] [--last N]` says why compiles missed.\n`eval \"$(cachet jobserver-env)\"` lets make 4.4+, ninja or cargo join the machine-wide pool.\nConfiguration: $XDG_CONFIG_HOME/cachet/config.toml or CACHET_CONFIG; CACHET_* variables override it."
 )]
 struct Cli {
     /// Show the server's statistics.
@@ -64,6 +64,8 @@ pub enum Mode {
     },
     /// `cachet jobserver-env`: shell settings that join the server's pool.
     JobserverEnv,
+    /// `cachet explain [PATH…] [--last N] [--json]`: why compiles missed.
+    Explain(commands::ExplainArgs),
     /// `--internal-run-server`: be the server, in the foreground.
     RunServer,
     /// Management actions, in the order they run (see [`Action`]).
@@ -133,6 +135,15 @@ pub fn mode(mut argv: Vec<OsString>) -> Mode {
     if argv.get(1).is_some_and(|a| a == "jobserver-env") {
         return Mode::JobserverEnv;
     }
+    if argv.get(1).is_some_and(|a| a == "explain") {
+        return match commands::ExplainArgs::parse(&argv[2..]) {
+            Ok(args) => Mode::Explain(args),
+            Err(usage) => {
+                eprintln!("{usage}");
+                std::process::exit(2)
+            }
+        };
+    }
     // `cachet <compiler> args…`: the first argument is not an option. Words that name
     // cachet itself (`cachet cachet gcc`) are skipped.
     while argv.len() > 2 && client::names_cachet(&argv[1]) {
@@ -197,6 +208,7 @@ pub fn main() -> ExitCode {
 fn run(mode: Mode, config: Config) -> i32 {
     match mode {
         Mode::JobserverEnv => report(commands::jobserver_env(&config)),
+        Mode::Explain(args) => report(commands::explain(&config, &args)),
         Mode::RunServer => {
             crate::logging::init_server(config.log.as_deref());
             server::run(config)

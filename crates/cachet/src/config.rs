@@ -106,6 +106,9 @@ pub struct Config {
     /// `memory_default`: the predicted peak of a compile never seen (bytes; None: learned
     /// per kind).
     pub memory_default: Option<u64>,
+    /// `explain_key`: a team's shared key that hides values in recipes (None: a key of
+    /// this machine's own, and no recipes shared through remote levels).
+    pub explain_key: Option<String>,
 }
 
 const KEYS: &[&str] = &[
@@ -120,6 +123,7 @@ const KEYS: &[&str] = &[
     "base_dirs",
     "memory_limit",
     "memory_default",
+    "explain_key",
 ];
 
 /// One raw setting before it is checked: its text (or TOML value) and its origin.
@@ -183,6 +187,7 @@ impl Config {
             ("observe", "CACHET_OBSERVE"),
             ("memory_limit", "CACHET_MEMORY_LIMIT"),
             ("memory_default", "CACHET_MEMORY_DEFAULT"),
+            ("explain_key", "CACHET_EXPLAIN_KEY"),
         ] {
             if let Some(value) = env_str(var) {
                 raw.insert(key, (Raw::Text(value), Origin::Env(var)));
@@ -276,7 +281,14 @@ impl Config {
             None => None,
         };
 
+        let explain_key = match take("explain_key") {
+            Some((Raw::Text(s), _)) | Some((Raw::Toml(toml::Value::String(s)), _)) => Some(s),
+            Some((_, origin)) => return Err(bad("explain_key", origin, "expected a string")),
+            None => None,
+        };
+
         Ok(Config {
+            explain_key,
             memory_limit,
             memory_default,
             base_dirs,

@@ -50,3 +50,20 @@ pub fn parse_bool(text: &str) -> Option<bool> {
         _ => None,
     }
 }
+
+/// Seconds since the epoch, now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A time this many seconds back, for people: "just now", "5 min ago", "3 h ago", "3 days ago".
+pub fn ago(seconds: u64) -> String {
+    match seconds {
+        0..=59 => "just now".into(),
+        60..=3599 => format!("{} min ago", seconds / 60),
+        3600..=86399 => format!("{} h ago", seconds / 3600),
+        _ => format!("{} days ago", seconds / 86400),
+    }
+}

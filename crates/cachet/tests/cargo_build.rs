@@ -515,3 +515,50 @@ fn cargo_clippy_is_cached_with_its_lints() {
         stderr(&allowed)
     );
 }
+
+/// `cachet explain` of a crate's outputs names what the compile read that changed: a
+/// variable a proc macro read, a variable `env!` read; and no secret shows.
+#[test]
+fn explain_names_the_variables_a_crate_read() {
+    let ws = Workspace::of("proc-env", &["level", "show"]);
+    let secret = "planted-secret-0815";
+    let flags = format!("--cfg api_token=\"{secret}\"");
+    ws.cargo(&["build"], &[("MY_LEVEL", "debug"), ("RUSTFLAGS", &flags)]);
+    ws.clean();
+    ws.cargo(&["build"], &[("MY_LEVEL", "info"), ("RUSTFLAGS", &flags)]);
+    ws.env.ok(&["--flush"]);
+    let show = ws.dir.join("target/debug/show");
+    let out = ws.env.ok(&["explain", show.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("/deps/show-"),
+        "the binary resolves to deps/: {text}"
+    );
+    assert!(text.contains("(Rust: crate show (bin) for "), "{text}");
+    assert!(
+        text.contains("changed: MY_LEVEL (its value is not shown)"),
+        "{text}"
+    );
+    let last = ws.env.ok(&["explain", "--last", "20", "--json"]);
+    let all = text + &String::from_utf8_lossy(&last.stdout);
+    assert!(!all.contains(secret), "{all}");
+
+    // A crate that reads a variable with env!.
+    let ws = Workspace::new();
+    ws.cargo(&["build"], &[]);
+    ws.clean();
+    ws.cargo(&["build"], &[("FIXTURE_GREETING", "bye")]);
+    ws.env.ok(&["--flush"]);
+    let rlib = std::fs::read_dir(ws.dir.join("target/debug/deps"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("libenvdep-") && name.ends_with(".rlib")
+        })
+        .unwrap();
+    let out = ws.env.ok(&["explain", rlib.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("changed: FIXTURE_GREETING"), "{text}");
+}

@@ -768,3 +768,47 @@ fn redis_over_tls_shares_across_checkouts() {
         "redis",
     );
 }
+
+/// Two machines (servers with their own local dirs) share a redis level with
+/// `explain = true` and a team `explain_key`; their checkouts sit at different paths and
+/// no base dirs are set. The second's miss is explained by what the first stored: the
+/// recorded cwd differs, and `explain` says how to fix it.
+#[test]
+fn a_miss_is_explained_by_what_another_machine_stored() {
+    let Some(url) = service("CACHET_TEST_REDIS") else {
+        return;
+    };
+    let prefix = unique_prefix("explain");
+    let machine = || {
+        let mut env = Env::new();
+        for (k, v) in [
+            ("CACHET_REDIS_ENDPOINT", url.as_str()),
+            ("CACHET_REDIS_PREFIX", prefix.as_str()),
+            ("CACHET_REDIS_EXPLAIN", "true"),
+            ("CACHET_EXPLAIN_KEY", "our team's key"),
+        ] {
+            env = env.with_env(k, v);
+        }
+        env.write("a.c", "int f(void) { return 1; }\n");
+        env
+    };
+    let (first, second) = (machine(), machine());
+    assert_ne!(first.work, second.work);
+    for env in [&first, &second] {
+        env.ok(&["gcc", "-g", "-c", "a.c", "-o", "a.o"]);
+        flush(env);
+    }
+    let out = second.ok(&["explain", "a.o"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("first compile of this output here; compared with what"),
+        "{text}"
+    );
+    let expected = format!(
+        "working directory differs and is recorded (-g without a prefix map): {} vs {}; \
+         set base_dirs and -fdebug-prefix-map",
+        first.work.display(),
+        second.work.display()
+    );
+    assert!(text.contains(&expected), "{text}");
+}

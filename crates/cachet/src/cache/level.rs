@@ -29,6 +29,8 @@ pub struct Level {
     pub name: String,
     pub kind: String,
     pub read_only: bool,
+    /// Whether `explain` recipes are shared through this level (`explain = true`).
+    pub explain: bool,
     storage: Arc<dyn Storage>,
     /// None for the local disk, which is never slow enough to need one.
     timeout: Option<Duration>,
@@ -47,6 +49,8 @@ pub struct LevelOptions {
     /// Failures in a row and cooldown; None for no breaker.
     pub breaker: Option<(u32, Duration)>,
     pub remove_corrupt: bool,
+    /// Share `explain` recipes through this level.
+    pub explain: bool,
 }
 
 impl LevelOptions {
@@ -59,6 +63,7 @@ impl LevelOptions {
             timeout: None,
             breaker: None,
             remove_corrupt: true,
+            explain: false,
         }
     }
 }
@@ -74,6 +79,7 @@ impl Level {
             name: options.name,
             kind: options.kind,
             read_only: options.read_only,
+            explain: options.explain,
             storage,
             timeout: options.timeout,
             breaker: options

@@ -238,6 +238,41 @@ impl Cache {
         });
     }
 
+    /// Whether any level shares `explain` recipes (`explain = true`).
+    pub fn shares_recipes(&self) -> bool {
+        self.levels.iter().any(|l| l.explain)
+    }
+
+    /// A recipe object another machine stored, from the levels that share them.
+    pub async fn get_shared_recipe(&self, key: &CacheKey) -> Option<CacheEntry> {
+        let levels: Vec<Arc<Level>> = self.levels.iter().filter(|l| l.explain).cloned().collect();
+        if levels.is_empty() {
+            return None;
+        }
+        read_levels(&levels, &self.stats, &self.pending, key).await
+    }
+
+    /// Stores a recipe object on the writable levels that share them, in the background.
+    pub fn put_shared_recipe_in_background(&self, key: CacheKey, recipe: CacheEntry) {
+        let targets: Vec<Arc<Level>> = self
+            .levels
+            .iter()
+            .filter(|l| l.explain && !l.read_only)
+            .cloned()
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let guard = self.pending.reserve();
+        let stats = self.stats.clone();
+        tokio::spawn(async move {
+            let bytes = recipe.encode();
+            let targets: Vec<&Arc<Level>> = targets.iter().collect();
+            write_all(&targets, &key, bytes, false, &stats).await;
+            drop(guard);
+        });
+    }
+
     /// Reads the entry at `key` (when `read_first`), lets `change` decide what to store
     /// there, and stores it on every writable level, all in the background and counted as
     /// one pending write.

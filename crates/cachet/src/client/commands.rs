@@ -1,8 +1,12 @@
 //! The management commands: statistics, starting and stopping the server, cache upkeep.
 
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
 use super::{ClientError, Connection, Start};
 use crate::config::Config;
-use crate::protocol::{Request, Response};
+use crate::protocol::{Explained, Request, Response};
 
 /// What a management command tells the user; the caller prints it and picks the exit code.
 pub type Outcome = Result<String, CommandError>;
@@ -85,6 +89,134 @@ pub fn cleanup(config: &Config) -> Outcome {
     done(ask(config, Start::IfNeeded, Request::CleanupCache))
 }
 
+/// `cachet explain`'s arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExplainArgs {
+    /// Outputs to explain (as given).
+    pub paths: Vec<PathBuf>,
+    /// With no paths: how many of the last misses (default 10).
+    pub last: u32,
+    /// Print JSON.
+    pub json: bool,
+}
+
+/// How `cachet explain` is used.
+pub const EXPLAIN_USAGE: &str = "usage: cachet explain [PATH...] [--last N] [--json]
+  Says why the compile of each output (object, rlib, binary, .rmeta) missed last time,
+  or, with no PATH, why the server's last N misses (default 10) missed.";
+
+impl ExplainArgs {
+    /// Parses the words after `explain`; Err is the usage text, with what was wrong.
+    pub fn parse(words: &[std::ffi::OsString]) -> Result<ExplainArgs, String> {
+        let mut args = ExplainArgs {
+            paths: Vec::new(),
+            last: 10,
+            json: false,
+        };
+        let mut words = words.iter();
+        while let Some(word) = words.next() {
+            let text = word.to_string_lossy();
+            let number = |n: Option<&str>| {
+                n.and_then(|n| n.parse::<u32>().ok()).ok_or_else(|| {
+                    format!("cachet explain: --last wants a number\n{EXPLAIN_USAGE}")
+                })
+            };
+            match text.as_ref() {
+                "--json" => args.json = true,
+                "--last" => args.last = number(words.next().map(|w| w.to_str().unwrap_or("")))?,
+                "-h" | "--help" => return Err(EXPLAIN_USAGE.into()),
+                _ if text.starts_with("--last=") => {
+                    args.last = number(text.strip_prefix("--last="))?
+                }
+                _ if text.starts_with('-') => {
+                    return Err(format!(
+                        "cachet explain: unknown option {text}\n{EXPLAIN_USAGE}"
+                    ));
+                }
+                _ => args.paths.push(PathBuf::from(word)),
+            }
+        }
+        Ok(args)
+    }
+}
+
+/// The compiled file behind `path`: absolute, and for cargo's uplifted artifacts
+/// (`target/debug/app`, a hard link) the `deps/app-<hash>` it links to.
+fn compiled_file(path: &Path) -> PathBuf {
+    let absolute = std::env::current_dir().map_or_else(|_| path.to_owned(), |d| d.join(path));
+    let absolute = std::fs::canonicalize(&absolute).unwrap_or(absolute);
+    if let Ok(meta) = std::fs::metadata(&absolute)
+        && meta.nlink() > 1
+        && let Some(deps) = absolute.parent().map(|p| p.join("deps"))
+        && let Ok(entries) = std::fs::read_dir(&deps)
+    {
+        for entry in entries.flatten() {
+            if let Ok(other) = entry.metadata()
+                && other.ino() == meta.ino()
+                && other.dev() == meta.dev()
+            {
+                return entry.path();
+            }
+        }
+    }
+    absolute
+}
+
+/// Why compiles missed: `cachet explain`.
+pub fn explain(config: &Config, args: &ExplainArgs) -> Outcome {
+    let paths: Vec<PathBuf> = args.paths.iter().map(|p| compiled_file(p)).collect();
+    let request = Request::Explain {
+        paths: paths
+            .iter()
+            .map(|p| p.as_os_str().as_bytes().to_vec())
+            .collect(),
+        last: args.last,
+    };
+    let found = match ask(config, Start::IfNeeded, request) {
+        Ok(Response::Explanations(found)) => found,
+        other => return done(other),
+    };
+    if args.json {
+        let list: Vec<serde_json::Value> = found
+            .iter()
+            .map(|(path, e)| {
+                serde_json::json!({
+                    "output": String::from_utf8_lossy(path),
+                    "explanation": e,
+                })
+            })
+            .collect();
+        return Ok(serde_json::to_string_pretty(&list)?);
+    }
+    if found.is_empty() {
+        return Ok("no misses since the server started".into());
+    }
+    let now = crate::units::unix_now();
+    let mut out = String::new();
+    for (path, explained) in found {
+        let path = String::from_utf8_lossy(&path);
+        match explained {
+            Some(Explained {
+                at,
+                language,
+                slot,
+                causes,
+            }) => {
+                let ago = crate::units::ago(now.saturating_sub(at));
+                out.push_str(&format!("{path} ({language}: {slot}), missed {ago}:\n"));
+                for cause in causes {
+                    out.push_str(&format!("  {cause}\n"));
+                }
+            }
+            None => out.push_str(&format!(
+                "{path}: no miss of it is known (its last compile was a hit, ran before \
+                 explanations were kept, or did not go through cachet)\n"
+            )),
+        }
+    }
+    Ok(out.trim_end().to_owned())
+}
+
 /// Shell settings that let make 4.4+, ninja 1.13, cargo or any jobserver client join the
 /// server's pool: `eval "$(cachet jobserver-env)"`.
 pub fn jobserver_env(config: &Config) -> Outcome {
@@ -126,6 +258,13 @@ pub fn show_config(config: &Config) -> Outcome {
                 Some(crate::memory::LimitSetting::Off) => "off".into(),
                 Some(crate::memory::LimitSetting::Share(s)) => format!("{}%", s * 100.0),
                 Some(crate::memory::LimitSetting::Bytes(b)) => b.to_string(),
+            },
+        ),
+        (
+            "explain_key",
+            match config.explain_key {
+                Some(_) => "**** (recipes are shared through remotes with explain = true)".into(),
+                None => "(none: this machine's own; recipes stay local)".into(),
             },
         ),
         (
@@ -175,7 +314,12 @@ pub fn show_config(config: &Config) -> Outcome {
             "  {index} {} ({}{}), timeout {:?}, breaker after {} failures for {:?}  # declared in {}\n",
             remote.name,
             remote.kind.name(),
-            if remote.read_only { ", read-only" } else { "" },
+            match (remote.read_only, remote.explain) {
+                (true, true) => ", read-only, shares explain recipes",
+                (true, false) => ", read-only",
+                (false, true) => ", shares explain recipes",
+                (false, false) => "",
+            },
             remote.timeout,
             remote.breaker_failures,
             remote.breaker_cooldown,
@@ -183,6 +327,11 @@ pub fn show_config(config: &Config) -> Outcome {
         ));
         for (key, value, origin) in remote.shown() {
             out.push_str(&format!("      {key:<18} = {value:<40} # {origin}\n"));
+        }
+        if remote.explain && config.explain_key.is_none() {
+            out.push_str(
+                "      ! explain = true needs explain_key: no recipes are shared without it\n",
+            );
         }
         // Setting a store up touches no network; what fails here, the server leaves out.
         if let Err(e) = remote.build_store() {

@@ -17,6 +17,7 @@ pub mod c;
 pub mod colour;
 pub mod depfile;
 pub mod executor;
+pub mod explain;
 pub mod file_hashes;
 mod inflight;
 pub mod job;
@@ -64,6 +65,17 @@ impl CompileService {
         self
     }
 
+    /// Keeps explanations of misses with `explainer` (see `explain`).
+    pub fn with_explainer(mut self, explainer: Arc<explain::Explainer>) -> CompileService {
+        self.context.explain = explainer;
+        self
+    }
+
+    /// What explains misses.
+    pub fn explainer(&self) -> &Arc<explain::Explainer> {
+        &self.context.explain
+    }
+
     /// Lets probes write their input files in `dir` (the server's private runtime dir).
     pub fn with_probe_dir(mut self, dir: std::path::PathBuf) -> CompileService {
         self.context = self.context.with_probe_dir(dir);
@@ -78,7 +90,8 @@ impl CompileService {
         let outcome = Outcome::from(self.dispatch(&job).await);
         match &outcome {
             Outcome::Uncacheable(reason) => {
-                stats.update(|c| *c.uncacheable.entry(reason.to_string()).or_default() += 1)
+                stats.update(|c| *c.uncacheable.entry(reason.to_string()).or_default() += 1);
+                self.explain_uncacheable(&job.invocation, reason);
             }
             Outcome::Error(e) => {
                 tracing::warn!("compile failed in the server: {e}");
@@ -88,6 +101,31 @@ impl CompileService {
             Outcome::Hit | Outcome::Miss | Outcome::Failed(_) => {}
         }
         outcome
+    }
+
+    /// Keeps why a compile was not cacheable, under its `-o` output when it names one (a
+    /// link): `cachet explain app` then says so. Others are kept in memory only.
+    fn explain_uncacheable(&self, invocation: &Invocation, reason: &Uncacheable) {
+        let output = invocation
+            .args
+            .iter()
+            .position(|a| a == "-o")
+            .and_then(|i| invocation.args.get(i + 1))
+            .map(|o| invocation.cwd.join(o).to_string_lossy().into_owned());
+        let language = match reason {
+            Uncacheable::Rust(_) => "Rust",
+            _ => "C",
+        };
+        let (explain, reason) = (self.context.explain.clone(), reason.to_string());
+        let outputs: Vec<String> = output.into_iter().collect();
+        if outputs.is_empty() {
+            explain.record_uncacheable(language, outputs, &reason);
+        } else {
+            // File work: off the request's path.
+            tokio::task::spawn_blocking(move || {
+                explain.record_uncacheable(language, outputs, &reason)
+            });
+        }
     }
 
     /// Hands the job to the family that knows its compiler.

@@ -18,6 +18,7 @@ use super::inflight::{Follower, InFlight, Leader, Role, Shared};
 use super::job::{Event, Invocation, Job, Outcome};
 use super::observe;
 use crate::cache::{Cache, CacheEntry, CacheKey, StoredFile};
+use crate::compiler::explain::Explainer;
 use crate::memory::Slot;
 use crate::process::{Cancelled, CommandSpec, Exit, Launcher, OutputChunk, ProcessOutput};
 use crate::stats::{Stats, millis};
@@ -37,6 +38,8 @@ pub struct Context {
     /// A private directory where probes may write their input files (the server's runtime
     /// dir); None: probes that need one answer conservatively.
     pub probe_dir: Option<PathBuf>,
+    /// Explains misses (see `explain`).
+    pub explain: Arc<Explainer>,
 }
 
 impl Context {
@@ -50,6 +53,7 @@ impl Context {
             inflight: Arc::default(),
             interposer: None,
             probe_dir: None,
+            explain: Arc::new(Explainer::in_memory()),
         }
     }
 

@@ -37,6 +37,7 @@ struct Common {
     prefix: Option<String>,
     breaker_failures: Option<u32>,
     breaker_cooldown: Option<Span>,
+    explain: Option<bool>,
 }
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -135,6 +136,9 @@ pub struct RemoteConfig {
     pub settings: BTreeMap<String, Setting>,
     /// Where the remote itself was declared.
     pub origin: Origin,
+    /// `explain = true`: `explain` recipes are shared through this remote (needs
+    /// `explain_key`).
+    pub explain: bool,
 }
 
 impl RemoteConfig {
@@ -159,6 +163,7 @@ impl RemoteConfig {
             breaker: (self.breaker_failures > 0)
                 .then_some((self.breaker_failures, self.breaker_cooldown)),
             remove_corrupt: false,
+            explain: self.explain,
         }
     }
 
@@ -436,6 +441,7 @@ fn check(mut raw: RawRemote, taken: &[String]) -> Result<RemoteConfig, ConfigErr
             .map_or(DEFAULT_BREAKER_COOLDOWN, |s| s.0),
         settings: raw.settings,
         origin: raw.origin,
+        explain: common.explain.unwrap_or(false),
     })
 }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::slot::{Kind, Slot};
+use crate::paths::write_atomically;
 
 /// Slots remembered; past this the least recently seen go.
 pub const MAX_SLOTS: usize = 8192;
@@ -179,14 +180,9 @@ impl History {
     }
 }
 
-/// Writes a history file whole (a temporary file renamed over it), making its directory.
+/// Writes a history file whole (see [`write_atomically`]).
 pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut file = tempfile::NamedTempFile::new_in(dir)?;
-    io::Write::write_all(&mut file, bytes)?;
-    file.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    write_atomically(path, bytes)
 }
 
 #[cfg(test)]

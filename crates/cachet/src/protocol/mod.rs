@@ -63,6 +63,14 @@ pub enum Request {
     CleanupCache,
     /// Wait, with a bound, until every pending cache write (to every level) is done.
     Flush,
+    /// Why compiles missed: of the given outputs (absolute paths), or the server's last
+    /// `last` misses. The answer is `Explanations`.
+    Explain {
+        /// Output paths, absolute.
+        paths: Vec<Bytes>,
+        /// With no paths: how many of the last misses.
+        last: u32,
+    },
     /// After `RunLocally` with an admission: the compiler the client ran has ended. The
     /// answer is `Finished` (exit as it did) or `RunAgain` (the OOM killer struck it).
     LocalExit {
@@ -71,6 +79,19 @@ pub enum Request {
         /// Its peak resident set (`wait4`'s `ru_maxrss`, bytes), if known.
         max_rss: Option<u64>,
     },
+}
+
+/// One miss, explained.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Explained {
+    /// When it missed (seconds since the epoch).
+    pub at: u64,
+    /// `C`, `C++`, `Rust`…
+    pub language: String,
+    /// The explain slot, for people.
+    pub slot: String,
+    /// The causes, in plain words.
+    pub causes: Vec<String>,
 }
 
 /// The server's admission of a compile the client runs itself; it lasts until the client
@@ -155,6 +176,9 @@ pub enum Response {
         /// The run's admission (memory and a token), when the server gave one.
         admission: Option<Admission>,
     },
+    /// For `Explain`: each path asked about and its last miss (None: none known), or the
+    /// last misses (the path is then the miss's first output).
+    Explanations(Vec<(Bytes, Option<Explained>)>),
     /// The OOM killer struck the client's run: run it once more, under this admission.
     RunAgain(Admission),
     /// The statistics.

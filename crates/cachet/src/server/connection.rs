@@ -132,6 +132,7 @@ pub async fn handle(server: Arc<Server>, stream: UnixStream, mut guard: Connecti
                     ))
                 }
             }
+            Request::Explain { paths, last } => super::explain::answer(&server, paths, last).await,
             Request::LocalExit { .. } => {
                 server.stats.update(|c| c.protocol_errors += 1);
                 Response::Error("LocalExit without an admitted compile".into())

@@ -6,6 +6,7 @@
 
 pub(crate) mod compile;
 mod connection;
+mod explain;
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::fault::{Fault, FaultyStorage};
 use crate::cache::level::LevelOptions;
 use crate::cache::{Cache, DiskCache, DiskStorage, Storage};
+use crate::compiler::explain::{Explainer, Masker, local_key, random_key, team_key};
 use crate::compiler::{CompileService, observe};
 use crate::config::Config;
 use crate::daemon::close_inherited_fds;
@@ -248,6 +250,31 @@ pub(crate) fn run(config: Config) -> i32 {
     }
 }
 
+/// What explains misses: kept in `<cache_dir>/explain`, hiding values with the team's
+/// `explain_key` or this machine's own key.
+fn explainer(config: &Config) -> Explainer {
+    let dir = config.cache_dir.join("explain");
+    let team = config.explain_key.is_some();
+    let key = match &config.explain_key {
+        Some(text) => team_key(text),
+        None => local_key(&dir)
+            .or_else(|e| {
+                tracing::warn!(
+                    "no key in {}: {e}; explanations use one for this run",
+                    dir.display()
+                );
+                random_key()
+            })
+            .unwrap_or_else(|_| blake3::hash(format!("{:?}", Instant::now()).as_bytes()).into()),
+    };
+    let explainer = Explainer::new(Some(dir), Masker::new(key));
+    if team {
+        explainer.with_team_key()
+    } else {
+        explainer
+    }
+}
+
 /// The cache levels in read order: the local disk unless turned off (its writes failing
 /// as `fault` says, for tests), then each remote. A remote that cannot be set up is left
 /// out with a warning: it never stops the server.
@@ -324,7 +351,8 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
     let server = Arc::new(Server {
         compiles: CompileService::new(launcher.clone(), cache.clone(), stats.clone())
             .with_interposer(interposer)
-            .with_probe_dir(runtime.path().to_owned()),
+            .with_probe_dir(runtime.path().to_owned())
+            .with_explainer(Arc::new(explainer(&config))),
         launcher,
         observation,
         runtime,

@@ -94,6 +94,7 @@ fn remote(name: &str, read_only: bool) -> LevelOptions {
         timeout: Some(Duration::from_millis(200)),
         breaker: Some((3, Duration::from_secs(30))),
         remove_corrupt: false,
+        explain: false,
     }
 }
 

@@ -24,6 +24,7 @@ fn config(kind: &str, settings: &[(&str, &str)]) -> RemoteConfig {
         prefix: String::new(),
         breaker_failures: 3,
         breaker_cooldown: Duration::from_secs(30),
+        explain: false,
         settings: settings
             .iter()
             .map(|(k, v)| {

@@ -14,6 +14,7 @@ mod outputs;
 mod pipeline;
 pub mod plan;
 pub mod reasons;
+mod recipe;
 
 use std::io;
 

@@ -10,9 +10,10 @@ use std::time::Instant;
 use super::identity::Identity;
 use super::plan::Plan;
 use super::reasons::NotCacheable;
-use super::{direct, key, outputs};
+use super::{direct, key, outputs, recipe};
 use crate::cache::{Cache, CacheEntry, CacheKey};
 use crate::compiler::basedir::{BaseDirs, Maps};
+use crate::compiler::explain::{self, Recipe};
 use crate::compiler::job::{Job, Outcome, Uncacheable};
 use crate::compiler::manifest::{self, Manifest, NotStored, TimeMacros, Variant, Verdict};
 use crate::compiler::pipeline::{Context, publish};
@@ -65,7 +66,8 @@ pub(super) async fn compile(
                 maps,
                 direct: true,
             };
-            return compile_observed(context, job, plan, keys, None).await;
+            let recipe = recipe::recipe(identity, plan, invocation, context.explain.masker(), true);
+            return compile_observed(context, job, plan, keys, None, recipe).await;
         }
     }
 
@@ -98,7 +100,8 @@ pub(super) async fn compile(
         maps,
         direct: false,
     };
-    compile_observed(context, job, plan, keys, Some(source)).await
+    let recipe = recipe::recipe(identity, plan, invocation, context.explain.masker(), false);
+    compile_observed(context, job, plan, keys, Some(source), recipe).await
 }
 
 /// Writes a hit's outputs and replays it; false when they could not be written (for
@@ -159,13 +162,16 @@ async fn lookup(
 
 /// A miss in either mode: one observed compile, whose inputs become a manifest variant
 /// under `keys.parent`. `preprocessed` is preprocessor mode's text (for the fallback
-/// rules when the compile cannot be observed whole).
+/// rules when the compile cannot be observed whole). `recipe` is the key's parts, for
+/// `explain`: what the compile read is added to it and the miss explained in the
+/// background.
 async fn compile_observed(
     context: &Context,
     job: &Job,
     plan: &Plan,
     keys: Keys,
     preprocessed: Option<Vec<u8>>,
+    mut recipe: Recipe,
 ) -> io::Result<Outcome> {
     let started = Instant::now();
     let invocation = &job.invocation;
@@ -218,6 +224,7 @@ async fn compile_observed(
         let base = invocation.base_dirs.clone();
         let env = invocation.env.clone();
         let stats = context.stats.clone();
+        let explain = context.explain.clone();
         crate::background::run(size, move || {
             let verdict = |observed| match (observed, &preprocessed) {
                 (Ok(observed), _) => manifest::variant_from_observed(
@@ -252,15 +259,22 @@ async fn compile_observed(
             let mut verdict = verdict(observed);
             if let Verdict::Store(variant) = &mut verdict {
                 tie_to_cwd(variant, &plan, &base, &cwd, &entry);
+                let source = plan.args.input.as_os_str().as_bytes();
+                recipe.add_variant(variant, source, "header", explain.masker());
             }
-            (verdict, entry)
+            (verdict, entry, recipe)
         })
     };
     let (cache, stats) = (context.cache.clone(), context.stats.clone());
+    let (explain, forced) = (context.explain.clone(), invocation.recache);
     tokio::spawn(async move {
         let _storing = storing;
         match verdict.await {
-            Ok((verdict, entry)) => store_variant(&cache, &stats, keys, entry, verdict),
+            Ok((verdict, entry, recipe)) => {
+                let stored = matches!(verdict, Verdict::Store(_));
+                store_variant(&cache, &stats, keys, entry, verdict);
+                explain::miss(cache, explain, recipe, forced, stored).await;
+            }
             Err(e) => tracing::warn!("working out what a compile read failed: {e}"),
         }
     });

@@ -16,6 +16,7 @@ use super::toolchain::Toolchain;
 use super::toolchain::Toolchains;
 use crate::cache::CacheKey;
 use crate::compiler::basedir::{self, BaseDirs, Maps, Match};
+use crate::compiler::explain::{Input, recipe::short};
 use crate::compiler::job::Invocation;
 use crate::compiler::key::KeyHasher;
 use crate::compiler::pipeline::Context;
@@ -31,6 +32,14 @@ const LINK_VARS: &[&[u8]] = &[
     b"COMPILER_PATH",
 ];
 
+/// The base key, the prefix maps base dirs relativized, and the files it hashed (for
+/// `explain`: each extern, native library, target spec and linked file, with its digest).
+pub(super) struct BaseKey {
+    pub key: CacheKey,
+    pub maps: Maps,
+    pub inputs: Vec<Input>,
+}
+
 /// Everything known before compiling, or why the compile cannot be keyed.
 pub(super) async fn base_key(
     toolchains: &Toolchains,
@@ -40,7 +49,7 @@ pub(super) async fn base_key(
     toolchain: &Toolchain,
     args: &RustcArgs,
     target: &str,
-) -> io::Result<Result<(CacheKey, Maps), NotCacheable>> {
+) -> io::Result<Result<BaseKey, NotCacheable>> {
     let (cwd, env) = (&invocation.cwd, &invocation.env);
     let libs = toolchains
         .libs_digest(toolchain, target, context.hashes.clone())
@@ -71,7 +80,7 @@ pub(super) async fn base_key(
             .files
             .into_iter()
             .map(|(label, path)| match hashes.hash(&path) {
-                Ok(digest) => Ok((label, digest)),
+                Ok(digest) => Ok((label, path, digest)),
                 Err(e) => Err(NotCacheable::Input {
                     label,
                     path,
@@ -119,9 +128,19 @@ pub(super) async fn base_key(
     h.field(b"cwd");
     h.field(&key_cwd(base, args, invocation.cwd_bytes()));
     h.field(b"inputs");
-    for (label, digest) in hashed {
+    let mut inputs = Vec::with_capacity(hashed.len());
+    for (label, path, digest) in hashed {
         h.field(label.as_bytes());
         h.field(digest.as_bytes());
+        inputs.push(Input {
+            role: label.split(' ').next().unwrap_or("file").to_owned(),
+            // An extern's file name (`libserde-….rlib`) is the same in every target dir.
+            path: match path.file_name() {
+                Some(name) if label.starts_with("extern ") => name.to_string_lossy().into_owned(),
+                _ => path.to_string_lossy().into_owned(),
+            },
+            digest: short(digest.as_bytes()),
+        });
     }
     if let Some(digest) = linker_digest {
         h.field(b"linker");
@@ -130,7 +149,31 @@ pub(super) async fn base_key(
     // Observed compiles key exactly the variables their process tree read (in the
     // manifest variant), so a rotated CARGO_REGISTRY_TOKEN is no miss and no secret
     // enters a key. Without observation, every cargo variable is keyed here.
-    let observing = context.observing();
+    // What the compile reads with env! is keyed literally in the manifest variant.
+    h.field(b"env");
+    for (name, value) in keyed_env(invocation, linked, context.observing()) {
+        h.field(name);
+        if base.is_empty() {
+            h.field(value);
+        } else {
+            h.field(&base.key_form(value));
+        }
+    }
+    Ok(Ok(BaseKey {
+        key: h.finish(),
+        maps,
+        inputs,
+    }))
+}
+
+/// The variables the base key holds: without observation every cargo variable (and the
+/// linker's for linked crate types); with it none, since the variant keys exactly what the
+/// compile read. Sorted.
+pub(super) fn keyed_env(
+    invocation: &Invocation,
+    linked: bool,
+    observing: bool,
+) -> Vec<(&[u8], &[u8])> {
     let mut vars: Vec<(&[u8], &[u8])> = invocation
         .env
         .iter()
@@ -143,17 +186,7 @@ pub(super) async fn base_key(
         })
         .collect();
     vars.sort();
-    // What the compile reads with env! is keyed literally in the manifest variant.
-    h.field(b"env");
-    for (name, value) in vars {
-        h.field(name);
-        if base.is_empty() {
-            h.field(value);
-        } else {
-            h.field(&base.key_form(value));
-        }
-    }
-    Ok(Ok((h.finish(), maps)))
+    vars
 }
 
 /// The arguments as they enter the base key. Under base dirs, `--remap-path-prefix`'s FROM

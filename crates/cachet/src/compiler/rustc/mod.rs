@@ -24,6 +24,7 @@ pub mod linker;
 mod pipeline;
 pub mod plan;
 pub mod reasons;
+mod recipe;
 pub mod toolchain;
 
 use std::io;

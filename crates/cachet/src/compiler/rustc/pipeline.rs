@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use super::args::{self, CrateType, Emit};
-use super::key;
 use super::linker::Linkers;
 use super::plan::{
     crate_types_label, display_key, has_diagnostics, output_names, target_triple, uses_proc_macro,
@@ -19,9 +18,11 @@ use super::plan::{
 use super::reasons::{LANGUAGE, NotCacheable, Refusal};
 use super::toolchain::Toolchain;
 use super::toolchain::Toolchains;
+use super::{key, recipe};
 use crate::cache::{CacheEntry, CacheKey, StoredFile};
 use crate::compiler::basedir::Maps;
 use crate::compiler::depfile;
+use crate::compiler::explain;
 use crate::compiler::file_hashes::FileHashes;
 use crate::compiler::job::{Job, Outcome, Uncacheable};
 use crate::compiler::key::KeyHasher;
@@ -89,7 +90,11 @@ pub(super) async fn compile(
     if !target.contains("linux") {
         return Ok(uncacheable(context, types, NotCacheable::NotLinux(target)));
     }
-    let (base, maps) = match key::base_key(
+    let key::BaseKey {
+        key: base,
+        maps,
+        inputs,
+    } = match key::base_key(
         toolchains, linkers, context, invocation, &toolchain, &args, &target,
     )
     .await?
@@ -278,6 +283,33 @@ pub(super) async fn compile(
                 env,
                 recorded_cwd: None,
             };
+            let parts = recipe::Parts {
+                toolchain: &toolchain,
+                target: &target,
+                clippy: driver.is_some(),
+                observing: context.observing(),
+                inputs,
+                outputs: outputs
+                    .iter()
+                    .map(|name| out_dir.join(name).to_string_lossy().into_owned())
+                    .collect(),
+            };
+            let mut recipe = recipe::recipe(invocation, &args, parts, context.explain.masker());
+            let source = args.input.as_os_str().as_bytes().to_vec();
+            recipe.add_variant(&variant, &source, "file", context.explain.masker());
+            let explaining = explain::miss(
+                context.cache.clone(),
+                context.explain.clone(),
+                recipe,
+                invocation.recache,
+                true,
+            );
+            // A pending write, so that `cachet --flush` waits for the explanation too.
+            let pending = context.cache.pending().reserve();
+            tokio::spawn(async move {
+                explaining.await;
+                drop(pending);
+            });
             let entry = CacheEntry {
                 exit_code: 0,
                 stdout: result.stdout.clone(),

@@ -243,6 +243,7 @@ impl Fixture {
         )
         .await
         .unwrap()
+        .map(|base| (base.key, base.maps))
     }
 
     async fn run(&self, args: &[String], env: &[(&str, &str)]) -> (Outcome, Vec<Response>) {

@@ -238,7 +238,7 @@ fn an_unknown_backend_key_names_the_remote_the_key_and_the_known_keys() {
     assert!(
         text.contains(
             "remote #2 (gha): unknown key `runtime_tokn` (known keys: type, name, read_only, \
-             timeout, prefix, breaker_failures, breaker_cooldown, endpoint, runtime_token, \
+             timeout, prefix, breaker_failures, breaker_cooldown, explain, endpoint, runtime_token, \
              version)"
         ),
         "{text}"
