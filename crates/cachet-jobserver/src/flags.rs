@@ -23,6 +23,17 @@ pub enum JobserverAuth {
     Fifo(PathBuf),
 }
 
+/// The build's `-jN` in `value` (GNU make writes ` -j8 --jobserver-auth=…` into MAKEFLAGS
+/// of its children); the last one wins. None for a bare `-j` (cargo's CARGO_MAKEFLAGS) or
+/// when there is none.
+pub fn jobs(value: &str) -> Option<u32> {
+    value
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("-j"))
+        .filter_map(|n| n.parse().ok())
+        .next_back()
+}
+
 /// Finds the jobserver named by `value`. The last `--jobserver-auth=` or
 /// `--jobserver-fds=` word wins, as in GNU make; `None` if there is none, it is
 /// malformed, or it has negative fds (make's way of saying "no jobserver").
@@ -243,6 +254,14 @@ fn unescape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jobs_is_the_last_numbered_j() {
+        assert_eq!(jobs(" -j3 --jobserver-auth=3,4"), Some(3));
+        assert_eq!(jobs("-j --jobserver-fds=3,4 --jobserver-auth=3,4"), None);
+        assert_eq!(jobs("-j2 -j8"), Some(8));
+        assert_eq!(jobs(""), None);
+    }
 
     #[test]
     fn parse_pipe_and_last_wins() {

@@ -103,17 +103,19 @@ impl Proxy {
         child: impl Fn() -> Option<u32>,
         done: F,
     ) -> (F::Output, ProxyReport) {
-        self.serve_gated(levels, child, || true, done).await
+        self.serve_gated(levels, child, || true, |_| {}, done).await
     }
 
     /// Like [`serve`](Self::serve), but grants a new token only while `may_grant()` says
-    /// so (a server holds extra threads back while memory is short). Tokens already
-    /// granted stay with the child.
+    /// so (a server holds extra threads back while memory is short; tokens already granted
+    /// stay with the child), and tells `granted(n)` each time the number of tokens granted
+    /// changes (0 at the end).
     pub async fn serve_gated<F: Future>(
         &self,
         levels: &[Jobserver],
         child: impl Fn() -> Option<u32>,
         may_grant: impl Fn() -> bool,
+        granted: impl Fn(usize),
         done: F,
     ) -> (F::Output, ProxyReport) {
         let mut grants: Vec<Vec<Token>> = Vec::new();
@@ -142,6 +144,7 @@ impl Proxy {
                 Demand::Idle if in_pipe == 0 => (wait * 2).min(IDLE_TICK),
                 _ => TICK,
             };
+            let before = grants.len();
             if in_pipe > wanted {
                 for _ in wanted..in_pipe {
                     if let Ok(Some(_)) = self.pipe.try_read_byte() {
@@ -158,11 +161,17 @@ impl Proxy {
                 report.grants += 1;
                 report.peak = report.peak.max(grants.len() as u64);
             }
+            if grants.len() != before {
+                granted(grants.len());
+            }
         };
         // The child is gone: what it did not give back was still ours.
         let in_pipe = self.pipe.available().unwrap_or(0);
         report.recovered = grants.len().saturating_sub(in_pipe) as u64;
-        grants.clear();
+        if !grants.is_empty() {
+            grants.clear();
+            granted(0);
+        }
         (output, report)
     }
 }

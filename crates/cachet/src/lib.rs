@@ -20,4 +20,5 @@ pub(crate) mod process;
 pub mod protocol;
 pub(crate) mod server;
 pub(crate) mod stats;
+pub(crate) mod trace;
 pub(crate) mod units;

@@ -176,10 +176,12 @@ impl Counters {
     }
 }
 
-/// The server's counters, shared by its tasks.
+/// The server's counters, shared by its tasks, and its timeline (`cachet trace`).
 #[derive(Debug, Default)]
 pub struct Stats {
     counters: Mutex<Counters>,
+    /// What the server did, as a timeline; cleared with the counters.
+    pub trace: crate::trace::Trace,
 }
 
 impl Stats {
@@ -196,8 +198,9 @@ impl Stats {
             .clone()
     }
 
-    /// Zeroes every counter; the levels keep their names.
+    /// Zeroes every counter (the levels keep their names) and clears the timeline.
     pub fn zero(&self) {
+        self.trace.clear();
         let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         let levels = counters
             .levels

@@ -140,6 +140,70 @@ impl ExplainArgs {
     }
 }
 
+/// `cachet trace`'s arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceArgs {
+    /// Where to write the trace.
+    pub output: PathBuf,
+    /// Only the last this long (None: everything kept since `--zero-stats`).
+    pub since: Option<std::time::Duration>,
+}
+
+/// How `cachet trace` is used.
+pub const TRACE_USAGE: &str = "usage: cachet trace --output FILE [--since DURATION]
+  Writes the server's recent compiles, compiler runs and token and memory counters as a
+  Chrome trace (open it in ui.perfetto.dev or chrome://tracing). DURATION: 90s, 10m, 1h.";
+
+impl TraceArgs {
+    /// Parses the words after `trace`; Err is the usage text, with what was wrong.
+    pub fn parse(words: &[std::ffi::OsString]) -> Result<TraceArgs, String> {
+        let mut output = None;
+        let mut since = None;
+        let mut words = words.iter();
+        let bad = |what: &str| format!("cachet trace: {what}\n{TRACE_USAGE}");
+        while let Some(word) = words.next() {
+            let text = word.to_string_lossy().into_owned();
+            let (flag, inline) = match text.split_once('=') {
+                Some((flag, value)) if flag.starts_with("--") => {
+                    (flag.to_owned(), Some(value.to_owned()))
+                }
+                _ => (text.clone(), None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| words.next().map(|w| w.to_string_lossy().into_owned()))
+                    .ok_or_else(|| bad(&format!("{flag} wants a value")))
+            };
+            match flag.as_str() {
+                "--output" | "-o" => output = Some(PathBuf::from(value()?)),
+                "--since" => {
+                    let text = value()?;
+                    since = Some(
+                        crate::units::parse_duration(&text)
+                            .ok_or_else(|| bad(&format!("`{text}` is not a duration")))?,
+                    );
+                }
+                "-h" | "--help" => return Err(TRACE_USAGE.into()),
+                _ => return Err(bad(&format!("unknown argument {text}"))),
+            }
+        }
+        let output = output.ok_or_else(|| bad("--output is required"))?;
+        Ok(TraceArgs { output, since })
+    }
+}
+
+/// Writes the server's timeline: `cachet trace`.
+pub fn trace(config: &Config, args: &TraceArgs) -> Outcome {
+    let output =
+        std::env::current_dir().map_or_else(|_| args.output.clone(), |d| d.join(&args.output));
+    let request = Request::Trace {
+        output: output.as_os_str().as_bytes().to_vec(),
+        since_secs: args.since.map_or(0, |d| d.as_secs().max(1)),
+    };
+    done(ask(config, Start::IfNeeded, request))
+}
+
 /// The compiled file behind `path`: absolute, and for cargo's uplifted artifacts
 /// (`target/debug/app`, a hard link) the `deps/app-<hash>` it links to.
 fn compiled_file(path: &Path) -> PathBuf {

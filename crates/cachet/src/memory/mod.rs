@@ -186,6 +186,7 @@ impl Memory {
         };
         let started = Instant::now();
         self.dispatch();
+        let mut waited = Duration::ZERO;
         if rx.try_recv().is_err() {
             loop {
                 tokio::select! {
@@ -193,7 +194,7 @@ impl Memory {
                     _ = tokio::time::sleep(RECHECK) => self.dispatch(),
                 }
             }
-            let waited = started.elapsed();
+            waited = started.elapsed();
             self.stats.update(|c| {
                 c.memory_waits += 1;
                 c.memory_wait_ms += millis(waited);
@@ -220,6 +221,7 @@ impl Memory {
             slot: slot.clone(),
             oom_base: oom_count(group.as_deref()),
             group,
+            waited,
         }
     }
 
@@ -241,6 +243,9 @@ impl Memory {
             self.stats.update(|c| c.pressure_holds += 1);
         }
         state.peak_predicted = state.peak_predicted.max(state.queue.in_use());
+        if !admitted.is_empty() {
+            self.trace_memory(state.queue.in_use());
+        }
         for id in admitted {
             if let Some(waker) = state.wakers.remove(&id) {
                 let _ = waker.send(());
@@ -267,6 +272,13 @@ impl Memory {
         signals
     }
 
+    fn trace_memory(&self, predicted: u64) {
+        let mib = (predicted >> 20) as i64;
+        self.stats
+            .trace
+            .counter("memory predicted in use (MiB)", mib);
+    }
+
     /// Samples what the running compiles' groups use now.
     fn sample(&self) -> u64 {
         let mut state = self.state.lock().unwrap();
@@ -276,6 +288,11 @@ impl Memory {
             .filter_map(|g| g.usage())
             .sum();
         state.peak_measured = state.peak_measured.max(now);
+        if !state.running_groups.is_empty() {
+            self.stats
+                .trace
+                .counter("memory measured in use (MiB)", (now >> 20) as i64);
+        }
         now
     }
 
@@ -283,6 +300,7 @@ impl Memory {
         let group = {
             let mut state = self.state.lock().unwrap();
             state.queue.release(need);
+            self.trace_memory(state.queue.in_use());
             state.running_groups.remove(&id)
         };
         self.dispatch();
@@ -420,6 +438,7 @@ pub struct Permit {
     slot: Slot,
     group: Option<Arc<Group>>,
     oom_base: Option<u64>,
+    waited: Duration,
 }
 
 /// Tells whether the OOM killer struck a compile since it started.
@@ -464,6 +483,11 @@ impl Permit {
     /// Whether the OOM killer has taken something of this compile since it started.
     pub fn oom_killed(&self) -> bool {
         self.oom_watch().struck()
+    }
+
+    /// How long it waited for memory.
+    pub fn waited(&self) -> Duration {
+        self.waited
     }
 
     /// A watch on this compile's OOM kills that can go where the permit cannot (a task

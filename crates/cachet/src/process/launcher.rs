@@ -3,7 +3,9 @@
 use std::io;
 use std::sync::Arc;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use cachet_jobserver::{Jobserver, Proxy};
 use tokio::sync::mpsc::{self, UnboundedSender};
@@ -12,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Cancelled, CommandSpec, OutputChunk, ProcessOutput, ProcessRunner};
 use crate::memory::{Measured, Memory, OomWatch, Permit, Slot};
 use crate::stats::{Stats, millis};
+use crate::trace;
 
 /// Variables through which make, cargo and rustc find a jobserver.
 pub const JOBSERVER_VARS: [&str; 3] = cachet_jobserver::ENV_VARS;
@@ -21,12 +24,19 @@ pub const JOBSERVER_VARS: [&str; 3] = cachet_jobserver::ENV_VARS;
 /// not the build tool or the server.
 pub const COMPILER_OOM_SCORE_ADJ: i32 = 500;
 
+/// The trace's track of compiler processes that hold a token.
+pub const RUNNING_TRACK: &str = "compilers running";
+
 #[derive(Clone)]
 pub struct Launcher {
     runner: Arc<dyn ProcessRunner>,
     jobserver: Jobserver,
     stats: Arc<Stats>,
     memory: Option<Arc<Memory>>,
+    /// Compiler processes running now (each under a token).
+    running: Arc<Mutex<i64>>,
+    /// Extra tokens granted now, per build's trace track.
+    extra: Arc<Mutex<HashMap<String, i64>>>,
 }
 
 impl Launcher {
@@ -36,6 +46,8 @@ impl Launcher {
             jobserver,
             stats: Arc::default(),
             memory: None,
+            running: Arc::default(),
+            extra: Arc::default(),
         }
     }
 
@@ -147,13 +159,19 @@ impl Launcher {
         // A build that joined our own pool (through its fifo) already holds one of our
         // tokens for this job: take no second one, and count our pool once.
         let own_pool = build.is_some_and(|b| b.same_pool(&self.jobserver));
+        let build_id = self.build_id(build);
         let build = build.filter(|_| !own_pool);
-        let build_id = if own_pool {
-            "this server's pool (jobserver-env)".to_owned()
-        } else {
-            build.map_or_else(|| "no jobserver".to_owned(), Jobserver::id)
-        };
+        let asked_us = trace::now_us();
         let token = self.server_token(own_pool, &cancel).await?;
+        let name = spec.memory.as_ref().map_or_else(
+            || spec.program.to_string_lossy().into_owned(),
+            |slot| slot.label.clone(),
+        );
+        // The build's -j, for the trace's "extra tokens" track of this build.
+        let build_jobs = spec
+            .env_var("MAKEFLAGS")
+            .and_then(|v| v.to_str())
+            .and_then(cachet_jobserver::flags::jobs);
         let proxy = Proxy::new()?;
         let env = proxy.child_env(spec.env_var("MAKEFLAGS").map(|v| v.as_os_str()));
         give_jobserver(&mut spec, env, proxy.fds());
@@ -188,9 +206,30 @@ impl Launcher {
         let child = || Some(pid.load(Ordering::SeqCst)).filter(|p| *p != 0);
         let run = self.runner.run(spec, Some(tx), cancel);
         let started = std::time::Instant::now();
+        let start_us = self.count_running(1);
         let memory = self.memory.clone();
         let may_grant = || !memory.as_ref().is_some_and(|m| m.short());
-        let (result, report) = proxy.serve_gated(&levels, child, may_grant, run).await;
+        let extra_track = match build_jobs {
+            Some(jobs) => format!("extra tokens, build {build_id} (-j{jobs})"),
+            None => format!("extra tokens, build {build_id}"),
+        };
+        let last = AtomicUsize::new(0);
+        let granted = |n: usize| {
+            let delta = n as i64 - last.swap(n, Ordering::SeqCst) as i64;
+            self.extra_tokens(&extra_track, delta);
+        };
+        let (result, report) = proxy
+            .serve_gated(&levels, child, may_grant, granted, run)
+            .await;
+        let end_us = self.count_running(-1);
+        self.stats.trace.record(trace::Event::Run {
+            start_us,
+            end_us,
+            name,
+            build: build_id.clone(),
+            token_wait_us: start_us.saturating_sub(asked_us),
+            memory_wait_us: permit.map_or(0, |p| p.waited().as_micros() as u64),
+        });
         if let Ok(gate) = forward.await {
             *forwarded = gate;
         }
@@ -242,11 +281,61 @@ impl Launcher {
             None => None,
         };
         let own_pool = build.is_some_and(|b| b.same_pool(&self.jobserver));
+        let asked_us = trace::now_us();
         let token = self.server_token(own_pool, cancel).await?;
+        let start_us = self.count_running(1);
         Ok(Admission {
+            run: Some(trace::Event::Run {
+                start_us,
+                end_us: 0,
+                name: slot.label.clone(),
+                build: self.build_id(build),
+                token_wait_us: start_us.saturating_sub(asked_us),
+                memory_wait_us: permit.as_ref().map_or(0, |p| p.waited().as_micros() as u64),
+            }),
+            launcher: self.clone(),
             permit,
             _token: token,
         })
+    }
+
+    /// A compiler process starts (`1`) or ends (`-1`): the count and its trace track move
+    /// at one instant, returned (µs), which is also the process's slice's start or end, so
+    /// that the track and the slices agree exactly.
+    fn count_running(&self, delta: i64) -> u64 {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        *running += delta;
+        let at_us = trace::now_us();
+        self.stats.trace.record(trace::Event::Counter {
+            at_us,
+            track: RUNNING_TRACK.into(),
+            value: *running,
+        });
+        at_us
+    }
+
+    /// One compiler's extra tokens moved by `delta`: the build's track in the trace (the
+    /// sum over its compilers) moves with it.
+    fn extra_tokens(&self, track: &str, delta: i64) {
+        let mut extra = self.extra.lock().unwrap_or_else(|e| e.into_inner());
+        let now = extra.entry(track.to_owned()).or_default();
+        *now += delta;
+        self.stats.trace.counter(track, *now);
+    }
+
+    /// How stats and the trace name a build: by its jobserver (`pipe:[INODE]`,
+    /// `fifo:PATH`), "this server's pool (jobserver-env)", or "no jobserver".
+    pub fn build_id(&self, build: Option<&Jobserver>) -> String {
+        match build {
+            Some(b) if b.same_pool(&self.jobserver) => "this server's pool (jobserver-env)".into(),
+            Some(b) => b.id(),
+            None => "no jobserver".into(),
+        }
+    }
+
+    /// The server's timeline.
+    pub fn trace(&self) -> &crate::trace::Trace {
+        &self.stats.trace
     }
 
     /// A token of the server's pool, unless the build joined that pool (`own_pool`: its
@@ -280,6 +369,20 @@ impl Launcher {
 pub struct Admission {
     permit: Option<Permit>,
     _token: Option<cachet_jobserver::Token>,
+    /// Its slice in the trace, finished on drop.
+    run: Option<trace::Event>,
+    launcher: Launcher,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(mut run) = self.run.take() {
+            if let trace::Event::Run { end_us, .. } = &mut run {
+                *end_us = self.launcher.count_running(-1);
+            }
+            self.launcher.stats.trace.record(run);
+        }
+    }
 }
 
 impl Admission {

@@ -71,6 +71,14 @@ pub enum Request {
         /// With no paths: how many of the last misses.
         last: u32,
     },
+    /// Write the server's timeline to `output` (an absolute path) as a Chrome trace: the
+    /// events of the last `since_secs` seconds (0: all kept since `--zero-stats`).
+    Trace {
+        /// Where to write it.
+        output: Bytes,
+        /// How far back, in seconds; 0 for everything kept.
+        since_secs: u64,
+    },
     /// After `RunLocally` with an admission: the compiler the client ran has ended. The
     /// answer is `Finished` (exit as it did) or `RunAgain` (the OOM killer struck it).
     LocalExit {

@@ -19,6 +19,7 @@ use crate::memory::Slot;
 use crate::process;
 use crate::protocol::frame::{read_frame_async, write_message_async};
 use crate::protocol::{self, CompileRequest, Exit, Request, Response};
+use crate::trace;
 
 /// The variable that makes a compile overwrite its entry, never hit.
 const RECACHE_VAR: &str = "CACHET_RECACHE";
@@ -91,6 +92,7 @@ pub(super) async fn serve(
     mut writer: OwnedWriteHalf,
 ) {
     let _running = server.compile_started();
+    let start_us = trace::now_us();
     let cancel = CancellationToken::new();
     let (events, mut rx) = mpsc::unbounded_channel();
     let invocation = invocation(request);
@@ -141,6 +143,10 @@ pub(super) async fn serve(
             },
         }
     }
+    let build_id = server.launcher.build_id(build.as_ref());
+    let traced = outcome
+        .as_ref()
+        .map_or("cancelled".to_owned(), trace_outcome);
     match outcome.as_ref().and_then(final_response) {
         Some(Response::RunLocally { reason, .. }) if !client_gone => {
             let local = LocalRun {
@@ -156,7 +162,26 @@ pub(super) async fn serve(
         }
         _ => {}
     }
+    server.launcher.trace().record(trace::Event::Request {
+        start_us,
+        end_us: trace::now_us(),
+        name: slot.label.clone(),
+        outcome: traced,
+        build: build_id,
+    });
     watcher.abort();
+}
+
+/// An outcome as the trace names it.
+fn trace_outcome(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Hit => "hit".into(),
+        Outcome::Miss => "miss".into(),
+        Outcome::Failed(_) => "failed".into(),
+        Outcome::Uncacheable(reason) => format!("uncacheable: {reason}"),
+        Outcome::Error(_) => "error".into(),
+        Outcome::Cancelled => "cancelled".into(),
+    }
 }
 
 /// A compile the client runs itself, admitted like one the server runs (memory and a

@@ -133,6 +133,9 @@ pub async fn handle(server: Arc<Server>, stream: UnixStream, mut guard: Connecti
                 }
             }
             Request::Explain { paths, last } => super::explain::answer(&server, paths, last).await,
+            Request::Trace { output, since_secs } => {
+                super::explain::write_trace(&server, output, since_secs).await
+            }
             Request::LocalExit { .. } => {
                 server.stats.update(|c| c.protocol_errors += 1);
                 Response::Error("LocalExit without an admitted compile".into())

@@ -1,4 +1,4 @@
-//! `cachet explain`: the wire form of the compiler layer's explanations.
+//! `cachet explain` and `cachet trace`: what the server tells about past compiles.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -44,5 +44,32 @@ pub(super) async fn answer(server: &Arc<Server>, paths: Vec<Bytes>, last: u32) -
     match found {
         Ok(found) => Response::Explanations(found),
         Err(e) => Response::Error(format!("explaining failed: {e}")),
+    }
+}
+
+/// Writes the timeline of the last `since_secs` seconds (0: all kept) to `output`.
+pub(super) async fn write_trace(server: &Arc<Server>, output: Bytes, since_secs: u64) -> Response {
+    let since_us = match since_secs {
+        0 => 0,
+        secs => crate::trace::now_us().saturating_sub(secs * 1_000_000),
+    };
+    let events = server.launcher.trace().events(since_us);
+    let path = PathBuf::from(OsString::from_vec(output));
+    let count = events.len();
+    let written = tokio::task::spawn_blocking(move || {
+        let json = crate::trace::chrome_json(&events);
+        let bytes = serde_json::to_vec(&json).map_err(std::io::Error::other)?;
+        crate::paths::write_atomically(&path, &bytes).map(|()| path)
+    })
+    .await;
+    match written {
+        Ok(Ok(path)) => Response::Done {
+            message: format!(
+                "wrote {count} events to {} (open it in ui.perfetto.dev or chrome://tracing)",
+                path.display()
+            ),
+        },
+        Ok(Err(e)) => Response::Error(format!("cannot write the trace: {e}")),
+        Err(e) => Response::Error(format!("writing the trace failed: {e}")),
     }
 }
