@@ -17,7 +17,7 @@ use crate::server;
     version,
     about = "A compiler cache with a background server and a GNU make jobserver",
     override_usage = "cachet <COMPILER> [ARGS]...\n       cachet [OPTIONS]",
-    after_help = "Use it as a wrapper: CC=\"cachet gcc\" make -j8, or RUSTC_WRAPPER=cachet cargo build.\n`cachet explain [PATH…] [--last N]` says why compiles missed; `cachet trace --output FILE` writes the server's timeline.\n`eval \"$(cachet jobserver-env)\"` lets make 4.4+, ninja or cargo join the machine-wide pool.\nConfiguration: $XDG_CONFIG_HOME/cachet/config.toml or CACHET_CONFIG; CACHET_* variables override it."
+    after_help = "Use it as a wrapper: CC=\"cachet gcc\" make -j8, or RUSTC_WRAPPER=cachet cargo build.\n`cachet explain [PATH…] [--last N]` says why compiles missed; `cachet trace --output FILE` writes the server's timeline, `cachet report --output FILE.html` a page of it.\n`eval \"$(cachet jobserver-env)\"` lets make 4.4+, ninja or cargo join the machine-wide pool.\nConfiguration: $XDG_CONFIG_HOME/cachet/config.toml or CACHET_CONFIG; CACHET_* variables override it."
 )]
 struct Cli {
     /// Show the server's statistics.
@@ -68,6 +68,8 @@ pub enum Mode {
     Explain(commands::ExplainArgs),
     /// `cachet trace --output FILE [--since DURATION]`: the server's timeline.
     Trace(commands::TraceArgs),
+    /// `cachet report --output FILE.html [--since DURATION]`: the build as a page.
+    Report(commands::TraceArgs),
     /// `--internal-run-server`: be the server, in the foreground.
     RunServer,
     /// Management actions, in the order they run (see [`Action`]).
@@ -146,8 +148,10 @@ pub fn mode(mut argv: Vec<OsString>) -> Mode {
             }
         };
     }
-    if argv.get(1).is_some_and(|a| a == "trace") {
+    if let Some(word) = argv.get(1).filter(|a| *a == "trace" || *a == "report") {
+        let report = word == "report";
         return match commands::TraceArgs::parse(&argv[2..]) {
+            Ok(args) if report => Mode::Report(args),
             Ok(args) => Mode::Trace(args),
             Err(usage) => {
                 eprintln!("{usage}");
@@ -220,7 +224,8 @@ fn run(mode: Mode, config: Config) -> i32 {
     match mode {
         Mode::JobserverEnv => report(commands::jobserver_env(&config)),
         Mode::Explain(args) => report(commands::explain(&config, &args)),
-        Mode::Trace(args) => report(commands::trace(&config, &args)),
+        Mode::Trace(args) => report(commands::trace(&config, &args, false)),
+        Mode::Report(args) => report(commands::trace(&config, &args, true)),
         Mode::RunServer => {
             crate::logging::init_server(config.log.as_deref());
             server::run(config)

@@ -149,10 +149,12 @@ pub struct TraceArgs {
     pub since: Option<std::time::Duration>,
 }
 
-/// How `cachet trace` is used.
+/// How `cachet trace` and `cachet report` are used.
 pub const TRACE_USAGE: &str = "usage: cachet trace --output FILE [--since DURATION]
-  Writes the server's recent compiles, compiler runs and token and memory counters as a
-  Chrome trace (open it in ui.perfetto.dev or chrome://tracing). DURATION: 90s, 10m, 1h.";
+       cachet report --output FILE.html [--since DURATION]
+  trace writes the server's recent compiles, compiler runs and token and memory counters
+  as a Chrome trace (open it in ui.perfetto.dev or chrome://tracing); report writes the
+  same build as one self-contained HTML page. DURATION: 90s, 10m, 1h.";
 
 impl TraceArgs {
     /// Parses the words after `trace`; Err is the usage text, with what was wrong.
@@ -160,7 +162,7 @@ impl TraceArgs {
         let mut output = None;
         let mut since = None;
         let mut words = words.iter();
-        let bad = |what: &str| format!("cachet trace: {what}\n{TRACE_USAGE}");
+        let bad = |what: &str| format!("cachet: {what}\n{TRACE_USAGE}");
         while let Some(word) = words.next() {
             let text = word.to_string_lossy().into_owned();
             let (flag, inline) = match text.split_once('=') {
@@ -193,13 +195,18 @@ impl TraceArgs {
     }
 }
 
-/// Writes the server's timeline: `cachet trace`.
-pub fn trace(config: &Config, args: &TraceArgs) -> Outcome {
+/// Writes the server's timeline: `cachet trace`, or with `report` `cachet report`.
+pub fn trace(config: &Config, args: &TraceArgs, report: bool) -> Outcome {
     let output =
         std::env::current_dir().map_or_else(|_| args.output.clone(), |d| d.join(&args.output));
-    let request = Request::Trace {
-        output: output.as_os_str().as_bytes().to_vec(),
-        since_secs: args.since.map_or(0, |d| d.as_secs().max(1)),
+    let (output, since_secs) = (
+        output.as_os_str().as_bytes().to_vec(),
+        args.since.map_or(0, |d| d.as_secs().max(1)),
+    );
+    let request = if report {
+        Request::Report { output, since_secs }
+    } else {
+        Request::Trace { output, since_secs }
     };
     done(ask(config, Start::IfNeeded, request))
 }
@@ -267,7 +274,11 @@ pub fn explain(config: &Config, args: &ExplainArgs) -> Outcome {
                 causes,
             }) => {
                 let ago = crate::units::ago(now.saturating_sub(at));
-                out.push_str(&format!("{path} ({language}: {slot}), missed {ago}:\n"));
+                if path.is_empty() {
+                    out.push_str(&format!("{language}: {slot}, missed {ago}:\n"));
+                } else {
+                    out.push_str(&format!("{path} ({language}: {slot}), missed {ago}:\n"));
+                }
                 for cause in causes {
                     out.push_str(&format!("  {cause}\n"));
                 }

@@ -116,14 +116,25 @@ impl CompileService {
             Uncacheable::Rust(_) => "Rust",
             _ => "C",
         };
+        // The command, for people (`rustc --version`, `gcc a.o b.o -o app`), its values
+        // hidden as in recipes.
+        let mut command = invocation.compiler_name().to_string_lossy().into_owned();
+        for arg in &invocation.args {
+            if command.len() > 100 {
+                command.push_str(" …");
+                break;
+            }
+            command.push(' ');
+            command.push_str(&self.context.explain.masker().arg(&arg.to_string_lossy()));
+        }
         let (explain, reason) = (self.context.explain.clone(), reason.to_string());
         let outputs: Vec<String> = output.into_iter().collect();
         if outputs.is_empty() {
-            explain.record_uncacheable(language, outputs, &reason);
+            explain.record_uncacheable(language, &command, outputs, &reason);
         } else {
             // File work: off the request's path.
             tokio::task::spawn_blocking(move || {
-                explain.record_uncacheable(language, outputs, &reason)
+                explain.record_uncacheable(language, &command, outputs, &reason)
             });
         }
     }

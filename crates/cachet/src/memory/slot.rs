@@ -174,7 +174,15 @@ impl Slot {
             hasher.update(a);
             hasher.update(b"\0");
         }
-        let kind = if compiles { Kind::C } else { Kind::Link };
+        // A link names its inputs; a call with none (`--version`, `-dumpmachine`, rustc's
+        // probes) is light.
+        let kind = if compiles {
+            Kind::C
+        } else if source.is_some() && !program.contains("rustc") {
+            Kind::Link
+        } else {
+            Kind::Other
+        };
         let label = source.unwrap_or(program);
         Slot::new(kind, &hasher, label)
     }

@@ -79,6 +79,14 @@ pub enum Request {
         /// How far back, in seconds; 0 for everything kept.
         since_secs: u64,
     },
+    /// Write the build report (one HTML page) to `output` (an absolute path), of the last
+    /// `since_secs` seconds (0: all kept since `--zero-stats`).
+    Report {
+        /// Where to write it.
+        output: Bytes,
+        /// How far back, in seconds; 0 for everything kept.
+        since_secs: u64,
+    },
     /// After `RunLocally` with an admission: the compiler the client ran has ended. The
     /// answer is `Finished` (exit as it did) or `RunAgain` (the OOM killer struck it).
     LocalExit {

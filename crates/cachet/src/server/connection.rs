@@ -134,7 +134,10 @@ pub async fn handle(server: Arc<Server>, stream: UnixStream, mut guard: Connecti
             }
             Request::Explain { paths, last } => super::explain::answer(&server, paths, last).await,
             Request::Trace { output, since_secs } => {
-                super::explain::write_trace(&server, output, since_secs).await
+                super::explain::write_timeline(&server, output, since_secs, false).await
+            }
+            Request::Report { output, since_secs } => {
+                super::explain::write_timeline(&server, output, since_secs, true).await
             }
             Request::LocalExit { .. } => {
                 server.stats.update(|c| c.protocol_errors += 1);

@@ -281,9 +281,16 @@ impl Explainer {
     }
 
     /// A compile that was not cacheable, with the outputs it names (if any).
-    pub fn record_uncacheable(&self, language: &str, outputs: Vec<String>, reason: &str) {
+    /// `command` names the call for people (`rustc --version`).
+    pub fn record_uncacheable(
+        &self,
+        language: &str,
+        command: &str,
+        outputs: Vec<String>,
+        reason: &str,
+    ) {
         let outputs: Vec<String> = outputs.iter().map(|o| normal(o)).collect();
-        let slot = format!("{language} {}", outputs.join(" "));
+        let slot = command.to_owned();
         let explanation = Explanation {
             at: unix_now(),
             language: language.to_owned(),

@@ -44,7 +44,12 @@ fn an_output_is_explained_after_the_server_is_gone() {
     let found = again.for_output(Path::new("/w/a.o")).unwrap();
     assert_eq!(found.causes, ["argument added: -g"]);
     assert!(again.for_output(Path::new("/w/b.o")).is_none());
-    again.record_uncacheable("C", vec!["/w/app".into()], "linking (no -c)");
+    again.record_uncacheable(
+        "C",
+        "gcc a.o -o app",
+        vec!["/w/app".into()],
+        "linking (no -c)",
+    );
     assert_eq!(
         again.for_output(Path::new("/w/app")).unwrap().causes,
         ["uncacheable: linking (no -c)"]

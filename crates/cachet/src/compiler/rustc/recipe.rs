@@ -2,6 +2,8 @@
 //! The explain slot is the package, the crate, its crate types and the target, so it is
 //! the same in every target dir and checkout.
 
+use std::os::unix::ffi::OsStrExt;
+
 use super::args::RustcArgs;
 use super::key::{key_args, key_cwd, keyed_env};
 use super::toolchain::Toolchain;
@@ -43,8 +45,26 @@ pub(super) fn recipe(
         parts.target
     );
     if let Some(package) = package {
-        slot = format!("{slot} of package {package}");
+        let version = invocation
+            .env_var("CARGO_PKG_VERSION")
+            .map(|v| format!(" {}", String::from_utf8_lossy(v)))
+            .unwrap_or_default();
+        slot = format!("{slot} of package {package}{version}");
     }
+    // The crate root tells a build script's probe compiles (`--crate-name` of the package,
+    // another root) from the package's own.
+    let root = invocation.cwd.join(&args.input);
+    let manifest_dir = invocation
+        .env_var("CARGO_MANIFEST_DIR")
+        .map(|d| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(d)));
+    let root = match manifest_dir
+        .as_deref()
+        .and_then(|d| root.strip_prefix(d).ok())
+    {
+        Some(relative) => relative.to_string_lossy().into_owned(),
+        None => args.input.to_string_lossy().into_owned(),
+    };
+    slot = format!("{slot} from {root}");
     if parts.clippy {
         slot.push_str(", under clippy");
     }

@@ -4,6 +4,8 @@
 //! Chrome trace event format, which Perfetto (ui.perfetto.dev) and `chrome://tracing`
 //! open. Format: "Trace Event Format", Google, the JSON object form with `traceEvents`.
 
+pub mod report;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
