@@ -62,11 +62,10 @@ pub(super) async fn base_key(
                 name.to_string_lossy().into_owned(),
             )));
         };
-        Some(
-            linkers
-                .digest(&context.launcher, &path, env, cwd, context.hashes.clone())
-                .await?,
-        )
+        let digest = linkers
+            .digest(&context.launcher, &path, env, cwd, context.hashes.clone())
+            .await?;
+        Some((path, digest))
     } else {
         None
     };
@@ -142,9 +141,15 @@ pub(super) async fn base_key(
             digest: short(digest.as_bytes()),
         });
     }
-    if let Some(digest) = linker_digest {
+    if let Some((path, digest)) = linker_digest {
         h.field(b"linker");
         h.field(&digest);
+        // In the recipe the linker is one more input: `linker changed: …/cc (content)`.
+        inputs.push(Input {
+            role: "linker".into(),
+            path: path.to_string_lossy().into_owned(),
+            digest: short(&digest),
+        });
     }
     // Observed compiles key exactly the variables their process tree read (in the
     // manifest variant), so a rotated CARGO_REGISTRY_TOKEN is no miss and no secret
