@@ -175,3 +175,37 @@ fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
         }
     }
 }
+
+#[test]
+fn a_remote_level_that_failed_the_lookup_is_named() {
+    // A redis level at a port where nothing listens: each read fails at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = setup()
+        .with_env(
+            "CACHET_REDIS_ENDPOINT",
+            &format!("redis://127.0.0.1:{port}"),
+        )
+        .with_env("CACHET_REDIS_TIMEOUT", "2s");
+    compile(&env, "gcc", &[]);
+    let text = explain(&env, &["a.o"]);
+    assert_says(&text, "remote level errors (redis: ");
+    assert_says(&text, "first compile of this output");
+    // The trace has the level that served a hit, the key and the size.
+    env.ok(&["gcc", "-c", "a.c", "-o", "a.o"]);
+    let file = env.dir.path().join("t.json");
+    env.ok(&["trace", "--output", file.to_str().unwrap()]);
+    let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let hit = trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["cat"] == "request" && e["args"]["outcome"] == "hit")
+        .unwrap();
+    assert_eq!(hit["args"]["level"], "local");
+    assert!(hit["args"]["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(hit["args"]["key"].as_str().unwrap().len(), 16);
+}

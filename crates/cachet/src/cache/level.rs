@@ -127,6 +127,14 @@ impl Level {
 
     fn failed(&self, stats: &Stats, what: &str, key: &CacheKey, error: &io::Error) {
         let timed_out = error.kind() == io::ErrorKind::TimedOut;
+        super::read_log::note(|log| {
+            let (errors, timeouts) = log.failures.entry(self.name.clone()).or_default();
+            if timed_out {
+                *timeouts += 1;
+            } else {
+                *errors += 1;
+            }
+        });
         tracing::warn!(
             "cache level {} ({}): {what} of {} failed: {error}",
             self.name,

@@ -11,6 +11,7 @@ pub mod disk;
 pub mod entry;
 pub mod fault;
 pub mod level;
+pub mod read_log;
 pub mod remote;
 
 use std::io;
@@ -23,6 +24,7 @@ use tokio::sync::Notify;
 
 pub use disk::DiskCache;
 pub use entry::{CacheEntry, StoredFile};
+pub use read_log::{note_stored, with_read_log};
 
 use crate::stats::{LevelCounters, Stats};
 use level::{Level, LevelOptions, Read};
@@ -365,6 +367,8 @@ async fn read_levels(
         match CacheEntry::decode(&bytes) {
             Ok(entry) => {
                 level.count_hit(stats);
+                let size = bytes.len() as u64;
+                read_log::note(|log| log.hit = Some((level.name.clone(), *key, size)));
                 let faster: Vec<Arc<Level>> = levels[..depth]
                     .iter()
                     .filter(|l| !l.read_only)

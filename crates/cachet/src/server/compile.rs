@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Server;
+use crate::cache;
 use crate::compiler::basedir::BaseDirs;
 use crate::compiler::{Event, Invocation, Job, LocalExecutor, Outcome};
 use crate::memory::Slot;
@@ -121,15 +122,17 @@ pub(super) async fn serve(
         watch_cancel.cancel();
     });
 
-    let compile = server.compiles.compile(job);
+    let compile = cache::with_read_log(server.compiles.compile(job));
     tokio::pin!(compile);
+    let mut read_log = None;
     let mut outcome = None;
     let mut client_gone = false;
     loop {
         tokio::select! {
-            done = &mut compile, if outcome.is_none() => {
+            (done, log) = &mut compile, if outcome.is_none() => {
                 tracing::debug!("compile finished: {done:?}");
                 outcome = Some(done);
+                read_log = Some(log);
             }
             event = rx.recv() => match event {
                 Some(event) => {
@@ -162,12 +165,21 @@ pub(super) async fn serve(
         }
         _ => {}
     }
+    let log = read_log.unwrap_or_default();
+    let (level, key, bytes) = match (&log.hit, &log.stored) {
+        (Some((level, key, bytes)), _) => (Some(level.clone()), Some(key), *bytes),
+        (None, Some((key, bytes))) => (None, Some(key), *bytes),
+        (None, None) => (None, None, 0),
+    };
     server.launcher.trace().record(trace::Event::Request {
         start_us,
         end_us: trace::now_us(),
         name: slot.label.clone(),
         outcome: traced,
         build: build_id,
+        level,
+        key: key.map(|k| k.to_hex()[..16].to_owned()),
+        bytes,
     });
     watcher.abort();
 }

@@ -36,6 +36,12 @@ pub enum Event {
         outcome: String,
         /// The build's jobserver (`pipe:[INODE]`, `fifo:PATH`, `no jobserver`).
         build: String,
+        /// The level that served a hit.
+        level: Option<String>,
+        /// The entry's key (the first 16 hex digits): the one hit, or the one stored.
+        key: Option<String>,
+        /// The entry's size (bytes): as read for a hit, as stored for a miss.
+        bytes: u64,
     },
     /// A compiler process while it held one of the server's tokens.
     Run {
@@ -146,6 +152,9 @@ pub fn chrome_json(events: &[Event]) -> Value {
                 name,
                 outcome,
                 build,
+                level,
+                key,
+                bytes,
             } => {
                 let pid = pid_of(build);
                 let tid = lane(pid, "request", *start_us, *end_us);
@@ -160,7 +169,10 @@ pub fn chrome_json(events: &[Event]) -> Value {
                     "name": name, "cat": "request", "ph": "X",
                     "ts": start_us - origin, "dur": end_us.saturating_sub(*start_us).max(1),
                     "pid": pid, "tid": tid,
-                    "args": { "outcome": outcome, "build": build },
+                    "args": {
+                        "outcome": outcome, "build": build, "level": level, "key": key,
+                        "bytes": bytes,
+                    },
                 }));
             }
             Event::Run {
@@ -249,6 +261,9 @@ mod tests {
             name: "a.c".into(),
             outcome: "hit".into(),
             build: "b".into(),
+            level: Some("local".into()),
+            key: None,
+            bytes: 10,
         });
         trace.counter("tokens", 2);
         let json = chrome_json(&trace.events(0));

@@ -1,8 +1,8 @@
 //! `cachet report`: one self-contained HTML page of a build (no script, no network, no
 //! external font): the compiles as bars coloured by outcome on a timeline, the server's
 //! tokens in use (with each build's `-j` as a line) and its predicted memory underneath,
-//! and tables of the slowest misses, the top miss reasons with their `explain` lines, and
-//! the uncacheable calls. Drawn as inline SVG.
+//! and tables of the slowest misses, the largest entries, the top miss reasons with their
+//! `explain` lines, and the uncacheable calls. Drawn as inline SVG.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -47,6 +47,8 @@ struct Request<'a> {
     name: &'a str,
     outcome: &'a str,
     build: &'a str,
+    level: Option<&'a str>,
+    bytes: u64,
 }
 
 /// The page for `events` (a build's timeline) and `misses` (its explained misses).
@@ -60,12 +62,17 @@ pub fn html(events: &[Event], misses: &[Miss]) -> String {
                 name,
                 outcome,
                 build,
+                level,
+                bytes,
+                ..
             } => Some(Request {
                 start: *start_us,
                 end: *end_us,
                 name,
                 outcome,
                 build,
+                level: level.as_deref(),
+                bytes: *bytes,
             }),
             _ => None,
         })
@@ -240,6 +247,21 @@ pub fn html(events: &[Event], misses: &[Miss]) -> String {
         );
     }
     out.push_str("</table>");
+    let mut largest: Vec<&Request> = requests.iter().filter(|r| r.bytes > 0).collect();
+    largest.sort_by_key(|r| std::cmp::Reverse(r.bytes));
+    largest.dedup_by(|a, b| a.name == b.name && a.bytes == b.bytes);
+    out.push_str("<h2>Largest entries</h2><table class=\"largest\"><tr><th>compile</th><th>size</th><th>outcome</th><th>level</th></tr>");
+    for r in largest.iter().take(10) {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{:.1} KiB</td><td>{}</td><td>{}</td></tr>",
+            escape(r.name),
+            r.bytes as f64 / 1024.0,
+            escape(outcome_class(r.outcome)),
+            escape(r.level.unwrap_or("-"))
+        );
+    }
+    out.push_str("</table>");
     let mut reasons: BTreeMap<&str, (usize, &str, &str)> = BTreeMap::new();
     for miss in misses {
         for cause in &miss.causes {
@@ -346,6 +368,9 @@ mod tests {
                 name: "a<b>.c".into(),
                 outcome: "hit".into(),
                 build: "pipe:[1]".into(),
+                level: Some("redis".into()),
+                key: None,
+                bytes: 20_480,
             },
             Event::Request {
                 start_us: 1_000,
@@ -353,6 +378,9 @@ mod tests {
                 name: "b.c".into(),
                 outcome: "miss".into(),
                 build: "pipe:[1]".into(),
+                level: None,
+                key: None,
+                bytes: 0,
             },
             Event::Counter {
                 at_us: 1_000,
@@ -369,6 +397,7 @@ mod tests {
         assert!(page.contains("data-outcome=\"hit\" data-name=\"a&lt;b&gt;.c\""));
         assert!(page.contains("-j4 of build pipe:[1]"));
         assert!(page.contains("argument changed: -O2 → -O3"));
+        assert!(page.contains("<td>20.0 KiB</td><td>hit</td><td>redis</td>"));
         assert!(!page.contains("http"), "nothing to fetch");
         assert!(!page.contains("<script"));
     }

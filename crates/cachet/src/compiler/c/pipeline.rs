@@ -215,6 +215,8 @@ async fn compile_observed(
             return Ok(Outcome::Miss);
         }
     };
+    crate::cache::note_stored(keys.parent, entry.data_size());
+    let failures = crate::cache::read_log::current().failures_text();
     // What the compile read is worked out and stored off the request's future: the
     // client has its answer, and the build's jobserver (held by that future) goes back
     // to the build now rather than after hashing every input.
@@ -273,7 +275,7 @@ async fn compile_observed(
             Ok((verdict, entry, recipe)) => {
                 let stored = matches!(verdict, Verdict::Store(_));
                 store_variant(&cache, &stats, keys, entry, verdict);
-                explain::miss(cache, explain, recipe, forced, stored).await;
+                explain::miss(cache, explain, recipe, forced, stored, failures).await;
             }
             Err(e) => tracing::warn!("working out what a compile read failed: {e}"),
         }

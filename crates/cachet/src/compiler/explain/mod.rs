@@ -31,12 +31,15 @@ use crate::compiler::key::KeyHasher;
 /// Explains a miss whose recipe is `recipe` (see [`Explainer::record_miss`]): with a team
 /// key and a level with `explain = true`, a slot never stored here is compared with the
 /// recipe another machine shared, and a stored entry's recipe is shared in turn.
+/// `failures` are the cache levels that failed while the request looked for its entry
+/// (`redis: 3 timeouts`): the entry may be there, unreadable.
 pub async fn miss(
     cache: Arc<Cache>,
     explain: Arc<Explainer>,
     recipe: Recipe,
     forced: bool,
     stored: bool,
+    failures: Vec<String>,
 ) {
     let sharing = explain.shared_key && cache.shares_recipes();
     let key = Shared::key(&recipe.slot);
@@ -59,9 +62,10 @@ pub async fn miss(
     if sharing && stored {
         cache.put_shared_recipe_in_background(key, Shared::entry(&recipe));
     }
-    let _ =
-        tokio::task::spawn_blocking(move || explain.record_miss(recipe, forced, stored, shared))
-            .await;
+    let _ = tokio::task::spawn_blocking(move || {
+        explain.record_miss(recipe, forced, stored, shared, &failures)
+    })
+    .await;
 }
 
 /// Misses the server keeps in memory for `--last`.
@@ -235,7 +239,15 @@ impl Explainer {
     /// `forced`: `CACHET_RECACHE` asked for it; `stored`: its entry was stored (its recipe
     /// becomes the slot's). Blocking file work: call it off the async threads.
     /// `shared` is the slot's recipe from another machine, used when this one has none.
-    pub fn record_miss(&self, mut now: Recipe, forced: bool, stored: bool, shared: Option<Shared>) {
+    /// `failures`: cache levels that failed during the lookup, named first.
+    pub fn record_miss(
+        &self,
+        mut now: Recipe,
+        forced: bool,
+        stored: bool,
+        shared: Option<Shared>,
+        failures: &[String],
+    ) {
         now.outputs = now.outputs.iter().map(|o| normal(o)).collect();
         let mut file = self.read_slot(&now.slot);
         let causes = match (&file.stored, forced, shared) {
@@ -264,6 +276,20 @@ impl Explainer {
                 } else {
                     causes
                 }
+            }
+        };
+        // A level that failed may hold the entry: that comes first, and an unchanged
+        // recipe is then no sign of eviction.
+        let causes = match failures {
+            [] => causes,
+            failures => {
+                let mut all = vec![format!("remote level errors ({})", failures.join("; "))];
+                all.extend(
+                    causes
+                        .into_iter()
+                        .filter(|c| !c.starts_with("entry was evicted")),
+                );
+                all
             }
         };
         let explanation = Explanation {

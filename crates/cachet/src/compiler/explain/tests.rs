@@ -16,10 +16,10 @@ fn recipe(args: &[&str]) -> Recipe {
 fn first_then_changed_then_evicted_then_forced() {
     let dir = tempfile::tempdir().unwrap();
     let e = Explainer::new(Some(dir.path().to_owned()), Masker::new([1; 32]));
-    e.record_miss(recipe(&["-O2"]), false, true, None);
-    e.record_miss(recipe(&["-O3"]), false, true, None);
-    e.record_miss(recipe(&["-O3"]), false, true, None);
-    e.record_miss(recipe(&["-O3"]), true, true, None);
+    e.record_miss(recipe(&["-O2"]), false, true, None, &[]);
+    e.record_miss(recipe(&["-O3"]), false, true, None, &[]);
+    e.record_miss(recipe(&["-O3"]), false, true, None, &[]);
+    e.record_miss(recipe(&["-O3"]), true, true, None, &[]);
     let causes: Vec<Vec<String>> = e.last(10).into_iter().map(|x| x.causes).collect();
     assert_eq!(causes[0], ["first compile of this output"]);
     assert_eq!(causes[1], ["argument changed: -O2 → -O3"]);
@@ -29,6 +29,17 @@ fn first_then_changed_then_evicted_then_forced() {
         causes[2]
     );
     assert_eq!(causes[3], ["recompiled as asked (CACHET_RECACHE)"]);
+    e.record_miss(
+        recipe(&["-O3"]),
+        false,
+        true,
+        None,
+        &["redis: 3 timeouts".into()],
+    );
+    assert_eq!(
+        e.last(1)[0].causes,
+        ["remote level errors (redis: 3 timeouts)"]
+    );
     assert_eq!(e.last(1).len(), 1);
 }
 
@@ -36,10 +47,10 @@ fn first_then_changed_then_evicted_then_forced() {
 fn an_output_is_explained_after_the_server_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let e = Explainer::new(Some(dir.path().to_owned()), Masker::new([1; 32]));
-    e.record_miss(recipe(&["-O2"]), false, true, None);
-    e.record_miss(recipe(&["-O2", "-g"]), false, false, None);
+    e.record_miss(recipe(&["-O2"]), false, true, None, &[]);
+    e.record_miss(recipe(&["-O2", "-g"]), false, false, None, &[]);
     // A miss not stored leaves the slot's recipe as it was.
-    e.record_miss(recipe(&["-O2", "-g"]), false, true, None);
+    e.record_miss(recipe(&["-O2", "-g"]), false, true, None, &[]);
     let again = Explainer::new(Some(dir.path().to_owned()), Masker::new([1; 32]));
     let found = again.for_output(Path::new("/w/a.o")).unwrap();
     assert_eq!(found.causes, ["argument added: -g"]);

@@ -303,6 +303,7 @@ pub(super) async fn compile(
                 recipe,
                 invocation.recache,
                 true,
+                crate::cache::read_log::current().failures_text(),
             );
             // A pending write, so that `cachet --flush` waits for the explanation too.
             let pending = context.cache.pending().reserve();
@@ -324,9 +325,9 @@ pub(super) async fn compile(
                     (META_OUT_DIR.into(), out_dir.as_os_str().as_bytes().to_vec()),
                 ],
             };
-            context
-                .cache
-                .put_in_background(manifest::entry_key(&base, &variant, &maps), entry);
+            let entry_key = manifest::entry_key(&base, &variant, &maps);
+            crate::cache::note_stored(entry_key, entry.data_size());
+            context.cache.put_in_background(entry_key, entry);
             manifest::update_in_background(&context.cache, manifest_key, move |manifest| {
                 manifest.add(variant)
             });
