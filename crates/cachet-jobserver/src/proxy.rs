@@ -83,6 +83,12 @@ impl Proxy {
         Ok(Proxy { pipe, inode })
     }
 
+    /// The pipe's inode: a joined pool whose [`Jobserver::id`] is `pipe:[INODE]` with this
+    /// number is this very proxy (a process under it came back to its owner).
+    pub fn inode(&self) -> u64 {
+        self.inode
+    }
+
     /// The pipe's read and write fds (CLOEXEC here; the spawner clears it in the child).
     pub fn fds(&self) -> [RawFd; 2] {
         [self.pipe.read_fd(), self.pipe.write_fd()]

@@ -435,3 +435,43 @@ fn a_compile_killed_twice_fails_as_the_compiler_did_after_exactly_one_retry() {
     assert_eq!(counters["oom_retries_failed"], 1);
     assert_eq!(counters["compile_failures"], 1);
 }
+
+/// A compiler the server runs that itself compiles through cachet (a wrapper script that
+/// calls `cachet gcc`): the inner compile comes with the outer's proxy as its jobserver,
+/// and takes neither a token nor memory (with one token, waiting for one would never end).
+#[test]
+fn a_compile_started_inside_a_compile_the_server_runs_waits_for_nothing() {
+    let (env, _) = setup("1G", "600M");
+    let env = env.with_env("CACHET_JOBS", "1");
+    source(&env, "inner.c", 1);
+    source(&env, "outer.c", 2);
+    let wrapper = env.dir.path().join("bin/gcc-wrap");
+    std::fs::create_dir_all(wrapper.parent().unwrap()).unwrap();
+    script(
+        &wrapper,
+        &format!(
+            "case \" $* \" in *\" -c outer.c \"*) \"{CACHET}\" gcc -c inner.c -o inner.o || exit 1;; esac\n\
+             exec gcc \"$@\"\n"
+        ),
+    );
+    let mut child = env
+        .cachet()
+        .args([wrapper.to_str().unwrap(), "-c", "outer.c", "-o", "outer.o"])
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the nested compile waited for the outer one's token");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success());
+    assert!(env.work.join("inner.o").exists() && env.work.join("outer.o").exists());
+    // Both went through the server: the inner one as a compile of its own.
+    assert!(env.counter("cache_misses") >= 2);
+}

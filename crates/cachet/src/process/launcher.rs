@@ -3,7 +3,7 @@
 use std::io;
 use std::sync::Arc;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
@@ -37,6 +37,37 @@ pub struct Launcher {
     running: Arc<Mutex<i64>>,
     /// Extra tokens granted now, per build's trace track.
     extra: Arc<Mutex<HashMap<String, i64>>>,
+    /// The ids (`pipe:[INODE]`) of the proxies of the compilers running now.
+    proxies: Arc<Mutex<HashSet<String>>>,
+}
+
+/// A running compiler's proxy, known to the launcher while it lives.
+struct ProxyGuard {
+    proxies: Arc<Mutex<HashSet<String>>>,
+    id: String,
+}
+
+impl ProxyGuard {
+    fn register(proxies: &Arc<Mutex<HashSet<String>>>, inode: u64) -> ProxyGuard {
+        let id = format!("pipe:[{inode}]");
+        proxies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone());
+        ProxyGuard {
+            proxies: proxies.clone(),
+            id,
+        }
+    }
+}
+
+impl Drop for ProxyGuard {
+    fn drop(&mut self) {
+        self.proxies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
 }
 
 impl Launcher {
@@ -48,6 +79,7 @@ impl Launcher {
             memory: None,
             running: Arc::default(),
             extra: Arc::default(),
+            proxies: Arc::default(),
         }
     }
 
@@ -91,8 +123,11 @@ impl Launcher {
         build: Option<&Jobserver>,
     ) -> io::Result<ProcessOutput> {
         let mut forwarded = Forwarded::default();
+        // A compile started from inside one we run holds nothing of its own: its parent
+        // holds the token and its memory (waiting for either could deadlock).
+        let nested = build.is_some_and(|b| self.is_our_proxy(b));
         let (memory, slot) = match (&self.memory, &spec.memory) {
-            (Some(memory), Some(slot)) => (memory.clone(), slot.clone()),
+            (Some(memory), Some(slot)) if !nested => (memory.clone(), slot.clone()),
             _ => {
                 let out = self
                     .run_once(spec, &stream, cancel, build, None, &mut forwarded)
@@ -158,7 +193,7 @@ impl Launcher {
     ) -> io::Result<ProcessOutput> {
         // A build that joined our own pool (through its fifo) already holds one of our
         // tokens for this job: take no second one, and count our pool once.
-        let own_pool = build.is_some_and(|b| b.same_pool(&self.jobserver));
+        let own_pool = build.is_some_and(|b| b.same_pool(&self.jobserver) || self.is_our_proxy(b));
         let build_id = self.build_id(build);
         let build = build.filter(|_| !own_pool);
         let asked_us = trace::now_us();
@@ -173,6 +208,7 @@ impl Launcher {
             .and_then(|v| v.to_str())
             .and_then(cachet_jobserver::flags::jobs);
         let proxy = Proxy::new()?;
+        let _registered = ProxyGuard::register(&self.proxies, proxy.inode());
         let env = proxy.child_env(spec.env_var("MAKEFLAGS").map(|v| v.as_os_str()));
         give_jobserver(&mut spec, env, proxy.fds());
         spec.oom_score_adj = Some(COMPILER_OOM_SCORE_ADJ);
@@ -273,14 +309,15 @@ impl Launcher {
         build: Option<&Jobserver>,
         cancel: &CancellationToken,
     ) -> io::Result<Admission> {
+        let nested = build.is_some_and(|b| self.is_our_proxy(b));
         let permit = match &self.memory {
-            Some(memory) => tokio::select! {
+            Some(memory) if !nested => tokio::select! {
                 permit = memory.admit(slot, alone) => Some(permit),
                 _ = cancel.cancelled() => return Err(Cancelled::error("while waiting for memory")),
             },
-            None => None,
+            _ => None,
         };
-        let own_pool = build.is_some_and(|b| b.same_pool(&self.jobserver));
+        let own_pool = nested || build.is_some_and(|b| b.same_pool(&self.jobserver));
         let asked_us = trace::now_us();
         let token = self.server_token(own_pool, cancel).await?;
         let start_us = self.count_running(1);
@@ -321,6 +358,14 @@ impl Launcher {
         let now = extra.entry(track.to_owned()).or_default();
         *now += delta;
         self.stats.trace.counter(track, *now);
+    }
+
+    /// Whether `build` is the proxy of a compiler we run: the request comes from inside it.
+    fn is_our_proxy(&self, build: &Jobserver) -> bool {
+        self.proxies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&build.id())
     }
 
     /// How stats and the trace name a build: by its jobserver (`pipe:[INODE]`,

@@ -116,6 +116,33 @@ impl Trace {
     }
 }
 
+/// Lanes for slices: each slice goes on the first lane free at its start, so that slices
+/// never overlap within a lane.
+#[derive(Debug, Default)]
+pub struct Lanes {
+    ends: Vec<u64>,
+}
+
+impl Lanes {
+    /// The lane (0-based) of a slice from `start` to `end`.
+    pub fn place(&mut self, start: u64, end: u64) -> usize {
+        let i = match self.ends.iter().position(|e| *e <= start) {
+            Some(i) => i,
+            None => {
+                self.ends.push(0);
+                self.ends.len() - 1
+            }
+        };
+        self.ends[i] = end;
+        i
+    }
+
+    /// Lanes used.
+    pub fn count(&self) -> usize {
+        self.ends.len()
+    }
+}
+
 /// The events as a Chrome trace (a JSON object with `traceEvents`). Each build is a
 /// process; its requests and its compiler runs are threads ("lanes"), each slice on the
 /// first lane free at its start, so that slices never overlap within a lane. Counters
@@ -127,18 +154,10 @@ pub fn chrome_json(events: &[Event]) -> Value {
         let next = builds.len() as u64 + 2;
         *builds.entry(build.to_owned()).or_insert(next)
     };
-    // Per (pid, kind) the end time of each lane.
-    let mut lanes: BTreeMap<(u64, &'static str), Vec<u64>> = BTreeMap::new();
+    // Per (pid, kind) its lanes.
+    let mut lanes: BTreeMap<(u64, &'static str), Lanes> = BTreeMap::new();
     let mut lane = |pid: u64, kind: &'static str, start: u64, end: u64| {
-        let ends = lanes.entry((pid, kind)).or_default();
-        let i = match ends.iter().position(|e| *e <= start) {
-            Some(i) => i,
-            None => {
-                ends.push(0);
-                ends.len() - 1
-            }
-        };
-        ends[i] = end;
+        let i = lanes.entry((pid, kind)).or_default().place(start, end);
         let base = if kind == "request" { 1 } else { 10_001 };
         base + i as u64
     };
@@ -218,8 +237,8 @@ pub fn chrome_json(events: &[Event]) -> Value {
     for (build, pid) in &builds {
         out.push(json!({"name": "process_name", "ph": "M", "pid": pid, "args": {"name": format!("build {build}")}}));
     }
-    for ((pid, kind), ends) in &lanes {
-        for i in 0..ends.len() {
+    for ((pid, kind), used) in &lanes {
+        for i in 0..used.count() {
             let (base, label) = if *kind == "request" {
                 (1, "requests")
             } else {

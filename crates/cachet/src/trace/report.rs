@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::Event;
+use super::{Event, Lanes};
 
 /// A miss as `explain` told it: its slot and causes.
 pub struct Miss {
@@ -120,17 +120,10 @@ pub fn html(events: &[Event], misses: &[Miss]) -> String {
     );
 
     // The compiles, each on the first lane free at its start.
-    let mut lanes: Vec<u64> = Vec::new();
+    let mut lanes = Lanes::default();
     let mut bars = String::new();
     for r in &requests {
-        let lane = match lanes.iter().position(|e| *e <= r.start) {
-            Some(i) => i,
-            None => {
-                lanes.push(0);
-                lanes.len() - 1
-            }
-        };
-        lanes[lane] = r.end;
+        let lane = lanes.place(r.start, r.end);
         let shown = lane.min(MAX_LANES - 1);
         let (x0, x1) = (x(r.start), x(r.end));
         let ms = r.end.saturating_sub(r.start) as f64 / 1000.0;
@@ -149,7 +142,7 @@ pub fn html(events: &[Event], misses: &[Miss]) -> String {
             escape(r.build),
         );
     }
-    let lanes_height = 30.0 + lanes.len().min(MAX_LANES) as f64 * LANE;
+    let lanes_height = 30.0 + lanes.count().min(MAX_LANES) as f64 * LANE;
     let _ = write!(
         out,
         "<h2>Compiles</h2><svg class=\"timeline\" width=\"{WIDTH}\" height=\"{lanes_height}\" \
