@@ -34,18 +34,39 @@ const TAKES_NEXT: &[&str] = &[
     "-Xclang",
 ];
 
+/// How a family's causes are worded.
+struct Words {
+    /// What changed when the compiler's identity did.
+    compiler: &'static str,
+    /// How to stop an output recording the cwd.
+    fix_cwd: &'static str,
+    /// What reads variables during the compile.
+    env_read: &'static str,
+}
+
+fn words(language: &str) -> Words {
+    match language {
+        "Rust" => Words {
+            compiler: "toolchain",
+            fix_cwd: "set base_dirs and --remap-path-prefix",
+            env_read: "env read by the compile (env!, option_env! or a proc macro) changed",
+        },
+        _ => Words {
+            compiler: "compiler",
+            fix_cwd: "set base_dirs and -fdebug-prefix-map",
+            env_read: "env read by the compile changed",
+        },
+    }
+}
+
 /// The causes, most telling first; empty when every part is the same.
 pub fn causes(before: &Recipe, now: &Recipe) -> Vec<String> {
+    let words = words(&now.language);
     let mut out = Vec::new();
     if before.compiler != now.compiler {
-        let what = if now.language == "Rust" {
-            "toolchain"
-        } else {
-            "compiler"
-        };
         out.push(format!(
-            "{what} changed: {} → {}",
-            before.compiler, now.compiler
+            "{} changed: {} → {}",
+            words.compiler, before.compiler, now.compiler
         ));
     }
     args(&before.args, &now.args, &mut out);
@@ -53,23 +74,13 @@ pub fn causes(before: &Recipe, now: &Recipe) -> Vec<String> {
     if let Some(why) = &now.cwd_recorded
         && before.cwd != now.cwd
     {
-        let fix = if now.language == "Rust" {
-            "set base_dirs and --remap-path-prefix"
-        } else {
-            "set base_dirs and -fdebug-prefix-map"
-        };
         out.push(format!(
-            "working directory differs and is recorded ({why}): {} vs {}; {fix}",
-            before.cwd, now.cwd
+            "working directory differs and is recorded ({why}): {} vs {}; {}",
+            before.cwd, now.cwd, words.fix_cwd
         ));
     }
     inputs(before, now, &mut out);
-    let read = if now.language == "Rust" {
-        "env read by the compile (env!, option_env! or a proc macro) changed"
-    } else {
-        "env read by the compile changed"
-    };
-    variables(read, &before.env_read, &now.env_read, &mut out);
+    variables(words.env_read, &before.env_read, &now.env_read, &mut out);
     out
 }
 
