@@ -30,6 +30,12 @@ const TICK: Duration = Duration::from_millis(3);
 /// at most this long for its first token.
 const IDLE_TICK: Duration = Duration::from_millis(48);
 
+/// How long the proxy may wait between looks while its child wants a token that no level
+/// has to give (every token of the build and of the machine is held, as for most of a
+/// busy build): nothing can change until some other compile ends, and a look costs a scan
+/// of the child's threads.
+const STARVED_TICK: Duration = Duration::from_millis(24);
+
 /// The read(2) syscall number, as `/proc/PID/task/TID/syscall` shows it.
 #[cfg(target_arch = "x86_64")]
 const READ_SYSCALL: i64 = 0;
@@ -146,11 +152,8 @@ impl Proxy {
                 Demand::Waiting | Demand::Unknown => 1,
                 Demand::Idle => 0,
             };
-            wait = match demand {
-                Demand::Idle if in_pipe == 0 => (wait * 2).min(IDLE_TICK),
-                _ => TICK,
-            };
             let before = grants.len();
+            let mut starved = false;
             if in_pipe > wanted {
                 for _ in wanted..in_pipe {
                     if let Ok(Some(_)) = self.pipe.try_read_byte() {
@@ -158,15 +161,21 @@ impl Proxy {
                         report.reclaims += 1;
                     }
                 }
-            } else if in_pipe < wanted
-                && may_grant()
-                && let Some(tokens) = take_from_every(levels)
-                && self.pipe.write_byte(TOKEN_BYTE).is_ok()
-            {
-                grants.push(tokens);
-                report.grants += 1;
-                report.peak = report.peak.max(grants.len() as u64);
+            } else if in_pipe < wanted {
+                match may_grant().then(|| take_from_every(levels)).flatten() {
+                    Some(tokens) if self.pipe.write_byte(TOKEN_BYTE).is_ok() => {
+                        grants.push(tokens);
+                        report.grants += 1;
+                        report.peak = report.peak.max(grants.len() as u64);
+                    }
+                    _ => starved = true,
+                }
             }
+            wait = match demand {
+                Demand::Idle if in_pipe == 0 => (wait * 2).min(IDLE_TICK),
+                _ if starved => (wait * 2).min(STARVED_TICK),
+                _ => TICK,
+            };
             if grants.len() != before {
                 granted(grants.len());
             }

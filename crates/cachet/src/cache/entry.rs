@@ -114,7 +114,10 @@ impl CacheEntry {
     pub fn encode(&self) -> Vec<u8> {
         // Neither step can fail for these plain types short of allocation
         // failure, which would abort anyway.
-        let raw = postcard::to_stdvec(self).expect("postcard serialization of CacheEntry");
+        // Sized up front: grown by doubling, a large output would be copied several times.
+        let room = self.data_size() as usize + self.meta.len() * 64 + self.files.len() * 64 + 64;
+        let raw = postcard::to_extend(self, Vec::with_capacity(room))
+            .expect("postcard serialization of CacheEntry");
         let compressed =
             zstd::bulk::compress(&raw, ZSTD_LEVEL).expect("zstd compression into memory");
         let hash = blake3::hash(&compressed);

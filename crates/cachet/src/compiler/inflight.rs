@@ -107,24 +107,28 @@ impl Leader {
         self.participant.take()
     }
 
-    /// Hands the result to every follower and closes the slot.
-    pub fn publish(mut self, result: Shared) {
+    /// Hands the result to every follower and closes the slot. `result` runs only when
+    /// some follower waits: a result holds copies of every output.
+    pub fn publish(mut self, result: impl FnOnce() -> Shared) {
         self.finish(result);
     }
 
-    fn finish(&mut self, result: Shared) {
+    fn finish(&mut self, result: impl FnOnce() -> Shared) {
         if self.published {
             return;
         }
         self.published = true;
+        // Out of the map first: no follower can join after this.
         self.inflight.slots.lock().unwrap().remove(&self.key);
-        self.slot.result.send_replace(Some(Arc::new(result)));
+        if self.slot.result.receiver_count() > 0 {
+            self.slot.result.send_replace(Some(Arc::new(result())));
+        }
     }
 }
 
 impl Drop for Leader {
     fn drop(&mut self) {
-        self.finish(Shared::Abandoned);
+        self.finish(|| Shared::Abandoned);
     }
 }
 
@@ -173,7 +177,7 @@ mod tests {
             stderr: b"w".to_vec(),
             entry: None,
         };
-        leader.publish(done.clone());
+        leader.publish(|| done.clone());
         assert_eq!(*waiting.await.unwrap(), done);
         assert_eq!(inflight.len(), 0);
     }

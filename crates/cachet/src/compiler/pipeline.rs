@@ -167,7 +167,7 @@ impl Context {
 
     /// A compile that failed: its followers get its output and exit code, nothing is stored.
     pub fn finish_failed(&self, leader: Option<Leader>, result: &ProcessOutput) -> Outcome {
-        publish(leader, result, None);
+        publish(leader, result, || None);
         self.stats.update(|c| c.compile_failures += 1);
         Outcome::Failed(result.exit)
     }
@@ -267,14 +267,19 @@ fn lead(
     (leader.cancel_token(), watcher)
 }
 
-/// Hands a leader's result to the compiles that followed it.
-pub fn publish(leader: Option<Leader>, result: &ProcessOutput, entry: Option<CacheEntry>) {
+/// Hands a leader's result to the compiles that followed it; `entry` (the outputs, for a
+/// successful compile) is made only when one did.
+pub fn publish(
+    leader: Option<Leader>,
+    result: &ProcessOutput,
+    entry: impl FnOnce() -> Option<CacheEntry>,
+) {
     if let Some(leader) = leader {
-        leader.publish(Shared::Finished {
+        leader.publish(|| Shared::Finished {
             exit: result.exit,
             stdout: result.stdout.clone(),
             stderr: result.stderr.clone(),
-            entry,
+            entry: entry(),
         });
     }
 }

@@ -3,9 +3,12 @@
 //! something in it.
 //!
 //! Groups are made under the server's own memory cgroup and reused: one per running
-//! compile, reset between uses (v1: `memory.force_empty`, then `memory.max_usage_in_bytes`;
-//! v2: `memory.reclaim`, then `memory.peak`, resettable since Linux 6.12; where it is not,
-//! the group is made anew). The child joins its group itself before exec, by writing `0`
+//! compile, its peak restarted between uses (v1: `memory.max_usage_in_bytes`; v2:
+//! `memory.peak`, resettable since Linux 6.12; where it is not, the group is made anew).
+//! A group is never emptied: that would reclaim the page cache its compile charged to it,
+//! the outputs just written and the sources and libraries read, which the build's next
+//! compiles read again. What stays charged is the group's baseline, taken off its
+//! figures. The child joins its group itself before exec, by writing `0`
 //! (itself) into the group's `cgroup.procs`, so every process it starts is counted too.
 //! Sources: the kernel's Documentation/admin-guide/cgroup-v1/memory.rst and cgroup-v2.rst.
 
@@ -130,6 +133,8 @@ pub struct Group {
     dir: PathBuf,
     version: Version,
     procs: CString,
+    /// Bytes still charged from earlier compiles (page cache) when this one took it.
+    baseline: u64,
 }
 
 impl Group {
@@ -138,16 +143,24 @@ impl Group {
         &self.procs
     }
 
-    /// The highest memory the group's processes used at once since the last reset (bytes).
+    /// The highest memory the group's processes used at once since they started, beyond
+    /// the baseline (bytes). Page cache of the baseline reclaimed meanwhile makes this an
+    /// underestimate by at most that much.
     pub fn peak(&self) -> Option<u64> {
         read_number(&self.dir.join(match self.version {
             Version::V1 => "memory.max_usage_in_bytes",
             Version::V2 => "memory.peak",
         }))
+        .map(|peak| peak.saturating_sub(self.baseline))
     }
 
-    /// Memory the group uses now (bytes).
+    /// Memory the group's processes use now beyond the baseline (bytes).
     pub fn usage(&self) -> Option<u64> {
+        self.charged().map(|now| now.saturating_sub(self.baseline))
+    }
+
+    /// Everything charged to the group now, the baseline included (bytes).
+    fn charged(&self) -> Option<u64> {
         read_number(&self.dir.join(match self.version {
             Version::V1 => "memory.usage_in_bytes",
             Version::V2 => "memory.current",
@@ -166,18 +179,12 @@ impl Group {
         )
     }
 
-    /// Empties the group's charged pages and restarts its peak. False where the peak
-    /// cannot be restarted (the group must be made anew).
+    /// Restarts the group's peak at what is charged now. False where the peak cannot be
+    /// restarted (the group must be made anew).
     fn reset(&self) -> bool {
         match self.version {
-            Version::V1 => {
-                let _ = std::fs::write(self.dir.join("memory.force_empty"), "0");
-                std::fs::write(self.dir.join("memory.max_usage_in_bytes"), "0").is_ok()
-            }
-            Version::V2 => {
-                let _ = std::fs::write(self.dir.join("memory.reclaim"), "1G");
-                std::fs::write(self.dir.join("memory.peak"), "reset").is_ok()
-            }
+            Version::V1 => std::fs::write(self.dir.join("memory.max_usage_in_bytes"), "0").is_ok(),
+            Version::V2 => std::fs::write(self.dir.join("memory.peak"), "reset").is_ok(),
         }
     }
 }
@@ -235,7 +242,8 @@ impl Pool {
 
     /// A group for one compile: a free one, or a new one.
     pub fn take(&self) -> io::Result<Group> {
-        if let Some(group) = self.free.lock().unwrap().pop() {
+        if let Some(mut group) = self.free.lock().unwrap().pop() {
+            group.baseline = group.charged().unwrap_or(0);
             return Ok(group);
         }
         let n = self.made.fetch_add(1, Ordering::Relaxed);
@@ -253,10 +261,11 @@ impl Pool {
             dir,
             version: self.version,
             procs,
+            baseline: 0,
         })
     }
 
-    /// Returns a group whose processes have all exited (blocking: reclaiming takes a moment).
+    /// Returns a group whose processes have all exited.
     pub fn give_back(&self, group: Group) {
         if group.reset() {
             self.free.lock().unwrap().push(group);

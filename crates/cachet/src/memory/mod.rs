@@ -521,7 +521,8 @@ impl Drop for Permit {
             // Ours alone now: the compile's processes are reaped.
             && let Ok(group) = Arc::try_unwrap(group)
         {
-            // Emptying the group reclaims its pages: off the async threads when on them.
+            // Writing the cgroup file is a syscall into the kernel's memcg: off the async
+            // threads when on them.
             let memory = self.memory.clone();
             let give_back = move || {
                 if let Some(pool) = &memory.pool {

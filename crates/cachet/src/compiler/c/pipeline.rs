@@ -204,7 +204,7 @@ async fn compile_observed(
     // Read the outputs before the client hears back: once it has, the build may move
     // or delete them.
     let entry = outputs::collect(plan, &result).await;
-    publish(leader, &result, entry.as_ref().ok().cloned());
+    publish(leader, &result, || entry.as_ref().ok().cloned());
     let storing = context.cache.pending().reserve();
     context.count_miss(started, invocation.recache);
     let entry = match entry {

@@ -194,152 +194,218 @@ pub(super) async fn compile(
             .update(|c| c.languages.entry(LANGUAGE.into()).or_default().failures += 1);
         return Ok(failed);
     }
-    // Read everything before the client hears back: cargo may move outputs right after.
-    let collected = {
-        let (out_dir, outputs, cwd) = (out_dir.clone(), outputs.clone(), cwd.clone());
-        let hashes = context.hashes.clone();
+    // Read the outputs before the client hears back: cargo may move them right after.
+    // Hashing what the compile read waits until it has: the build's next compile needs
+    // this one's answer, not its inputs' digests.
+    let read = {
+        let (out_dir, outputs) = (out_dir.clone(), outputs.clone());
         let depinfo_name = format!("{}{}.d", args.crate_name, args.extra_filename);
-        let env = invocation.env.clone();
-        let stats = context.stats.clone();
         tokio::task::spawn_blocking(move || {
-            // Counted first, whatever else keeps the result from being stored.
-            let observation = watch.map(|watch| {
-                let log = watch.finish()?;
-                log.complete(std::process::id())?;
-                Ok::<_, NotStored>(log)
-            });
-            if let Some(done) = &observation {
-                stats.update(|c| match done {
-                    Ok(_) => c.observed_compiles += 1,
-                    Err(_) => c.unobserved_compiles += 1,
-                });
-            }
-            let collected = collect(
-                &out_dir,
-                &outputs,
-                &depinfo_name,
-                &cwd,
-                &hashes,
-                (compile_start, start_clock),
-            )?;
-            let observed = match observation {
-                Some(log) => {
-                    let log = log?;
-                    let written: Vec<PathBuf> =
-                        outputs.iter().map(|name| out_dir.join(name)).collect();
-                    let written: Vec<&Path> = written.iter().map(PathBuf::as_path).collect();
-                    Some(observed_inputs(
-                        &log.inputs(&written, &cwd, &env),
-                        &cwd,
-                        &hashes,
-                        start_clock,
-                    )?)
-                }
-                None => None,
-            };
-            Ok::<_, NotStored>((collected, observed))
+            read_outputs(&out_dir, &outputs, &depinfo_name, compile_start)
         })
         .await
         .map_err(io::Error::other)?
     };
-    let shared_entry = collected.as_ref().ok().map(|(c, _)| CacheEntry {
-        exit_code: 0,
-        stdout: result.stdout.clone(),
-        stderr: result.stderr.clone(),
-        files: c.files.clone(),
-        meta: vec![],
+    publish(leader, &result, || {
+        read.as_ref().ok().map(|(files, _)| CacheEntry {
+            exit_code: 0,
+            stdout: result.stdout.clone(),
+            stderr: result.stderr.clone(),
+            files: files.clone(),
+            meta: vec![],
+        })
     });
-    publish(leader, &result, shared_entry);
-    let _storing = context.cache.pending().reserve();
+    let storing = context.cache.pending().reserve();
     context.count_miss(started, invocation.recache);
     context
         .stats
         .update(|c| c.languages.entry(LANGUAGE.into()).or_default().misses += 1);
-    match collected {
-        Ok((collected, observed)) => {
-            let mut env: Vec<(Vec<u8>, Option<Vec<u8>>)> = collected
-                .depinfo
-                .env
-                .iter()
-                .map(|(name, _)| {
-                    let now = invocation.env_var(name).map(<[u8]>::to_vec);
-                    (name.as_bytes().to_vec(), now)
-                })
-                .collect();
-            let mut files = collected.sources;
-            let mut absent = Vec::new();
-            if let Some(observed) = observed {
-                files.extend(observed.files);
-                env.extend(observed.env);
-                absent = observed.absent;
-            }
-            files.sort();
-            files.dedup_by(|a, b| a.0 == b.0);
-            env.sort();
-            env.dedup_by(|a, b| a.0 == b.0);
-            let variant = Variant {
-                files,
-                absent,
-                env,
-                recorded_cwd: None,
-            };
-            let parts = recipe::Parts {
-                toolchain: &toolchain,
-                target: &target,
-                clippy: driver.is_some(),
-                observing: context.observing(),
-                inputs,
-                outputs: outputs
-                    .iter()
-                    .map(|name| out_dir.join(name).to_string_lossy().into_owned())
-                    .collect(),
-            };
-            let mut recipe = recipe::recipe(invocation, &args, parts, context.explain.masker());
-            let source = args.input.as_os_str().as_bytes().to_vec();
-            recipe.add_variant(&variant, &source, "file", context.explain.masker());
-            let explaining = explain::miss(
-                context.cache.clone(),
-                context.explain.clone(),
-                recipe,
-                invocation.recache,
-                true,
-                crate::cache::read_log::current().failures_text(),
-            );
-            // A pending write, so that `cachet --flush` waits for the explanation too.
-            let pending = context.cache.pending().reserve();
-            tokio::spawn(async move {
-                explaining.await;
-                drop(pending);
-            });
-            let entry = CacheEntry {
-                exit_code: 0,
-                stdout: result.stdout.clone(),
-                stderr: result.stderr.clone(),
-                files: collected.files,
-                meta: vec![
-                    (META_DISPLAY.into(), display),
-                    (
-                        META_DIAGNOSTICS.into(),
-                        vec![has_diagnostics(&result.stderr) as u8],
-                    ),
-                    (META_OUT_DIR.into(), out_dir.as_os_str().as_bytes().to_vec()),
-                ],
-            };
-            let entry_key = manifest::entry_key(&base, &variant, &maps);
-            crate::cache::note_stored(entry_key, entry.data_size());
-            context.cache.put_in_background(entry_key, entry);
-            manifest::update_in_background(&context.cache, manifest_key, move |manifest| {
-                manifest.add(variant)
-            });
-        }
+    let (files, depinfo) = match read {
+        Ok(read) => read,
         Err(why) => {
-            tracing::info!("not storing {}: {why}", args.crate_name);
-            context
-                .stats
-                .update(|c| *c.not_stored.entry(why.label().into()).or_default() += 1);
+            not_stored(context, &args.crate_name, &why);
+            return Ok(Outcome::Miss);
         }
-    }
+    };
+    let env: Vec<(Vec<u8>, Option<Vec<u8>>)> = depinfo
+        .env
+        .iter()
+        .map(|(name, _)| {
+            let now = invocation.env_var(name).map(<[u8]>::to_vec);
+            (name.as_bytes().to_vec(), now)
+        })
+        .collect();
+    let parts = recipe::Parts {
+        toolchain: &toolchain,
+        target: &target,
+        clippy: driver.is_some(),
+        observing: context.observing(),
+        inputs,
+        outputs: outputs
+            .iter()
+            .map(|name| out_dir.join(name).to_string_lossy().into_owned())
+            .collect(),
+    };
+    let mut recipe = recipe::recipe(invocation, &args, parts, context.explain.masker());
+    let entry = CacheEntry {
+        exit_code: 0,
+        stdout: result.stdout.clone(),
+        stderr: result.stderr.clone(),
+        files,
+        meta: vec![
+            (META_DISPLAY.into(), display),
+            (
+                META_DIAGNOSTICS.into(),
+                vec![has_diagnostics(&result.stderr) as u8],
+            ),
+            (META_OUT_DIR.into(), out_dir.as_os_str().as_bytes().to_vec()),
+        ],
+    };
+    crate::cache::note_stored(base, entry.data_size());
+    let failures = crate::cache::read_log::current().failures_text();
+    let read_inputs = {
+        let reading = Reading {
+            watch,
+            sources: depinfo.sources,
+            written: outputs.iter().map(|name| out_dir.join(name)).collect(),
+            cwd: cwd.clone(),
+            env: invocation.env.clone(),
+            hashes: context.hashes.clone(),
+            stats: context.stats.clone(),
+            start_clock,
+        };
+        crate::background::run(entry.data_size(), move || reading.read())
+    };
+    let (cache, stats, explain) = (
+        context.cache.clone(),
+        context.stats.clone(),
+        context.explain.clone(),
+    );
+    let (crate_name, forced, source) = (
+        args.crate_name.clone(),
+        invocation.recache,
+        args.input.as_os_str().as_bytes().to_vec(),
+    );
+    tokio::spawn(async move {
+        let _storing = storing;
+        let (sources, observed) = match read_inputs.await {
+            Ok(Ok(read)) => read,
+            Ok(Err(why)) => {
+                tracing::info!("not storing {crate_name}: {why}");
+                stats.update(|c| *c.not_stored.entry(why.label().into()).or_default() += 1);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("working out what {crate_name} read failed: {e}");
+                return;
+            }
+        };
+        let variant = variant_of(sources, env, observed);
+        recipe.add_variant(&variant, &source, "file", explain.masker());
+        let entry_key = manifest::entry_key(&base, &variant, &maps);
+        cache.put_in_background(entry_key, entry);
+        manifest::update_in_background(&cache, manifest_key, move |manifest| manifest.add(variant));
+        explain::miss(cache, explain, recipe, forced, true, failures).await;
+    });
     Ok(Outcome::Miss)
+}
+
+/// Counts a compile whose result is not stored, and why.
+fn not_stored(context: &Context, crate_name: &str, why: &NotStored) {
+    tracing::info!("not storing {crate_name}: {why}");
+    context
+        .stats
+        .update(|c| *c.not_stored.entry(why.label().into()).or_default() += 1);
+}
+
+/// The manifest variant of a compile: the sources its dep-info names, the variables it
+/// names (`env` as they are now), and what observation adds.
+fn variant_of(
+    mut files: FileDigests,
+    mut env: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    observed: Option<ObservedParts>,
+) -> Variant {
+    let mut absent = Vec::new();
+    if let Some(observed) = observed {
+        files.extend(observed.files);
+        env.extend(observed.env);
+        absent = observed.absent;
+    }
+    files.sort();
+    files.dedup_by(|a, b| a.0 == b.0);
+    env.sort();
+    env.dedup_by(|a, b| a.0 == b.0);
+    Variant {
+        files,
+        absent,
+        env,
+        recorded_cwd: None,
+    }
+}
+
+/// Content hashes of files by their names in a manifest variant.
+type FileDigests = Vec<(Vec<u8>, [u8; 32])>;
+
+/// What is needed to work out what a finished compile read, after the client has its
+/// answer.
+struct Reading {
+    watch: Option<observe::Watch>,
+    /// The sources its dep-info names.
+    sources: Vec<PathBuf>,
+    /// Its outputs (observation does not count them as inputs).
+    written: Vec<PathBuf>,
+    cwd: PathBuf,
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    hashes: Arc<FileHashes>,
+    stats: Arc<crate::stats::Stats>,
+    start_clock: FileClock,
+}
+
+impl Reading {
+    /// The content hashes of the sources, and (when the compile was observed) what
+    /// observation adds. A source changed since the compile started makes the result
+    /// unsafe to store.
+    fn read(self) -> Result<(FileDigests, Option<ObservedParts>), NotStored> {
+        // Counted first, whatever else keeps the result from being stored.
+        let observation = self.watch.map(|watch| {
+            let log = watch.finish()?;
+            log.complete(std::process::id())?;
+            Ok::<_, NotStored>(log)
+        });
+        if let Some(done) = &observation {
+            self.stats.update(|c| match done {
+                Ok(_) => c.observed_compiles += 1,
+                Err(_) => c.unobserved_compiles += 1,
+            });
+        }
+        let mut files = Vec::new();
+        for source in &self.sources {
+            let path = self.cwd.join(source);
+            let stamp =
+                FileStamp::read(&path).map_err(|e| NotStored::Unreadable(path.clone(), e))?;
+            if !stamp.settled_before(self.start_clock) {
+                return Err(NotStored::TooNew(path));
+            }
+            let digest = self
+                .hashes
+                .hash(&path)
+                .map_err(|e| NotStored::Unreadable(path.clone(), e))?;
+            files.push((source.as_os_str().as_bytes().to_vec(), *digest.as_bytes()));
+        }
+        let observed = match observation {
+            Some(log) => {
+                let written: Vec<&Path> = self.written.iter().map(PathBuf::as_path).collect();
+                Some(observed_inputs(
+                    &log?.inputs(&written, &self.cwd, &self.env),
+                    &self.cwd,
+                    &self.hashes,
+                    self.start_clock,
+                )?)
+            }
+            None => None,
+        };
+        Ok((files, observed))
+    }
 }
 
 /// The entry of the first manifest variant whose sources and env match now.
@@ -379,14 +445,6 @@ async fn lookup(
         }
     }
     Ok(None)
-}
-
-/// What a successful compile wrote, the dep-info it wrote, and the sources that dep-info
-/// names with their content hashes.
-struct Collected {
-    files: Vec<StoredFile>,
-    depinfo: depfile::DepFile,
-    sources: Vec<(Vec<u8>, [u8; 32])>,
 }
 
 /// Split debuginfo that this compile wrote: `<stem>.dwp` (packed) and
@@ -453,21 +511,18 @@ fn observed_inputs(
 
 /// The parts of a [`Variant`] that observation adds.
 struct ObservedParts {
-    files: Vec<(Vec<u8>, [u8; 32])>,
+    files: FileDigests,
     env: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     absent: Vec<Vec<u8>>,
 }
 
-/// Reads a successful compile's outputs and the sources its dep-info names. Sources
-/// modified since the compile started make the result unsafe to store.
-fn collect(
+/// Reads a successful compile's outputs, and parses the dep-info among them.
+fn read_outputs(
     out_dir: &Path,
     outputs: &[String],
     depinfo_name: &str,
-    cwd: &Path,
-    hashes: &FileHashes,
-    (compile_start, start_clock): (SystemTime, FileClock),
-) -> Result<Collected, NotStored> {
+    compile_start: SystemTime,
+) -> Result<(Vec<StoredFile>, depfile::DepFile), NotStored> {
     let mut files = Vec::new();
     let mut depinfo_text = None;
     let stem = depinfo_name.trim_end_matches(".d");
@@ -492,23 +547,7 @@ fn collect(
         });
     }
     let depinfo = depfile::parse(&depinfo_text.ok_or(NotStored::NoDepInfo)?);
-    let mut sources = Vec::new();
-    for source in &depinfo.sources {
-        let path = cwd.join(source);
-        let stamp = FileStamp::read(&path).map_err(|e| NotStored::Unreadable(path.clone(), e))?;
-        if !stamp.settled_before(start_clock) {
-            return Err(NotStored::TooNew(path));
-        }
-        let digest = hashes
-            .hash(&path)
-            .map_err(|e| NotStored::Unreadable(path.clone(), e))?;
-        sources.push((source.as_os_str().as_bytes().to_vec(), *digest.as_bytes()));
-    }
-    Ok(Collected {
-        files,
-        depinfo,
-        sources,
-    })
+    Ok((files, depinfo))
 }
 
 /// Writes a hit's files into the out-dir, each whole or not at all, with the modes the

@@ -241,12 +241,54 @@ fn digest_libs(sysroot: &Path, target: &str, hashes: &FileHashes) -> io::Result<
         }
     }
     files.sort();
+    let digests = hash_in_parallel(&files, hashes)?;
     let mut hasher = blake3::Hasher::new();
-    for file in files {
+    for (file, digest) in files.iter().zip(&digests) {
         hasher.update(file.file_name().unwrap_or_default().as_encoded_bytes());
-        hasher.update(hashes.hash(&file)?.as_bytes());
+        hasher.update(digest.as_bytes());
     }
     Ok(*hasher.finalize().as_bytes())
+}
+
+/// The content hashes of `files`, in their order, read on up to one thread per CPU: a
+/// sysroot is about 500 MB (LLVM and rustc's driver alone 350 MB), and the first compile
+/// of a build waits for it while the build's cores have nothing else to do.
+fn hash_in_parallel(files: &[PathBuf], hashes: &FileHashes) -> io::Result<Vec<blake3::Hash>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(files.len())
+        .max(1);
+    // Largest first, so that no thread is left with a big file at the end.
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    let size = |i: &usize| std::fs::metadata(&files[*i]).map_or(0, |m| m.len());
+    order.sort_by_key(|i| std::cmp::Reverse(size(i)));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let found = std::sync::Mutex::new(vec![None; files.len()]);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> io::Result<()> {
+                    loop {
+                        let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&i) = order.get(at) else {
+                            return Ok(());
+                        };
+                        let digest = hashes.hash(&files[i])?;
+                        found.lock().unwrap()[i] = Some(digest);
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().map_err(|_| io::Error::other("hashing panicked"))?)
+    })?;
+    Ok(found
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.expect("every file was hashed"))
+        .collect())
 }
 
 async fn probe(
