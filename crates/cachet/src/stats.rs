@@ -142,6 +142,20 @@ pub struct LevelCounters {
     pub write_time_us: u64,
     /// The breaker now: "closed", "open (Ns left)" or "probing"; set in snapshots.
     pub breaker: String,
+    /// A content-addressed store's (REAPI's CAS) blobs this server uploaded.
+    #[serde(default)]
+    pub cas_blobs_uploaded: u64,
+    /// Blobs of its writes the CAS already held (another entry's, or another machine's):
+    /// not sent again.
+    #[serde(default)]
+    pub cas_blobs_present: u64,
+    /// Bytes of the blobs uploaded.
+    #[serde(default)]
+    pub cas_bytes_uploaded: u64,
+    /// Why the store takes no writes any more, once it found out (a REAPI server that
+    /// refuses ActionCache updates); empty while it takes them.
+    #[serde(default)]
+    pub refuses_writes: String,
 }
 
 impl LevelCounters {
@@ -672,6 +686,17 @@ fn levels_table(levels: &[LevelCounters]) -> String {
                 "{} entries too large to store",
                 l.skipped_too_large
             ));
+        }
+        if l.cas_blobs_uploaded + l.cas_blobs_present > 0 {
+            notes.push(format!(
+                "CAS: {} blobs uploaded ({}), {} already there",
+                l.cas_blobs_uploaded,
+                human_bytes(l.cas_bytes_uploaded),
+                l.cas_blobs_present
+            ));
+        }
+        if !l.refuses_writes.is_empty() {
+            notes.push(format!("read-only now: {}", l.refuses_writes));
         }
         if !notes.is_empty() {
             let _ = writeln!(out, "  {:<12} ({})", "", notes.join("; "));

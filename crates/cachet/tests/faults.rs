@@ -212,6 +212,34 @@ fn garbage_on_the_socket_does_not_kill_the_server() {
     env.ok(&["gcc", "-c", "a.c"]);
 }
 
+/// A client that says hello and then neither sends nor leaves must not keep a stopping
+/// server alive: the socket is gone at once, and a server that waited forever would hold
+/// the lock that keeps every later server from starting (each compile would then run
+/// without the cache).
+#[test]
+fn a_silent_connection_does_not_keep_a_stopping_server_alive() {
+    let env = Env::new();
+    env.ok(&["--start-server"]);
+    let pid = env.stats()["server_pid"].as_i64().unwrap() as i32;
+    let version = cachet::protocol::PROTOCOL_VERSION.to_le_bytes();
+    let handshake = [&10u32.to_le_bytes()[..], b"CACHET", &version].concat();
+    let mut silent = raw_connect(&env);
+    send_raw(&mut silent, &handshake);
+    let mut answer = [0u8; 14];
+    std::io::Read::read_exact(&mut silent, &mut answer).unwrap();
+    let started = std::time::Instant::now();
+    let _ = env.run(&["--stop-server"]);
+    wait_for("the server to exit with a silent client connected", || {
+        !process_alive(pid)
+    });
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    // A new server starts and serves.
+    env.write("a.c", "int a;\n");
+    env.ok(&["gcc", "-c", "a.c"]);
+    assert_ne!(env.stats()["server_pid"].as_i64().unwrap() as i32, pid);
+    drop(silent);
+}
+
 /// Runs `args` as uid/gid 65534 through setpriv, with a copy of cachet that user can
 /// reach wherever this checkout lives.
 fn as_nobody(env: &Env, args: &[&str]) -> std::process::Output {

@@ -1,6 +1,7 @@
 //! Shared caches against real servers on loopback, started by `scripts/services start`
 //! (`.ci/run` does it): redis (one node, over TLS too, and a 3-node Cluster), memcached,
-//! SeaweedFS S3, nginx WebDAV, and nginx as a bazel-remote style HTTP store.
+//! SeaweedFS S3, nginx WebDAV, nginx as a bazel-remote style HTTP store, and BuildGrid
+//! (the Remote Execution API's ActionCache and CAS).
 //!
 //! Each backend shows: two cachet servers with their own local dirs and runtime dirs share
 //! one remote, with the project checked out at two paths; a read-only level is never
@@ -509,6 +510,190 @@ fn http_cache_with_the_bazel_layout_shares_across_checkouts() {
             "a read-only level holds {key}"
         );
     }
+}
+
+fn reapi_remote(endpoint: &str, instance: &str, prefix: &str) -> Vec<(String, String)> {
+    vars(&[
+        ("CACHET_REAPI_ENDPOINT", endpoint),
+        ("CACHET_REAPI_INSTANCE_NAME", instance),
+        ("CACHET_REAPI_PREFIX", prefix),
+    ])
+}
+
+#[test]
+fn reapi_shares_across_checkouts_through_the_action_cache_and_cas() {
+    let Some(endpoint) = service("CACHET_TEST_REAPI") else {
+        return;
+    };
+    let prefix = unique_prefix("reapi");
+    let (first, _) = shares_across_checkouts(&reapi_remote(&endpoint, "main", &prefix), "reapi");
+    let stats = first.stats();
+    let l = level(&stats, "reapi");
+    assert!(n(&l["cas_blobs_uploaded"]) > 0, "{stats}");
+    assert_eq!(l["refuses_writes"], "", "{stats}");
+}
+
+#[test]
+fn reapi_stores_an_object_that_two_entries_share_once() {
+    let Some(endpoint) = service("CACHET_TEST_REAPI") else {
+        return;
+    };
+    let env = cachet_with(&reapi_remote(
+        &endpoint,
+        "main",
+        &unique_prefix("reapi-dedup"),
+    ));
+    // The code ignores UNUSED: two keys, one object. A body big enough that the object
+    // stands out from the small blobs every entry has (its layout, its action).
+    let mut source = String::from("int f(int x) { return x * 3; }\n");
+    for i in 0..200 {
+        source.push_str(&format!(
+            "int g{i}(int x) {{ return x * {i} + {}; }}\n",
+            i * 7
+        ));
+    }
+    // A source of this test's own: no other run has stored its object.
+    source.push_str(&format!(
+        "const char *tag = \"{}\";\n",
+        unique_prefix("src")
+    ));
+    env.write("a.c", &source);
+    let compile = |define: &str, out: &str| {
+        let out = env
+            .cachet()
+            .current_dir(&env.work)
+            .args(["gcc", "-O2", define, "-c", "a.c", "-o", out])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        flush(&env);
+        env.stats()
+    };
+    let first = compile("-DUNUSED=1", "a1.o");
+    let second = compile("-DUNUSED=2", "a2.o");
+    let object = std::fs::read(env.work.join("a1.o")).unwrap();
+    assert_eq!(object, std::fs::read(env.work.join("a2.o")).unwrap());
+    assert_eq!(n(&second["counters"]["cache_misses"]), 2, "{second}");
+    let (a, b) = (level(&first, "reapi"), level(&second, "reapi"));
+    let sent = |l: &Value| n(&l["cas_bytes_uploaded"]);
+    let present = |l: &Value| n(&l["cas_blobs_present"]);
+    assert!(
+        sent(a) >= object.len() as u64,
+        "the first upload holds the object: {first}"
+    );
+    // The second entry's object was already there: only its small blobs went up.
+    assert!(present(b) > present(a), "{second}");
+    assert!(
+        sent(b) - sent(a) < object.len() as u64 / 2,
+        "the object went up twice: {} then {} bytes, object {} bytes",
+        sent(a),
+        sent(b),
+        object.len()
+    );
+}
+
+#[test]
+fn reapi_moves_blobs_above_the_batch_limit_by_bytestream() {
+    let Some(endpoint) = service("CACHET_TEST_REAPI") else {
+        return;
+    };
+    let remote = reapi_remote(&endpoint, "main", &unique_prefix("reapi-big"));
+    // A 6 MiB object: above the 4 MiB that a batch call may carry.
+    let source = format!(
+        "static const char big[6 << 20] = {{1}};\nconst char *tag = \"{}\";\nconst char *f(int i) {{ return &big[i]; }}\n",
+        unique_prefix("big")
+    );
+    let build = |env: &Env| {
+        env.write("big.c", &source);
+        let out = env
+            .cachet()
+            .current_dir(&env.work)
+            .args(["gcc", "-O2", "-c", "big.c", "-o", "big.o"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        flush(env);
+        std::fs::read(env.work.join("big.o")).unwrap()
+    };
+    let first = cachet_with(&remote);
+    let object = build(&first);
+    assert!(object.len() > 6 << 20);
+    let second = cachet_with(&remote);
+    assert_eq!(build(&second), object);
+    let stats = second.stats();
+    assert_eq!(n(&stats["counters"]["cache_hits"]), 1, "{stats}");
+    assert_eq!(n(&level(&stats, "reapi")["hits"]), 2, "{stats}");
+}
+
+#[test]
+fn reapi_over_tls_with_a_bearer_token_shares_and_without_one_never_fails_a_build() {
+    let (Some(endpoint), Some(token), Some(ca)) = (
+        service("CACHET_TEST_REAPI_TLS"),
+        service("CACHET_TEST_REAPI_TOKEN"),
+        service("CACHET_TEST_TLS_CA"),
+    ) else {
+        return;
+    };
+    let mut remote = reapi_remote(&endpoint, "main", &unique_prefix("reapi-tls"));
+    remote.push(("CACHET_REAPI_CA_FILE".into(), ca.clone()));
+    let mut with_token = remote.clone();
+    with_token.push(("CACHET_REAPI_BEARER_TOKEN".into(), token));
+    let (first, _) = shares_across_checkouts(&with_token, "reapi");
+    assert_eq!(n(&level(&first.stats(), "reapi")["errors"]), 0);
+
+    // No token: the server refuses every call, and the build goes on without the level.
+    let env = cachet_with(&remote);
+    let config = String::from_utf8_lossy(&env.ok(&["--show-config"]).stdout).into_owned();
+    assert!(config.contains("Unauthenticated"), "{config}");
+    let dir = checkout(&env, "no-token");
+    make_ok(&env, &dir);
+    flush(&env);
+    let stats = env.stats();
+    let l = level(&stats, "reapi");
+    assert_eq!((n(&l["hits"]), n(&l["writes"])), (0, 0), "{stats}");
+    assert!(n(&l["errors"]) > 0, "{stats}");
+
+    // The token but not the CA: the certificate is not trusted, the build still succeeds.
+    let mut untrusted = with_token.clone();
+    untrusted.retain(|(k, _)| k != "CACHET_REAPI_CA_FILE");
+    let env = cachet_with(&untrusted);
+    let dir = checkout(&env, "no-ca");
+    make_ok(&env, &dir);
+    let stats = env.settle();
+    let l = level(&stats, "reapi");
+    assert_eq!(n(&l["hits"]), 0, "{stats}");
+    assert!(n(&l["errors"]) > 0, "{stats}");
+}
+
+#[test]
+fn reapi_server_refusing_action_cache_writes_makes_the_level_read_only() {
+    let Some(endpoint) = service("CACHET_TEST_REAPI") else {
+        return;
+    };
+    // Instance "ro" says in its capabilities that it takes no ActionCache updates.
+    let env = cachet_with(&reapi_remote(&endpoint, "ro", &unique_prefix("reapi-ro")));
+    let dir = checkout(&env, "ro");
+    make_ok(&env, &dir);
+    flush(&env);
+    let stats = env.stats();
+    let l = level(&stats, "reapi");
+    assert_eq!(n(&l["writes"]), 0, "{stats}");
+    assert_eq!(n(&l["errors"]), 0, "{stats}");
+    assert!(
+        l["refuses_writes"]
+            .as_str()
+            .unwrap()
+            .contains("ActionCache"),
+        "{stats}"
+    );
+    let text = String::from_utf8_lossy(&env.ok(&["--show-stats"]).stdout).into_owned();
+    assert!(text.contains("read-only now"), "{text}");
+    // --show-config asks the server up front.
+    let text = String::from_utf8_lossy(&env.ok(&["--show-config"]).stdout).into_owned();
+    assert!(
+        text.contains("! read-only: the server says it takes no ActionCache updates"),
+        "{text}"
+    );
 }
 
 /// A project of many files, so that a build lasts long enough to break something in it.

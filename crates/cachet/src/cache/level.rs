@@ -237,6 +237,12 @@ impl Level {
         }
     }
 
+    /// Why the level's store takes no writes any more (read-only from then on), once it has
+    /// found out; None while it takes them.
+    pub fn refuses_writes(&self) -> Option<String> {
+        self.storage.refuses_writes()
+    }
+
     /// Stores `bytes`; true when it was stored. `backfill` marks a copy from a slower level.
     pub async fn write(
         &self,
@@ -245,6 +251,10 @@ impl Level {
         backfill: bool,
         stats: &Stats,
     ) -> bool {
+        if let Some(why) = self.refuses_writes() {
+            self.count(stats, |l| l.refuses_writes = why);
+            return false;
+        }
         if self.read_only || !self.admitted(stats) {
             return false;
         }
@@ -253,7 +263,21 @@ impl Level {
         let result = self.limited(self.storage.put(key, bytes)).await;
         let elapsed = micros(start.elapsed());
         match result {
+            // The store found out with this write that it takes none.
+            Ok(()) if self.refuses_writes().is_some() => {
+                let why = self.refuses_writes().unwrap_or_default();
+                self.count(stats, |l| l.refuses_writes = why);
+                false
+            }
             Ok(()) => {
+                if let Some(t) = self.storage.transfer() {
+                    // Totals, from writes that may finish out of order.
+                    self.count(stats, |l| {
+                        l.cas_blobs_uploaded = l.cas_blobs_uploaded.max(t.blobs_uploaded);
+                        l.cas_blobs_present = l.cas_blobs_present.max(t.blobs_present);
+                        l.cas_bytes_uploaded = l.cas_bytes_uploaded.max(t.bytes_uploaded);
+                    });
+                }
                 self.succeeded();
                 self.count(stats, |l| {
                     l.writes += 1;

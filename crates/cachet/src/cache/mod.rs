@@ -55,6 +55,32 @@ pub trait Storage: Send + Sync {
     async fn put(&self, key: &CacheKey, bytes: Vec<u8>) -> io::Result<()>;
     /// Deletes what is stored under `key`; no error if nothing was.
     async fn remove(&self, key: &CacheKey) -> io::Result<()>;
+    /// Why this store takes no more writes, once it has found out (a REAPI server that
+    /// refuses ActionCache updates): its level is read-only from then on.
+    fn refuses_writes(&self) -> Option<String> {
+        None
+    }
+    /// What a content-addressed store uploaded so far, in all; None for other stores.
+    fn transfer(&self) -> Option<Transfer> {
+        None
+    }
+    /// Asks the store now whether it takes writes (for `--show-config`): a line to show
+    /// when it says it does not, or did not answer. Only a REAPI server can say so up
+    /// front; others answer None without a call.
+    async fn ask_refuses_writes(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Totals of a content-addressed store's uploads since the server started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Transfer {
+    /// Blobs sent.
+    pub blobs_uploaded: u64,
+    /// Blobs the store already held, not sent.
+    pub blobs_present: u64,
+    /// Bytes of the blobs sent.
+    pub bytes_uploaded: u64,
 }
 
 /// The local disk cache as a [`Storage`]: reads run inline (they are on every hit's path
@@ -151,6 +177,7 @@ impl Drop for PendingGuard {
 }
 
 /// The levels in read order (the local disk first, when on) and the writes in flight.
+#[derive(Clone)]
 pub struct Cache {
     levels: Vec<Arc<Level>>,
     stats: Arc<Stats>,
@@ -225,7 +252,7 @@ impl Cache {
     }
 
     /// Stores `entry` without making anyone wait; failures are logged and counted.
-    pub fn put_in_background(&self, key: CacheKey, entry: CacheEntry) {
+    pub fn put_in_background(&self, key: CacheKey, entry: CacheEntry) -> Arc<CacheEntry> {
         // Readable from now on, before the task that writes it has even started.
         let entry = unwritten_insert(&self.unwritten, key, entry);
         let guard = self.pending.reserve();
@@ -234,10 +261,12 @@ impl Cache {
             self.stats.clone(),
             self.unwritten.clone(),
         );
+        let stored = entry.clone();
         tokio::spawn(async move {
             store(&levels, &stats, &unwritten, key, entry).await;
             drop(guard);
         });
+        stored
     }
 
     /// Whether any level shares `explain` recipes (`explain = true`).
@@ -284,28 +313,39 @@ impl Cache {
         read_first: bool,
         change: impl FnOnce(Option<CacheEntry>) -> Option<CacheEntry> + Send + 'static,
     ) {
+        let cache = self.clone();
+        tokio::spawn(async move { cache.update(key, read_first, change).await });
+    }
+
+    /// [`Cache::update_in_background`], returning once the new entry is readable (its
+    /// writes to the levels go on in the background).
+    pub async fn update(
+        &self,
+        key: CacheKey,
+        read_first: bool,
+        change: impl FnOnce(Option<CacheEntry>) -> Option<CacheEntry> + Send + 'static,
+    ) {
         let guard = self.pending.reserve();
-        let (levels, stats, pending, unwritten) = (
-            self.levels.clone(),
-            self.stats.clone(),
-            self.pending.clone(),
-            self.unwritten.clone(),
-        );
-        tokio::spawn(async move {
-            let old = if !read_first {
-                None
-            } else if let Some(entry) = unwritten_get(&unwritten, &key) {
-                // A write of this key is still going on: build on it, not on the older copy.
-                Some(entry)
-            } else {
-                read_levels(&levels, &stats, &pending, &key).await
-            };
-            if let Some(entry) = change(old) {
-                let entry = unwritten_insert(&unwritten, key, entry);
+        let old = if !read_first {
+            None
+        } else if let Some(entry) = unwritten_get(&self.unwritten, &key) {
+            // A write of this key is still going on: build on it, not on the older copy.
+            Some(entry)
+        } else {
+            read_levels(&self.levels, &self.stats, &self.pending, &key).await
+        };
+        if let Some(entry) = change(old) {
+            let entry = unwritten_insert(&self.unwritten, key, entry);
+            let (levels, stats, unwritten) = (
+                self.levels.clone(),
+                self.stats.clone(),
+                self.unwritten.clone(),
+            );
+            tokio::spawn(async move {
                 store(&levels, &stats, &unwritten, key, entry).await;
-            }
-            drop(guard);
-        });
+                drop(guard);
+            });
+        }
     }
 }
 

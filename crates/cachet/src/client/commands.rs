@@ -308,6 +308,23 @@ pub fn jobserver_env(config: &Config) -> Outcome {
     }
 }
 
+/// Whether a store says up front that it takes no writes (a REAPI server's capabilities),
+/// asked within `timeout`; stores that cannot say answer at once, without a call.
+fn ask_refuses_writes(
+    store: &dyn crate::cache::Storage,
+    timeout: std::time::Duration,
+) -> Option<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    runtime.block_on(async {
+        tokio::time::timeout(timeout, store.ask_refuses_writes())
+            .await
+            .unwrap_or_else(|_| Some(format!("the server did not answer within {timeout:?}")))
+    })
+}
+
 /// The effective configuration and where each value came from.
 pub fn show_config(config: &Config) -> Outcome {
     let origin = |key: &str| {
@@ -409,10 +426,15 @@ pub fn show_config(config: &Config) -> Outcome {
             );
         }
         // Setting a store up touches no network; what fails here, the server leaves out.
-        if let Err(e) = remote.build_store() {
-            out.push_str(&format!(
+        match remote.build_store() {
+            Err(e) => out.push_str(&format!(
                 "      ! cannot be used, the server leaves it out: {e}\n"
-            ));
+            )),
+            Ok(store) => {
+                if let Some(line) = ask_refuses_writes(store.as_ref(), remote.timeout) {
+                    out.push_str(&format!("      ! {line}\n"));
+                }
+            }
         }
     }
     if !config.local && config.remotes.is_empty() {

@@ -400,21 +400,35 @@ pub fn update_in_background(
     key: CacheKey,
     change: impl FnOnce(&mut Manifest) + Send + 'static,
 ) {
-    cache.update_in_background(key, true, move |old| {
-        let mut manifest = old.map(decode).unwrap_or_default();
-        change(&mut manifest);
-        Some(CacheEntry {
-            exit_code: 0,
-            stdout: vec![],
-            stderr: vec![],
-            files: vec![StoredFile {
-                role: MANIFEST_ROLE.into(),
-                executable: false,
-                data: postcard::to_stdvec(&manifest).ok()?,
-            }],
-            meta: vec![],
-        })
-    });
+    cache.update_in_background(key, true, move |old| changed(old, change));
+}
+
+/// [`update_in_background`], returning once the new manifest is readable.
+pub async fn update(
+    cache: &Cache,
+    key: CacheKey,
+    change: impl FnOnce(&mut Manifest) + Send + 'static,
+) {
+    cache
+        .update(key, true, move |old| changed(old, change))
+        .await;
+}
+
+/// The manifest entry `old` with `change` made to its manifest.
+fn changed(old: Option<CacheEntry>, change: impl FnOnce(&mut Manifest)) -> Option<CacheEntry> {
+    let mut manifest = old.map(decode).unwrap_or_default();
+    change(&mut manifest);
+    Some(CacheEntry {
+        exit_code: 0,
+        stdout: vec![],
+        stderr: vec![],
+        files: vec![StoredFile {
+            role: MANIFEST_ROLE.into(),
+            executable: false,
+            data: postcard::to_stdvec(&manifest).ok()?,
+        }],
+        meta: vec![],
+    })
 }
 
 fn decode(entry: CacheEntry) -> Manifest {

@@ -39,6 +39,10 @@ const FAULT_VAR: &str = "CACHET_TEST_STORAGE_FAULT";
 /// measured by `ru_maxrss` (for tests of that fallback).
 const NO_CGROUPS_VAR: &str = "CACHET_TEST_NO_CGROUPS";
 
+/// How long a stopping server waits for connections that run no compile (a client that
+/// neither sends nor goes away).
+const IDLE_CONNECTION_LIMIT: Duration = Duration::from_secs(10);
+
 /// The server's own `oom_score_adj`: the OOM killer takes compilers (500) first.
 const SERVER_OOM_SCORE_ADJ: i32 = -500;
 
@@ -416,8 +420,21 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
     // Stop taking work: no new client can reach us, and running compiles finish.
     drop(listener);
     let _ = std::fs::remove_file(address.real_path());
-    // Never exit under a running compile, nor under a request still coming in.
+    // Never exit under a running compile, nor under a request still coming in; but a
+    // connection with no compile running that stays open past IDLE_CONNECTION_LIMIT is
+    // not waited for: the socket is gone already, and a server that waits forever holds
+    // the lock that keeps the next one from starting.
+    let mut quiet_since: Option<Instant> = None;
     while server.busy() {
+        if server.running.load(Ordering::SeqCst) > 0 {
+            quiet_since = None;
+        } else if quiet_since.get_or_insert_with(Instant::now).elapsed() > IDLE_CONNECTION_LIMIT {
+            tracing::warn!(
+                "stopping with {} connections still open and no compile running",
+                server.connections.load(Ordering::SeqCst)
+            );
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let dropped = server.cache.pending().drain(DRAIN_LIMIT).await;

@@ -19,44 +19,14 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, StatusCode, Url};
 use sha2::{Digest as _, Sha256};
 
+use super::proto;
+
 /// Name of the single output file in every `ActionResult` we write.
 const ENTRY_PATH: &str = "cachet-entry";
 
 /// How much of an error response body to quote: enough for bazel-remote's
 /// one-line validation messages, short enough to keep logs readable.
 const ERROR_BODY_SNIPPET: usize = 200;
-
-/// The three REAPI messages we need, declared by hand with the field numbers
-/// of `build/bazel/remote/execution/v2/remote_execution.proto`. Fields we do
-/// not declare are skipped on decode, so entries written by other clients
-/// still parse.
-pub(crate) mod proto {
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Digest {
-        #[prost(string, tag = "1")]
-        pub hash: String,
-        #[prost(int64, tag = "2")]
-        pub size_bytes: i64,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct OutputFile {
-        #[prost(string, tag = "1")]
-        pub path: String,
-        #[prost(message, optional, tag = "2")]
-        pub digest: Option<Digest>,
-        #[prost(bool, tag = "4")]
-        pub is_executable: bool,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ActionResult {
-        #[prost(message, repeated, tag = "2")]
-        pub output_files: Vec<OutputFile>,
-        #[prost(int32, tag = "4")]
-        pub exit_code: i32,
-    }
-}
 
 #[derive(Clone)]
 pub struct HttpCacheConfig {
@@ -234,7 +204,7 @@ impl HttpCache {
                 digest: Some(digest),
                 is_executable: false,
             }],
-            exit_code: 0,
+            ..Default::default()
         };
         self.upload(&ac_url, action.encode_to_vec()).await
     }

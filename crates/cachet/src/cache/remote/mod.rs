@@ -21,6 +21,10 @@ pub mod chunked;
 pub mod http_cache;
 #[cfg(feature = "memcached")]
 pub mod memcached;
+#[cfg(any(feature = "http-cache", feature = "reapi"))]
+pub mod proto;
+#[cfg(feature = "reapi")]
+pub mod reapi;
 
 use std::io;
 use std::sync::Arc;
@@ -110,6 +114,19 @@ pub trait Items: Send + Sync {
     async fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>>;
     async fn write(&self, key: &str, bytes: Vec<u8>) -> io::Result<()>;
     async fn delete(&self, key: &str) -> io::Result<()>;
+    /// Why the store takes no writes any more, once it has said so (see
+    /// [`Storage::refuses_writes`]).
+    fn refuses_writes(&self) -> Option<String> {
+        None
+    }
+    /// See [`Storage::transfer`].
+    fn transfer(&self) -> Option<crate::cache::Transfer> {
+        None
+    }
+    /// See [`Storage::ask_refuses_writes`].
+    async fn ask_refuses_writes(&self) -> Option<String> {
+        None
+    }
 }
 
 #[async_trait]
@@ -158,6 +175,18 @@ impl<I: Items> Storage for Prefixed<I> {
 
     async fn remove(&self, key: &CacheKey) -> io::Result<()> {
         self.items.delete(&key_path(&self.prefix, key)).await
+    }
+
+    fn refuses_writes(&self) -> Option<String> {
+        self.items.refuses_writes()
+    }
+
+    fn transfer(&self) -> Option<crate::cache::Transfer> {
+        self.items.transfer()
+    }
+
+    async fn ask_refuses_writes(&self) -> Option<String> {
+        self.items.ask_refuses_writes().await
     }
 }
 

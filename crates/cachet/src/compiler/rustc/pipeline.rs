@@ -206,15 +206,6 @@ pub(super) async fn compile(
         .await
         .map_err(io::Error::other)?
     };
-    publish(leader, &result, || {
-        read.as_ref().ok().map(|(files, _)| CacheEntry {
-            exit_code: 0,
-            stdout: result.stdout.clone(),
-            stderr: result.stderr.clone(),
-            files: files.clone(),
-            meta: vec![],
-        })
-    });
     let storing = context.cache.pending().reserve();
     context.count_miss(started, invocation.recache);
     context
@@ -223,6 +214,7 @@ pub(super) async fn compile(
     let (files, depinfo) = match read {
         Ok(read) => read,
         Err(why) => {
+            publish(leader, &result, || None);
             not_stored(context, &args.crate_name, &why);
             return Ok(Outcome::Miss);
         }
@@ -286,25 +278,36 @@ pub(super) async fn compile(
         invocation.recache,
         args.input.as_os_str().as_bytes().to_vec(),
     );
+    // The leader stays in flight until its entry is readable: the same compile asked for
+    // meanwhile (the next build of this crate, started at once) follows it, not misses.
     tokio::spawn(async move {
         let _storing = storing;
+        let shared = |entry: &CacheEntry| {
+            Some(CacheEntry {
+                meta: vec![],
+                ..entry.clone()
+            })
+        };
         let (sources, observed) = match read_inputs.await {
             Ok(Ok(read)) => read,
-            Ok(Err(why)) => {
-                tracing::info!("not storing {crate_name}: {why}");
-                stats.update(|c| *c.not_stored.entry(why.label().into()).or_default() += 1);
-                return;
-            }
-            Err(e) => {
-                tracing::warn!("working out what {crate_name} read failed: {e}");
+            failed => {
+                match failed {
+                    Ok(Err(why)) => {
+                        tracing::info!("not storing {crate_name}: {why}");
+                        stats.update(|c| *c.not_stored.entry(why.label().into()).or_default() += 1);
+                    }
+                    _ => tracing::warn!("working out what {crate_name} read failed"),
+                }
+                publish(leader, &result, || shared(&entry));
                 return;
             }
         };
         let variant = variant_of(sources, env, observed);
         recipe.add_variant(&variant, &source, "file", explain.masker());
         let entry_key = manifest::entry_key(&base, &variant, &maps);
-        cache.put_in_background(entry_key, entry);
-        manifest::update_in_background(&cache, manifest_key, move |manifest| manifest.add(variant));
+        let stored = cache.put_in_background(entry_key, entry);
+        manifest::update(&cache, manifest_key, move |manifest| manifest.add(variant)).await;
+        publish(leader, &result, || shared(&stored));
         explain::miss(cache, explain, recipe, forced, true, failures).await;
     });
     Ok(Outcome::Miss)

@@ -114,4 +114,5 @@ backends! {
     "gcs" => "gcs" => gcs,
     "azblob" => "azure" => azure,
     "gha" => "gha" => gha,
+    "reapi" => "reapi" => reapi,
 }

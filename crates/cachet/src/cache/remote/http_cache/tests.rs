@@ -297,7 +297,7 @@ async fn garbage_ac_is_invalid_data() {
             }),
             is_executable: false,
         }],
-        exit_code: 0,
+        ..Default::default()
     };
     server
         .state
@@ -318,7 +318,7 @@ async fn garbage_ac_is_invalid_data() {
             }),
             is_executable: false,
         }],
-        exit_code: 0,
+        ..Default::default()
     };
     server
         .state
