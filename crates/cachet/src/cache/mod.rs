@@ -304,21 +304,10 @@ impl Cache {
         });
     }
 
-    /// Reads the entry at `key` (when `read_first`), lets `change` decide what to store
-    /// there, and stores it on every writable level, all in the background and counted as
+    /// Reads the entry at `key` (when `read_first`; an entry still being written is the
+    /// one read), lets `change` decide what to store there, and returns once that is
+    /// readable; its writes to every writable level go on in the background, counted as
     /// one pending write.
-    pub fn update_in_background(
-        &self,
-        key: CacheKey,
-        read_first: bool,
-        change: impl FnOnce(Option<CacheEntry>) -> Option<CacheEntry> + Send + 'static,
-    ) {
-        let cache = self.clone();
-        tokio::spawn(async move { cache.update(key, read_first, change).await });
-    }
-
-    /// [`Cache::update_in_background`], returning once the new entry is readable (its
-    /// writes to the levels go on in the background).
     pub async fn update(
         &self,
         key: CacheKey,

@@ -393,17 +393,8 @@ pub async fn read(cache: &Cache, key: &CacheKey) -> Manifest {
     cache.get(key).await.map(decode).unwrap_or_default()
 }
 
-/// Changes the manifest under `key` with `change`, in the background, once pending writes
-/// to it are done (see `Cache::update_in_background`).
-pub fn update_in_background(
-    cache: &Cache,
-    key: CacheKey,
-    change: impl FnOnce(&mut Manifest) + Send + 'static,
-) {
-    cache.update_in_background(key, true, move |old| changed(old, change));
-}
-
-/// [`update_in_background`], returning once the new manifest is readable.
+/// Changes the manifest under `key` with `change` (built on a write of it still going on),
+/// and returns once the new manifest is readable (see `Cache::update`).
 pub async fn update(
     cache: &Cache,
     key: CacheKey,

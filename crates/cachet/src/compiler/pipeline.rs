@@ -88,13 +88,19 @@ impl Context {
     }
 
     /// Leads the compile of `key`, or follows an identical one already running and replays
-    /// its result, writing the outputs with `restore`: `Err(outcome)` when replayed.
+    /// its result, writing the outputs with `restore`: `Err(outcome)` when replayed. A
+    /// forced recompile (`CACHET_RECACHE`) never follows: it runs alone (`Ok(None)`).
     pub async fn lead_or_follow(
         &self,
         key: CacheKey,
         restore: impl FnOnce(&CacheEntry) -> io::Result<()> + Send + 'static,
         job: &Job,
     ) -> io::Result<Result<Option<Leader>, Outcome>> {
+        // A forced recompile runs, even beside the same compile in flight (which may have
+        // finished already and only be storing its entry).
+        if job.invocation.recache {
+            return Ok(Ok(None));
+        }
         match self.inflight.join(key) {
             Role::Leader(leader) => Ok(Ok(Some(leader))),
             Role::Follower(follower) => {

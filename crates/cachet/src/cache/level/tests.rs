@@ -355,10 +355,12 @@ async fn an_entry_is_readable_while_its_writes_are_still_going_on() {
 
     // An update that reads first builds on the entry being written, not on nothing.
     let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
-    s.cache.update_in_background(key(20), true, move |old| {
-        let _ = seen_tx.send(old.clone());
-        old
-    });
+    s.cache
+        .update(key(20), true, move |old| {
+            let _ = seen_tx.send(old.clone());
+            old
+        })
+        .await;
     assert_eq!(seen_rx.await.unwrap(), Some(entry(20)));
 
     drained(&s.cache).await;

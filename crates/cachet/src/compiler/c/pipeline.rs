@@ -5,6 +5,7 @@
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::identity::Identity;
@@ -204,12 +205,12 @@ async fn compile_observed(
     // Read the outputs before the client hears back: once it has, the build may move
     // or delete them.
     let entry = outputs::collect(plan, &result).await;
-    publish(leader, &result, || entry.as_ref().ok().cloned());
     let storing = context.cache.pending().reserve();
     context.count_miss(started, invocation.recache);
     let entry = match entry {
         Ok(entry) => entry,
         Err(e) => {
+            publish(leader, &result, || None);
             tracing::warn!("could not read the outputs of a compile: {e}");
             context.stats.update(|c| c.cache_write_errors += 1);
             return Ok(Outcome::Miss);
@@ -269,15 +270,21 @@ async fn compile_observed(
     };
     let (cache, stats) = (context.cache.clone(), context.stats.clone());
     let (explain, forced) = (context.explain.clone(), invocation.recache);
+    // The leader stays in flight until its entry is readable: the same compile asked for
+    // meanwhile follows it instead of missing.
     tokio::spawn(async move {
         let _storing = storing;
         match verdict.await {
             Ok((verdict, entry, recipe)) => {
                 let stored = matches!(verdict, Verdict::Store(_));
-                store_variant(&cache, &stats, keys, entry, verdict);
+                let entry = store_variant(&cache, &stats, keys, entry, verdict).await;
+                publish(leader, &result, || Some(CacheEntry::clone(&entry)));
                 explain::miss(cache, explain, recipe, forced, stored, failures).await;
             }
-            Err(e) => tracing::warn!("working out what a compile read failed: {e}"),
+            Err(e) => {
+                publish(leader, &result, || None);
+                tracing::warn!("working out what a compile read failed: {e}");
+            }
         }
     });
     Ok(Outcome::Miss)
@@ -323,7 +330,15 @@ async fn run_uncached(context: &Context, job: &Job, plan: &Plan) -> io::Result<O
 
 /// Stores `entry` under the variant of `verdict`, and records the variant (or that the
 /// source needs preprocessor mode) in the manifest.
-fn store_variant(cache: &Cache, stats: &Stats, keys: Keys, entry: CacheEntry, verdict: Verdict) {
+/// Stores the entry under its variant and the variant in the manifest, and returns once
+/// both are readable (their writes go on in the background); the entry as stored.
+async fn store_variant(
+    cache: &Cache,
+    stats: &Stats,
+    keys: Keys,
+    entry: CacheEntry,
+    verdict: Verdict,
+) -> Arc<CacheEntry> {
     let variant = match verdict {
         Verdict::Store(variant) => Some(variant),
         Verdict::PreprocessorMode(why) if keys.direct => {
@@ -333,17 +348,20 @@ fn store_variant(cache: &Cache, stats: &Stats, keys: Keys, entry: CacheEntry, ve
         Verdict::PreprocessorMode(why) | Verdict::Skip(why) => {
             tracing::debug!("not stored: {why}");
             stats.update(|c| *c.not_stored.entry(why.label().into()).or_default() += 1);
-            return;
+            return Arc::new(entry);
         }
     };
-    if let Some(variant) = &variant {
-        cache.put_in_background(
+    let stored = match &variant {
+        Some(variant) => cache.put_in_background(
             manifest::entry_key(&keys.parent, variant, &keys.maps),
             entry,
-        );
-    }
-    manifest::update_in_background(cache, keys.manifest, move |manifest| match variant {
+        ),
+        None => Arc::new(entry),
+    };
+    manifest::update(cache, keys.manifest, move |manifest| match variant {
         Some(variant) => manifest.add(variant),
         None => manifest.no_direct = true,
-    });
+    })
+    .await;
+    stored
 }
