@@ -129,9 +129,10 @@ impl Client {
         })
     }
 
-    /// Accept messages up to `bytes` (a batch of that many bytes of blobs, and framing).
+    /// Send and accept messages up to `bytes` (a batch of that many bytes of blobs) and
+    /// their framing; never less than gRPC's usual 4 MiB.
     pub fn accept_messages_of(&mut self, bytes: usize) {
-        self.max_message = bytes + (64 << 10);
+        self.max_message = (bytes + (64 << 10)).max(4 << 20);
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {

@@ -351,7 +351,7 @@ impl Reapi {
                 continue;
             }
             if batch_bytes + data.len() > caps.batch {
-                self.batch_update(std::mem::take(&mut batch)).await?;
+                self.batch_update(std::mem::take(&mut batch), caps).await?;
                 batch_bytes = 0;
             }
             batch_bytes += data.len();
@@ -361,7 +361,7 @@ impl Reapi {
             });
         }
         if !batch.is_empty() {
-            self.batch_update(batch).await?;
+            self.batch_update(batch, caps).await?;
         }
         self.blobs_uploaded.fetch_add(sent, Ordering::Relaxed);
         self.blobs_present
@@ -369,16 +369,23 @@ impl Reapi {
         Ok(())
     }
 
-    async fn batch_update(&self, requests: Vec<proto::UpdateBlob>) -> io::Result<()> {
+    async fn batch_update(
+        &self,
+        requests: Vec<proto::UpdateBlob>,
+        caps: Capabilities,
+    ) -> io::Result<()> {
         let request = proto::BatchUpdateBlobsRequest {
             instance_name: self.instance_name.clone(),
             requests,
         };
-        let response: proto::BatchUpdateBlobsResponse = self
-            .client
-            .unary(BATCH_UPDATE, request)
-            .await
-            .map_err(|s| io_error("BatchUpdateBlobs", &s))?;
+        // A batch may be as large as the server says it takes (above gRPC's 4 MiB).
+        let mut client = self.client.clone();
+        client.accept_messages_of(caps.batch);
+        let response: proto::BatchUpdateBlobsResponse =
+            client
+                .unary(BATCH_UPDATE, request)
+                .await
+                .map_err(|s| io_error("BatchUpdateBlobs", &s))?;
         for blob in response.responses {
             if let Some(status) = blob.status.filter(|s| s.code != 0) {
                 return Err(io::Error::other(format!(
