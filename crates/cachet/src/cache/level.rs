@@ -243,6 +243,17 @@ impl Level {
         self.storage.refuses_writes()
     }
 
+    /// Whether the store takes no more writes; its reason goes into the level's counters.
+    fn refused(&self, stats: &Stats) -> bool {
+        match self.refuses_writes() {
+            Some(why) => {
+                self.count(stats, |l| l.refuses_writes = why);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Stores `bytes`; true when it was stored. `backfill` marks a copy from a slower level.
     pub async fn write(
         &self,
@@ -251,11 +262,7 @@ impl Level {
         backfill: bool,
         stats: &Stats,
     ) -> bool {
-        if let Some(why) = self.refuses_writes() {
-            self.count(stats, |l| l.refuses_writes = why);
-            return false;
-        }
-        if self.read_only || !self.admitted(stats) {
+        if self.refused(stats) || self.read_only || !self.admitted(stats) {
             return false;
         }
         let len = bytes.len() as u64;
@@ -264,11 +271,7 @@ impl Level {
         let elapsed = micros(start.elapsed());
         match result {
             // The store found out with this write that it takes none.
-            Ok(()) if self.refuses_writes().is_some() => {
-                let why = self.refuses_writes().unwrap_or_default();
-                self.count(stats, |l| l.refuses_writes = why);
-                false
-            }
+            Ok(()) if self.refused(stats) => false,
             Ok(()) => {
                 if let Some(t) = self.storage.transfer() {
                     // Totals, from writes that may finish out of order.

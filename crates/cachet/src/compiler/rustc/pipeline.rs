@@ -215,7 +215,7 @@ pub(super) async fn compile(
         Ok(read) => read,
         Err(why) => {
             publish(leader, &result, || None);
-            not_stored(context, &args.crate_name, &why);
+            not_stored(&context.stats, &args.crate_name, &why);
             return Ok(Outcome::Miss);
         }
     };
@@ -290,14 +290,13 @@ pub(super) async fn compile(
         };
         let (sources, observed) = match read_inputs.await {
             Ok(Ok(read)) => read,
-            failed => {
-                match failed {
-                    Ok(Err(why)) => {
-                        tracing::info!("not storing {crate_name}: {why}");
-                        stats.update(|c| *c.not_stored.entry(why.label().into()).or_default() += 1);
-                    }
-                    _ => tracing::warn!("working out what {crate_name} read failed"),
-                }
+            Ok(Err(why)) => {
+                not_stored(&stats, &crate_name, &why);
+                publish(leader, &result, || shared(&entry));
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("working out what {crate_name} read failed: {e}");
                 publish(leader, &result, || shared(&entry));
                 return;
             }
@@ -314,11 +313,9 @@ pub(super) async fn compile(
 }
 
 /// Counts a compile whose result is not stored, and why.
-fn not_stored(context: &Context, crate_name: &str, why: &NotStored) {
+fn not_stored(stats: &crate::stats::Stats, crate_name: &str, why: &NotStored) {
     tracing::info!("not storing {crate_name}: {why}");
-    context
-        .stats
-        .update(|c| *c.not_stored.entry(why.label().into()).or_default() += 1);
+    stats.update(|c| *c.not_stored.entry(why.label().into()).or_default() += 1);
 }
 
 /// The manifest variant of a compile: the sources its dep-info names, the variables it
