@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub mod execution;
 pub mod remotes;
 
 pub use crate::units::{parse_duration, parse_size};
 
 use crate::memory::LimitSetting;
 
+pub use execution::ExecutionConfig;
 pub use remotes::RemoteConfig;
 #[cfg(test)]
 pub use remotes::RemoteKind;
@@ -68,6 +70,8 @@ pub enum ConfigError {
     },
     #[error("bad remote cache setting in {origin}: {message}")]
     Remote { origin: Origin, message: String },
+    #[error("bad remote execution setting in {origin}: {message}")]
+    Execution { origin: Origin, message: String },
     #[error("cannot find a home for the cache: set CACHET_DIR or HOME")]
     NoHome,
 }
@@ -94,6 +98,8 @@ pub struct Config {
     pub observe: bool,
     /// Shared caches after the local disk, in the order they are read.
     pub remotes: Vec<RemoteConfig>,
+    /// `[execution]`: where C and C++ misses may run remotely (None: locally only).
+    pub execution: Option<ExecutionConfig>,
     /// Roots whose location does not matter to the cache key (see docs/config.md, "base
     /// dirs"): normalized absolute paths, none inside another, in the order given.
     pub base_dirs: Vec<PathBuf>,
@@ -164,10 +170,11 @@ impl Config {
         let mut raw: BTreeMap<&'static str, (Raw, Origin)> = BTreeMap::new();
         let mut file_used = None;
         let mut raw_remotes = Vec::new();
+        let mut raw_execution = BTreeMap::new();
         if let Some((path, explicit)) = file {
             match std::fs::read_to_string(&path) {
                 Ok(text) => {
-                    raw_remotes = read_file_values(&path, &text, &mut raw)?;
+                    (raw_remotes, raw_execution) = read_file_values(&path, &text, &mut raw)?;
                     file_used = Some(path);
                 }
                 // A missing default file is normal; a missing file the user named is not.
@@ -267,6 +274,7 @@ impl Config {
         let local = flag("local")?;
         let observe = flag("observe")?;
         let remotes = remotes::finish(raw_remotes, &env_str)?;
+        let execution = execution::finish(raw_execution, &env_str)?;
         let base_dirs = match take("base_dirs") {
             Some((value, origin)) => as_base_dirs(value, origin)?,
             None => Vec::new(),
@@ -301,19 +309,24 @@ impl Config {
             local,
             observe,
             remotes,
+            execution,
             file: file_used,
             origins,
         })
     }
 }
 
-/// Reads the plain keys into `raw`, and returns the `[[remote]]` tables.
+/// The `[[remote]]` tables of a file, and its `[execution]` settings.
+type FileTables = (Vec<remotes::RawRemote>, BTreeMap<String, remotes::Setting>);
+
+/// Reads the plain keys into `raw`, and returns the `[[remote]]` and `[execution]` tables.
 fn read_file_values(
     path: &Path,
     text: &str,
     raw: &mut BTreeMap<&'static str, (Raw, Origin)>,
-) -> Result<Vec<remotes::RawRemote>, ConfigError> {
+) -> Result<FileTables, ConfigError> {
     let mut found_remotes = Vec::new();
+    let mut found_execution = BTreeMap::new();
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Syntax {
@@ -325,16 +338,20 @@ fn read_file_values(
             found_remotes = remotes::from_file(value, &Origin::File(path.to_owned()))?;
             continue;
         }
+        if key == "execution" {
+            found_execution = execution::from_file(value, &Origin::File(path.to_owned()))?;
+            continue;
+        }
         let Some(&known) = KEYS.iter().find(|k| **k == key) else {
             return Err(ConfigError::UnknownKey {
                 path: path.to_owned(),
                 key,
-                known: format!("{}, [[remote]]", KEYS.join(", ")),
+                known: format!("{}, [[remote]], [execution]", KEYS.join(", ")),
             });
         };
         raw.insert(known, (Raw::Toml(value), Origin::File(path.to_owned())));
     }
-    Ok(found_remotes)
+    Ok((found_remotes, found_execution))
 }
 
 fn bad(key: &'static str, origin: Origin, message: impl Into<String>) -> ConfigError {

@@ -99,6 +99,41 @@ pub struct Counters {
     pub languages: BTreeMap<String, LanguageCounters>,
     /// Each cache level in read order: the local disk (when on), then the remotes.
     pub levels: Vec<LevelCounters>,
+    /// Remote execution (`[execution]`), when configured.
+    #[serde(default)]
+    pub execution: Option<ExecutionCounters>,
+}
+
+/// What remote execution did (docs/remote-execution.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionCounters {
+    /// Misses whose compile ran on a worker and succeeded.
+    pub remote_compiles: u64,
+    /// Of them, results the service had already (the same action ran before).
+    pub remote_cached: u64,
+    /// Misses compiled locally because their slot had not compiled here before (what a
+    /// compile reads is known from its slot's last local compile).
+    pub first_compiles_local: u64,
+    /// Misses that tried remotely and then compiled locally, by reason.
+    pub fallbacks: BTreeMap<String, u64>,
+    /// Toolchains uploaded (a driver, its programs and libraries: each once).
+    pub toolchain_uploads: u64,
+    /// Summed over remote compiles (ms): uploading inputs, waiting in the service's queue,
+    /// the worker running the command, and the whole from request to outputs written.
+    pub upload_ms: u64,
+    pub queue_ms: u64,
+    pub run_ms: u64,
+    pub total_ms: u64,
+    /// Bytes sent (inputs and toolchains the service lacked) and fetched (outputs, logs).
+    pub bytes_uploaded: u64,
+    pub bytes_downloaded: u64,
+}
+
+impl ExecutionCounters {
+    /// Every fallback, whatever its reason.
+    pub fn fallbacks_total(&self) -> u64 {
+        self.fallbacks.values().sum()
+    }
 }
 
 /// What one cache level did.
@@ -601,6 +636,9 @@ impl StatsSnapshot {
                 human_bytes(*bytes),
             ));
         }
+        if let Some(e) = &c.execution {
+            rows.extend(execution_rows(e));
+        }
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         let mut out = String::new();
         for (key, value) in rows {
@@ -611,6 +649,58 @@ impl StatsSnapshot {
         out.push_str(MEMORY_LEGEND);
         out
     }
+}
+
+/// The rows of remote execution.
+fn execution_rows(e: &ExecutionCounters) -> Vec<(String, String)> {
+    let mean = |ms: u64| average_ms(ms, e.remote_compiles);
+    let mut rows = vec![
+        (
+            "Remote compiles".into(),
+            format!(
+                "{} ({} from the service's cache)",
+                e.remote_compiles, e.remote_cached
+            ),
+        ),
+        (
+            "  first compiles of a slot, local".into(),
+            e.first_compiles_local.to_string(),
+        ),
+        (
+            "  fell back to local".into(),
+            e.fallbacks_total().to_string(),
+        ),
+    ];
+    rows.extend(
+        e.fallbacks
+            .iter()
+            .map(|(reason, n)| (format!("    {reason}"), n.to_string())),
+    );
+    rows.extend([
+        (
+            "  toolchains uploaded".into(),
+            e.toolchain_uploads.to_string(),
+        ),
+        (
+            "  mean upload/queue/run/total".into(),
+            format!(
+                "{} / {} / {} / {}",
+                mean(e.upload_ms),
+                mean(e.queue_ms),
+                mean(e.run_ms),
+                mean(e.total_ms)
+            ),
+        ),
+        (
+            "  bytes up/down".into(),
+            format!(
+                "{} / {}",
+                human_bytes(e.bytes_uploaded),
+                human_bytes(e.bytes_downloaded)
+            ),
+        ),
+    ]);
+    rows
 }
 
 /// One row per cache level, in read order.

@@ -440,5 +440,21 @@ pub fn show_config(config: &Config) -> Outcome {
     if !config.local && config.remotes.is_empty() {
         out.push_str("  (none: nothing is cached)\n");
     }
+    match &config.execution {
+        None => out.push_str("\nRemote execution: off (no [execution] endpoint)\n"),
+        Some(execution) => {
+            let s = &execution.settings;
+            out.push_str(&format!(
+                "\nRemote execution of C and C++ misses: at most {} in flight, timeout {:?}, toolchain {}{}\n",
+                s.max_in_flight,
+                s.timeout,
+                if execution.upload_toolchain { "uploaded" } else { "on the workers" },
+                if execution.forbid_local { ", local compiles forbidden (test switch)" } else { "" },
+            ));
+            for (key, value, origin) in &execution.shown {
+                out.push_str(&format!("      {key:<18} = {value:<40} # {origin}\n"));
+            }
+        }
+    }
     Ok(out.trim_end().to_owned())
 }

@@ -26,6 +26,7 @@ pub mod manifest;
 pub mod observe;
 pub mod pipeline;
 mod regular_files;
+pub mod remote;
 pub mod rustc;
 pub mod stamp;
 
@@ -62,6 +63,12 @@ impl CompileService {
     /// Observes every compile with `interposer` (see `observe`).
     pub fn with_interposer(mut self, interposer: Option<observe::Interposer>) -> CompileService {
         self.context = self.context.with_interposer(interposer);
+        self
+    }
+
+    /// Runs misses on `remote`'s workers where it can (see `remote`).
+    pub fn with_remote(mut self, remote: Option<remote::Remote>) -> CompileService {
+        self.context = self.context.with_remote(remote);
         self
     }
 

@@ -17,6 +17,7 @@ use super::file_hashes::FileHashes;
 use super::inflight::{Follower, InFlight, Leader, Role, Shared};
 use super::job::{Event, Invocation, Job, Outcome};
 use super::observe;
+use super::remote::Remote;
 use crate::cache::{Cache, CacheEntry, CacheKey, StoredFile};
 use crate::compiler::explain::Explainer;
 use crate::memory::Slot;
@@ -40,6 +41,8 @@ pub struct Context {
     pub probe_dir: Option<PathBuf>,
     /// Explains misses (see `explain`).
     pub explain: Arc<Explainer>,
+    /// Remote execution of misses, when configured (see `remote`).
+    pub remote: Option<Arc<Remote>>,
 }
 
 impl Context {
@@ -54,7 +57,14 @@ impl Context {
             interposer: None,
             probe_dir: None,
             explain: Arc::new(Explainer::in_memory()),
+            remote: None,
         }
+    }
+
+    /// Runs misses on `remote`'s workers where it can.
+    pub fn with_remote(mut self, remote: Option<Remote>) -> Context {
+        self.remote = remote.map(Arc::new);
+        self
     }
 
     /// Lets probes write their input files in `dir`.

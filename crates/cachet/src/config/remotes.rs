@@ -267,43 +267,10 @@ pub(super) fn from_file(
                 ));
             }
         };
-        let mut settings = BTreeMap::new();
-        for (key, value) in table {
-            // Unknown keys are refused by the typed settings, once variables are applied.
-            if key == "type" {
-                continue;
-            }
-            let text = match value {
-                toml::Value::String(s) => s,
-                toml::Value::Boolean(b) => b.to_string(),
-                toml::Value::Integer(n) => n.to_string(),
-                toml::Value::Array(items) => items
-                    .into_iter()
-                    .map(|item| match item {
-                        toml::Value::String(s) => Ok(s),
-                        other => Err(remote_error(
-                            origin,
-                            format!("{which}: `{key}` must list strings, not {other}"),
-                        )),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?
-                    .join(","),
-                other => {
-                    return Err(remote_error(
-                        origin,
-                        format!("{which}: `{key}` cannot be {}", other.type_str()),
-                    ));
-                }
-            };
-            settings.insert(
-                key,
-                Setting {
-                    value: text,
-                    origin: origin.clone(),
-                    secret: false,
-                },
-            );
-        }
+        let mut table = table;
+        table.remove("type");
+        let settings =
+            settings_of(table, origin, &which).map_err(|message| remote_error(origin, message))?;
         out.push(RawRemote {
             kind,
             label: Some(which),
@@ -312,6 +279,44 @@ pub(super) fn from_file(
         });
     }
     Ok(out)
+}
+
+/// A table's settings as text, each with `origin`: strings, booleans, integers, and
+/// arrays of strings (joined with commas). `which` names the table in errors.
+pub(super) fn settings_of(
+    table: toml::Table,
+    origin: &Origin,
+    which: &str,
+) -> Result<BTreeMap<String, Setting>, String> {
+    let mut settings = BTreeMap::new();
+    for (key, value) in table {
+        // Unknown keys are refused by the typed settings, once variables are applied.
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Integer(n) => n.to_string(),
+            toml::Value::Array(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => Ok(s),
+                    other => Err(format!("{which}: `{key}` must list strings, not {other}")),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            other => {
+                return Err(format!("{which}: `{key}` cannot be {}", other.type_str()));
+            }
+        };
+        settings.insert(
+            key,
+            Setting {
+                value: text,
+                origin: origin.clone(),
+                secret: false,
+            },
+        );
+    }
+    Ok(settings)
 }
 
 /// The types this build has.

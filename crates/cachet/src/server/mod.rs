@@ -21,6 +21,7 @@ use crate::cache::fault::{Fault, FaultyStorage};
 use crate::cache::level::LevelOptions;
 use crate::cache::{Cache, DiskCache, DiskStorage, Storage};
 use crate::compiler::explain::{Explainer, Masker, local_key, random_key, team_key};
+use crate::compiler::remote::Remote;
 use crate::compiler::{CompileService, observe};
 use crate::config::Config;
 use crate::daemon::close_inherited_fds;
@@ -367,9 +368,17 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
     } else {
         (None, "off: observe = false".to_owned())
     };
+    let remote = match &config.execution {
+        Some(execution) => {
+            stats.update(|c| c.execution = Some(c.execution.take().unwrap_or_default()));
+            Some(Remote::new(execution)?)
+        }
+        None => None,
+    };
     let server = Arc::new(Server {
         compiles: CompileService::new(launcher.clone(), cache.clone(), stats.clone())
             .with_interposer(interposer)
+            .with_remote(remote)
             .with_probe_dir(runtime.path().to_owned())
             .with_explainer(Arc::new(explainer(&config))),
         launcher,

@@ -19,7 +19,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, StatusCode, Url};
 use sha2::{Digest as _, Sha256};
 
-use super::proto;
+use crate::reapi::proto;
 
 /// Name of the single output file in every `ActionResult` we write.
 const ENTRY_PATH: &str = "cachet-entry";

@@ -21,8 +21,6 @@ pub mod chunked;
 pub mod http_cache;
 #[cfg(feature = "memcached")]
 pub mod memcached;
-#[cfg(any(feature = "http-cache", feature = "reapi"))]
-pub mod proto;
 #[cfg(feature = "reapi")]
 pub mod reapi;
 

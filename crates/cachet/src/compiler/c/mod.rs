@@ -15,6 +15,7 @@ mod pipeline;
 pub mod plan;
 pub mod reasons;
 mod recipe;
+mod remote;
 
 use std::io;
 

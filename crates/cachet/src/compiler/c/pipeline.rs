@@ -11,6 +11,7 @@ use std::time::Instant;
 use super::identity::Identity;
 use super::plan::Plan;
 use super::reasons::NotCacheable;
+use super::remote::{self, Attempt};
 use super::{direct, key, outputs, recipe};
 use crate::cache::{Cache, CacheEntry, CacheKey};
 use crate::compiler::basedir::{BaseDirs, Maps};
@@ -19,6 +20,8 @@ use crate::compiler::job::{Job, Outcome, Uncacheable};
 use crate::compiler::manifest::{self, Manifest, NotStored, TimeMacros, Variant, Verdict};
 use crate::compiler::pipeline::{Context, publish};
 use crate::compiler::stamp::FileClock;
+use crate::memory::Slot;
+use crate::process::{Exit, ProcessOutput};
 use crate::stats::Stats;
 
 /// Outputs smaller than this are restored on the runtime thread itself.
@@ -189,16 +192,38 @@ async fn compile_observed(
         Ok(leader) => leader,
         Err(replayed) => return Ok(replayed),
     };
-    let watch = context.watch()?;
     let compile_start = FileClock::now();
-    let result = context
-        .run_leading(
-            leader.as_mut(),
-            job,
-            plan.compile_args.clone(),
-            watch.as_ref(),
-        )
-        .await?;
+    let slot = Slot::of(&invocation.compiler, &invocation.cwd, &plan.compile_args).id;
+    let attempt = match &context.remote {
+        Some(remote) => remote::attempt(context, remote, job, plan, slot).await,
+        None => Attempt::Local,
+    };
+    let (result, watch, ran_remotely) = match attempt {
+        Attempt::Ran(result, observed) => (result, None, Some(observed)),
+        Attempt::Forbidden(why) => {
+            let result = ProcessOutput {
+                exit: Exit::Code(1),
+                stdout: Vec::new(),
+                stderr: format!("cachet: a local compile is forbidden (forbid_local): {why}\n")
+                    .into_bytes(),
+                max_rss: None,
+            };
+            job.replay_output(&result.stdout, &result.stderr);
+            return Ok(context.finish_failed(leader, &result));
+        }
+        Attempt::Local => {
+            let watch = context.watch()?;
+            let result = context
+                .run_leading(
+                    leader.as_mut(),
+                    job,
+                    plan.compile_args.clone(),
+                    watch.as_ref(),
+                )
+                .await?;
+            (result, watch, None)
+        }
+    };
     if !result.exit.success() {
         return Ok(context.finish_failed(leader, &result));
     }
@@ -228,6 +253,7 @@ async fn compile_observed(
         let env = invocation.env.clone();
         let stats = context.stats.clone();
         let explain = context.explain.clone();
+        let remote = context.remote.clone();
         crate::background::run(size, move || {
             let verdict = |observed| match (observed, &preprocessed) {
                 (Ok(observed), _) => manifest::variant_from_observed(
@@ -247,18 +273,28 @@ async fn compile_observed(
                 (Err(why), Some(_)) if plan.args.reads_flag_files => Verdict::Skip(why),
                 (Err(_), Some(text)) => manifest::fallback_variant(text, &cwd),
             };
-            let observed = watch
-                .ok_or(NotStored::Unobserved)
-                .and_then(|watch| watch.finish().map_err(NotStored::from))
-                .and_then(|log| {
-                    let outputs: Vec<&Path> = plan.outputs().collect();
-                    log.complete(std::process::id())?;
-                    Ok(log.inputs(&outputs, &cwd, &env))
-                });
-            stats.update(|c| match &observed {
-                Ok(_) => c.observed_compiles += 1,
-                Err(_) => c.unobserved_compiles += 1,
-            });
+            let observed = match ran_remotely {
+                // A remote compile read what it was given: the slot's last inputs.
+                Some(observed) => Ok(observed),
+                None => {
+                    let observed = watch
+                        .ok_or(NotStored::Unobserved)
+                        .and_then(|watch| watch.finish().map_err(NotStored::from))
+                        .and_then(|log| {
+                            let outputs: Vec<&Path> = plan.outputs().collect();
+                            log.complete(std::process::id())?;
+                            Ok(log.inputs(&outputs, &cwd, &env))
+                        });
+                    stats.update(|c| match &observed {
+                        Ok(_) => c.observed_compiles += 1,
+                        Err(_) => c.unobserved_compiles += 1,
+                    });
+                    if let (Some(remote), Ok(observed)) = (&remote, &observed) {
+                        remote.remember(slot, observed);
+                    }
+                    observed
+                }
+            };
             let mut verdict = verdict(observed);
             if let Verdict::Store(variant) = &mut verdict {
                 tie_to_cwd(variant, &plan, &base, &cwd, &entry);

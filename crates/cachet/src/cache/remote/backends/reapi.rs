@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::settings::{List, Secret, SettingsError};
+use super::settings::{List, Secret, SettingsError, auth_headers};
 use super::{BackendSettings, StoreSpec};
 use crate::cache::Storage;
 use crate::cache::remote::reapi::{Reapi, Target};
@@ -33,43 +33,20 @@ pub(super) struct Settings {
     ca_file: Option<PathBuf>,
 }
 
-/// BuildBuddy's API-key header, the most common managed service's.
-const DEFAULT_API_KEY_HEADER: &str = "x-buildbuddy-api-key";
-
 impl Settings {
     fn headers(&self) -> Result<Vec<(String, String)>, SettingsError> {
-        let mut headers = Vec::new();
-        for line in self.headers.iter().flat_map(|l| &l.0) {
-            let Some((name, value)) = line.split_once(':') else {
-                return Err(SettingsError::Invalid {
-                    key: Some("headers"),
-                    message: format!("{line:?} is not `name: value`"),
-                });
-            };
-            headers.push((name.trim().to_owned(), value.trim().to_owned()));
-        }
-        if let Some(key) = &self.api_key {
-            let header = self.api_key_header.as_deref().unwrap_or(DEFAULT_API_KEY_HEADER);
-            headers.push((header.to_owned(), key.expose().to_owned()));
-        }
-        if let Some(token) = &self.bearer_token {
-            headers.push(("authorization".into(), format!("Bearer {}", token.expose())));
-        }
-        Ok(headers)
+        auth_headers(
+            self.headers.as_ref(),
+            self.api_key.as_ref(),
+            self.api_key_header.as_deref(),
+            self.bearer_token.as_ref(),
+        )
     }
 }
 
 impl BackendSettings for Settings {
     fn check(&self) -> Result<(), SettingsError> {
-        self.headers()?;
-        if self.api_key_header.is_some() && self.api_key.is_none() {
-            return Err(SettingsError::Invalid {
-                key: Some("api_key_header"),
-                message: "`api_key_header` names the header of `api_key`, which is not set"
-                    .into(),
-            });
-        }
-        Ok(())
+        self.headers().map(drop)
     }
 
     fn build(self, spec: &StoreSpec) -> Result<Arc<dyn Storage>, RemoteError> {

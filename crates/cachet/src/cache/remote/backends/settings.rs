@@ -381,6 +381,48 @@ impl<'de> Deserializer<'de> for Value<'_> {
     }
 }
 
+/// BuildBuddy's API-key header, the most common managed service's.
+const DEFAULT_API_KEY_HEADER: &str = "x-buildbuddy-api-key";
+
+/// The headers a REAPI client sends (the `reapi` level and `[execution]`): `headers`
+/// (`name: value` each), `api_key` under `api_key_header` (BuildBuddy's by default), and
+/// `bearer_token` as `authorization: Bearer …`. Errors: a line that is not `name: value`,
+/// or `api_key_header` without `api_key`.
+pub fn auth_headers(
+    headers: Option<&List>,
+    api_key: Option<&Secret>,
+    api_key_header: Option<&str>,
+    bearer_token: Option<&Secret>,
+) -> Result<Vec<(String, String)>, SettingsError> {
+    let mut out = Vec::new();
+    for line in headers.iter().flat_map(|l| &l.0) {
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(SettingsError::Invalid {
+                key: Some("headers"),
+                message: format!("{line:?} is not `name: value`"),
+            });
+        };
+        out.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    match (api_key, api_key_header) {
+        (Some(key), header) => out.push((
+            header.unwrap_or(DEFAULT_API_KEY_HEADER).to_owned(),
+            key.expose().to_owned(),
+        )),
+        (None, Some(_)) => {
+            return Err(SettingsError::Invalid {
+                key: Some("api_key_header"),
+                message: "`api_key_header` names the header of `api_key`, which is not set".into(),
+            });
+        }
+        (None, None) => {}
+    }
+    if let Some(token) = bearer_token {
+        out.push(("authorization".into(), format!("Bearer {}", token.expose())));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::reapi::digest_of;
 
 #[test]
 fn an_entry_key_names_one_action_and_its_parts_are_uploaded_with_it() {
@@ -20,44 +21,6 @@ fn an_entry_key_names_one_action_and_its_parts_are_uploaded_with_it() {
         action.input_root_digest.unwrap().hash,
         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     );
-}
-
-#[test]
-fn only_canonical_digests_within_an_entrys_size_are_asked_for() {
-    let good = digest_of(b"x");
-    assert!(checked(Some(&good)).is_ok());
-    for bad in [
-        Digest {
-            hash: "../../etc/passwd".into(),
-            size_bytes: 1,
-        },
-        Digest {
-            hash: good.hash.to_uppercase(),
-            size_bytes: 1,
-        },
-        Digest {
-            hash: good.hash.clone(),
-            size_bytes: -1,
-        },
-        Digest {
-            hash: good.hash.clone(),
-            size_bytes: MAX_ENTRY_SIZE as i64 + 1,
-        },
-    ] {
-        assert!(checked(Some(&bad)).is_err(), "{bad:?}");
-    }
-    assert!(checked(None).is_err());
-    assert!(verify(&good, b"y").is_err());
-}
-
-#[test]
-fn upload_ids_look_like_uuids_and_differ() {
-    let (a, b) = (upload_id(1), upload_id(2));
-    assert_ne!(a, b);
-    let parts: Vec<usize> = a.split('-').map(str::len).collect();
-    assert_eq!(parts, [8, 4, 4, 4, 12]);
-    assert_eq!(instance_prefix(""), "");
-    assert_eq!(instance_prefix("main"), "main/");
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! The gRPC calls of the REAPI level, over one tonic channel: unary calls with the
-//! level's headers, and ByteStream reads and writes for blobs above the batch limit.
+//! The gRPC calls of a REAPI client, over one tonic channel: unary and server-streaming
+//! calls with the target's headers, and ByteStream reads and writes for blobs above the
+//! batch limit.
 //! The channel is made at the first call and connects lazily, so building a client
 //! neither waits on the network nor needs a runtime.
 
@@ -66,6 +67,19 @@ pub struct Target {
     pub ca_file: Option<PathBuf>,
     /// The limit of each call.
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Target {
+    /// Header values are secrets (API keys, tokens): only their names are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Target")
+            .field("endpoint", &self.endpoint)
+            .field("headers", &names)
+            .field("ca_file", &self.ca_file)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// One server's channel and the metadata every call carries.
@@ -176,13 +190,36 @@ impl Client {
         .await
     }
 
+    /// Starts a server-streaming call of `method` (made again while the server turns it
+    /// away for now); the stream's messages are the caller's to read.
+    pub async fn stream<Req, Resp>(
+        &self,
+        method: &'static str,
+        message: Req,
+    ) -> Result<tonic::Streaming<Resp>, Status>
+    where
+        Req: prost::Message + Clone + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        with_retries(|| async {
+            let mut grpc = self.ready().await?;
+            let codec = ProstCodec::<Req, Resp>::default();
+            let path = PathAndQuery::from_static(method);
+            Ok(grpc
+                .server_streaming(self.request(message.clone()), path, codec)
+                .await?
+                .into_inner())
+        })
+        .await
+    }
+
     /// The whole of a ByteStream resource, refused past `limit` bytes.
     pub async fn read(&self, resource_name: String, limit: u64) -> Result<Vec<u8>, Status> {
         with_retries(|| self.read_once(resource_name.clone(), limit)).await
     }
 
     async fn read_once(&self, resource_name: String, limit: u64) -> Result<Vec<u8>, Status> {
-        use super::super::proto::{ReadRequest, ReadResponse};
+        use super::proto::{ReadRequest, ReadResponse};
         let mut grpc = self.ready().await?;
         let codec = ProstCodec::<ReadRequest, ReadResponse>::default();
         let path = PathAndQuery::from_static("/google.bytestream.ByteStream/Read");
@@ -214,7 +251,7 @@ impl Client {
     }
 
     async fn write_once(&self, resource_name: String, data: &[u8]) -> Result<i64, Status> {
-        use super::super::proto::{WriteRequest, WriteResponse};
+        use super::proto::{WriteRequest, WriteResponse};
         let mut grpc = self.ready().await?;
         let codec = ProstCodec::<WriteRequest, WriteResponse>::default();
         let path = PathAndQuery::from_static("/google.bytestream.ByteStream/Write");

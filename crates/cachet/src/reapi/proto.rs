@@ -44,15 +44,97 @@ pub struct ActionResult {
     pub stderr_raw: Vec<u8>,
     #[prost(message, optional, tag = "8")]
     pub stderr_digest: Option<Digest>,
+    #[prost(message, optional, tag = "9")]
+    pub execution_metadata: Option<ExecutedActionMetadata>,
 }
 
-/// `Command`: the arguments of an action (cachet's actions name their entry's key).
+/// `ExecutedActionMetadata`: where and when a remote action ran.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExecutedActionMetadata {
+    #[prost(string, tag = "1")]
+    pub worker: String,
+    #[prost(message, optional, tag = "2")]
+    pub queued_timestamp: Option<Timestamp>,
+    #[prost(message, optional, tag = "3")]
+    pub worker_start_timestamp: Option<Timestamp>,
+    #[prost(message, optional, tag = "4")]
+    pub worker_completed_timestamp: Option<Timestamp>,
+    #[prost(message, optional, tag = "7")]
+    pub execution_start_timestamp: Option<Timestamp>,
+    #[prost(message, optional, tag = "8")]
+    pub execution_completed_timestamp: Option<Timestamp>,
+}
+
+/// `google.protobuf.Timestamp`.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct Timestamp {
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+impl Timestamp {
+    /// Microseconds since the epoch.
+    pub fn micros(&self) -> i64 {
+        self.seconds * 1_000_000 + i64::from(self.nanos / 1000)
+    }
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct Duration {
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+/// `Command`: what an action runs. The cache level's actions name their entry's key;
+/// remote execution's run a compiler.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Command {
     #[prost(string, repeated, tag = "1")]
     pub arguments: Vec<String>,
+    /// Sorted by name.
+    #[prost(message, repeated, tag = "2")]
+    pub environment_variables: Vec<EnvironmentVariable>,
+    /// Before REAPI 2.1; servers of that age read only these.
+    #[prost(string, repeated, tag = "3")]
+    pub output_files: Vec<String>,
+    #[prost(message, optional, tag = "5")]
+    pub platform: Option<Platform>,
+    /// Relative to the input root; empty for the root.
+    #[prost(string, tag = "6")]
+    pub working_directory: String,
+    /// Relative to the working directory, sorted.
     #[prost(string, repeated, tag = "7")]
     pub output_paths: Vec<String>,
+}
+
+/// `Command.EnvironmentVariable`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EnvironmentVariable {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+/// `Platform`: what a worker must offer, as sorted name/value properties.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Platform {
+    #[prost(message, repeated, tag = "1")]
+    pub properties: Vec<Property>,
+}
+
+/// `Platform.Property`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, prost::Message)]
+pub struct Property {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
 }
 
 /// `Action`: what the ActionCache is keyed by, through its digest.
@@ -62,10 +144,14 @@ pub struct Action {
     pub command_digest: Option<Digest>,
     #[prost(message, optional, tag = "2")]
     pub input_root_digest: Option<Digest>,
+    #[prost(message, optional, tag = "6")]
+    pub timeout: Option<Duration>,
     #[prost(bool, tag = "7")]
     pub do_not_cache: bool,
     #[prost(bytes = "vec", tag = "9")]
     pub salt: Vec<u8>,
+    #[prost(message, optional, tag = "10")]
+    pub platform: Option<Platform>,
 }
 
 /// `GetActionResultRequest`.
@@ -253,6 +339,99 @@ pub struct WriteResponse {
     pub committed_size: i64,
 }
 
-/// `Directory`; cachet's actions have the empty one as their input root.
+/// `Directory`: one directory of an input root, each list sorted by name. The cache
+/// level's actions have the empty one as their input root.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct Directory {}
+pub struct Directory {
+    #[prost(message, repeated, tag = "1")]
+    pub files: Vec<FileNode>,
+    #[prost(message, repeated, tag = "2")]
+    pub directories: Vec<DirectoryNode>,
+    #[prost(message, repeated, tag = "3")]
+    pub symlinks: Vec<SymlinkNode>,
+}
+
+/// `FileNode`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FileNode {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(message, optional, tag = "2")]
+    pub digest: Option<Digest>,
+    #[prost(bool, tag = "4")]
+    pub is_executable: bool,
+}
+
+/// `DirectoryNode`: a subdirectory, by the digest of its `Directory`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DirectoryNode {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(message, optional, tag = "2")]
+    pub digest: Option<Digest>,
+}
+
+/// `SymlinkNode`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SymlinkNode {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub target: String,
+}
+
+/// `ExecuteRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExecuteRequest {
+    #[prost(string, tag = "1")]
+    pub instance_name: String,
+    #[prost(bool, tag = "3")]
+    pub skip_cache_lookup: bool,
+    #[prost(message, optional, tag = "6")]
+    pub action_digest: Option<Digest>,
+}
+
+/// `WaitExecutionRequest`: the stream of an operation, again.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WaitExecutionRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+}
+
+/// `google.longrunning.Operation`: an execution's progress; `response` (an
+/// `ExecuteResponse`) or `error` once `done`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Operation {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(message, optional, tag = "2")]
+    pub metadata: Option<Any>,
+    #[prost(bool, tag = "3")]
+    pub done: bool,
+    #[prost(message, optional, tag = "4")]
+    pub error: Option<Status>,
+    #[prost(message, optional, tag = "5")]
+    pub response: Option<Any>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Any {
+    #[prost(string, tag = "1")]
+    pub type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+}
+
+/// `ExecuteResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExecuteResponse {
+    #[prost(message, optional, tag = "1")]
+    pub result: Option<ActionResult>,
+    #[prost(bool, tag = "2")]
+    pub cached_result: bool,
+    #[prost(message, optional, tag = "3")]
+    pub status: Option<Status>,
+    #[prost(string, tag = "5")]
+    pub message: String,
+}
