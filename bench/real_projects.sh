@@ -135,32 +135,7 @@ fail_log() { echo "  ---- last lines of $1:" >&2; tail -n 25 "$1" | sed 's/^/  |
 # Fetched by package name with the registries' own clients (cargo, pip), pinned by version
 # and checked against a pinned sha256.
 
-# crate NAME VERSION SHA256 -> path of the .crate in $work/dl: from cargo's download cache
-# when it has it (read only), else `cargo fetch` of a scratch package that depends on it,
-# with a CARGO_HOME in the work dir (the user's cargo config copied in, for a mirror).
-fetch_crate() {
-    local name=$1 ver=$2 sum=$3 out="$work/dl/$1-$2.crate" f home="${CARGO_HOME:-$HOME/.cargo}"
-    local scratch="$work/dl/fetch-$1" fetch_home="$work/dl/cargo-home"
-    for f in "$home"/registry/cache/*/"$name-$ver.crate"; do
-        if [ -f "$f" ] && echo "$sum  $f" | sha256sum -c --status; then
-            cp "$f" "$out"; echo "$out"; return 0
-        fi
-    done
-    command -v cargo >/dev/null || { echo "no cargo to fetch the crate $name" >&2; return 1; }
-    mkdir -p "$scratch/src" "$fetch_home"
-    for f in config.toml config; do [ ! -f "$home/$f" ] || cp "$home/$f" "$fetch_home/$f"; done
-    printf '[package]\nname = "fetch-%s"\nversion = "0.0.0"\nedition = "2021"\n\n[dependencies]\n%s = "=%s"\n' \
-        "$name" "$name" "$ver" > "$scratch/Cargo.toml"
-    : > "$scratch/src/lib.rs"
-    (cd "$scratch" && CARGO_HOME="$fetch_home" cargo fetch -q) >&2 || return 1
-    for f in "$fetch_home"/registry/cache/*/"$name-$ver.crate"; do
-        if [ -f "$f" ] && echo "$sum  $f" | sha256sum -c --status; then
-            cp "$f" "$out"; echo "$out"; return 0
-        fi
-    done
-    echo "the crate $name $ver fetched by cargo is not the pinned one (sha256 $sum)" >&2
-    return 1
-}
+. "$root/bench/lib/sources.sh"   # fetch_crate
 
 # sdist NAME VERSION FILENAME SHA256 -> path in $work/dl, by `pip download` (which also
 # prepares the sdist's metadata, in an isolated environment under the work dir)
@@ -196,28 +171,6 @@ ensure_build_tools() { # cmake, meson and ninja: the machine's, else pip-install
 # to the checkout), and P_prune: build-dir paths whose objects the build step did not
 # compile through CC (left out of the comparison).
 
-lua_prepare() { # sets $checkout
-    local crate dir="$work/src/lua-src-548.1.2"
-    crate=$(fetch_crate lua-src 548.1.2 bdc4e1aff422ad5f08cffb4719603dcdbc2be2307f4c1510d7aab74b7fa88ca8) || return 1
-    tar -xzf "$crate" -C "$work/src" || return 1
-    # The hand-written Makefile: objects and their -MMD -MP dependency files into $(OUT).
-    cat > "$dir/Makefile" <<'EOF'
-OUT ?= build
-SRC := lua-5.4.8
-CFLAGS := -std=gnu99 -O2 -Wall -Wextra -DLUA_COMPAT_5_3 -DLUA_USE_LINUX -MMD -MP $(EXTRA_CFLAGS)
-OBJS := $(patsubst $(SRC)/%.c,$(OUT)/%.o,$(wildcard $(SRC)/*.c))
-
-$(OUT)/liblua.a: $(OBJS)
-	$(AR) rcs $@ $^
-$(OUT)/%.o: $(SRC)/%.c | $(OUT)
-	$(CC) $(CFLAGS) -c $< -o $@
-$(OUT):
-	mkdir -p $@
-
--include $(OBJS:.o=.d)
-EOF
-    checkout=$dir
-}
 lua_configure() { mkdir -p "$1/$2"; }
 lua_build() { make -C "$1" -j"$jobs" OUT="$2" CC="$3" EXTRA_CFLAGS="$4"; }
 # shellcheck disable=SC2034 # read through a nameref in run_step

@@ -254,7 +254,9 @@ fn every_miss_after_a_slots_first_compile_runs_on_the_workers_byte_identical() {
     grid.worker("w1", None);
     grid.worker("w2", None);
     let env = with_settings(Env::new(), &grid.settings())
-        .with_env("CACHET_EXECUTION_FORBID_LOCAL", "true");
+        .with_env("CACHET_EXECUTION_FORBID_LOCAL", "true")
+        .with_env("CACHET_EXECUTION_MAX_IN_FLIGHT", "4")
+        .with_env("CACHET_JOBS", "2");
     copy_project(&env);
     let plain = make(&env, "gcc", &[]);
     let objects = plain.keys().filter(|k| k.ends_with(".o")).count();
@@ -266,6 +268,8 @@ fn every_miss_after_a_slots_first_compile_runs_on_the_workers_byte_identical() {
     same_outputs(&make(&env, &cc, &[]), &plain, "first build");
     let stats = env.settle();
     assert_eq!(execution(&stats)["first_compiles_local"], 6, "{stats}");
+    // The pool counts the remote places too (make joining it runs wider).
+    assert_eq!(stats["jobserver"]["tokens"], 2 + 4, "{stats}");
     assert_eq!(execution(&stats)["remote_compiles"], 0, "{stats}");
     assert!(grid.actions().is_empty());
     std::fs::remove_dir_all(env.work.join("out")).unwrap();

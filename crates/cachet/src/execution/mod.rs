@@ -194,13 +194,15 @@ impl Execution {
     }
 
     /// Runs `request` on a worker: waits for one of the `max_in_flight` places, uploads
-    /// what the server lacks, executes, and fetches the outputs of a successful action.
-    /// An action that ran and failed is `Ok` with its exit code; anything else that went
-    /// wrong is a [`Failure`] (counted by the breaker).
-    pub async fn run(
+    /// what the server lacks while holding what `uploading` gives (one of the machine's
+    /// slots: an upload reads and sends files here), executes, and fetches the outputs
+    /// of a successful action. An action that ran and failed is `Ok` with its exit code;
+    /// anything else that went wrong is a [`Failure`] (counted by the breaker).
+    pub async fn run<G>(
         &self,
         request: &Request,
         cancel: &CancellationToken,
+        uploading: impl Future<Output = io::Result<G>>,
     ) -> Result<Completed, Failure> {
         if !self.breaker.as_ref().is_none_or(Breaker::allow) {
             return Err(Failure::BreakerOpen);
@@ -210,7 +212,7 @@ impl Execution {
             _ = cancel.cancelled() => return Err(Failure::Cancelled),
         };
         let outcome = tokio::select! {
-            outcome = tokio::time::timeout(self.timeout, self.run_now(request)) => match outcome {
+            outcome = tokio::time::timeout(self.timeout, self.run_now(request, uploading)) => match outcome {
                 Ok(outcome) => outcome,
                 Err(_) => Err(Failure::Timeout(self.timeout)),
             },
@@ -230,11 +232,17 @@ impl Execution {
         outcome
     }
 
-    async fn run_now(&self, request: &Request) -> Result<Completed, Failure> {
+    async fn run_now<G>(
+        &self,
+        request: &Request,
+        uploading: impl Future<Output = io::Result<G>>,
+    ) -> Result<Completed, Failure> {
+        let slot = uploading.await.map_err(|_| Failure::Cancelled)?;
         let started = Instant::now();
         let (action_digest, blobs) = self.lay_out(request).map_err(Failure::Layout)?;
         let mut bytes_up = self.upload(blobs.clone(), false).await?;
         let upload = started.elapsed();
+        drop(slot);
         let mut response = self.execute(&action_digest).await?;
         let missing_inputs = |r: &proto::ExecuteResponse| {
             r.status

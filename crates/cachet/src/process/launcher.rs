@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use cachet_jobserver::{Jobserver, Proxy};
 use tokio::sync::mpsc::{self, UnboundedSender};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::{Cancelled, CommandSpec, OutputChunk, ProcessOutput, ProcessRunner};
@@ -39,6 +40,9 @@ pub struct Launcher {
     extra: Arc<Mutex<HashMap<String, i64>>>,
     /// The ids (`pipe:[INODE]`) of the proxies of the compilers running now.
     proxies: Arc<Mutex<HashSet<String>>>,
+    /// With remote execution, the server's pool counts remote capacity too: this bounds
+    /// what runs here (compilers, passed-through runs, uploads) to the machine's share.
+    local: Option<Arc<Semaphore>>,
 }
 
 /// A running compiler's proxy, known to the launcher while it lives.
@@ -80,6 +84,30 @@ impl Launcher {
             running: Arc::default(),
             extra: Arc::default(),
             proxies: Arc::default(),
+            local: None,
+        }
+    }
+
+    /// Runs at most `slots` things here at once, whatever the pool's size (which then
+    /// counts remote capacity as well).
+    pub fn with_local_limit(mut self, slots: usize) -> Launcher {
+        self.local = Some(Arc::new(Semaphore::new(slots.max(1))));
+        self
+    }
+
+    /// One of the machine's own slots, when the pool counts remote capacity (None
+    /// otherwise: a pool token is the bound). Held by every local compile, passed-through
+    /// run and upload. Errors: `cancel` fired.
+    pub async fn local_slot(
+        &self,
+        cancel: &CancellationToken,
+    ) -> io::Result<Option<OwnedSemaphorePermit>> {
+        let Some(local) = &self.local else {
+            return Ok(None);
+        };
+        tokio::select! {
+            permit = local.clone().acquire_owned() => Ok(permit.ok()),
+            _ = cancel.cancelled() => Err(Cancelled::error("while waiting for a local slot")),
         }
     }
 
@@ -193,10 +221,16 @@ impl Launcher {
     ) -> io::Result<ProcessOutput> {
         // A build that joined our own pool (through its fifo) already holds one of our
         // tokens for this job: take no second one, and count our pool once.
-        let own_pool = build.is_some_and(|b| b.same_pool(&self.jobserver) || self.is_our_proxy(b));
+        let nested = build.is_some_and(|b| self.is_our_proxy(b));
+        let own_pool = nested || build.is_some_and(|b| b.same_pool(&self.jobserver));
         let build_id = self.build_id(build);
         let build = build.filter(|_| !own_pool);
         let asked_us = trace::now_us();
+        // A compile nested in one of ours runs in its parent's slot.
+        let _local = match nested {
+            true => None,
+            false => self.local_slot(&cancel).await?,
+        };
         let token = self.server_token(own_pool, &cancel).await?;
         let name = spec.memory.as_ref().map_or_else(
             || spec.program.to_string_lossy().into_owned(),
@@ -319,6 +353,10 @@ impl Launcher {
         };
         let own_pool = nested || build.is_some_and(|b| b.same_pool(&self.jobserver));
         let asked_us = trace::now_us();
+        let local = match nested {
+            true => None,
+            false => self.local_slot(cancel).await?,
+        };
         let token = self.server_token(own_pool, cancel).await?;
         let start_us = self.count_running(1);
         Ok(Admission {
@@ -333,6 +371,7 @@ impl Launcher {
             launcher: self.clone(),
             permit,
             _token: token,
+            _local: local,
         })
     }
 
@@ -414,6 +453,7 @@ impl Launcher {
 pub struct Admission {
     permit: Option<Permit>,
     _token: Option<cachet_jobserver::Token>,
+    _local: Option<OwnedSemaphorePermit>,
     /// Its slice in the trace, finished on drop.
     run: Option<trace::Event>,
     launcher: Launcher,

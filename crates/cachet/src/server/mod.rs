@@ -341,7 +341,14 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
         stats.clone(),
     ));
     // A fifo in the private runtime dir: `cachet jobserver-env` lets make 4.4 or ninja join it.
-    let jobserver = Jobserver::new_fifo(config.jobs(), &runtime.jobserver_fifo())?;
+    // With remote execution the pool counts remote capacity too, so that make and ninja
+    // joining it run wider; what runs here stays within the machine's own share.
+    let remote_capacity = config
+        .execution
+        .as_ref()
+        .map_or(0, |e| e.settings.max_in_flight);
+    let jobserver =
+        Jobserver::new_fifo(config.jobs() + remote_capacity, &runtime.jobserver_fifo())?;
     let memory = Memory::new(
         memory::Settings {
             limit: config.memory_limit,
@@ -354,9 +361,12 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
     // Compilers are the OOM killer's preferred victims, the server its last choice (a
     // lower score needs CAP_SYS_RESOURCE; without it the server keeps its own).
     let _ = std::fs::write("/proc/self/oom_score_adj", SERVER_OOM_SCORE_ADJ.to_string());
-    let launcher = Launcher::new(Arc::new(TokioRunner), jobserver.clone())
+    let mut launcher = Launcher::new(Arc::new(TokioRunner), jobserver.clone())
         .with_stats(stats.clone())
         .with_memory(memory.clone());
+    if remote_capacity > 0 {
+        launcher = launcher.with_local_limit(config.jobs());
+    }
     let (interposer, observation) = if config.observe {
         match observe::Interposer::install(runtime.path()) {
             Ok(interposer) => (Some(interposer), "on".to_owned()),

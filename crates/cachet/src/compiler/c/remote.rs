@@ -61,11 +61,23 @@ pub(super) async fn attempt(
             false => Attempt::Local,
         }
     };
-    let request = match request(context, remote, job, plan, &record).await {
-        Ok(request) => request,
-        Err((reason, detail)) => return fallback(reason, detail),
+    // Hashing inputs and finding the toolchain is work here: it holds a local slot, as
+    // the upload does; the remote compile itself holds none.
+    let request = {
+        let Ok(_slot) = context.launcher.local_slot(&job.cancel).await else {
+            return Attempt::Local;
+        };
+        match request(context, remote, job, plan, &record).await {
+            Ok(request) => request,
+            Err((reason, detail)) => return fallback(reason, detail),
+        }
     };
-    let completed = match remote.execution.run(&request.0, &job.cancel).await {
+    let uploading = context.launcher.local_slot(&job.cancel);
+    let completed = match remote
+        .execution
+        .run(&request.0, &job.cancel, uploading)
+        .await
+    {
         Ok(done) if done.exit_code == 0 => done,
         Ok(done) => {
             let detail = format!(
@@ -79,6 +91,15 @@ pub(super) async fn attempt(
         Err(e) => return fallback(e.label(), e.to_string()),
     };
     let cwd = &job.invocation.cwd;
+    if !records_cwd_as_here(plan, cwd, &completed) {
+        return fallback(
+            "the worker's root is not the client's /",
+            format!(
+                "the debug info of {} does not name the cwd",
+                plan.object.display()
+            ),
+        );
+    }
     if let Err(e) = write_outputs(cwd, &completed, job.invocation.umask) {
         return fallback("outputs not written", e.to_string());
     }
@@ -241,6 +262,23 @@ async fn request(
         dirs: vec![PathBuf::from("/tmp")],
     };
     Ok((request, observed))
+}
+
+/// Whether the object names the cwd where a local compile's would: with debug info and
+/// no prefix map, gcc and clang record the cwd (`DW_AT_comp_dir`). A worker that ran the
+/// action in a directory of its own instead of chrooted into the input root records
+/// that directory: its result must not be used (nor cached).
+fn records_cwd_as_here(plan: &Plan, cwd: &Path, completed: &Completed) -> bool {
+    if !plan.args.debug_info || !plan.args.prefix_maps.is_empty() {
+        return true;
+    }
+    let object = below(cwd, &plan.object);
+    let cwd = cwd.as_os_str().as_bytes();
+    completed
+        .outputs
+        .iter()
+        .filter(|(path, _, _)| Some(path) == object.as_ref())
+        .all(|(_, data, _)| memchr::memmem::find(data, cwd).is_some())
 }
 
 /// Whether `a` and `b` are the same file (device and inode).

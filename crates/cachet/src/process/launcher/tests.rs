@@ -109,6 +109,46 @@ async fn cancel_while_waiting_for_a_token() {
     assert!(mock.calls().is_empty());
 }
 
+/// With remote execution the pool is wider than the machine: a local compile, a
+/// passed-through run and an upload each hold one of the machine's own slots, whatever
+/// pool tokens are free.
+#[tokio::test]
+async fn a_pool_widened_for_remote_capacity_still_runs_only_the_machines_share_here() {
+    let mock = MockRunner::new(|_| Ok(output(0, b"", b"")));
+    let jobserver = Jobserver::new(4).unwrap();
+    let launcher = Launcher::new(Arc::new(mock.clone()), jobserver).with_local_limit(1);
+    let cancel = CancellationToken::new();
+    let held = launcher.local_slot(&cancel).await.unwrap();
+    assert!(held.is_some());
+    // The only local slot is taken: a compile waits though three pool tokens are free.
+    let waiting = tokio::time::timeout(
+        std::time::Duration::from_millis(100),
+        launcher.run_compiler(
+            CommandSpec::new("/usr/bin/gcc", "/"),
+            None,
+            cancel.clone(),
+            None,
+        ),
+    )
+    .await;
+    assert!(waiting.is_err(), "a compile ran past the local limit");
+    assert!(mock.calls().is_empty());
+    drop(held);
+    launcher
+        .run_compiler(
+            CommandSpec::new("/usr/bin/gcc", "/"),
+            None,
+            cancel.clone(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(mock.calls().len(), 1);
+    // Without a limit (no remote execution), pool tokens are the bound and no slot is held.
+    let plain = Launcher::new(Arc::new(mock.clone()), Jobserver::new(1).unwrap());
+    assert!(plain.local_slot(&cancel).await.unwrap().is_none());
+}
+
 fn collect(rx: &mut mpsc::UnboundedReceiver<OutputChunk>) -> Vec<OutputChunk> {
     let mut all = Vec::new();
     while let Ok(chunk) = rx.try_recv() {
