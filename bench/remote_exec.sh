@@ -92,21 +92,22 @@ grid_down() {
     kill "${worker_pids[@]}" "$grid_pid" 2>/dev/null || true
     wait "${worker_pids[@]}" "$grid_pid" 2>/dev/null || true
 }
-build() { # NAME CC [VAR=VALUE...]: a fresh build dir; prints the seconds
+build() { # NAME CC [VAR=VALUE...]: a fresh build dir (always the same path: the .d
+    # files name it); prints the seconds
     local name=$1 cc=$2; shift 2
-    rm -rf "$checkout/$name"
+    rm -rf "$checkout/build"
     local t0 t1
     t0=$(now)
-    env "$@" make -C "$checkout" -s -j"$jobs" OUT="$name" CC="$cc" EXTRA_CFLAGS=-g >"$work/$name.log" 2>&1 ||
+    env "$@" make -C "$checkout" -s -j"$jobs" OUT=build CC="$cc" EXTRA_CFLAGS=-g >"$work/$name.log" 2>&1 ||
         { tail -20 "$work/$name.log" >&2; exit 1; }
     "$cachet" --flush >/dev/null 2>&1 || true
     t1=$(now)
     awk -v s="$t0" -v e="$t1" 'BEGIN { printf "%.2f", e - s }'
 }
-same() { # the objects and .d files of build dir $1 are the plain build's
+same() { # the objects and .d files of the last build are the plain build's
     local f bad=0
-    for f in "$checkout/plain"/*.o "$checkout/plain"/*.d; do
-        cmp -s "$f" "$checkout/$1/$(basename "$f")" || { echo "  $1: $(basename "$f") differs" >&2; bad=1; }
+    for f in "$work/plain"/*.o "$work/plain"/*.d; do
+        cmp -s "$f" "$checkout/build/$(basename "$f")" || { echo "  $1: $(basename "$f") differs" >&2; bad=1; }
     done
     [ "$bad" = 0 ] && echo identical || echo DIFFERENT
 }
@@ -118,10 +119,11 @@ fb = sum(e.get("fallbacks", {}).values())
 print(e.get("remote_compiles", 0), fb, e.get("first_compiles_local", 0),
       "%.0f %.0f %.0f %.0f" % tuple(e.get(k, 0) / n for k in ("upload_ms", "queue_ms", "run_ms", "total_ms")),
       "%.0f %.0f" % (e.get("bytes_uploaded", 0) / n / 1024, e.get("bytes_downloaded", 0) / n / 1024),
-      e.get("toolchain_uploads", 0))'; }
+      e.get("toolchain_uploads", 0), *["(%s: %d)" % kv for kv in e.get("fallbacks", {}).items()])'; }
 
 echo "cachet $("$cachet" --version | awk '{print $2}'); lua 5.4.8, 32 files, -O2 -g, make -j$jobs; work dir $work"
 t_plain=$(build plain gcc)
+mkdir -p "$work/plain" && cp "$checkout/build"/*.o "$checkout/build"/*.d "$work/plain/"
 grid_up 1 first
 "$cachet" --start-server >/dev/null
 t_local=$(build local "$cachet gcc")

@@ -676,3 +676,40 @@ fn two_servers_submitting_the_same_actions_at_once_both_get_results() {
     assert!(runs.values().all(|n| (1..=2).contains(n)), "{runs:?}");
     assert_eq!(remote, 12);
 }
+
+/// The service restarted with an empty CAS (an in-memory one): the blobs the server took
+/// for uploaded are gone, the service says so, and the next remote compile uploads them
+/// again and runs remotely.
+#[test]
+fn a_service_that_lost_its_blobs_gets_them_again() {
+    let Some(python) = python() else { return };
+    if !root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut grid = Grid::start(&python, tmp.path(), None);
+    grid.worker("w1", None);
+    let env = with_settings(Env::new(), &grid.settings())
+        .with_env("CACHET_EXECUTION_FORBID_LOCAL", "true");
+    let compile = |n: u32| {
+        env.write("a.c", &format!("int a(void) {{ return {n}; }}\n"));
+        let out = env
+            .cachet()
+            .args(["gcc", "-c", "a.c", "-o", "a.o"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        env.settle();
+    };
+    compile(1);
+    compile(2);
+    grid.kill_worker("w1");
+    grid.stop_server();
+    grid.start_server();
+    grid.worker("w1b", None);
+    compile(3);
+    let stats = env.settle();
+    let e = execution(&stats);
+    assert_eq!(e["remote_compiles"], 2, "{stats}");
+    assert_eq!(e["fallbacks"], serde_json::json!({}), "{stats}");
+}

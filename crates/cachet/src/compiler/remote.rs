@@ -5,7 +5,7 @@
 //! programs the compile ran, their shared libraries and the dynamic loader, found with
 //! `ldd`), uploaded once per toolchain.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -46,8 +46,8 @@ pub struct Remote {
     slots: Mutex<Slots>,
     digests: Mutex<HashMap<PathBuf, (FileStamp, TreeFile)>>,
     libraries: Mutex<Libraries>,
-    /// Toolchains (by their own Merkle root) uploaded by this server.
-    toolchains: Mutex<HashSet<String>>,
+    /// Toolchains (by their own Merkle root) uploaded by this server, or being uploaded.
+    toolchains: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<()>>>>,
 }
 
 impl Remote {
@@ -149,26 +149,28 @@ impl Remote {
         // The toolchain's own Merkle root names it: a change to any of its files is
         // another toolchain.
         let (root, _) = tree.finish();
-        let new = self.toolchains.lock().unwrap().insert(root.hash.clone());
-        if new {
-            match self.execution.upload_files(&files).await {
-                Ok(sent) => {
-                    tracing::info!(
-                        "toolchain {} ({} files): {sent} bytes uploaded",
-                        &root.hash[..12],
-                        files.len()
-                    );
-                    update(stats, |e| {
-                        e.toolchain_uploads += u64::from(sent > 0);
-                        e.bytes_uploaded += sent;
-                    });
-                }
-                Err(e) => {
-                    self.toolchains.lock().unwrap().remove(&root.hash);
-                    return Err(e);
-                }
-            }
-        }
+        // Uploaded once: compiles that need it meanwhile wait for that upload.
+        let once = self
+            .toolchains
+            .lock()
+            .unwrap()
+            .entry(root.hash.clone())
+            .or_default()
+            .clone();
+        once.get_or_try_init(|| async {
+            let sent = self.execution.upload_files(&files).await?;
+            tracing::info!(
+                "toolchain {} ({} files): {sent} bytes uploaded",
+                &root.hash[..12],
+                files.len()
+            );
+            update(stats, |e| {
+                e.toolchain_uploads += u64::from(sent > 0);
+                e.bytes_uploaded += sent;
+            });
+            Ok::<(), io::Error>(())
+        })
+        .await?;
         Ok(files)
     }
 

@@ -358,11 +358,25 @@ impl Execution {
         };
         let server =
             |status: tonic::Status| Failure::Server(io_error("Execute", &status).to_string());
-        let mut stream = self
+        let mut stream = match self
             .exec
             .stream::<_, proto::Operation>(EXECUTE, request)
             .await
-            .map_err(server)?;
+        {
+            Ok(stream) => stream,
+            // Some services check the action's blobs before they queue it (BuildGrid):
+            // the same answer as a worker's that lacked an input.
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                return Ok(proto::ExecuteResponse {
+                    status: Some(proto::Status {
+                        code: Code::FailedPrecondition as i32,
+                        message: status.message().to_owned(),
+                    }),
+                    ..Default::default()
+                });
+            }
+            Err(status) => return Err(server(status)),
+        };
         let mut name = String::new();
         let mut waits = 0;
         loop {
