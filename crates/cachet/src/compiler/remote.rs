@@ -253,6 +253,61 @@ pub fn parse_ldd(text: &[u8]) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::mock::{MockRunner, output};
+
+    #[tokio::test]
+    async fn a_programs_libraries_come_from_ldd_once_per_version_of_it() {
+        let mock = MockRunner::new(|_| {
+            Ok(output(
+                0,
+                b"\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x1)\n\t/lib64/ld-linux-x86-64.so.2 (0x2)\n",
+                b"",
+            ))
+        });
+        let launcher = Launcher::new(
+            Arc::new(mock.clone()),
+            cachet_jobserver::Jobserver::new(1).unwrap(),
+        );
+        let config = ExecutionConfig {
+            settings: crate::execution::Settings {
+                target: crate::reapi::Target {
+                    endpoint: "grpc://127.0.0.1:1".into(),
+                    headers: Vec::new(),
+                    ca_file: None,
+                    timeout: std::time::Duration::from_secs(1),
+                },
+                instance_name: String::new(),
+                platform: Vec::new(),
+                max_in_flight: 1,
+                timeout: std::time::Duration::from_secs(1),
+                breaker: None,
+            },
+            upload_toolchain: true,
+            forbid_local: false,
+            shown: Vec::new(),
+        };
+        let remote = Remote::new(&config).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("cc1");
+        std::fs::write(&program, b"\x7fELF").unwrap();
+        for _ in 0..2 {
+            let libraries = remote.libraries_of(&launcher, &program).await.unwrap();
+            assert_eq!(
+                *libraries,
+                [
+                    PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                    PathBuf::from("/lib64/ld-linux-x86-64.so.2")
+                ]
+            );
+        }
+        // Asked once, exactly so: no token, no jobserver, the C locale.
+        let calls = mock.calls();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].program, Path::new("ldd"));
+        assert_eq!(calls[0].args, [program.as_os_str()]);
+        assert_eq!(calls[0].cwd, Path::new("/"));
+        assert_eq!(calls[0].env, [("LC_ALL".into(), "C".into())]);
+    }
 
     #[test]
     fn ldd_output_gives_every_library_and_the_loader() {

@@ -14,6 +14,8 @@
 //! names, and the cwd it records in debug info, is the client's. docs/remote-execution.md
 //! says what each service needs for that.
 
+#[cfg(test)]
+mod tests;
 pub mod tree;
 
 use std::collections::HashSet;
