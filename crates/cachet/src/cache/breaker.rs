@@ -15,8 +15,12 @@ enum State {
     Open {
         until: Instant,
     },
-    /// The cooldown is over and one call is on its way to find out.
-    Probing,
+    /// The cooldown is over and one call is on its way to find out, since then. A probe
+    /// whose caller went away without an answer (its future dropped) is made again by the
+    /// first call one cooldown later.
+    Probing {
+        since: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -65,10 +69,18 @@ impl Breaker {
         match *state {
             State::Closed { .. } => true,
             State::Open { until } if Instant::now() >= until => {
-                *state = State::Probing;
+                *state = State::Probing {
+                    since: Instant::now(),
+                };
                 true
             }
-            State::Open { .. } | State::Probing => false,
+            State::Probing { since } if since.elapsed() >= self.cooldown => {
+                *state = State::Probing {
+                    since: Instant::now(),
+                };
+                true
+            }
+            State::Open { .. } | State::Probing { .. } => false,
         }
     }
 
@@ -82,7 +94,7 @@ impl Breaker {
         let failures = match *state {
             State::Closed { failures } => failures + 1,
             // A failed probe, or a call that was already out when the breaker opened.
-            State::Probing | State::Open { .. } => self.threshold,
+            State::Probing { .. } | State::Open { .. } => self.threshold,
         };
         if failures >= self.threshold {
             let was_open = matches!(*state, State::Open { .. });
@@ -96,13 +108,24 @@ impl Breaker {
         }
     }
 
+    /// A call let through ended without an answer either way (it was cancelled): a probe
+    /// it was is owed to the next call.
+    pub fn abandoned(&self) {
+        let mut state = self.lock();
+        if matches!(*state, State::Probing { .. }) {
+            *state = State::Open {
+                until: Instant::now(),
+            };
+        }
+    }
+
     pub fn view(&self) -> BreakerView {
         match *self.lock() {
             State::Closed { .. } => BreakerView::Closed,
             State::Open { until } => BreakerView::Open {
                 remaining: until.saturating_duration_since(Instant::now()),
             },
-            State::Probing => BreakerView::Probing,
+            State::Probing { .. } => BreakerView::Probing,
         }
     }
 }
@@ -110,6 +133,34 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_probe_lets_the_next_call_probe() {
+        let breaker = Breaker::new(1, Duration::from_secs(30));
+        assert!(breaker.failed());
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(breaker.allow(), "the probe");
+        assert!(!breaker.allow(), "only one probe at a time");
+        breaker.abandoned();
+        assert!(
+            breaker.allow(),
+            "the probe was never made: the next call makes it"
+        );
+        // A probe whose caller vanished without a word is made again a cooldown later.
+        assert!(!breaker.allow());
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(
+            breaker.allow(),
+            "a lost probe does not keep the breaker shut"
+        );
+        breaker.succeeded();
+        assert!(breaker.allow());
+        breaker.abandoned();
+        assert!(
+            breaker.allow(),
+            "abandoning a call through a closed breaker changes nothing"
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn opens_after_the_threshold_and_probes_after_the_cooldown() {

@@ -209,20 +209,21 @@ impl Execution {
         if !self.breaker.as_ref().is_none_or(Breaker::allow) {
             return Err(Failure::BreakerOpen);
         }
-        let _slot = tokio::select! {
-            slot = self.slots.acquire() => slot.map_err(|_| Failure::Cancelled)?,
-            _ = cancel.cancelled() => return Err(Failure::Cancelled),
-        };
-        let outcome = tokio::select! {
-            outcome = tokio::time::timeout(self.timeout, self.run_now(request, uploading)) => match outcome {
+        let run = async {
+            let _slot = self.slots.acquire().await.map_err(|_| Failure::Cancelled)?;
+            match tokio::time::timeout(self.timeout, self.run_now(request, uploading)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(Failure::Timeout(self.timeout)),
-            },
-            _ = cancel.cancelled() => return Err(Failure::Cancelled),
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = run => outcome,
+            _ = cancel.cancelled() => Err(Failure::Cancelled),
         };
         if let Some(breaker) = &self.breaker {
             match &outcome {
-                Err(Failure::Layout(_)) => {}
+                // Neither says anything of the service.
+                Err(Failure::Layout(_) | Failure::Cancelled) => breaker.abandoned(),
                 Err(_) => {
                     if breaker.failed() {
                         tracing::warn!("remote execution paused: failures in a row");
