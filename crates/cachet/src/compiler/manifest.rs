@@ -35,7 +35,37 @@ pub struct Manifest {
     /// C only: set when direct mode must not serve this source (it uses the time macros,
     /// or its compile could not be observed whole): preprocessor mode instead.
     pub no_direct: bool,
+    /// At most [`VARIANTS`]: a manifest planted in a shared store with millions of
+    /// variants decodes to its first few, each of the rest dropped as it is read.
+    #[serde(deserialize_with = "first_variants")]
     pub variants: Vec<Variant>,
+}
+
+/// The first [`VARIANTS`] of a list of variants, reading the rest one by one without
+/// keeping them (postcard cannot skip a value without decoding it).
+fn first_variants<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Variant>, D::Error> {
+    struct First;
+    impl<'de> serde::de::Visitor<'de> for First {
+        type Value = Vec<Variant>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of variants")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut kept = Vec::with_capacity(VARIANTS);
+            while let Some(variant) = seq.next_element::<Variant>()? {
+                if kept.len() < VARIANTS {
+                    kept.push(variant);
+                }
+            }
+            Ok(kept)
+        }
+    }
+    d.deserialize_seq(First)
 }
 
 /// What one compile read. Paths under the request's cwd are relative to it (so base dirs
@@ -455,6 +485,26 @@ pub fn uses_time_macros(text: &[u8], which: TimeMacros) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// A manifest planted in a shared store with a million variants decodes to the first
+    /// few, never holding the rest.
+    #[test]
+    fn a_planted_manifest_of_a_million_variants_keeps_the_first_few() {
+        use super::*;
+        let many = Manifest {
+            no_direct: false,
+            variants: (0..1_000_000u32)
+                .map(|n| Variant {
+                    absent: vec![n.to_le_bytes().to_vec()],
+                    ..Variant::default()
+                })
+                .collect(),
+        };
+        let bytes = postcard::to_stdvec(&many).unwrap();
+        let decoded: Manifest = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(decoded.variants.len(), VARIANTS);
+        assert_eq!(decoded.variants[..], many.variants[..VARIANTS]);
+    }
+
     use super::*;
 
     #[test]

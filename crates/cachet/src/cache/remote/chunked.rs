@@ -12,6 +12,7 @@ use std::io;
 use async_trait::async_trait;
 
 use super::{Items, key_path};
+use crate::cache::entry::MAX_ENTRY_SIZE;
 use crate::cache::{CacheKey, Storage};
 
 pub const DEFAULT_ITEM_LIMIT: u64 = 1 << 20;
@@ -69,10 +70,24 @@ impl Storage for Chunked {
                         "chunk table of {head} claims {count} chunks"
                     )));
                 }
-                let mut whole = Vec::with_capacity(total.min(1 << 30) as usize);
+                // A table planted in a shared store claims what it likes: memory follows
+                // the chunks that really come, never past the claim nor an entry's limit.
+                if total > MAX_ENTRY_SIZE {
+                    return Err(invalid(format!(
+                        "chunk table of {head} claims {total} bytes"
+                    )));
+                }
+                let mut whole = Vec::with_capacity(total.min(16 << 20) as usize);
                 for n in 0..count {
                     match self.items.read(&chunk_path(&head, &hash, n)).await? {
-                        Some(chunk) => whole.extend_from_slice(&chunk),
+                        Some(chunk) if (whole.len() + chunk.len()) as u64 <= total => {
+                            whole.extend_from_slice(&chunk)
+                        }
+                        Some(_) => {
+                            return Err(invalid(format!(
+                                "chunks of {head} hold more than the {total} bytes of its table"
+                            )));
+                        }
                         // Evicted: the entry is gone.
                         None => return Ok(None),
                     }

@@ -201,3 +201,41 @@ async fn an_evicted_chunk_is_a_miss_and_a_bad_table_an_error() {
     let err = store.get(&key).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
 }
+
+/// A chunk table planted in a shared store: a huge claimed size, chunks larger than the
+/// table says, millions of chunks. Each is an error, with memory bounded by what arrives.
+#[tokio::test]
+async fn a_planted_chunk_table_never_makes_the_server_allocate_what_it_claims() {
+    let op = memory();
+    let store = Chunked::new(Box::new(op.clone()), String::new(), 4096, 64);
+    let key = CacheKey([3; 32]);
+    let head = key_path("", &key);
+    let table = |count: u32, total: u64| {
+        let mut t = vec![1u8];
+        t.extend_from_slice(&count.to_le_bytes());
+        t.extend_from_slice(&total.to_le_bytes());
+        t.extend_from_slice(&[0u8; 32]);
+        t
+    };
+    // Millions of chunks.
+    op.write(&head, table(5_000_000, 100)).await.unwrap();
+    let err = store.get(&key).await.unwrap_err();
+    assert!(err.to_string().contains("claims 5000000 chunks"), "{err}");
+    // Exabytes claimed.
+    op.write(&head, table(2, u64::MAX / 2)).await.unwrap();
+    let err = store.get(&key).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+    // Chunks that hold more than the table says: refused as soon as they overflow it.
+    op.write(&head, table(2, 10)).await.unwrap();
+    for n in 0..2u32 {
+        // A table's chunks are named after its hash (all zeros here).
+        op.write(&format!("{head}.{}.{n}", "0".repeat(16)), vec![0u8; 4000])
+            .await
+            .unwrap();
+    }
+    let err = store.get(&key).await.unwrap_err();
+    assert!(
+        err.to_string().contains("hold more than the 10 bytes"),
+        "{err}"
+    );
+}

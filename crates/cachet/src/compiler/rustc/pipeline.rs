@@ -114,6 +114,10 @@ pub(super) async fn compile(
     let manifest_key = manifest::manifest_key(&base);
     let display = display_key(&args);
     let outputs = output_names(&args);
+    let expected = Outputs {
+        names: Arc::new(outputs.clone()),
+        stem: format!("{}{}", args.crate_name, args.extra_filename),
+    };
     let out_dir = cwd.join(&args.out_dir);
     for name in &outputs {
         if let Err(reason) = check_output_path(&out_dir.join(name)) {
@@ -134,7 +138,8 @@ pub(super) async fn compile(
         if (same_display || display_free) && entry.exit_code == 0 {
             let restored = {
                 let (entry, out_dir, umask) = (entry.clone(), out_dir.clone(), invocation.umask);
-                tokio::task::spawn_blocking(move || restore(&entry, &out_dir, umask))
+                let expected = expected.clone();
+                tokio::task::spawn_blocking(move || restore(&entry, &out_dir, &expected, umask))
                     .await
                     .map_err(io::Error::other)?
             };
@@ -159,7 +164,7 @@ pub(super) async fn compile(
     // Identical requests in flight (same base key: same command, cwd, inputs) run once.
     let restore = {
         let (out_dir, umask) = (out_dir.clone(), invocation.umask);
-        move |entry: &CacheEntry| restore(entry, &out_dir, umask)
+        move |entry: &CacheEntry| restore(entry, &out_dir, &expected, umask)
     };
     // Base dirs make one base key serve several checkouts; only one checkout's compile
     // may be followed.
@@ -550,16 +555,37 @@ fn read_outputs(
     Ok((files, depinfo))
 }
 
+/// The files a compile may write into its out-dir: its outputs by name, and split debug
+/// info named after its dep-info's stem (`STEM.dwp`, `STEM.*.dwo`).
+#[derive(Clone)]
+struct Outputs {
+    names: Arc<Vec<String>>,
+    stem: String,
+}
+
+impl Outputs {
+    fn expects(&self, name: &str) -> bool {
+        let plain = !name.is_empty() && !name.contains('/') && !name.starts_with('.');
+        let split = name == format!("{}.dwp", self.stem)
+            || (name.starts_with(&format!("{}.", self.stem)) && name.ends_with(".dwo"));
+        plain && (self.names.iter().any(|n| n == name) || split)
+    }
+}
+
 /// Writes a hit's files into the out-dir, each whole or not at all, with the modes the
 /// client's umask gives.
-fn restore(entry: &CacheEntry, out_dir: &Path, umask: u32) -> io::Result<()> {
+fn restore(entry: &CacheEntry, out_dir: &Path, outputs: &Outputs, umask: u32) -> io::Result<()> {
     let moved = moved_out_dir(entry, out_dir);
+    // An entry from a shared store may have been planted: it writes only this compile's
+    // own outputs, and never anything else, before anything is written.
+    if let Some(file) = entry.files.iter().find(|f| !outputs.expects(&f.role)) {
+        return Err(io::Error::other(format!(
+            "the entry holds {:?}, not an output of this compile",
+            file.role
+        )));
+    }
     // A missing out-dir fails here, and the miss path lets rustc report it as it would.
     for file in &entry.files {
-        // Names come from our own output_names; still, never leave the out-dir.
-        if file.role.contains('/') || file.role.starts_with('.') {
-            return Err(io::Error::other(format!("bad output name {}", file.role)));
-        }
         let base = if file.executable { 0o777 } else { 0o666 };
         let data = match moved {
             Some(old) if file.role.ends_with(".d") => rewrite_out_dir(&file.data, old, out_dir),
@@ -600,4 +626,67 @@ pub(super) fn rewrite_out_dir(data: &[u8], old: &[u8], new: &Path) -> Vec<u8> {
         out.extend_from_slice(rest);
     }
     out
+}
+
+#[cfg(test)]
+mod planted_entries {
+    use super::*;
+
+    fn entry(names: &[&str]) -> CacheEntry {
+        CacheEntry {
+            exit_code: 0,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            files: names
+                .iter()
+                .map(|n| StoredFile {
+                    role: (*n).to_owned(),
+                    executable: false,
+                    data: b"planted".to_vec(),
+                })
+                .collect(),
+            meta: Vec::new(),
+        }
+    }
+
+    /// An entry planted in a shared store writes nothing but this compile's outputs: not
+    /// outside the out-dir, and not another file inside it.
+    #[test]
+    fn a_planted_entry_writes_nothing_but_the_compiles_own_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let out_dir = dir.path().join("deps");
+        std::fs::create_dir(&out_dir).unwrap();
+        let outputs = Outputs {
+            names: Arc::new(vec!["libfoo-abc.rlib".into(), "foo-abc.d".into()]),
+            stem: "foo-abc".into(),
+        };
+        for bad in [
+            "../escaped",
+            "/tmp/absolute",
+            "",
+            ".hidden",
+            "..",
+            "build-script-build",
+            "libfoo-abc.so",
+            "foo-abc.d/../../x",
+        ] {
+            let planted = entry(&["libfoo-abc.rlib", bad]);
+            assert!(
+                restore(&planted, &out_dir, &outputs, 0o022).is_err(),
+                "{bad:?}"
+            );
+            // Nothing at all was written, the good name included.
+            assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 0, "{bad:?}");
+        }
+        assert!(!dir.path().join("escaped").exists());
+        // The compile's own outputs and its split debug info are restored.
+        let good = entry(&[
+            "libfoo-abc.rlib",
+            "foo-abc.d",
+            "foo-abc.dwp",
+            "foo-abc.foo.1-cgu.0.rcgu.dwo",
+        ]);
+        restore(&good, &out_dir, &outputs, 0o022).unwrap();
+        assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 4);
+    }
 }

@@ -135,6 +135,7 @@ impl Reapi {
         {
             wanted.push(checked(Some(digest), MAX_ENTRY_SIZE)?.clone());
         }
+        within_an_entry(&wanted)?;
         let Some(blobs) = self.cas.fetch(&wanted).await? else {
             return Ok(None);
         };
@@ -268,6 +269,23 @@ impl Reapi {
             Err(status) => Err(io_error("UpdateActionResult", &status)),
         }
     }
+}
+
+/// Refuses an `ActionResult` whose distinct blobs add up to more than an entry may hold
+/// (one planted in a shared store, say), before any is fetched.
+fn within_an_entry(digests: &[Digest]) -> io::Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    let total: u64 = digests
+        .iter()
+        .filter(|d| seen.insert(&d.hash))
+        .map(|d| d.size_bytes.max(0) as u64)
+        .sum();
+    if total > MAX_ENTRY_SIZE {
+        return Err(invalid_data(format!(
+            "the ActionResult names {total} bytes of blobs, above an entry's {MAX_ENTRY_SIZE}"
+        )));
+    }
+    Ok(())
 }
 
 /// The digest of a canonical `Action` for `key`, and the blobs of it and its `Command`

@@ -41,3 +41,18 @@ fn a_bad_endpoint_or_header_is_refused_before_any_call() {
     );
     assert!(Reapi::new(&target("grpc://127.0.0.1:1", vec![]), "main".into()).is_ok());
 }
+
+#[test]
+fn a_planted_result_naming_more_than_an_entry_holds_is_refused_before_any_fetch() {
+    let blob = |n: u8, size: u64| Digest {
+        hash: format!("{n:064x}"),
+        size_bytes: size as i64,
+    };
+    // The same blob named many times is fetched once, and counted once.
+    let same: Vec<Digest> = (0..1000).map(|_| blob(1, MAX_ENTRY_SIZE / 2)).collect();
+    assert!(within_an_entry(&same).is_ok());
+    // Distinct blobs that each fit, but not together.
+    let many: Vec<Digest> = (0..3).map(|n| blob(n, MAX_ENTRY_SIZE / 2)).collect();
+    let err = within_an_entry(&many).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+}
