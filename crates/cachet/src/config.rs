@@ -152,6 +152,15 @@ impl Config {
 
     /// Loads the configuration with `env` standing in for the process environment.
     pub fn load_with(env: impl Fn(&str) -> Option<OsString>) -> Result<Config, ConfigError> {
+        Config::load_from(env, |path| std::fs::read_to_string(path))
+    }
+
+    /// Loads the configuration with `env` for the environment and `read` for reading the
+    /// config file (the fuzzer hands it arbitrary text).
+    pub(crate) fn load_from(
+        env: impl Fn(&str) -> Option<OsString>,
+        read: impl Fn(&Path) -> std::io::Result<String>,
+    ) -> Result<Config, ConfigError> {
         let env_str = |name: &str| {
             env(name)
                 .map(|v| v.to_string_lossy().into_owned())
@@ -172,7 +181,7 @@ impl Config {
         let mut raw_remotes = Vec::new();
         let mut raw_execution = BTreeMap::new();
         if let Some((path, explicit)) = file {
-            match std::fs::read_to_string(&path) {
+            match read(&path) {
                 Ok(text) => {
                     (raw_remotes, raw_execution) = read_file_values(&path, &text, &mut raw)?;
                     file_used = Some(path);

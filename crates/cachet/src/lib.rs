@@ -14,6 +14,8 @@ pub(crate) mod compiler;
 pub(crate) mod config;
 mod daemon;
 pub(crate) mod execution;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod logging;
 pub(crate) mod memory;
 pub mod paths;

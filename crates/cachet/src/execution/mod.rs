@@ -500,7 +500,7 @@ impl PathOrBytes {
 }
 
 /// The `ExecuteResponse` of a finished operation, or why there is none.
-fn finished(operation: proto::Operation) -> Result<proto::ExecuteResponse, Failure> {
+pub(crate) fn finished(operation: proto::Operation) -> Result<proto::ExecuteResponse, Failure> {
     if let Some(error) = operation.error.filter(|e| e.code != 0) {
         return Err(Failure::Server(format!(
             "{:?}: {}",

@@ -272,7 +272,7 @@ impl HttpCache {
 
 /// Decodes an AC entry and returns the digest of our output file, checked
 /// well enough to be safe to splice into a URL.
-fn entry_digest(ac_bytes: &[u8], ac_url: &Url) -> io::Result<proto::Digest> {
+pub(crate) fn entry_digest(ac_bytes: &[u8], ac_url: &Url) -> io::Result<proto::Digest> {
     let action = proto::ActionResult::decode(ac_bytes)
         .map_err(|e| invalid_data(format!("{}: not a valid ActionResult: {e}", redact(ac_url))))?;
     let file = action

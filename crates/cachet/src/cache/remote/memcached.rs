@@ -11,10 +11,11 @@ use std::io;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::{Items, RemoteError};
+use crate::cache::entry::MAX_ENTRY_SIZE;
 
 /// Connections kept open for reuse; more are opened when all are busy.
 const IDLE_CONNECTIONS: usize = 16;
@@ -84,6 +85,33 @@ impl Memcached {
     }
 }
 
+/// The reply to a `get`: `END` (a miss), or `VALUE <key> <flags> <bytes>`, the bytes and
+/// `END`. A server (or anything posing as one) states the length: memory follows the
+/// bytes that really arrive, and a length above an entry's limit is refused.
+pub(crate) async fn read_value(c: &mut (impl AsyncBufRead + Unpin)) -> io::Result<Option<Vec<u8>>> {
+    let line = read_line(c).await?;
+    if line == "END\r\n" {
+        return Ok(None);
+    }
+    let length = line
+        .strip_prefix("VALUE ")
+        .and_then(|rest| rest.split_whitespace().nth(2))
+        .and_then(|n| n.parse::<u64>().ok())
+        .filter(|n| *n <= MAX_ENTRY_SIZE)
+        .ok_or_else(|| protocol_error("get", &line))?;
+    let mut data = Vec::with_capacity(length.min(1 << 20) as usize);
+    (&mut *c).take(length + 2).read_to_end(&mut data).await?;
+    if data.len() as u64 != length + 2 || !data.ends_with(b"\r\n") {
+        return Err(protocol_error("get", "data without its line end"));
+    }
+    data.truncate(length as usize);
+    let end = read_line(c).await?;
+    if end != "END\r\n" {
+        return Err(protocol_error("get", &end));
+    }
+    Ok(Some(data))
+}
+
 fn protocol_error(what: &str, line: &str) -> io::Error {
     io::Error::other(format!(
         "memcached {what}: unexpected answer `{}`",
@@ -91,13 +119,24 @@ fn protocol_error(what: &str, line: &str) -> io::Error {
     ))
 }
 
-async fn read_line(connection: &mut BufReader<TcpStream>) -> io::Result<String> {
+/// The longest reply line read (bytes): `VALUE`, a key of at most 250 bytes, two numbers.
+const MAX_LINE: u64 = 1024;
+
+async fn read_line(connection: &mut (impl AsyncBufRead + Unpin)) -> io::Result<String> {
     let mut line = String::new();
-    if connection.read_line(&mut line).await? == 0 {
+    if (&mut *connection)
+        .take(MAX_LINE)
+        .read_line(&mut line)
+        .await?
+        == 0
+    {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "memcached closed the connection",
         ));
+    }
+    if !line.ends_with('\n') {
+        return Err(protocol_error("reply", "a line without its end"));
     }
     Ok(line)
 }
@@ -117,30 +156,8 @@ impl Items for Memcached {
     async fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
         check_key(key)?;
         let request = format!("get {key}\r\n");
-        self.call(request.as_bytes(), async |c| {
-            let line = read_line(c).await?;
-            if line == "END\r\n" {
-                return Ok(None);
-            }
-            // VALUE <key> <flags> <bytes>
-            let length = line
-                .strip_prefix("VALUE ")
-                .and_then(|rest| rest.split_whitespace().nth(2))
-                .and_then(|n| n.parse::<usize>().ok())
-                .ok_or_else(|| protocol_error("get", &line))?;
-            let mut data = vec![0; length + 2];
-            c.read_exact(&mut data).await?;
-            if !data.ends_with(b"\r\n") {
-                return Err(protocol_error("get", "data without its line end"));
-            }
-            data.truncate(length);
-            let end = read_line(c).await?;
-            if end != "END\r\n" {
-                return Err(protocol_error("get", &end));
-            }
-            Ok(Some(data))
-        })
-        .await
+        self.call(request.as_bytes(), async |c| read_value(c).await)
+            .await
     }
 
     async fn write(&self, key: &str, bytes: Vec<u8>) -> io::Result<()> {

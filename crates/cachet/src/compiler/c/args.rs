@@ -1089,7 +1089,7 @@ fn bytes_to_os(bytes: Vec<u8>) -> Option<OsString> {
 
 /// gcc (libiberty buildargv) rules: whitespace separates, `'` and `"` quote,
 /// backslash escapes the next byte everywhere, `""` is an empty argument.
-fn split_response_file(data: &[u8]) -> Vec<Vec<u8>> {
+pub(crate) fn split_response_file(data: &[u8]) -> Vec<Vec<u8>> {
     let mut words = Vec::new();
     let mut word = Vec::new();
     let mut in_word = false;

@@ -41,7 +41,7 @@ const UPDATE_ACTION_RESULT: &str =
 
 /// Which output of an `ActionResult` is which file of the entry, and the entry's facts.
 #[derive(Serialize, Deserialize)]
-struct Layout {
+pub(crate) struct Layout {
     /// `(output path, role)`, in the entry's order.
     files: Vec<(String, String)>,
     meta: Vec<(String, Vec<u8>)>,
