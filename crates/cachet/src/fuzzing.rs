@@ -12,15 +12,18 @@ use std::path::Path;
 
 use crate::cache::CacheEntry;
 use crate::compiler::c::args as c_args;
-use crate::compiler::depfile::{self, Layout, Target};
+use crate::compiler::depfile::{self, Layout};
 use crate::compiler::manifest::Manifest;
 use crate::compiler::rustc::args as rustc_args;
 use crate::config::Config;
 use crate::protocol::{self, Request, Response, frame};
 use crate::reapi::proto;
 
+/// A fuzz target: it takes any bytes and must return.
+pub type Target = fn(&[u8]);
+
 /// Every target: its name (a directory under `fuzz/corpus/`) and its function.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("protocol", protocol),
     ("c_args", c_args),
     ("rustc_args", rustc_args),
@@ -109,7 +112,7 @@ pub fn depfile(data: &[u8]) {
         let _ = depfile::retarget(layout, data, &targets);
         let tokens = depfile::target_tokens(
             layout,
-            &[Target {
+            &[depfile::Target {
                 text: data.to_vec(),
                 quoted: true,
             }],

@@ -216,3 +216,45 @@ fn byte_fields_keep_their_wire_format() {
     assert_eq!(old, postcard::to_stdvec(&ours).unwrap());
     assert_eq!(postcard::from_bytes::<CacheEntry>(&old).unwrap(), ours);
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn file() -> impl Strategy<Value = StoredFile> {
+        (
+            "[a-z.]{0,12}",
+            any::<bool>(),
+            prop::collection::vec(any::<u8>(), 0..2048),
+        )
+            .prop_map(|(role, executable, data)| StoredFile {
+                role,
+                executable,
+                data,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Every entry decodes to itself, and any change to its bytes is caught.
+        #[test]
+        fn any_entry_round_trips_and_any_flipped_byte_is_caught(
+            exit_code in any::<i32>(),
+            stdout in prop::collection::vec(any::<u8>(), 0..256),
+            stderr in prop::collection::vec(any::<u8>(), 0..256),
+            files in prop::collection::vec(file(), 0..4),
+            meta in prop::collection::vec(("[a-z]{0,8}", prop::collection::vec(any::<u8>(), 0..16)), 0..3),
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let entry = CacheEntry { exit_code, stdout, stderr, files, meta };
+            let bytes = entry.encode();
+            prop_assert_eq!(&CacheEntry::decode(&bytes).unwrap(), &entry);
+            let mut bad = bytes.clone();
+            let at = flip.index(bad.len());
+            bad[at] ^= 0x40;
+            prop_assert!(CacheEntry::decode(&bad).is_err());
+        }
+    }
+}

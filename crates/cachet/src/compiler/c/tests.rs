@@ -260,3 +260,102 @@ fn literal_paths_are_keyed_as_a_relativized_map_rewrites_them() {
         .collect();
     assert_ne!(entry_keys[0], entry_keys[1]);
 }
+
+mod properties {
+    //! What must hold for every command line, not only the ones written down.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Flags whose order changes what gcc does: include directories are searched in
+    /// order, a later `-D`/`-U` of one macro wins, a later `-f`/`-fno-` of one option wins.
+    /// The flag says whether the pair acts through the preprocessor (then preprocessor
+    /// mode's key holds its effect, the preprocessed text, rather than the flags).
+    fn ordered_pair() -> impl Strategy<Value = (String, String, bool)> {
+        prop_oneof![
+            ("[a-z]{1,8}", "[a-z]{1,8}")
+                .prop_filter("two directories", |(a, b)| a != b)
+                .prop_map(|(a, b)| (format!("-I{a}"), format!("-I{b}"), true)),
+            ("[A-Z]{1,8}", "[0-9]{1,3}").prop_map(|(m, v)| (
+                format!("-D{m}={v}"),
+                format!("-U{m}"),
+                true
+            )),
+            ("[A-Z]{1,8}", "[0-9]{1,3}", "[0-9]{1,3}")
+                .prop_filter("two values", |(_, a, b)| a != b)
+                .prop_map(|(m, a, b)| (format!("-D{m}={a}"), format!("-D{m}={b}"), true)),
+            prop::sample::select(vec![
+                "strict-aliasing",
+                "common",
+                "pic",
+                "wrapv",
+                "exceptions"
+            ])
+            .prop_map(|f| (format!("-f{f}"), format!("-fno-{f}"), false)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Swapping two order-sensitive flags changes direct mode's key, and preprocessor
+        /// mode's where the flags act after preprocessing, wherever they sit among others.
+        #[test]
+        fn reordering_order_sensitive_flags_changes_the_key(
+            (first, second, preprocessed) in ordered_pair(),
+            before in prop::collection::vec(prop::sample::select(vec!["-O2", "-g", "-Wall", "-std=c11"]), 0..3),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("a.c"), "int a;\n").unwrap();
+            let cwd = dir.path();
+            let args = |a: &str, b: &str| {
+                let mut v: Vec<&str> = before.clone();
+                v.extend([a, b, "-c", "a.c", "-o", "a.o"]);
+                v.into_iter().map(str::to_owned).collect::<Vec<String>>()
+            };
+            let (one, two) = (args(&first, &second), args(&second, &first));
+            fn refs(v: &[String]) -> Vec<&str> {
+                v.iter().map(String::as_str).collect()
+            }
+            if !preprocessed {
+                prop_assert_ne!(key_in(cwd, &refs(&one)), key_in(cwd, &refs(&two)));
+            }
+            let id = identity(Family::Gcc);
+            let direct = |v: &[String]| {
+                let req = request(cwd, &refs(v));
+                let p = plan(&id, &invocation(req.clone())).unwrap();
+                direct::base_key(&id, &p, &invocation(req), &[1; 32]).0
+            };
+            prop_assert_ne!(direct(&one), direct(&two));
+            // The same command line is the same key.
+            prop_assert_eq!(key_in(cwd, &refs(&one)), key_in(cwd, &refs(&one)));
+        }
+
+        /// Any words written as a response file (each byte escaped as libiberty reads
+        /// it) come back as the same words.
+        #[test]
+        fn response_files_round_trip(words in prop::collection::vec(
+            prop::collection::vec(1u8..=255, 1..12), 0..8)
+        ) {
+            let mut text = Vec::new();
+            for word in &words {
+                for &b in word {
+                    text.extend_from_slice(&[b'\\', b]);
+                }
+                text.push(b' ');
+            }
+            prop_assert_eq!(args::split_response_file(&text), words);
+        }
+
+        /// A command line parses the same however often it is parsed: no state leaks
+        /// between parses, and planning never panics on it.
+        #[test]
+        fn parsing_any_command_line_is_stable(
+            words in prop::collection::vec("-?[-a-zA-Z0-9=_./,@]{0,12}", 0..10)
+        ) {
+            let args: Vec<std::ffi::OsString> = words.iter().map(Into::into).collect();
+            let input = args::ParseInput { args: &args, cwd: Path::new("/src"), family: Family::Gcc };
+            prop_assert_eq!(args::parse(&input), args::parse(&input));
+        }
+    }
+}

@@ -137,13 +137,23 @@ fn unquoted_len(token: &[u8]) -> usize {
         match token[i] {
             b'\\' => {
                 let run = token[i..].iter().take_while(|&&c| c == b'\\').count();
-                len += match token.get(i + run) {
-                    Some(b' ' | b'\t') => (run - 1) / 2 + 1,
-                    Some(b'#') => run,
-                    Some(_) => run + 1,
-                    None => run,
-                };
-                i += run + 1;
+                match token.get(i + run) {
+                    // Escaped: the run stands for half as many backslashes and the blank.
+                    Some(b' ' | b'\t') => {
+                        len += (run - 1) / 2 + 1;
+                        i += run + 1;
+                    }
+                    // `\#` is `#`, the run's other backslashes themselves.
+                    Some(b'#') => {
+                        len += run;
+                        i += run + 1;
+                    }
+                    // Literal backslashes; what follows (a `$$`, say) is read on its own.
+                    _ => {
+                        len += run;
+                        i += run;
+                    }
+                }
             }
             b'$' if token.get(i + 1) == Some(&b'$') => {
                 len += 1;
