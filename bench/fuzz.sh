@@ -20,7 +20,8 @@ targets=("$@")
 if [ ${#targets[@]} = 0 ]; then
     mapfile -t targets < <(cargo +nightly fuzz list)
 fi
-cargo +nightly fuzz build -O "${targets[@]}" >/dev/null 2>&1 || cargo +nightly fuzz build -O
+mkdir -p "$root/target/fuzz-work"
+cargo +nightly fuzz build -O >"$root/target/fuzz-work/build.log" 2>&1 || { tail -20 "$root/target/fuzz-work/build.log" >&2; exit 1; }
 echo "commit $(git -C "$root" rev-parse --short HEAD), ${seconds}s per target"
 printf '%-16s %12s %10s %8s  %s\n' target executions "exec/s" corpus result
 status=0

@@ -45,12 +45,13 @@ for v in $(compgen -e); do
 done
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/cachet-remote-exec.XXXXXX")"
+quiet="$work/quiet.log"   # what the management commands print
 pids=()
 cleanup() {
     local rc=$?
-    "$work/bin/cachet" --stop-server >/dev/null 2>&1 || true
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    "$work/bin/cachet" --stop-server >>"$quiet" 2>&1 || true
+    for p in "${pids[@]}"; do kill "$p" 2>>"$quiet" || true; done
+    wait 2>>"$quiet" || true
     if [ "$keep" = 1 ]; then echo "work dir kept: $work" >&2; else rm -rf "$work"; fi
     exit "$rc"
 }
@@ -89,8 +90,8 @@ grid_up() { # N workers on a fresh grid
     sleep 1   # the workers' bot sessions
 }
 grid_down() {
-    kill "${worker_pids[@]}" "$grid_pid" 2>/dev/null || true
-    wait "${worker_pids[@]}" "$grid_pid" 2>/dev/null || true
+    kill "${worker_pids[@]}" "$grid_pid" 2>>"$quiet" || true
+    wait "${worker_pids[@]}" "$grid_pid" 2>>"$quiet" || true
 }
 build() { # NAME CC [VAR=VALUE...]: a fresh build dir (always the same path: the .d
     # files name it); prints the seconds
@@ -100,7 +101,7 @@ build() { # NAME CC [VAR=VALUE...]: a fresh build dir (always the same path: the
     t0=$(now)
     env "$@" make -C "$checkout" -s -j"$jobs" OUT=build CC="$cc" EXTRA_CFLAGS=-g >"$work/$name.log" 2>&1 ||
         { tail -20 "$work/$name.log" >&2; exit 1; }
-    "$cachet" --flush >/dev/null 2>&1 || true
+    "$cachet" --flush >>"$quiet" 2>&1 || true
     t1=$(now)
     awk -v s="$t0" -v e="$t1" 'BEGIN { printf "%.2f", e - s }'
 }
@@ -125,7 +126,7 @@ echo "cachet $("$cachet" --version | awk '{print $2}'); lua 5.4.8, 32 files, -O2
 t_plain=$(build plain gcc)
 mkdir -p "$work/plain" && cp "$checkout/build"/*.o "$checkout/build"/*.d "$work/plain/"
 grid_up 1 first
-"$cachet" --start-server >/dev/null
+"$cachet" --start-server >>"$quiet"
 t_local=$(build local "$cachet gcc")
 same_local=$(same local)
 printf '\n%-16s %8s %8s %10s  %s\n' build seconds "x plain" outputs "remote/fallback/local-first  mean upload/queue/run/total ms  KiB up/down per compile  toolchains"
@@ -134,7 +135,7 @@ printf '%-16s %8s %8s %10s  %s\n' "cachet local" "$t_local" "$(awk -v a="$t_loca
 grid_down
 for n in 1 2; do
     grid_up "$n" "w$n"
-    "$cachet" --zero-stats >/dev/null
+    "$cachet" --zero-stats >>"$quiet"
     t=$(build "remote$n" "$cachet gcc" CACHET_RECACHE=1)
     printf '%-16s %8s %8s %10s  %s\n' "remote, $n worker$([ "$n" = 1 ] || echo s)" "$t" "$(awk -v a="$t" -v b="$t_plain" 'BEGIN{printf "%.2f", a/b}')" "$(same "remote$n")" "$(counters)"
     grid_down
