@@ -312,6 +312,27 @@ fn every_miss_after_a_slots_first_compile_runs_on_the_workers_byte_identical() {
     assert_eq!(grid.actions().len() as u64, 6 + misses);
 }
 
+/// Compiles `a.c` into `a.o` through cachet with `flags`, and waits until the server has
+/// recorded what the compile read (after the client's answer); the object.
+fn compile_a(env: &Env, flags: &[&str]) -> Vec<u8> {
+    let out = env
+        .cachet()
+        .arg("gcc")
+        .args(flags)
+        .args(["-c", "a.c", "-o", "a.o"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    env.settle();
+    std::fs::read(env.work.join("a.o")).unwrap()
+}
+
+/// Writes `a.c` returning `n`, and compiles it (see [`compile_a`]).
+fn compile_returning(env: &Env, n: u32) {
+    env.write("a.c", &format!("int a(void) {{ return {n}; }}\n"));
+    compile_a(env, &[]);
+}
+
 /// A compile that now reads a file the upload lacks (a header newly included) fails on
 /// the worker, where only the upload exists, and compiles locally: the build is green,
 /// its outputs those of a local build, and the fallback is counted.
@@ -327,17 +348,7 @@ fn a_file_missing_from_the_upload_fails_remotely_and_compiles_locally() {
     let env = with_settings(Env::new(), &grid.settings());
     env.write("extra.h", "#define EXTRA 2\n");
     env.write("a.c", "int a(void) { return 1; }\n");
-    let compile = |env: &Env| {
-        let out = env
-            .cachet()
-            .args(["gcc", "-g", "-c", "a.c", "-o", "a.o"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-        // What the compile read is recorded after the client has its answer.
-        env.settle();
-        std::fs::read(env.work.join("a.o")).unwrap()
-    };
+    let compile = |env: &Env| compile_a(env, &["-g"]);
     compile(&env);
     // The source now includes a header its slot never read: not in the upload.
     env.write(
@@ -414,18 +425,8 @@ fn execution_over_tls_with_a_bearer_token_and_without_one_never_fails_a_build() 
     );
     let env = with_settings(Env::new(), &settings);
     env.write("a.c", "int a(void) { return 1; }\n");
-    let compile = |env: &Env, n: u32| {
-        env.write("a.c", &format!("int a(void) {{ return {n}; }}\n"));
-        let out = env
-            .cachet()
-            .args(["gcc", "-c", "a.c", "-o", "a.o"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-        env.settle();
-    };
-    compile(&env, 1);
-    compile(&env, 2);
+    compile_returning(&env, 1);
+    compile_returning(&env, 2);
     let stats = env.settle();
     assert_eq!(execution(&stats)["remote_compiles"], 1, "{stats}");
 
@@ -435,8 +436,8 @@ fn execution_over_tls_with_a_bearer_token_and_without_one_never_fails_a_build() 
         .filter(|(k, _)| k != "CACHET_EXECUTION_BEARER_TOKEN")
         .collect();
     let env = with_settings(Env::new(), &unauthorised);
-    compile(&env, 1);
-    compile(&env, 2);
+    compile_returning(&env, 1);
+    compile_returning(&env, 2);
     let stats = env.settle();
     let e = execution(&stats);
     assert_eq!(e["remote_compiles"], 0, "{stats}");
@@ -691,23 +692,13 @@ fn a_service_that_lost_its_blobs_gets_them_again() {
     grid.worker("w1", None);
     let env = with_settings(Env::new(), &grid.settings())
         .with_env("CACHET_EXECUTION_FORBID_LOCAL", "true");
-    let compile = |n: u32| {
-        env.write("a.c", &format!("int a(void) {{ return {n}; }}\n"));
-        let out = env
-            .cachet()
-            .args(["gcc", "-c", "a.c", "-o", "a.o"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-        env.settle();
-    };
-    compile(1);
-    compile(2);
+    compile_returning(&env, 1);
+    compile_returning(&env, 2);
     grid.kill_worker("w1");
     grid.stop_server();
     grid.start_server();
     grid.worker("w1b", None);
-    compile(3);
+    compile_returning(&env, 3);
     let stats = env.settle();
     let e = execution(&stats);
     assert_eq!(e["remote_compiles"], 2, "{stats}");
