@@ -28,6 +28,13 @@ fn python() -> Option<String> {
     }
 }
 
+/// The venv's python and a temp dir for the grid, when remote execution can be tested
+/// here (see [`python`] and [`root`]).
+fn prerequisites() -> Option<(String, tempfile::TempDir)> {
+    let python = python()?;
+    root().then(|| (python, tempfile::tempdir().unwrap()))
+}
+
 /// Remote execution chroots: root only.
 fn root() -> bool {
     if rustix::process::geteuid().is_root() {
@@ -245,11 +252,12 @@ fn execution(stats: &Value) -> &Value {
 /// (local) compile, every miss runs on the workers, byte-identical to a local build.
 #[test]
 fn every_miss_after_a_slots_first_compile_runs_on_the_workers_byte_identical() {
-    let Some(python) = python() else { return };
-    if !root() || !have("make") {
+    let Some((python, tmp)) = prerequisites() else {
+        return;
+    };
+    if !have("make") {
         return skip("make is not installed");
     }
-    let tmp = tempfile::tempdir().unwrap();
     let mut grid = Grid::start(&python, tmp.path(), None);
     grid.worker("w1", None);
     grid.worker("w2", None);
@@ -338,11 +346,9 @@ fn compile_returning(env: &Env, n: u32) {
 /// its outputs those of a local build, and the fallback is counted.
 #[test]
 fn a_file_missing_from_the_upload_fails_remotely_and_compiles_locally() {
-    let Some(python) = python() else { return };
-    if !root() {
+    let Some((python, tmp)) = prerequisites() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    };
     let mut grid = Grid::start(&python, tmp.path(), None);
     grid.worker("w1", None);
     let env = with_settings(Env::new(), &grid.settings());
@@ -381,10 +387,9 @@ fn a_file_missing_from_the_upload_fails_remotely_and_compiles_locally() {
 /// with the token; without it the service refuses, and the build compiles locally.
 #[test]
 fn execution_over_tls_with_a_bearer_token_and_without_one_never_fails_a_build() {
-    let Some(python) = python() else { return };
-    if !root() {
+    let Some((python, tmp)) = prerequisites() else {
         return;
-    }
+    };
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let (Some(ca), Some(cert), Some(key)) = (
         var("CACHET_TEST_TLS_CA"),
@@ -393,7 +398,6 @@ fn execution_over_tls_with_a_bearer_token_and_without_one_never_fails_a_build() 
     ) else {
         return skip("CACHET_TEST_TLS_CA/_CERT/_KEY are not set: run `scripts/services start`");
     };
-    let tmp = tempfile::tempdir().unwrap();
     let secret = tmp.path().join("jwt.secret");
     std::fs::write(&secret, "a test secret of more than thirty-two bytes").unwrap();
     let token = tmp.path().join("token");
@@ -539,11 +543,9 @@ fn interrupted_remote_compile(
 /// deadline, and the compile runs locally, green and byte-identical.
 #[test]
 fn a_worker_killed_mid_action_leaves_the_compile_green_through_a_local_one() {
-    let Some(python) = python() else { return };
-    if !root() {
+    let Some((python, tmp)) = prerequisites() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    };
     let (stats, _grid, _env) =
         interrupted_remote_compile(&python, tmp.path(), "6s", |grid| grid.kill_worker("w1"));
     assert_eq!(execution(&stats)["fallbacks"]["timeout"], 1, "{stats}");
@@ -553,11 +555,9 @@ fn a_worker_killed_mid_action_leaves_the_compile_green_through_a_local_one() {
 /// and the compile runs locally, green and byte-identical; later ones find it gone.
 #[test]
 fn the_service_stopped_mid_action_leaves_the_build_green_through_local_compiles() {
-    let Some(python) = python() else { return };
-    if !root() {
+    let Some((python, tmp)) = prerequisites() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    };
     let (stats, _grid, env) =
         interrupted_remote_compile(&python, tmp.path(), "20s", Grid::stop_server);
     assert_eq!(execution(&stats)["fallbacks"]["server error"], 1, "{stats}");
@@ -581,11 +581,12 @@ fn the_service_stopped_mid_action_leaves_the_build_green_through_local_compiles(
 /// are printed for the record.
 #[test]
 fn two_servers_submitting_the_same_actions_at_once_both_get_results() {
-    let Some(python) = python() else { return };
-    if !root() || !have("make") {
+    let Some((python, tmp)) = prerequisites() else {
+        return;
+    };
+    if !have("make") {
         return skip("make is not installed");
     }
-    let tmp = tempfile::tempdir().unwrap();
     let gate = tmp.path().join("go");
     let mut grid = Grid::start(&python, tmp.path(), None);
     grid.worker("w1", Some(&gate));
@@ -683,11 +684,9 @@ fn two_servers_submitting_the_same_actions_at_once_both_get_results() {
 /// again and runs remotely.
 #[test]
 fn a_service_that_lost_its_blobs_gets_them_again() {
-    let Some(python) = python() else { return };
-    if !root() {
+    let Some((python, tmp)) = prerequisites() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    };
     let mut grid = Grid::start(&python, tmp.path(), None);
     grid.worker("w1", None);
     let env = with_settings(Env::new(), &grid.settings())

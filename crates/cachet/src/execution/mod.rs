@@ -259,11 +259,7 @@ impl Execution {
             response = self.execute(&action_digest).await?;
         }
         if let Some(status) = response.status.as_ref().filter(|s| s.code != 0) {
-            return Err(Failure::Server(format!(
-                "{:?}: {}",
-                Code::from_i32(status.code),
-                status.message
-            )));
+            return Err(server_failure(status));
         }
         let result = response
             .result
@@ -499,14 +495,19 @@ impl PathOrBytes {
     }
 }
 
+/// A status the service failed an action with.
+fn server_failure(status: &proto::Status) -> Failure {
+    Failure::Server(format!(
+        "{:?}: {}",
+        Code::from_i32(status.code),
+        status.message
+    ))
+}
+
 /// The `ExecuteResponse` of a finished operation, or why there is none.
 pub(crate) fn finished(operation: proto::Operation) -> Result<proto::ExecuteResponse, Failure> {
     if let Some(error) = operation.error.filter(|e| e.code != 0) {
-        return Err(Failure::Server(format!(
-            "{:?}: {}",
-            Code::from_i32(error.code),
-            error.message
-        )));
+        return Err(server_failure(&error));
     }
     let any = operation
         .response
