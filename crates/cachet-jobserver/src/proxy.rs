@@ -68,7 +68,7 @@ pub enum Demand {
     Waiting,
     /// The tree could be looked at, and nothing in it reads the pipe.
     Idle,
-    /// Nothing could be looked at (no `/proc`, or the tree is gone or not ours).
+    /// Nothing could be looked at (no `/proc`, or the tree is not ours to look at).
     Unknown,
 }
 
@@ -205,6 +205,11 @@ fn take_from_every(levels: &[Jobserver]) -> Option<Vec<Token>> {
 /// number in a `pipe:[INODE]` link). Linux only: reads `/proc/PID/task/*/syscall` and
 /// follows `children`; [`Demand::Unknown`] where none of that can be read.
 pub fn waiting_on(pid: u32, inode: u64) -> Demand {
+    // A child already reaped wants nothing. Without this, the moment between its exit and
+    // the end of the serve loop read as Unknown, and a token was granted to nobody.
+    if gone(pid) {
+        return Demand::Idle;
+    }
     let target = format!("pipe:[{inode}]");
     let mut looked = false;
     let mut stack = vec![pid];
@@ -242,5 +247,36 @@ pub fn waiting_on(pid: u32, inode: u64) -> Demand {
         Demand::Idle
     } else {
         Demand::Unknown
+    }
+}
+
+/// Whether `pid` has exited and been reaped: `/proc` is there, its entry is not.
+fn gone(pid: u32) -> bool {
+    let proc = std::path::Path::new("/proc");
+    proc.join("self").exists() && !proc.join(pid.to_string()).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reaped_child_wants_no_token() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert_eq!(waiting_on(pid, 1), Demand::Idle);
+    }
+
+    #[test]
+    fn a_running_child_that_reads_nothing_is_idle() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let demand = waiting_on(child.id(), 1);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(demand, Demand::Idle);
     }
 }
