@@ -1,35 +1,45 @@
 #!/usr/bin/env bash
-# Chaos during real builds: Lua 5.4.8 (32 files, -O2 -g -MMD -MP, make -j4) built through
-# cachet ROUNDS times per scenario while something breaks under it, each build compared
-# file by file with a plain build at the same path.
+# Chaos during real builds: each project built through cachet ROUNDS times per scenario
+# while something breaks under it, each build compared file by file with a plain build at
+# the same path.
 #
+# Projects (--projects, default all three):
+#   lua       Lua 5.4.8, 32 files, -O2 -g -MMD -MP, make -j4
+#   cfixture  the C fixture of the tests (crates/cachet/tests/fixtures/cproject), make -j4,
+#             10 x ROUNDS builds (each takes well under a second)
+#   crates    the crate graph of bench/crate-graph (~80 crates, proc macros, build
+#             scripts), vendored, `cargo build -j4` run from make so that make checks
+#             its jobserver tokens at exit
+#
+# Scenarios (--only, default all five):
 #   kill-server   the cachet server is SIGKILLed every 1.5 s
 #   corrupt       cache files are overwritten with garbage while the build reads them
 #   future        every source and header has a timestamp a day ahead
-#   full-disk     the cache lives on a 4 MiB tmpfs that fills up mid-build (needs mount)
+#   full-disk     the cache lives on a small tmpfs that fills up mid-build (needs mount)
 #   redis-flap    a redis level (a private redis-server) restarted every 1.5 s
 #
 # For each: whether every build succeeded (it must), whether its outputs were the plain
 # build's (they must), whether make reported jobserver tokens lost, and the counters.
 #
-# Usage: bench/chaos.sh [--rounds N] [--only a,b] [--keep]
+# Usage: bench/chaos.sh [--rounds N] [--only a,b] [--projects a,b] [--keep]
 #   CACHET=path/to/cachet (default: target/dist/cachet, made by scripts/build-release)
 set -euo pipefail
 shopt -s inherit_errexit
 root="$(cd "$(dirname "$0")/.." && pwd)"
 CACHET=${CACHET:-$root/target/dist/cachet}
-rounds=3 only="kill-server,corrupt,full-disk,redis-flap,future" keep=0
+rounds=3 only="kill-server,corrupt,full-disk,redis-flap,future" projects="lua,cfixture,crates" keep=0
 while [ $# -gt 0 ]; do
     case $1 in
         --rounds) rounds=$2; shift 2 ;;
         --only) only=$2; shift 2 ;;
+        --projects) projects=$2; shift 2 ;;
         --keep) keep=1; shift ;;
-        *) echo "usage: $0 [--rounds N] [--only a,b] [--keep]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--rounds N] [--only a,b] [--projects a,b] [--keep]" >&2; exit 2 ;;
     esac
 done
 [ -x "$CACHET" ] || { echo "no cachet binary at $CACHET: run scripts/build-release" >&2; exit 1; }
 for v in $(compgen -e); do
-    case $v in CACHET_*|CFLAGS|CC|MAKEFLAGS|MFLAGS|MAKELEVEL) unset "$v" ;; esac
+    case $v in CACHET_*|CFLAGS|CC|MAKEFLAGS|MFLAGS|MAKELEVEL|RUSTC_WRAPPER|CARGO_*) unset "$v" ;; esac
 done
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/cachet-chaos.XXXXXX")"
@@ -54,27 +64,74 @@ cp "$CACHET" "$work/bin/cachet"
 cachet="$work/bin/cachet"
 export TMPDIR="$work/tmp"
 . "$root/bench/lib/sources.sh"
-lua_prepare
 
-make_build() { # CC LOG: the build dir "build", always the same path
+# Each project: <p>_prepare (once), <p>_build CC-OR-WRAPPER LOG (into the same paths every
+# time), <p>_outputs (the files to compare, one per line), <p>_edit (a change that makes
+# the next round partly cold), <p>_sources (what `future` dates ahead).
+lua_build() {
     rm -rf "$checkout/build"
     make -C "$checkout" -j4 OUT=build CC="$1" EXTRA_CFLAGS=-g >"$2" 2>&1
 }
-make_build gcc "$work/plain.log"
-cp "$checkout/build"/*.o "$checkout/build"/*.d "$work/plain/"
+lua_outputs() { ls "$checkout/build"/*.o "$checkout/build"/*.d; }
+lua_edit() { echo "/* round $1 */" >> "$checkout/lua-5.4.8/lapi.c"; }
+lua_sources() { ls "$checkout"/lua-5.4.8/*.c "$checkout"/lua-5.4.8/*.h; }
 
-scenario_env() { # NAME: a private server for the scenario
+cfixture_prepare() {
+    checkout="$work/src/cproject"
+    cp -r "$root/crates/cachet/tests/fixtures/cproject" "$checkout"
+}
+cfixture_build() {
+    rm -rf "$checkout/build"
+    make -C "$checkout" -j4 OUT=build CC="$1" >"$2" 2>&1
+}
+cfixture_outputs() { ls "$checkout/build"/*.o "$checkout/build"/*.d "$checkout/build"/*.stderr "$checkout/build/prog"; }
+cfixture_edit() { echo "/* round $1 */" >> "$(ls "$checkout"/src/*.c | head -1)"; }
+cfixture_sources() { ls "$checkout"/src/*.c "$checkout"/include/*.h; }
+
+crates_prepare() {
+    checkout="$work/src/crate-graph"
+    cp -r "$root/bench/crate-graph" "$checkout"
+    # Vendored, so that `future` can date every source ahead without touching ~/.cargo.
+    (cd "$checkout" && cargo vendor -q --offline "$checkout/vendor" >>"$quiet" 2>&1 ||
+        cargo vendor -q "$checkout/vendor" >>"$quiet" 2>&1) || return 1
+    mkdir -p "$checkout/.cargo"
+    printf '[source.crates-io]\nreplace-with = "vendored"\n[source.vendored]\ndirectory = "vendor"\n' \
+        > "$checkout/.cargo/config.toml"
+    # make runs cargo as a job of its own jobserver (`+`), and checks its tokens at exit.
+    printf 'all:\n\t+cargo build --offline -q $(if $(WRAPPER),--config build.rustc-wrapper=\x27"$(WRAPPER)"\x27)\n' \
+        > "$checkout/chaos.mk"
+}
+crates_build() { # "gcc" stands for a plain build, else the cachet binary wraps rustc
+    local wrapper=""
+    case $1 in *cachet*) wrapper=$cachet ;; esac
+    rm -rf "$checkout/target"
+    (cd "$checkout" && CARGO_INCREMENTAL=0 CARGO_TARGET_DIR="$checkout/target" \
+        make -j4 -f chaos.mk WRAPPER="$wrapper") >"$2" 2>&1
+}
+crates_outputs() { find "$checkout/target/debug/deps" -maxdepth 1 -type f | sort; }
+crates_edit() { echo "// round $1" >> "$checkout/src/main.rs"; }
+crates_sources() { find "$checkout/src" "$checkout/vendor" -type f \( -name '*.rs' -o -name '*.c' -o -name '*.h' \); }
+
+scenario_env() { # DIR: a private server for the scenario
     export CACHET_DIR="$work/$1/cache" CACHET_RUNTIME_DIR="$work/$1/run"
     export CACHET_CONFIG="$work/$1/cachet.toml" CACHET_IDLE_TIMEOUT=600
     mkdir -p "$work/$1"
     : > "$CACHET_CONFIG"
 }
-same() {
+same() { # how many of the plain build's outputs differ or are missing
     local f bad=0
-    for f in "$work/plain"/*.o "$work/plain"/*.d; do
-        cmp -s "$f" "$checkout/build/$(basename "$f")" || bad=$((bad + 1))
-    done
+    while read -r f; do
+        cmp -s "$f" "$work/plain/${f#"$checkout"/}" || bad=$((bad + 1))
+    done < <("${project}_outputs")
     echo "$bad"
+}
+keep_plain() { # the plain build's outputs, by path under the checkout
+    local f
+    rm -rf "$work/plain"
+    while read -r f; do
+        mkdir -p "$(dirname "$work/plain/${f#"$checkout"/}")"
+        cp "$f" "$work/plain/${f#"$checkout"/}"
+    done < <("${project}_outputs")
 }
 counters() { "$cachet" --show-stats --json 2>>"$quiet" | python3 -c '
 import json, sys
@@ -87,28 +144,33 @@ errs = sum(l.get("errors", 0) + l.get("timeouts", 0) for l in lv)
 print("hits %d misses %d corrupt %d level-errors %d not-stored %d" % (c["cache_hits"], c["cache_misses"],
       c["corrupt_entries"], errs, sum(c["not_stored"].values())))' || echo "(no server)"; }
 
-printf '\n%-12s %7s %7s %10s %12s  %s\n' scenario builds green identical "tokens lost" "counters (the scenario's server, all rounds)"
 run_scenario() { # NAME SETUP-FN CHAOS-FN
     local name=$1 setup=$2 chaos=$3 green=0 identical=0 lost=0 i
-    scenario_env "$name"
-    "$setup" || { printf '%-12s  skipped: %s\n' "$name" "$skip_why"; return 0; }
-    for i in $(seq "$rounds"); do
+    dir="$project-$name"
+    scenario_env "$dir"
+    "$setup" || { printf '%-9s %-12s  skipped: %s\n' "$project" "$name" "$skip_why"; return 0; }
+    # The fixture builds in well under a second: ten times the rounds give the chaos a
+    # chance to land inside its builds.
+    local n=$rounds
+    [ "$project" != cfixture ] || n=$((rounds * 10))
+    for i in $(seq "$n"); do
         "$chaos" & chaos_pid=$!
-        local log="$work/$name/build-$i.log"
-        if make_build "$cachet gcc" "$log"; then green=$((green + 1)); fi
+        local log="$work/$dir/build-$i.log"
+        if "${project}_build" "$cachet gcc" "$log"; then green=$((green + 1)); fi
         kill "$chaos_pid" 2>>"$quiet" || true
         wait "$chaos_pid" 2>>"$quiet" || true
         chaos_pid=""
         [ "$(same)" = 0 ] && identical=$((identical + 1))
         grep -qi "jobserver tokens" "$log" && lost=$((lost + 1))
         # The next round edits a file, so that it is partly cold.
-        echo "/* round $i */" >> "$checkout/lua-5.4.8/lapi.c"
-        make_build gcc "$work/plain.log" && cp "$checkout/build"/*.o "$checkout/build"/*.d "$work/plain/"
+        "${project}_edit" "$i"
+        "${project}_build" gcc "$work/plain.log" && keep_plain
     done
-    printf '%-12s %7s %7s %10s %12s  %s\n' "$name" "$rounds" "$green" "$identical" "$lost" "$(counters)"
+    printf '%-9s %-12s %7s %7s %10s %12s  %s\n' "$project" "$name" "$n" "$green" "$identical" "$lost" "$(counters)"
     "$cachet" --stop-server >>"$quiet" 2>&1 || true
+    if [ -n "$mounted" ]; then umount "$mounted" 2>>"$quiet" || true; mounted=""; fi
     # Timestamps back to now: the next scenario's sources are settled again.
-    touch "$checkout"/lua-5.4.8/*.c "$checkout"/lua-5.4.8/*.h
+    "${project}_sources" | xargs touch
 }
 
 skip_why=""
@@ -127,18 +189,21 @@ corrupt_loop() {
     done
 }
 future_setup() {
-    touch -d '+1 day' "$checkout"/lua-5.4.8/*.c "$checkout"/lua-5.4.8/*.h
+    "${project}_sources" | xargs touch -d '+1 day'
 }
 future_loop() { while sleep 1; do :; done; }
 full_setup() {
-    mkdir -p "$work/full-disk/cache"
-    if ! mount -t tmpfs -o size=4m tmpfs "$work/full-disk/cache" 2>>"$quiet"; then
+    # Rust entries are larger: the crate graph gets a larger disk to fill.
+    local mib=4
+    [ "$project" != crates ] || mib=96
+    mkdir -p "$CACHET_DIR"
+    if ! mount -t tmpfs -o "size=${mib}m" tmpfs "$CACHET_DIR" 2>>"$quiet"; then
         skip_why="this machine refuses mounts (needs root and mount rights)"
         return 1
     fi
-    mounted="$work/full-disk/cache"
-    # Filled to the brim now; freed half-way through each build.
-    python3 -c 'import sys; sys.stdout.buffer.write(bytes(3900000))' > "$mounted/ballast" 2>>"$quiet" || true
+    mounted="$CACHET_DIR"
+    # Filled to the brim now; freed a few seconds into each build.
+    python3 -c "import sys; sys.stdout.buffer.write(bytes($mib * 1024 * 1024 - 100000))" > "$mounted/ballast" 2>>"$quiet" || true
 }
 full_loop() { sleep 3; rm -f "$mounted/ballast"; while sleep 1; do :; done; }
 redis_setup() {
@@ -151,7 +216,7 @@ redis_setup() {
     start_redis
 }
 start_redis() {
-    redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work/redis-flap" >>"$quiet" 2>&1 <&- &
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work/$dir" >>"$quiet" 2>&1 <&- &
     redis_pid=$!
 }
 redis_loop() {
@@ -164,14 +229,22 @@ redis_loop() {
     done
 }
 
+printf '\n%-9s %-12s %7s %7s %10s %12s  %s\n' project scenario builds green identical "tokens lost" "counters (the scenario's server, all rounds)"
 IFS=, read -ra wanted <<<"$only"
-for s in "${wanted[@]}"; do
-    case $s in
-        kill-server) run_scenario kill-server nothing kill_loop ;;
-        corrupt) run_scenario corrupt nothing corrupt_loop ;;
-        future) run_scenario future future_setup future_loop ;;
-        full-disk) run_scenario full-disk full_setup full_loop ;;
-        redis-flap) run_scenario redis-flap redis_setup redis_loop ;;
-        *) echo "unknown scenario $s" >&2; exit 2 ;;
-    esac
+IFS=, read -ra chosen <<<"$projects"
+for project in "${chosen[@]}"; do
+    case $project in lua|cfixture|crates) ;; *) echo "unknown project $project" >&2; exit 2 ;; esac
+    "${project}_prepare" || { printf '%-9s  skipped: could not prepare\n' "$project"; continue; }
+    "${project}_build" gcc "$work/plain.log" || { cat "$work/plain.log"; exit 1; }
+    keep_plain
+    for s in "${wanted[@]}"; do
+        case $s in
+            kill-server) run_scenario kill-server nothing kill_loop ;;
+            corrupt) run_scenario corrupt nothing corrupt_loop ;;
+            future) run_scenario future future_setup future_loop ;;
+            full-disk) run_scenario full-disk full_setup full_loop ;;
+            redis-flap) run_scenario redis-flap redis_setup redis_loop ;;
+            *) echo "unknown scenario $s" >&2; exit 2 ;;
+        esac
+    done
 done

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Load and soak: one cachet server, many concurrent clients, mixed requests.
 
-    bench/load.py [--clients 64] [--requests 50000] [--duration SECONDS] [--cachet PATH]
+    bench/load.py [--clients 64] [--requests 50000] [--duration SECONDS] [--fd-limit N]
+                  [--cachet PATH]
 
 Drives a private cachet server (its own cache, runtime dir and empty config in a temp dir)
 with CLIENTS threads, each running requests back to back, until REQUESTS are done (or, with
@@ -16,8 +17,10 @@ with CLIENTS threads, each running requests back to back, until REQUESTS are don
   vanish        1%  a miss of a slower file whose client is SIGKILLed 40 ms in
 
 A request fails when its client exits non-zero (garbage and vanish cannot fail), when a
-hit's object differs from the plain compile's, or when a miss leaves no object. The server
-must survive all of it. Printed: requests by kind, failures, p50/p99/max latency per kind
+hit's object differs from the plain compile's, when a miss leaves no object, or when its
+client fell back to compiling by itself (it printed "cachet: warning"): the server must
+serve every request, and survive all of it. --fd-limit starts the server with that
+open-file limit, soft and hard (it cannot raise it), to try its connection limit. Printed: requests by kind, failures, p50/p99/max latency per kind
 (ms), the server's RSS and open fds (peak during the run, and after it settled, against
 before it), temp files left in the cache, the server's zombie children, and its counters.
 Exits 1 on any failure or leak.
@@ -49,7 +52,7 @@ def percentile(values, p):
 
 
 class Server:
-    def __init__(self, work, cachet):
+    def __init__(self, work, cachet, fd_limit=0):
         self.cachet = cachet
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -61,7 +64,12 @@ class Server:
             "LC_ALL": "C",
         }
         open(self.env["CACHET_CONFIG"], "w").close()
-        self.run_cmd(["--start-server"])
+
+        def limit():
+            if fd_limit:
+                import resource
+                resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
+        self.run_cmd(["--start-server"], preexec_fn=limit)
         self.pid = self.stats()["server_pid"]
         self.socket = os.path.join(self.env["CACHET_RUNTIME_DIR"], self.socket_name())
 
@@ -117,6 +125,7 @@ def main():
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--requests", type=int, default=50000)
     ap.add_argument("--duration", type=float, default=0, help="soak: run this long (s) instead")
+    ap.add_argument("--fd-limit", type=int, default=0, help="the server's RLIMIT_NOFILE")
     ap.add_argument("--cachet", default=os.path.join(ROOT, "target", "dist", "cachet"))
     args = ap.parse_args()
     if not os.access(args.cachet, os.X_OK):
@@ -125,7 +134,7 @@ def main():
     work = tempfile.mkdtemp(prefix="cachet-load.")
     src = os.path.join(work, "src")
     os.makedirs(src)
-    server = Server(work, args.cachet)
+    server = Server(work, args.cachet, args.fd_limit)
     env = dict(server.env)
     try:
         # 200 small files, compiled plainly (the reference) and once through cachet.
@@ -172,11 +181,13 @@ def main():
             os.makedirs(out, exist_ok=True)
             t0 = time.perf_counter()
             ok, why = True, ""
+            said = b""  # the client's stderr
             if kind == "hit":
                 c, ref = hits[rng.randrange(len(hits))]
                 o = os.path.join(out, "h.o")
                 p = subprocess.run([args.cachet, "gcc", "-O2", "-c", c, "-o", o], env=env,
                                    input=b"", capture_output=True)
+                said = p.stderr
                 if p.returncode != 0:
                     ok, why = False, p.stderr.decode(errors="replace")[-300:]
                 else:
@@ -197,6 +208,7 @@ def main():
                     p.communicate(b"")
                 else:
                     _, err = p.communicate(b"")
+                    said = err
                     if p.returncode != 0 or not os.path.exists(o):
                         ok, why = False, err.decode(errors="replace")[-300:]
                 for f in (c, o):
@@ -208,6 +220,7 @@ def main():
                 c, _ = hits[rng.randrange(len(hits))]
                 p = subprocess.run([args.cachet, "gcc", "-E", c], env=env, input=b"",
                                    capture_output=True)
+                said = p.stderr
                 if p.returncode != 0 or b"strlen" not in p.stdout:
                     ok, why = False, p.stderr.decode(errors="replace")[-300:]
             else:  # garbage
@@ -223,6 +236,8 @@ def main():
                     pass
                 finally:
                     s.close()
+            if ok and b"cachet: warning" in said:
+                ok, why = False, "fell back: " + said.decode(errors="replace")[-300:]
             ms = (time.perf_counter() - t0) * 1000
             with lock:
                 results[kind].append(ms)
@@ -298,7 +313,10 @@ def main():
                 f"{t / 60:.0f}: {n} {rss / 1024:.1f} {fds}" for t, n, rss, fds in series))
         print(f"counters: hits {c['cache_hits']} (direct {c['direct_hits']}), misses {c['cache_misses']}, "
               f"uncacheable {sum(c['uncacheable'].values())}, cancelled {c['cancelled']}, "
-              f"protocol errors {c['protocol_errors']}, compile failures {c['compile_failures']}")
+              f"protocol errors {c['protocol_errors']}, compile failures {c['compile_failures']}, "
+              f"accept errors {c.get('accept_errors', 0)}, write waits {c.get('write_waits', 0)}")
+        print(f"server limits: {stats.get('connection_limit')} connections at once, "
+              f"fd limit {stats.get('fd_limit')}")
         for k, whys in failures.items():
             for why in whys[:3]:
                 print(f"  {k} failed: {why.strip()}")

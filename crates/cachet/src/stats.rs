@@ -68,6 +68,17 @@ pub struct Counters {
     pub token_ms_by_build: BTreeMap<String, u64>,
     /// Malformed, truncated or oversized frames, and handshake failures.
     pub protocol_errors: u64,
+    /// Compiles whose new entry waited for pending cache writes to drain below their
+    /// limit before the client heard back (see `cache::pending`).
+    #[serde(default)]
+    pub write_waits: u64,
+    /// Their time waiting, in ms.
+    #[serde(default)]
+    pub write_wait_ms: u64,
+    /// Connections the server could not accept (out of fds or memory); it paused and
+    /// retried, and the client waited in the listen backlog.
+    #[serde(default)]
+    pub accept_errors: u64,
     /// Compiles (and client-run compiles) that waited for memory before they started.
     #[serde(default)]
     pub memory_waits: u64,
@@ -323,6 +334,18 @@ pub struct StatsSnapshot {
     pub compiles_running: u64,
     /// Cache writes not done yet.
     pub pending_writes: u64,
+    /// Bytes of the entries those writes hold in memory.
+    #[serde(default)]
+    pub pending_write_bytes: u64,
+    /// Client connections open now.
+    #[serde(default)]
+    pub connections: u64,
+    /// How many connections the server serves at once; more wait in the listen backlog.
+    #[serde(default)]
+    pub connection_limit: u64,
+    /// The server's open-file limit (`RLIMIT_NOFILE`, soft), after raising it.
+    #[serde(default)]
+    pub fd_limit: u64,
     /// Whether compiles are observed: "on", or "off: <why>".
     #[serde(default)]
     pub observation: String,
@@ -472,6 +495,14 @@ impl StatsSnapshot {
             ),
             ("Protocol errors".into(), c.protocol_errors.to_string()),
             (
+                "Compiles that waited for cache writes".into(),
+                format!("{} ({} ms)", c.write_waits, c.write_wait_ms),
+            ),
+            (
+                "Connections not accepted".into(),
+                c.accept_errors.to_string(),
+            ),
+            (
                 "Compiles under their build's jobserver".into(),
                 c.build_jobservers.to_string(),
             ),
@@ -511,7 +542,18 @@ impl StatsSnapshot {
             ("Observation".into(), self.observation.clone()),
             (
                 "Pending cache writes".into(),
-                self.pending_writes.to_string(),
+                format!(
+                    "{} ({})",
+                    self.pending_writes,
+                    human_bytes(self.pending_write_bytes)
+                ),
+            ),
+            (
+                "Connections".into(),
+                format!(
+                    "{} (limit {}, fd limit {})",
+                    self.connections, self.connection_limit, self.fd_limit
+                ),
             ),
             ("Cache location".into(), self.cache.dir.clone()),
             (

@@ -42,13 +42,58 @@ fn a_server_killed_mid_compile_still_gives_a_correct_build() {
         "{}",
         stderr(&out)
     );
-    // The object is the one gcc makes.
+    assert_plain_object(&env);
+}
+
+/// `a.o` is the object gcc makes of `a.c`.
+fn assert_plain_object(env: &Env) {
     let ours = std::fs::read(env.work.join("a.o")).unwrap();
     env.command("gcc")
         .args(["-c", "a.c", "-o", "plain.o"])
         .status()
         .unwrap();
     assert!(ours == std::fs::read(env.work.join("plain.o")).unwrap());
+}
+
+/// The server forwarded a line of its compiler's output, then died: the client's own
+/// compile must not write that line again (cargo panics on a second artifact
+/// notification of rustc's; found by `bench/chaos.sh` killing the server mid-build).
+#[test]
+fn output_forwarded_before_the_server_died_is_not_written_twice() {
+    let env = Env::new();
+    let marker = env.dir.path().join("compiling");
+    let cc = env.dir.path().join("notecc");
+    let note = r#"{"artifact":"/t/liba.rmeta","emit":"metadata"}"#;
+    script(
+        &cc,
+        &format!(
+            "case \" $* \" in *\" -dM \"*|*\" -E \"*) exec gcc \"$@\";; esac\n\
+             echo '{note}' >&2\n\
+             if [ ! -e {m} ]; then touch {m}; sleep 30; fi\nexec gcc \"$@\"\n",
+            m = marker.display()
+        ),
+    );
+    env.write("a.c", "int a(void) { return 1; }\n");
+    env.ok(&["--start-server"]);
+    let server_pid = env.stats()["server_pid"].as_u64().unwrap() as i32;
+    let err_path = env.dir.path().join("client.stderr");
+    let mut client = env
+        .cachet()
+        .args([cc.to_str().unwrap(), "-c", "a.c", "-o", "a.o"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for("the client to write the note", || {
+        std::fs::read_to_string(&err_path).is_ok_and(|e| e.contains(note))
+    });
+    // SAFETY: kill takes plain ints and touches no memory of ours.
+    unsafe { libc::kill(server_pid, libc::SIGKILL) };
+    assert!(client.wait().unwrap().success());
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    assert_eq!(err.matches(note).count(), 1, "{err}");
+    assert!(err.contains("cachet: warning:"), "{err}");
+    assert_plain_object(&env);
 }
 
 #[test]

@@ -11,19 +11,17 @@ pub mod disk;
 pub mod entry;
 pub mod fault;
 pub mod level;
+pub mod pending;
 pub mod read_log;
 pub mod remote;
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::Notify;
-
 pub use disk::DiskCache;
 pub use entry::{CacheEntry, StoredFile};
+pub use pending::{PendingGuard, PendingWrites};
 pub use read_log::{note_stored, with_read_log};
 
 use crate::stats::{LevelCounters, Stats};
@@ -123,59 +121,6 @@ impl Storage for DiskStorage {
     }
 }
 
-/// Cache writes that have been handed off but are not finished yet.
-#[derive(Debug, Default, Clone)]
-pub struct PendingWrites {
-    inner: Arc<(AtomicU64, Notify)>,
-}
-
-impl PendingWrites {
-    /// Writes handed off and not finished yet.
-    pub fn count(&self) -> u64 {
-        self.inner.0.load(Ordering::SeqCst)
-    }
-
-    fn start(&self) {
-        self.inner.0.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn finish(&self) {
-        self.inner.0.fetch_sub(1, Ordering::SeqCst);
-        self.inner.1.notify_waiters();
-    }
-
-    /// Counts a write that is about to be handed off, until the guard is dropped: taken
-    /// before a client hears back, so nobody sees "no pending writes" in between.
-    pub fn reserve(&self) -> PendingGuard {
-        self.start();
-        PendingGuard(self.clone())
-    }
-
-    /// Waits until every write is done, or `limit` has passed; returns how many are left.
-    pub async fn drain(&self, limit: Duration) -> u64 {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let notified = self.inner.1.notified();
-            let left = self.count();
-            if left == 0 {
-                return 0;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.count();
-            }
-        }
-    }
-}
-
-/// One pending write, counted until dropped (see [`PendingWrites::reserve`]).
-pub struct PendingGuard(PendingWrites);
-
-impl Drop for PendingGuard {
-    fn drop(&mut self) {
-        self.0.finish();
-    }
-}
-
 /// The levels in read order (the local disk first, when on) and the writes in flight.
 #[derive(Clone)]
 pub struct Cache {
@@ -254,8 +199,8 @@ impl Cache {
     /// Stores `entry` without making anyone wait; failures are logged and counted.
     pub fn put_in_background(&self, key: CacheKey, entry: CacheEntry) -> Arc<CacheEntry> {
         // Readable from now on, before the task that writes it has even started.
+        let guard = self.pending.reserve(entry.data_size());
         let entry = unwritten_insert(&self.unwritten, key, entry);
-        let guard = self.pending.reserve();
         let (levels, stats, unwritten) = (
             self.levels.clone(),
             self.stats.clone(),
@@ -294,7 +239,7 @@ impl Cache {
         if targets.is_empty() {
             return;
         }
-        let guard = self.pending.reserve();
+        let guard = self.pending.reserve(recipe.data_size());
         let stats = self.stats.clone();
         tokio::spawn(async move {
             let bytes = recipe.encode();
@@ -314,7 +259,8 @@ impl Cache {
         read_first: bool,
         change: impl FnOnce(Option<CacheEntry>) -> Option<CacheEntry> + Send + 'static,
     ) {
-        let guard = self.pending.reserve();
+        // Manifests are small: counted, never waited for.
+        let guard = self.pending.reserve(0);
         let old = if !read_first {
             None
         } else if let Some(entry) = unwritten_get(&self.unwritten, &key) {
@@ -404,7 +350,8 @@ async fn read_levels(
                     .cloned()
                     .collect();
                 if !faster.is_empty() {
-                    let (guard, stats, key) = (pending.reserve(), stats.clone(), *key);
+                    let (guard, stats, key) =
+                        (pending.reserve(bytes.len() as u64), stats.clone(), *key);
                     tokio::spawn(async move {
                         let targets: Vec<_> = faster.iter().collect();
                         write_all(&targets, &key, bytes, true, &stats).await;
@@ -422,6 +369,7 @@ async fn read_levels(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn entry() -> CacheEntry {
         CacheEntry {
@@ -469,5 +417,35 @@ mod tests {
         cache.put_in_background(CacheKey([1; 32]), entry());
         assert_eq!(cache.pending().drain(Duration::from_secs(10)).await, 0);
         assert_eq!(stats.counters().cache_write_errors, 1);
+    }
+
+    /// A store whose writes wait until the test lets them through.
+    struct Gate(tokio::sync::Semaphore);
+
+    #[async_trait]
+    impl Storage for Gate {
+        async fn get(&self, _: &CacheKey) -> io::Result<Option<Vec<u8>>> {
+            Ok(None)
+        }
+        async fn put(&self, _: &CacheKey, _: Vec<u8>) -> io::Result<()> {
+            self.0.acquire().await.unwrap().forget();
+            Ok(())
+        }
+        async fn remove(&self, _: &CacheKey) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_entry_counts_its_bytes_as_pending_until_every_level_has_it() {
+        let gate = Arc::new(Gate(tokio::sync::Semaphore::new(0)));
+        let cache = Cache::new(gate.clone(), Arc::new(Stats::default()));
+        cache.put_in_background(CacheKey([1; 32]), entry());
+        assert_eq!(cache.pending().count(), 1);
+        assert_eq!(cache.pending().bytes(), entry().data_size());
+        assert!(entry().data_size() > 0);
+        gate.0.add_permits(1);
+        assert_eq!(cache.pending().drain(Duration::from_secs(10)).await, 0);
+        assert_eq!(cache.pending().bytes(), 0);
     }
 }

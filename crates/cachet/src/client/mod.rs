@@ -6,6 +6,7 @@
 
 pub mod commands;
 mod connect;
+mod rerun;
 mod resolve;
 
 use std::ffi::{OsStr, OsString};
@@ -26,6 +27,7 @@ use crate::process::child;
 use crate::protocol::{
     Admission, BuildJobserver, CompileRequest, Exit, Request, Response, to_bytes,
 };
+use rerun::Forwarded;
 
 /// Runs one compile through the server. Returns the exit code; may also exec the compiler.
 pub(crate) fn compile(compiler: &OsStr, args: Vec<OsString>) -> i32 {
@@ -62,6 +64,7 @@ pub(crate) fn compile(compiler: &OsStr, args: Vec<OsString>) -> i32 {
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let mut compiler_group = None;
+    let mut forwarded = Forwarded::default();
     loop {
         let response = connection.receive();
         if response.is_err()
@@ -77,9 +80,11 @@ pub(crate) fn compile(compiler: &OsStr, args: Vec<OsString>) -> i32 {
             Ok(Response::CompilerStarted { pgid }) => compiler_group = Some(pgid),
             Ok(Response::Stdout(bytes)) => {
                 let _ = stdout.lock().write_all(&bytes);
+                forwarded.stdout.extend_from_slice(&bytes);
             }
             Ok(Response::Stderr(bytes)) => {
                 let _ = stderr.lock().write_all(&bytes);
+                forwarded.stderr.extend_from_slice(&bytes);
             }
             Ok(Response::Finished(exit)) => {
                 let _ = stdout.lock().flush();
@@ -95,13 +100,19 @@ pub(crate) fn compile(compiler: &OsStr, args: Vec<OsString>) -> i32 {
                     None => run_directly(&path, &args),
                 }
             }
-            Ok(Response::Error(message)) => {
-                warn_and_run_directly(&format!("server error: {message}"), &path, &args)
-            }
-            Ok(other) => {
-                warn_and_run_directly(&format!("unexpected answer {other:?}"), &path, &args)
-            }
-            Err(e) => warn_and_run_directly(&e.to_string(), &path, &args),
+            Ok(Response::Error(message)) => fall_back(
+                &format!("server error: {message}"),
+                &path,
+                &args,
+                &forwarded,
+            ),
+            Ok(other) => fall_back(
+                &format!("unexpected answer {other:?}"),
+                &path,
+                &args,
+                &forwarded,
+            ),
+            Err(e) => fall_back(&e.to_string(), &path, &args, &forwarded),
         }
     }
 }
@@ -221,13 +232,19 @@ fn run_child(
     }
     let pid = command.spawn()?.id() as i32;
     let (status, max_rss) = child::reap(pid)?;
-    let status = std::process::ExitStatus::from_raw(status);
-    let exit = match (status.code(), status.signal()) {
+    Ok((
+        exit_of(std::process::ExitStatus::from_raw(status)),
+        Some(max_rss),
+    ))
+}
+
+fn exit_of(status: std::process::ExitStatus) -> Exit {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
         (Some(code), _) => Exit::Code(code),
         (None, Some(signal)) => Exit::Signal(signal),
         (None, None) => Exit::Code(1),
-    };
-    Ok((exit, Some(max_rss)))
+    }
 }
 
 /// Ends this process the way the compiler's process ended.
@@ -246,6 +263,23 @@ fn exit_like(exit: Exit) -> i32 {
                 libc::raise(signal);
             }
             128 + signal
+        }
+    }
+}
+
+/// Warns and compiles directly: the compiler replaces this process, unless the server
+/// already forwarded part of its compiler's output; then the compiler runs as a child and
+/// that part is left out of its output ([`rerun`]).
+fn fall_back(why: &str, compiler: &Path, args: &[OsString], forwarded: &Forwarded) -> ! {
+    if forwarded.is_empty() {
+        warn_and_run_directly(why, compiler, args);
+    }
+    eprintln!("cachet: warning: {why}; running the compiler directly");
+    match rerun::run_after(compiler, args, forwarded) {
+        Ok(status) => std::process::exit(exit_like(exit_of(status))),
+        Err(e) => {
+            eprintln!("cachet: cannot run {}: {e}", compiler.display());
+            std::process::exit(127)
         }
     }
 }

@@ -18,7 +18,7 @@ use super::inflight::{Follower, InFlight, Leader, Role, Shared};
 use super::job::{Event, Invocation, Job, Outcome};
 use super::observe;
 use super::remote::Remote;
-use crate::cache::{Cache, CacheEntry, CacheKey, StoredFile};
+use crate::cache::{Cache, CacheEntry, CacheKey, PendingGuard, StoredFile};
 use crate::compiler::explain::Explainer;
 use crate::memory::Slot;
 use crate::process::{Cancelled, CommandSpec, Exit, Launcher, OutputChunk, ProcessOutput};
@@ -195,6 +195,21 @@ impl Context {
             c.cache_hits += 1;
             c.hit_time_ms += elapsed;
         });
+    }
+
+    /// Counts a new entry of `bytes` as a pending write, first waiting while the pending
+    /// writes hold more than their limit in memory (back-pressure: the client hears back
+    /// only then, so a store slower than the build slows the build, never fills memory).
+    /// Waits are counted in `write_waits` and `write_wait_ms`.
+    pub async fn reserve_write(&self, bytes: u64) -> PendingGuard {
+        let (guard, waited) = self.cache.pending().reserve_when_room(bytes).await;
+        if let Some(waited) = waited {
+            self.stats.update(|c| {
+                c.write_waits += 1;
+                c.write_wait_ms += millis(waited);
+            });
+        }
+        guard
     }
 
     /// Counts a miss that took since `started`.

@@ -95,7 +95,7 @@ impl ProcessRunner for TokioRunner {
         let oom_score_adj = spec.oom_score_adj.map(|adj| adj.to_string().into_bytes());
         // SAFETY: the hook runs in the forked child before exec, where only
         // async-signal-safe calls are allowed: it calls only fcntl, umask, prctl, open,
-        // write and close, on plain ints and on memory made before the fork.
+        // write, close and setrlimit, on plain ints and on memory made before the fork.
         unsafe {
             command.pre_exec(move || {
                 for &fd in &fds {
@@ -117,6 +117,8 @@ impl ProcessRunner for TokioRunner {
                 if let Some(adj) = &oom_score_adj {
                     write_before_exec(c"/proc/self/oom_score_adj", adj);
                 }
+                // The compiler gets the open-file limit the server started with.
+                super::fd_limit::restore_in_child()?;
                 Ok(())
             });
         }

@@ -7,6 +7,7 @@
 pub(crate) mod compile;
 mod connection;
 mod explain;
+mod listener;
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cachet_jobserver::Jobserver;
-use tokio::net::UnixListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::fault::{Fault, FaultyStorage};
@@ -27,7 +28,7 @@ use crate::config::Config;
 use crate::daemon::close_inherited_fds;
 use crate::memory::{self, Memory};
 use crate::paths::{FileLock, RuntimeDir};
-use crate::process::{Launcher, TokioRunner};
+use crate::process::{Launcher, TokioRunner, fd_limit};
 use crate::stats::{CacheSnapshot, JobserverSnapshot, Stats, StatsSnapshot, millis};
 
 /// How long shutdown waits for pending cache writes before it drops them.
@@ -47,6 +48,10 @@ const IDLE_CONNECTION_LIMIT: Duration = Duration::from_secs(10);
 /// The server's own `oom_score_adj`: the OOM killer takes compilers (500) first.
 const SERVER_OOM_SCORE_ADJ: i32 = -500;
 
+/// How long the server pauses accepting after accept(2) failed (out of fds or memory):
+/// retrying at once would spin, and the clients wait in the backlog meanwhile.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
 /// Everything the server shares between its connections.
 pub(crate) struct Server {
     config: Config,
@@ -64,25 +69,36 @@ pub(crate) struct Server {
     running: AtomicU64,
     /// Open connections; a compile request may still be on its way in any of them.
     connections: AtomicU64,
+    /// How many connections are served at once (see `listener`).
+    connection_limit: usize,
+    /// The open-file limit after raising it.
+    fd_limit: u64,
     last_activity: Mutex<Instant>,
     shutdown: CancellationToken,
     /// Set once shutdown has drained: how many writes were dropped.
     stopped: tokio::sync::watch::Sender<Option<u64>>,
 }
 
-/// Counts a connection as open for as long as it lives, or until released.
-pub(crate) struct ConnectionGuard(Option<Arc<Server>>);
+/// Counts a connection as open for as long as it lives, or until released, and holds
+/// its place among the connections served at once until it is dropped.
+pub(crate) struct ConnectionGuard {
+    server: Option<Arc<Server>>,
+    _place: OwnedSemaphorePermit,
+}
 
 impl ConnectionGuard {
-    fn new(server: &Arc<Server>) -> ConnectionGuard {
+    fn new(server: &Arc<Server>, place: OwnedSemaphorePermit) -> ConnectionGuard {
         server.connections.fetch_add(1, Ordering::SeqCst);
         server.touch();
-        ConnectionGuard(Some(server.clone()))
+        ConnectionGuard {
+            server: Some(server.clone()),
+            _place: place,
+        }
     }
 
     /// For the connection that asked us to stop: shutdown must not wait for it.
     pub(crate) fn release(&mut self) {
-        if let Some(server) = self.0.take() {
+        if let Some(server) = self.server.take() {
             server.connections.fetch_sub(1, Ordering::SeqCst);
             server.touch();
         }
@@ -136,6 +152,10 @@ impl Server {
             compiles_running: self.running.load(Ordering::SeqCst),
             observation: self.observation.clone(),
             pending_writes: self.cache.pending().count(),
+            pending_write_bytes: self.cache.pending().bytes(),
+            connections: self.connections.load(Ordering::SeqCst),
+            connection_limit: self.connection_limit as u64,
+            fd_limit: self.fd_limit,
             counters: {
                 let mut counters = self.stats.counters();
                 for (counters, level) in counters.levels.iter_mut().zip(self.cache.levels()) {
@@ -329,7 +349,8 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
     let address = runtime.socket()?;
     // We hold the server lock, so a socket file left here belongs to a dead server.
     let _ = std::fs::remove_file(address.real_path());
-    let listener = UnixListener::bind(address.connect_path())?;
+    let listener = listener::bind(address.connect_path())?;
+    let fd_limit = fd_limit::raise();
 
     let fault = std::env::var(FAULT_VAR)
         .ok()
@@ -385,6 +406,7 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
         }
         None => None,
     };
+    let connection_limit = listener::connection_limit(fd_limit, jobserver.capacity() as u64);
     let server = Arc::new(Server {
         compiles: CompileService::new(launcher.clone(), cache.clone(), stats.clone())
             .with_interposer(interposer)
@@ -401,29 +423,45 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
         started: Instant::now(),
         running: AtomicU64::new(0),
         connections: AtomicU64::new(0),
+        connection_limit,
+        fd_limit,
         last_activity: Mutex::new(Instant::now()),
         shutdown: CancellationToken::new(),
         stopped: tokio::sync::watch::channel(None).0,
         config,
     });
     tracing::info!(
-        "cachet server {} listening on {} with {} jobserver tokens",
+        "cachet server {} listening on {} with {} jobserver tokens, {} connections at once (fd limit {})",
         std::process::id(),
         address.real_path().display(),
-        server.jobserver.capacity()
+        server.jobserver.capacity(),
+        connection_limit,
+        fd_limit,
     );
 
     let connections = tokio_util::task::TaskTracker::new();
+    // A place is taken before accept: past the limit, clients wait in the backlog.
+    let places = Arc::new(Semaphore::new(connection_limit));
+    let mut place: Option<OwnedSemaphorePermit> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            permit = places.clone().acquire_owned(), if place.is_none() => {
+                place = permit.ok();
+            }
+            accepted = listener.accept(), if place.is_some() => match accepted {
                 Ok((stream, _)) => {
-                    let guard = ConnectionGuard::new(&server);
+                    let guard = ConnectionGuard::new(&server, place.take().expect("a place"));
                     let server = server.clone();
                     connections.spawn(async move { connection::handle(server, stream, guard).await });
                 }
-                Err(e) => tracing::warn!("accept failed: {e}"),
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOMEM: the listener stays readable, so retrying
+                    // at once would spin. The client waits in the backlog meanwhile.
+                    tracing::warn!("accept failed: {e}; pausing {ACCEPT_PAUSE:?}");
+                    server.stats.update(|c| c.accept_errors += 1);
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                }
             },
             _ = server.shutdown.cancelled() => break,
             _ = tick.tick() => {

@@ -230,7 +230,9 @@ async fn compile_observed(
     // Read the outputs before the client hears back: once it has, the build may move
     // or delete them.
     let entry = outputs::collect(plan, &result).await;
-    let storing = context.cache.pending().reserve();
+    let storing = context
+        .reserve_write(entry.as_ref().map_or(0, CacheEntry::data_size))
+        .await;
     context.count_miss(started, invocation.recache);
     let entry = match entry {
         Ok(entry) => entry,

@@ -211,7 +211,10 @@ pub(super) async fn compile(
         .await
         .map_err(io::Error::other)?
     };
-    let storing = context.cache.pending().reserve();
+    let size = read.as_ref().map_or(0, |(files, _)| {
+        files.iter().map(|f| f.data.len() as u64).sum::<u64>() + result.stderr.len() as u64
+    });
+    let storing = context.reserve_write(size).await;
     context.count_miss(started, invocation.recache);
     context
         .stats
