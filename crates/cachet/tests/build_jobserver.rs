@@ -265,6 +265,56 @@ fn a_compiler_killed_holding_tokens_costs_no_pool_a_token(fifo: bool) {
     );
 }
 
+#[test]
+fn a_server_killed_holding_pipe_tokens_leaves_the_build_pool_whole() {
+    a_server_killed_holding_tokens_leaves_the_build_pool_whole(false);
+}
+
+#[test]
+fn a_server_killed_holding_fifo_tokens_leaves_the_build_pool_whole() {
+    a_server_killed_holding_tokens_leaves_the_build_pool_whole(true);
+}
+
+/// The server took tokens of the build's pool for its compiler and was killed holding
+/// them: the client gives them back, so that make finds every token at its exit (found by
+/// `bench/chaos.sh`: "make: INTERNAL: Exiting with 3 jobserver tokens available; should
+/// be 4!").
+fn a_server_killed_holding_tokens_leaves_the_build_pool_whole(fifo: bool) {
+    let env = setup("8");
+    let pool = if fifo {
+        Pool::fifo(env.dir.path(), 3)
+    } else {
+        Pool::pipe(3)
+    };
+    // The server's compile holds its tokens; the client's own compile afterwards does not.
+    let cc = env.dir.path().join("holdcc");
+    let marker = env.dir.path().join("held");
+    script(
+        &cc,
+        &format!(
+            "case \" $* \" in *\" -dM \"*|*\" -E \"*) exec {g} \"$@\";; esac\n\
+             if [ -e {m} ]; then exec {g} \"$@\"; fi\n\
+             touch {m}; GREEDY_HOLD_MS=30000 exec {g} \"$@\"\n",
+            g = greedy(&env),
+            m = marker.display()
+        ),
+    );
+    env.ok(&["--start-server"]);
+    let server_pid = env.stats()["server_pid"].as_u64().unwrap() as i32;
+    let pids = env.dir.path().join("pids");
+    let child = compile(&env, cc.to_str().unwrap(), "victim.c", Some(&pool));
+    wait_for_pid_file("the compiler to hold tokens", &pids);
+    assert!(
+        pool.available() < 3,
+        "the server holds none of the build's tokens"
+    );
+    // SAFETY: kill takes plain ints and touches no memory of ours.
+    unsafe { libc::kill(server_pid, libc::SIGKILL) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for("the build's pool to be whole", || pool.available() == 3);
+}
+
 /// Stale settings in MAKEFLAGS: nothing is passed on, no byte of anybody's data is read,
 /// nothing hangs.
 #[test]

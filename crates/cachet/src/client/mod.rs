@@ -8,6 +8,7 @@ pub mod commands;
 mod connect;
 mod rerun;
 mod resolve;
+mod tokens;
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
@@ -28,6 +29,7 @@ use crate::protocol::{
     Admission, BuildJobserver, CompileRequest, Exit, Request, Response, to_bytes,
 };
 use rerun::Forwarded;
+use tokens::BuildPool;
 
 /// Runs one compile through the server. Returns the exit code; may also exec the compiler.
 pub(crate) fn compile(compiler: &OsStr, args: Vec<OsString>) -> i32 {
@@ -55,6 +57,13 @@ pub(crate) fn compile(compiler: &OsStr, args: Vec<OsString>) -> i32 {
         Err(e) => warn_and_run_directly(&e.to_string(), &path, &args),
     };
     tracing::debug!(target: "cachet::timing", "client: request built after {:?}", started.elapsed());
+    let pool = match (&request.build_jobserver, fds.get(1)) {
+        (Some(BuildJobserver::Pipe), Some(write)) => Some(BuildPool::Pipe(*write)),
+        (Some(BuildJobserver::Fifo(path)), _) => {
+            Some(BuildPool::Fifo(crate::protocol::to_os(path).into()))
+        }
+        _ => None,
+    };
     let first = Request::Compile(request);
     let mut connection = match Connection::open_with_fds(&config, Start::IfNeeded, &first, &fds) {
         Ok(connection) => connection,
@@ -65,19 +74,31 @@ pub(crate) fn compile(compiler: &OsStr, args: Vec<OsString>) -> i32 {
     let stderr = std::io::stderr();
     let mut compiler_group = None;
     let mut forwarded = Forwarded::default();
+    let mut build_tokens = 0;
     loop {
         let response = connection.receive();
-        if response.is_err()
-            && let Some(pgid) = compiler_group.take()
-        {
+        if let Err(e) = &response {
             // The server is gone; so must its compiler be before we write the same outputs.
             // An error means the group is gone already.
-            if let Some(pgid) = rustix::process::Pid::from_raw(pgid as i32) {
+            if let Some(pgid) = compiler_group
+                .take()
+                .and_then(|g| rustix::process::Pid::from_raw(g as i32))
+            {
                 let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+            }
+            // A server that died held the build's tokens it took; give them back. (One that
+            // sends garbage is alive and gives them back itself.)
+            if matches!(e, ClientError::Closed | ClientError::Io(_))
+                && build_tokens > 0
+                && let Some(pool) = &pool
+                && let Err(e) = pool.give_back(std::mem::take(&mut build_tokens))
+            {
+                eprintln!("cachet: warning: giving back the build's jobserver tokens: {e}");
             }
         }
         match response {
             Ok(Response::CompilerStarted { pgid }) => compiler_group = Some(pgid),
+            Ok(Response::BuildTokens { held }) => build_tokens = held,
             Ok(Response::Stdout(bytes)) => {
                 let _ = stdout.lock().write_all(&bytes);
                 forwarded.stdout.extend_from_slice(&bytes);

@@ -74,6 +74,8 @@ pub enum Event {
     Stdout(Vec<u8>),
     /// Compiler diagnostics (live, or replayed from a hit).
     Stderr(Vec<u8>),
+    /// Tokens of the build's jobserver the server holds for the compiler now.
+    BuildTokens(usize),
 }
 
 /// One compile to serve: the invocation, where its compiler processes run (bound to the

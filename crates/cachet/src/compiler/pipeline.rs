@@ -156,6 +156,7 @@ impl Context {
                 let _ = events.send(match chunk {
                     OutputChunk::Started(pgid) => Event::Started { pgid },
                     OutputChunk::Stdout(bytes) => Event::Stdout(bytes),
+                    OutputChunk::BuildTokens(held) => Event::BuildTokens(held),
                     OutputChunk::Stderr(bytes) => match colour.as_mut() {
                         Some(colour) => Event::Stderr(colour.strip(&bytes)),
                         None => Event::Stderr(bytes),

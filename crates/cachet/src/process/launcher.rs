@@ -257,6 +257,7 @@ impl Launcher {
         let pid = Arc::new(AtomicU32::new(0));
         let (tx, mut rx) = mpsc::unbounded_channel();
         let seen = pid.clone();
+        let build_stream = stream.clone();
         let stream = stream.clone();
         let oom = permit.map(Permit::oom_watch);
         let mut gate = std::mem::take(forwarded);
@@ -284,9 +285,14 @@ impl Launcher {
             None => format!("extra tokens, build {build_id}"),
         };
         let last = AtomicUsize::new(0);
+        // Each grant holds one token of every level: with a build's pool, one of its.
+        let build_tokens_to = build_stream.filter(|_| levels.len() > 1);
         let granted = |n: usize| {
             let delta = n as i64 - last.swap(n, Ordering::SeqCst) as i64;
             self.extra_tokens(&extra_track, delta);
+            if let Some(stream) = &build_tokens_to {
+                let _ = stream.send(OutputChunk::BuildTokens(n));
+            }
         };
         let (result, report) = proxy
             .serve_gated(&levels, child, may_grant, granted, run)
@@ -522,7 +528,7 @@ impl Forwarded {
 
     fn pass(&mut self, chunk: OutputChunk, stream: &Option<UnboundedSender<OutputChunk>>) {
         let (index, bytes) = match &chunk {
-            OutputChunk::Started(_) => {
+            OutputChunk::Started(_) | OutputChunk::BuildTokens(_) => {
                 if let Some(stream) = stream {
                     let _ = stream.send(chunk);
                 }

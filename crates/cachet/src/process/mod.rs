@@ -119,6 +119,10 @@ pub enum OutputChunk {
     Started(u32),
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
+    /// Tokens of the build's own jobserver the server holds now for the child's extra
+    /// threads (sent as the number changes, 0 at the end): should the server die holding
+    /// them, the client gives them back.
+    BuildTokens(usize),
 }
 
 /// Why a run stopped early: its cancel token fired (the client went away). It travels as

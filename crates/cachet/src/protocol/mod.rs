@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::stats::StatsSnapshot;
 
 /// Bump on any change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 const HANDSHAKE_MAGIC: &[u8; 6] = b"CACHET";
 
@@ -177,6 +177,14 @@ pub enum Response {
     CompilerStarted {
         /// Process group id.
         pgid: u32,
+    },
+    /// Tokens of the build's own jobserver the server holds now for the compiler's extra
+    /// threads (sent as the number changes, 0 at the end). Should the server die, the
+    /// client writes that many back into the build's jobserver, so that make finds every
+    /// token at its exit.
+    BuildTokens {
+        /// Tokens held.
+        held: u32,
     },
     /// Compiler output, in the order it was produced.
     Stdout(Vec<u8>),

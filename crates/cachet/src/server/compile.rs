@@ -55,6 +55,9 @@ pub(crate) fn event_response(event: Event) -> Response {
         Event::Started { pgid } => Response::CompilerStarted { pgid },
         Event::Stdout(bytes) => Response::Stdout(bytes),
         Event::Stderr(bytes) => Response::Stderr(bytes),
+        Event::BuildTokens(held) => Response::BuildTokens {
+            held: u32::try_from(held).unwrap_or(u32::MAX),
+        },
     }
 }
 
