@@ -12,11 +12,14 @@
 #             its jobserver tokens at exit
 #
 # Scenarios (--only, default all five):
-#   kill-server   the cachet server is SIGKILLed every 1.5 s
+#   kill-server   the cachet server is SIGKILLed every period
 #   corrupt       cache files are overwritten with garbage while the build reads them
 #   future        every source and header has a timestamp a day ahead
-#   full-disk     the cache lives on a small tmpfs that fills up mid-build (needs mount)
-#   redis-flap    a redis level (a private redis-server) restarted every 1.5 s
+#   full-disk     the cache lives on a small tmpfs, full to the brim and freed in turn,
+#                 two periods each (needs mount)
+#   redis-flap    a redis level (a private redis-server) restarted every period
+# The period is 1.5 s (0.5 s for the fixture). Each scenario's chaos runs through all its
+# rounds, so faults land anywhere in a build.
 #
 # For each: whether every build succeeded (it must), whether its outputs were the plain
 # build's (they must), whether make reported jobserver tokens lost, and the counters.
@@ -44,12 +47,11 @@ done
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/cachet-chaos.XXXXXX")"
 quiet="$work/quiet.log"   # what the chaos and the management commands print
-chaos_pid="" redis_pid="" mounted=""
+chaos_pid="" mounted=""
 cleanup() {
     local rc=$?
     [ -z "$chaos_pid" ] || kill "$chaos_pid" 2>>"$quiet" || true
     "$work/bin/cachet" --stop-server >>"$quiet" 2>&1 || true
-    [ -z "$redis_pid" ] || kill "$redis_pid" 2>>"$quiet" || true
     [ -z "$mounted" ] || umount "$mounted" 2>>"$quiet" || true
     wait 2>>"$quiet" || true
     if [ "$keep" = 1 ]; then echo "work dir kept: $work" >&2; else rm -rf "$work"; fi
@@ -119,10 +121,18 @@ scenario_env() { # DIR: a private server for the scenario
     : > "$CACHET_CONFIG"
 }
 same() { # how many of the plain build's outputs differ or are missing; their names in $1
-    local f bad=0
+    local f bad=0 plain
     : > "$1"
     while read -r f; do
-        cmp -s "$f" "$work/plain/${f#"$checkout"/}" || { bad=$((bad + 1)); echo "$f" >> "$1"; }
+        plain="$work/plain/${f#"$checkout"/}"
+        # A compile's captured stderr (the fixture keeps one per object) holds the warning
+        # of a client that fell back to a direct compile, by design: counted as a
+        # fallback, not a difference.
+        if [[ $f == *.stderr ]]; then
+            cmp -s <(grep -v '^cachet: warning: ' "$f" || true) "$plain"
+        else
+            cmp -s "$f" "$plain"
+        fi || { bad=$((bad + 1)); echo "$f" >> "$1"; }
     done < <(cd "$work/plain" && find . -type f | sed "s|^\.|$checkout|")
     echo "$bad"
 }
@@ -152,25 +162,29 @@ run_scenario() { # NAME SETUP-FN CHAOS-FN
     dir="$project-$name"
     scenario_env "$dir"
     "$setup" || { printf '%-9s %-12s  skipped: %s\n' "$project" "$name" "$skip_why"; return 0; }
-    # The fixture builds in well under a second: ten times the rounds give the chaos a
-    # chance to land inside its builds.
+    # The chaos runs the whole scenario through, so it lands at any point of a build (and
+    # between builds, where the plain build it does not touch runs). The fixture builds in
+    # well under a second: ten times the rounds, and faults three times as often.
     local n=$rounds
     [ "$project" != cfixture ] || n=$((rounds * 10))
+    "$chaos" & chaos_pid=$!
     for i in $(seq "$n"); do
-        "$chaos" & chaos_pid=$!
         local log="$work/$dir/build-$i.log"
         if "${project}_build" "$cachet gcc" "$log"; then green=$((green + 1)); fi
-        kill "$chaos_pid" 2>>"$quiet" || true
-        wait "$chaos_pid" 2>>"$quiet" || true
-        chaos_pid=""
         [ "$(same "$work/$dir/differs-$i.txt")" = 0 ] && identical=$((identical + 1))
         grep -qi "jobserver tokens" "$log" && lost=$((lost + 1))
-        fallbacks=$((fallbacks + $(grep -c "cachet: warning" "$log" || true)))
+        fallbacks=$((fallbacks + $(cat "$log" $("${project}_outputs" | grep '\.stderr$') |
+            grep -c "^cachet: warning" || true)))
         # The next round edits a file, so that it is partly cold.
         "${project}_edit" "$i"
         "${project}_build" gcc "$work/plain.log" && keep_plain
     done
-    printf '%-9s %-12s %7s %7s %10s %12s  %s\n' "$project" "$name" "$n" "$green" "$identical" "$lost" "fallbacks $fallbacks, $(counters)"
+    kill "$chaos_pid" 2>>"$quiet" || true
+    wait "$chaos_pid" 2>>"$quiet" || true
+    chaos_pid=""
+    local faults=0
+    [ ! -f "$work/$dir/faults" ] || faults=$(wc -l < "$work/$dir/faults")
+    printf '%-9s %-12s %7s %7s %10s %12s %7s  %s\n' "$project" "$name" "$n" "$green" "$identical" "$lost" "$faults" "fallbacks $fallbacks, $(counters)"
     "$cachet" --stop-server >>"$quiet" 2>&1 || true
     if [ -n "$mounted" ]; then umount "$mounted" 2>>"$quiet" || true; mounted=""; fi
     # Timestamps back to now: the next scenario's sources are settled again.
@@ -179,17 +193,25 @@ run_scenario() { # NAME SETUP-FN CHAOS-FN
 
 skip_why=""
 nothing() { return 0; }
+fault() { echo >> "$work/$dir/faults"; } # one line per fault made
 
+
+# Seconds between faults: the fixture's builds are short.
+period() { if [ "$project" = cfixture ]; then echo 0.5; else echo 1.5; fi; }
 kill_loop() {
-    while sleep 1.5; do
+    local every
+    every=$(period)
+    while sleep "$every"; do
         pid=$("$cachet" --show-stats --json 2>>"$quiet" | python3 -c 'import json,sys; print(json.load(sys.stdin)["server_pid"])' 2>>"$quiet") || continue
-        kill -KILL "$pid" 2>>"$quiet" || true
+        if kill -KILL "$pid" 2>>"$quiet"; then fault; fi
     done
 }
 corrupt_loop() {
     while sleep 0.3; do
         find "$CACHET_DIR" -type f -name '*' ! -name '*.json' 2>>"$quiet" | shuf -n 3 2>>"$quiet" |
-            while read -r f; do dd if="$work/garbage" of="$f" bs=1 count=64 seek=20 conv=notrunc 2>>"$quiet" || true; done
+            while read -r f; do
+                if dd if="$work/garbage" of="$f" bs=1 count=64 seek=20 conv=notrunc 2>>"$quiet"; then fault; fi
+            done
     done
 }
 future_setup() {
@@ -206,10 +228,27 @@ full_setup() {
         return 1
     fi
     mounted="$CACHET_DIR"
-    # Filled to the brim now; freed a few seconds into each build.
-    python3 -c "import sys; sys.stdout.buffer.write(bytes($mib * 1024 * 1024 - 100000))" > "$mounted/ballast" 2>>"$quiet" || true
+    fill
 }
-full_loop() { sleep 3; rm -f "$mounted/ballast"; while sleep 1; do :; done; }
+fill() { # the cache file system filled to the brim (what the cache holds stays)
+    python3 -c '
+import sys
+with open(sys.argv[1], "wb", buffering=0) as f:
+    try:
+        while True:
+            f.write(bytes(65536))
+    except OSError:
+        pass' "$mounted/ballast" 2>>"$quiet" || true
+}
+full_loop() { # full, freed, full again: two periods each
+    local every
+    every=$(period)
+    while sleep "$every" && sleep "$every"; do
+        rm -f "$mounted/ballast"
+        sleep "$every"; sleep "$every"
+        fill; fault
+    done
+}
 redis_setup() {
     if ! command -v redis-server >>"$quiet"; then
         skip_why="no redis-server"
@@ -217,23 +256,25 @@ redis_setup() {
     fi
     redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     printf '[[remote]]\ntype = "redis"\nendpoint = "redis://127.0.0.1:%s"\ntimeout = "1s"\nbreaker_cooldown = "2s"\n' "$redis_port" > "$CACHET_CONFIG"
-    start_redis
 }
 start_redis() {
     redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work/$dir" >>"$quiet" 2>&1 <&- &
     redis_pid=$!
 }
 redis_loop() {
-    trap 'kill -KILL "$redis_pid" 2>>"$quiet"; exit 0' TERM
-    while sleep 1.5; do
-        kill -KILL "$redis_pid" 2>>"$quiet" || true
+    trap 'kill -KILL "$redis_pid" 2>>"$quiet"; wait "$redis_pid" 2>>"$quiet"; exit 0' TERM
+    local every
+    every=$(period)
+    start_redis # here, not in the main shell, which would report each kill
+    while sleep "$every"; do
+        if kill -KILL "$redis_pid" 2>>"$quiet"; then fault; fi
         wait "$redis_pid" 2>>"$quiet" || true
-        sleep 0.5
+        sleep 0.3
         start_redis
     done
 }
 
-printf '\n%-9s %-12s %7s %7s %10s %12s  %s\n' project scenario builds green identical "tokens lost" "client fallbacks (build logs), counters (the scenario's last server)"
+printf '\n%-9s %-12s %7s %7s %10s %12s %7s  %s\n' project scenario builds green identical "tokens lost" faults "client fallbacks (build logs, captured stderr), counters (the scenario's last server)"
 IFS=, read -ra wanted <<<"$only"
 IFS=, read -ra chosen <<<"$projects"
 for project in "${chosen[@]}"; do
