@@ -111,23 +111,37 @@ pub enum EntryError {
 
 impl CacheEntry {
     /// Serializes, compresses and frames the entry.
+    ///
+    /// Serialized straight into the compressor, behind the header's room: the serialized
+    /// entry is never whole in memory (it is as large as the outputs, and faulting in a
+    /// fresh buffer of that size per entry was a measurable share of a cold build's
+    /// server CPU), and the compressed bytes are not copied again.
     pub fn encode(&self) -> Vec<u8> {
-        // Neither step can fail for these plain types short of allocation
-        // failure, which would abort anyway.
-        // Sized up front: grown by doubling, a large output would be copied several times.
-        let room = self.data_size() as usize + self.meta.len() * 64 + self.files.len() * 64 + 64;
-        let raw = postcard::to_extend(self, Vec::with_capacity(room))
-            .expect("postcard serialization of CacheEntry");
-        let compressed =
-            zstd::bulk::compress(&raw, ZSTD_LEVEL).expect("zstd compression into memory");
-        let hash = blake3::hash(&compressed);
-
-        let mut out = Vec::with_capacity(HEADER_LEN + compressed.len());
-        out.extend_from_slice(&ENTRY_MAGIC);
-        out.extend_from_slice(&ENTRY_FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&(raw.len() as u64).to_le_bytes());
-        out.extend_from_slice(hash.as_bytes());
-        out.extend_from_slice(&compressed);
+        // Nothing here can fail for these plain types writing into memory, short of
+        // allocation failure, which would abort anyway.
+        // zstd level 1 writes about a quarter of the input; room for a bit more.
+        let room = HEADER_LEN + self.data_size() as usize / 3 + 1024;
+        let mut out = Vec::with_capacity(room);
+        out.resize(HEADER_LEN, 0);
+        let encoder =
+            zstd::stream::write::Encoder::new(out, ZSTD_LEVEL).expect("zstd compression context");
+        let counted = Counted {
+            inner: std::io::BufWriter::with_capacity(64 << 10, encoder),
+            bytes: 0,
+        };
+        let counted = postcard::to_io(self, counted).expect("postcard serialization of CacheEntry");
+        let raw_len = counted.bytes;
+        let mut out = counted
+            .inner
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|encoder| encoder.finish())
+            .expect("zstd compression into memory");
+        let hash = blake3::hash(&out[HEADER_LEN..]);
+        out[..8].copy_from_slice(&ENTRY_MAGIC);
+        out[8..12].copy_from_slice(&ENTRY_FORMAT_VERSION.to_le_bytes());
+        out[12..20].copy_from_slice(&raw_len.to_le_bytes());
+        out[20..HEADER_LEN].copy_from_slice(hash.as_bytes());
         out
     }
 
@@ -165,6 +179,24 @@ impl CacheEntry {
             return Err(EntryError::Decode(postcard::Error::DeserializeBadEncoding));
         }
         Ok(entry)
+    }
+}
+
+/// A writer that counts the bytes written through it: the serialized length, for the header.
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -330,6 +330,59 @@ fn corrupt_or_missing_stats_recount_that_shard() {
     assert_eq!(cache.usage().unwrap(), walk(cache.root()));
 }
 
+/// Stats are rewritten in place: a reader that meets a torn or half-old file (the check
+/// fails) recounts, a longer file left by anything else is cut to the record, and the
+/// stats an older cachet wrote are read as they are.
+#[test]
+fn stats_rewritten_in_place_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = big_cache(&dir);
+    for n in 0..3 {
+        cache.put(&key_in('c', n), &[0; 20]).unwrap();
+    }
+    let stats_c = cache.root().join("c").join(STATS_FILE);
+    let whole = fs::read(&stats_c).unwrap();
+    let want = Usage {
+        bytes: 60,
+        entries: 3,
+    };
+    assert_eq!(read_stats(&stats_c), Some(want));
+
+    // A torn write: the first half of another record over this one.
+    let other = stats_text(Usage {
+        bytes: 999_999,
+        entries: 77,
+    });
+    let mut torn = whole.clone();
+    torn[..20].copy_from_slice(&other.as_bytes()[..20]);
+    torn[16..36].copy_from_slice(&other.as_bytes()[16..36]);
+    fs::write(&stats_c, &torn).unwrap();
+    assert_eq!(read_stats(&stats_c), None);
+    assert_eq!(cache.usage().unwrap(), want);
+
+    // A longer file is cut to the record on the next write.
+    fs::write(&stats_c, [whole.as_slice(), b"trailing bytes\n"].concat()).unwrap();
+    cache.put(&key_in('c', 7), &[0; 10]).unwrap();
+    assert_eq!(
+        fs::read_to_string(&stats_c).unwrap(),
+        stats_text(Usage {
+            bytes: 70,
+            entries: 4
+        })
+    );
+
+    // What an older cachet wrote.
+    fs::write(&stats_c, b"cachet-stats-v1 70 4\n").unwrap();
+    assert_eq!(
+        read_stats(&stats_c),
+        Some(Usage {
+            bytes: 70,
+            entries: 4
+        })
+    );
+    assert!(stray_files(cache.root()).is_empty());
+}
+
 #[test]
 fn concurrent_puts_from_two_instances_keep_exact_stats() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,9 +6,11 @@
 //! outlives the server.
 //!
 //! On disk, under `<cache_dir>/explain/`: `slots/<id>.json` (the slot's last stored recipe
-//! and its last miss), `outputs/<id>` (the slot id of an output path). Both bounded.
+//! and its last miss) and `outputs.log` (which slot wrote an output path, a line appended
+//! per miss). Both bounded.
 
 pub mod diff;
+mod outputs_log;
 pub mod recipe;
 
 use std::collections::VecDeque;
@@ -73,6 +75,9 @@ const RING: usize = 256;
 
 /// Slots (and output paths) kept on disk; past this the oldest go.
 const MAX_FILES: usize = 8192;
+
+/// Which slot wrote each output path, under the explain dir (see [`outputs_log`]).
+const OUTPUTS_LOG: &str = "outputs.log";
 
 /// One miss explained.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,8 +229,8 @@ impl Explainer {
         )
     }
 
-    fn output_path(&self, output: &str) -> Option<PathBuf> {
-        Some(self.dir.as_ref()?.join("outputs").join(id(output)))
+    fn outputs_log(&self) -> Option<PathBuf> {
+        Some(self.dir.as_ref()?.join(OUTPUTS_LOG))
     }
 
     fn read_slot(&self, slot: &str) -> SlotFile {
@@ -342,12 +347,10 @@ impl Explainer {
         };
         let result = (|| -> io::Result<()> {
             write_atomically(&slot_path, &serde_json::to_vec(file)?)?;
-            for output in &explanation.outputs {
-                if let Some(path) = self.output_path(output) {
-                    write_atomically(&path, explanation.slot.as_bytes())?;
-                }
-            }
-            Ok(())
+            let (Some(log), false) = (self.outputs_log(), explanation.outputs.is_empty()) else {
+                return Ok(());
+            };
+            outputs_log::append(&log, &explanation.outputs, &explanation.slot)
         })();
         if let Err(e) = result {
             tracing::debug!("cannot keep an explanation: {e}");
@@ -356,7 +359,9 @@ impl Explainer {
             && let Some(dir) = &self.dir
         {
             prune(&dir.join("slots"));
-            prune(&dir.join("outputs"));
+            if let Err(e) = outputs_log::compact(&dir.join(OUTPUTS_LOG), MAX_FILES) {
+                tracing::debug!("cannot compact the explain outputs log: {e}");
+            }
         }
     }
 
@@ -383,7 +388,7 @@ impl Explainer {
         {
             return Some(found.clone());
         }
-        let slot = std::fs::read_to_string(self.output_path(&output)?).ok()?;
+        let slot = outputs_log::find(&self.outputs_log()?, &output)?;
         self.read_slot(&slot).last_miss
     }
 }

@@ -112,7 +112,7 @@ pub(super) async fn base_key(
         None
     };
     let base = &invocation.base_dirs;
-    let mut h = KeyHasher::new(b"cachet rustc base v1");
+    let mut h = KeyHasher::new(b"cachet rustc base v2");
     h.field(toolchain.version.as_bytes());
     h.field(&libs);
     if let Some(cpu) = native_cpu {

@@ -25,6 +25,7 @@ mod pipeline;
 pub mod plan;
 pub mod reasons;
 mod recipe;
+mod rmeta;
 pub mod toolchain;
 
 use std::io;

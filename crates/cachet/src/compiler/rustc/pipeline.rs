@@ -18,7 +18,7 @@ use super::plan::{
 use super::reasons::{LANGUAGE, NotCacheable, Refusal};
 use super::toolchain::Toolchain;
 use super::toolchain::Toolchains;
-use super::{key, recipe};
+use super::{key, recipe, rmeta};
 use crate::cache::{CacheEntry, CacheKey, StoredFile};
 use crate::compiler::basedir::Maps;
 use crate::compiler::depfile;
@@ -219,7 +219,7 @@ pub(super) async fn compile(
     context
         .stats
         .update(|c| c.languages.entry(LANGUAGE.into()).or_default().misses += 1);
-    let (files, depinfo) = match read {
+    let (mut files, depinfo) = match read {
         Ok(read) => read,
         Err(why) => {
             publish(leader, &result, || None);
@@ -247,19 +247,23 @@ pub(super) async fn compile(
             .collect(),
     };
     let mut recipe = recipe::recipe(invocation, &args, parts, context.explain.masker());
+    let rmeta_in_rlib = rmeta::share(&mut files);
     let entry = CacheEntry {
         exit_code: 0,
         stdout: result.stdout.clone(),
         stderr: result.stderr.clone(),
         files,
-        meta: vec![
+        meta: [
             (META_DISPLAY.into(), display),
             (
                 META_DIAGNOSTICS.into(),
                 vec![has_diagnostics(&result.stderr) as u8],
             ),
             (META_OUT_DIR.into(), out_dir.as_os_str().as_bytes().to_vec()),
-        ],
+        ]
+        .into_iter()
+        .chain(rmeta_in_rlib)
+        .collect(),
     };
     crate::cache::note_stored(base, entry.data_size());
     let failures = crate::cache::read_log::current().failures_text();
@@ -290,9 +294,15 @@ pub(super) async fn compile(
     // meanwhile (the next build of this crate, started at once) follows it, not misses.
     tokio::spawn(async move {
         let _storing = storing;
+        // Followers restore into this out-dir: of the facts, only the .rmeta's reference.
         let shared = |entry: &CacheEntry| {
             Some(CacheEntry {
-                meta: vec![],
+                meta: entry
+                    .meta
+                    .iter()
+                    .filter(|(name, _)| name == rmeta::META_RMETA_IN_RLIB)
+                    .cloned()
+                    .collect(),
                 ..entry.clone()
             })
         };
@@ -587,12 +597,16 @@ fn restore(entry: &CacheEntry, out_dir: &Path, outputs: &Outputs, umask: u32) ->
             file.role
         )));
     }
+    let rmeta = rmeta::referred(entry).map_err(io::Error::other)?;
     // A missing out-dir fails here, and the miss path lets rustc report it as it would.
     for file in &entry.files {
         let base = if file.executable { 0o777 } else { 0o666 };
-        let data = match moved {
-            Some(old) if file.role.ends_with(".d") => rewrite_out_dir(&file.data, old, out_dir),
-            _ => file.data.clone(),
+        let data = match (moved, rmeta) {
+            (Some(old), _) if file.role.ends_with(".d") => {
+                Cow::Owned(rewrite_out_dir(&file.data, old, out_dir))
+            }
+            (_, Some(rmeta)) if file.role.ends_with(".rmeta") => Cow::Borrowed(rmeta),
+            _ => Cow::Borrowed(file.data.as_slice()),
         };
         write_atomically(&out_dir.join(&file.role), &data, base & !umask)?;
     }
