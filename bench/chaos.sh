@@ -17,7 +17,7 @@
 #   future        every source and header has a timestamp a day ahead
 #   full-disk     the cache lives on a small tmpfs, full to the brim and freed in turn,
 #                 two periods each (needs mount)
-#   redis-flap    a redis level (a private redis-server) restarted every period
+#   redis-flap    a redis level (a private redis-server) up for a period, down for one
 # The period is 1.5 s (0.5 s for the fixture). Each scenario's chaos runs through all its
 # rounds, so faults land anywhere in a build.
 #
@@ -154,8 +154,10 @@ except Exception:
     print("(no server)"); sys.exit()
 lv = c.get("levels", [])
 errs = sum(l.get("errors", 0) + l.get("timeouts", 0) for l in lv)
+remote = [l for l in lv if l.get("kind") != "disk"]
 print("hits %d misses %d corrupt %d level-errors %d not-stored %d" % (c["cache_hits"], c["cache_misses"],
-      c["corrupt_entries"], errs, sum(c["not_stored"].values())))' || echo "(no server)"; }
+      c["corrupt_entries"], errs, sum(c["not_stored"].values()))
+      + "".join(" remote reads %d writes %d" % (l["reads"], l["writes"]) for l in remote))' || echo "(no server)"; }
 
 run_scenario() { # NAME SETUP-FN CHAOS-FN
     local name=$1 setup=$2 chaos=$3 green=0 identical=0 lost=0 fallbacks=0 i
@@ -269,7 +271,7 @@ redis_loop() {
     while sleep "$every"; do
         if kill -KILL "$redis_pid" 2>>"$quiet"; then fault; fi
         wait "$redis_pid" 2>>"$quiet" || true
-        sleep 0.3
+        sleep "$every" # down as long as up
         start_redis
     done
 }
