@@ -211,7 +211,7 @@ pub(super) async fn compile(
         .await
         .map_err(io::Error::other)?
     };
-    let size = read.as_ref().map_or(0, |(files, _)| {
+    let size = read.as_ref().map_or(0, |(files, ..)| {
         files.iter().map(|f| f.data.len() as u64).sum::<u64>() + result.stderr.len() as u64
     });
     let storing = context.reserve_write(size).await;
@@ -219,7 +219,7 @@ pub(super) async fn compile(
     context
         .stats
         .update(|c| c.languages.entry(LANGUAGE.into()).or_default().misses += 1);
-    let (mut files, depinfo) = match read {
+    let (files, depinfo, rmeta_in_rlib) = match read {
         Ok(read) => read,
         Err(why) => {
             publish(leader, &result, || None);
@@ -247,7 +247,6 @@ pub(super) async fn compile(
             .collect(),
     };
     let mut recipe = recipe::recipe(invocation, &args, parts, context.explain.masker());
-    let rmeta_in_rlib = rmeta::share(&mut files);
     let entry = CacheEntry {
         exit_code: 0,
         stdout: result.stdout.clone(),
@@ -534,13 +533,18 @@ struct ObservedParts {
     absent: Vec<Vec<u8>>,
 }
 
-/// Reads a successful compile's outputs, and parses the dep-info among them.
+/// A compile's outputs to store, its parsed dep-info, and the entry fact of a `.rmeta`
+/// stored as a reference into the `.rlib` (see [`rmeta`]).
+type ReadOutputs = (Vec<StoredFile>, depfile::DepFile, Option<(String, Vec<u8>)>);
+
+/// Reads a successful compile's outputs (the `.rmeta` emptied where it is a slice of the
+/// `.rlib`), and parses the dep-info among them.
 fn read_outputs(
     out_dir: &Path,
     outputs: &[String],
     depinfo_name: &str,
     compile_start: SystemTime,
-) -> Result<(Vec<StoredFile>, depfile::DepFile), NotStored> {
+) -> Result<ReadOutputs, NotStored> {
     let mut files = Vec::new();
     let mut depinfo_text = None;
     let stem = depinfo_name.trim_end_matches(".d");
@@ -565,7 +569,8 @@ fn read_outputs(
         });
     }
     let depinfo = depfile::parse(&depinfo_text.ok_or(NotStored::NoDepInfo)?);
-    Ok((files, depinfo))
+    let rmeta_in_rlib = rmeta::share(&mut files);
+    Ok((files, depinfo, rmeta_in_rlib))
 }
 
 /// The files a compile may write into its out-dir: its outputs by name, and split debug
