@@ -458,8 +458,6 @@ fn list_shard(dir: &Path) -> io::Result<ShardListing> {
     Ok(listing)
 }
 
-/// Parses `cachet-stats-v1 <bytes> <entries>\n`; `None` if missing or
-/// malformed, which callers treat as "recount this shard".
 /// A shard's stats file: `cachet-stats-v2 BYTES ENTRIES CHECK\n`, the numbers zero-padded
 /// to 20 digits so that every rewrite has the same length, `CHECK` the first 8 bytes of
 /// the blake3 of `BYTES ENTRIES` in hex. A torn or damaged file fails the check.
@@ -470,7 +468,8 @@ fn stats_text(usage: Usage) -> String {
 }
 
 /// Reads a stats file written by [`stats_text`], or by an older cachet (`cachet-stats-v1
-/// BYTES ENTRIES`, replaced by rename, so never torn). `None` for anything else.
+/// BYTES ENTRIES`, replaced by rename, so never torn). `None` if missing, torn or
+/// malformed, which callers treat as "recount this shard".
 fn read_stats(path: &Path) -> Option<Usage> {
     let text = fs::read_to_string(path).ok()?;
     let fields: Vec<&str> = text.strip_suffix('\n')?.split(' ').collect();
