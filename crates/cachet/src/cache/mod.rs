@@ -82,7 +82,8 @@ pub struct Transfer {
 }
 
 /// The local disk cache as a [`Storage`]: reads run inline (they are on every hit's path
-/// and cheaper than a thread hop), writes and removals on tokio's blocking pool.
+/// and cheaper than a thread hop), writes on the background threads (see `background`),
+/// removals on tokio's blocking pool.
 pub struct DiskStorage {
     disk: Arc<DiskCache>,
 }
@@ -112,7 +113,9 @@ impl Storage for DiskStorage {
 
     async fn put(&self, key: &CacheKey, bytes: Vec<u8>) -> io::Result<()> {
         let (disk, key) = (self.disk.clone(), key.to_hex());
-        blocking(move || disk.put(&key, &bytes)).await
+        // Creating and writing files costs the build's cores as much as compressing: it
+        // waits for a gap in the build too (readers get the entry from memory meanwhile).
+        crate::background::run(bytes.len() as u64, move || disk.put(&key, &bytes)).await?
     }
 
     async fn remove(&self, key: &CacheKey) -> io::Result<()> {

@@ -138,6 +138,9 @@ pub enum NotStored {
     /// rustc wrote no dep-info file.
     #[error("no dep-info file")]
     NoDepInfo,
+    /// An output was written to after the compile ended, before it was read.
+    #[error("{} changed after the compile", .0.display())]
+    OutputChanged(PathBuf),
 }
 
 impl NotStored {
@@ -154,6 +157,7 @@ impl NotStored {
             NotStored::AssemblerIncludes => "assembler",
             NotStored::PrecompiledHeader(_) => "precompiled header",
             NotStored::NoDepInfo => "no dep-info file",
+            NotStored::OutputChanged(_) => "output changed",
         }
     }
 }

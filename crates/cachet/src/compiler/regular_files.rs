@@ -78,7 +78,16 @@ pub fn check_output_path(path: &Path) -> Result<(), SpecialOutput> {
 /// Reads an output the compile wrote, refusing anything but a regular file: never follows
 /// a symlink, never blocks on a FIFO.
 pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
-    let mut file = File::options()
+    let (mut file, meta) = open_regular(path)?;
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut data)?;
+    Ok(data)
+}
+
+/// Opens an output the compile wrote for reading, with its metadata; the same refusals as
+/// [`read_regular`].
+pub fn open_regular(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
+    let file = File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
@@ -89,9 +98,7 @@ pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
             kind: None,
         }));
     }
-    let mut data = Vec::with_capacity(meta.len() as usize);
-    file.read_to_end(&mut data)?;
-    Ok(data)
+    Ok((file, meta))
 }
 
 /// Writes `data` to `target` with `mode`, whole or not at all (a temp file beside it, then

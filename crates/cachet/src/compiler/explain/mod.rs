@@ -64,7 +64,8 @@ pub async fn miss(
     if sharing && stored {
         cache.put_shared_recipe_in_background(key, Shared::entry(&recipe));
     }
-    let _ = tokio::task::spawn_blocking(move || {
+    // Files written for `cachet explain` later: they wait for a gap in the build.
+    let _ = crate::background::run(0, move || {
         explain.record_miss(recipe, forced, stored, shared, &failures)
     })
     .await;

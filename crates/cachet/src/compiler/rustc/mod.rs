@@ -21,6 +21,7 @@ pub mod args;
 pub mod clippy;
 mod key;
 pub mod linker;
+mod outputs;
 mod pipeline;
 pub mod plan;
 pub mod reasons;

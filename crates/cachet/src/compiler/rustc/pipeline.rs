@@ -5,7 +5,6 @@
 use std::borrow::Cow;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -18,10 +17,9 @@ use super::plan::{
 use super::reasons::{LANGUAGE, NotCacheable, Refusal};
 use super::toolchain::Toolchain;
 use super::toolchain::Toolchains;
-use super::{key, recipe, rmeta};
-use crate::cache::{CacheEntry, CacheKey, StoredFile};
+use super::{key, outputs, recipe, rmeta};
+use crate::cache::{CacheEntry, CacheKey};
 use crate::compiler::basedir::Maps;
-use crate::compiler::depfile;
 use crate::compiler::explain;
 use crate::compiler::file_hashes::FileHashes;
 use crate::compiler::job::{Job, Outcome, Uncacheable};
@@ -29,7 +27,7 @@ use crate::compiler::key::KeyHasher;
 use crate::compiler::manifest::{self, Manifest, NotStored, Variant};
 use crate::compiler::observe;
 use crate::compiler::pipeline::{Context, publish};
-use crate::compiler::regular_files::{check_output_path, read_regular, write_atomically};
+use crate::compiler::regular_files::{check_output_path, write_atomically};
 use crate::compiler::stamp::{FileClock, FileStamp};
 
 const META_DISPLAY: &str = "display";
@@ -199,35 +197,35 @@ pub(super) async fn compile(
             .update(|c| c.languages.entry(LANGUAGE.into()).or_default().failures += 1);
         return Ok(failed);
     }
-    // Read the outputs before the client hears back: cargo may move them right after.
-    // Hashing what the compile read waits until it has: the build's next compile needs
-    // this one's answer, not its inputs' digests.
-    let read = {
+    // Open the outputs before the client hears back: cargo may move them right after.
+    // Reading the large ones, and hashing what the compile read, wait for the background:
+    // the build's next compile needs this one's answer, not its outputs' bytes.
+    let opened = {
         let (out_dir, outputs) = (out_dir.clone(), outputs.clone());
         let depinfo_name = format!("{}{}.d", args.crate_name, args.extra_filename);
         tokio::task::spawn_blocking(move || {
-            read_outputs(&out_dir, &outputs, &depinfo_name, compile_start)
+            outputs::open(&out_dir, &outputs, &depinfo_name, compile_start)
         })
         .await
         .map_err(io::Error::other)?
     };
-    let size = read.as_ref().map_or(0, |(files, ..)| {
-        files.iter().map(|f| f.data.len() as u64).sum::<u64>() + result.stderr.len() as u64
-    });
+    let size = opened.as_ref().map_or(0, outputs::Opened::size)
+        + (result.stdout.len() + result.stderr.len()) as u64;
     let storing = context.reserve_write(size).await;
     context.count_miss(started, invocation.recache);
     context
         .stats
         .update(|c| c.languages.entry(LANGUAGE.into()).or_default().misses += 1);
-    let (files, depinfo, rmeta_in_rlib) = match read {
-        Ok(read) => read,
+    let opened = match opened {
+        Ok(opened) => opened,
         Err(why) => {
             publish(leader, &result, || None);
             not_stored(&context.stats, &args.crate_name, &why);
             return Ok(Outcome::Miss);
         }
     };
-    let env: Vec<(Vec<u8>, Option<Vec<u8>>)> = depinfo
+    let env: Vec<(Vec<u8>, Option<Vec<u8>>)> = opened
+        .depinfo
         .env
         .iter()
         .map(|(name, _)| {
@@ -247,37 +245,38 @@ pub(super) async fn compile(
             .collect(),
     };
     let mut recipe = recipe::recipe(invocation, &args, parts, context.explain.masker());
-    let entry = CacheEntry {
-        exit_code: 0,
-        stdout: result.stdout.clone(),
-        stderr: result.stderr.clone(),
-        files,
-        meta: [
-            (META_DISPLAY.into(), display),
-            (
-                META_DIAGNOSTICS.into(),
-                vec![has_diagnostics(&result.stderr) as u8],
-            ),
-            (META_OUT_DIR.into(), out_dir.as_os_str().as_bytes().to_vec()),
-        ]
-        .into_iter()
-        .chain(rmeta_in_rlib)
-        .collect(),
-    };
-    crate::cache::note_stored(base, entry.data_size());
+    let (stdout, stderr) = (result.stdout.clone(), result.stderr.clone());
+    let meta = [
+        (META_DISPLAY.into(), display),
+        (
+            META_DIAGNOSTICS.into(),
+            vec![has_diagnostics(&result.stderr) as u8],
+        ),
+        (META_OUT_DIR.into(), out_dir.as_os_str().as_bytes().to_vec()),
+    ];
+    crate::cache::note_stored(base, size);
     let failures = crate::cache::read_log::current().failures_text();
     let read_inputs = {
         let reading = Reading {
             watch,
-            sources: depinfo.sources,
-            written: outputs.iter().map(|name| out_dir.join(name)).collect(),
+            sources: opened.depinfo.sources.clone(),
+            written: opened.paths(),
             cwd: cwd.clone(),
             env: invocation.env.clone(),
             hashes: context.hashes.clone(),
             stats: context.stats.clone(),
             start_clock,
         };
-        crate::background::run(entry.data_size(), move || reading.read())
+        crate::background::run(size, move || {
+            let read = opened.read().map(|(files, rmeta_in_rlib)| CacheEntry {
+                exit_code: 0,
+                stdout,
+                stderr,
+                files,
+                meta: meta.into_iter().chain(rmeta_in_rlib).collect(),
+            });
+            (read, reading.read())
+        })
     };
     let (cache, stats, explain) = (
         context.cache.clone(),
@@ -305,15 +304,26 @@ pub(super) async fn compile(
                 ..entry.clone()
             })
         };
-        let (sources, observed) = match read_inputs.await {
-            Ok(Ok(read)) => read,
-            Ok(Err(why)) => {
-                not_stored(&stats, &crate_name, &why);
-                publish(leader, &result, || shared(&entry));
+        let (entry, inputs) = match read_inputs.await {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::warn!("reading {crate_name}'s outputs and inputs failed: {e}");
+                publish(leader, &result, || None);
                 return;
             }
-            Err(e) => {
-                tracing::warn!("working out what {crate_name} read failed: {e}");
+        };
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(why) => {
+                not_stored(&stats, &crate_name, &why);
+                publish(leader, &result, || None);
+                return;
+            }
+        };
+        let (sources, observed) = match inputs {
+            Ok(read) => read,
+            Err(why) => {
+                not_stored(&stats, &crate_name, &why);
                 publish(leader, &result, || shared(&entry));
                 return;
             }
@@ -464,29 +474,6 @@ async fn lookup(
     Ok(None)
 }
 
-/// Split debuginfo that this compile wrote: `<stem>.dwp` (packed) and
-/// `<stem>.<cgu>.rcgu.dwo` files (unpacked), whose names rustc picks per codegen unit.
-fn split_debuginfo_files(out_dir: &Path, stem: &str, since: SystemTime) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(out_dir) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = entries
-        .flatten()
-        .filter(|e| {
-            e.metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|m| m >= since)
-        })
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| {
-            n == &format!("{stem}.dwp")
-                || (n.starts_with(&format!("{stem}.")) && n.ends_with(".dwo"))
-        })
-        .collect();
-    names.sort();
-    names
-}
-
 /// What the observed compile read beyond its dep-info, as variant parts: files (and the
 /// programs it ran) with content hashes, variables, absent paths; paths under `cwd`
 /// relative. A file stamped after the compile started makes the result unsafe to store.
@@ -531,46 +518,6 @@ struct ObservedParts {
     files: FileDigests,
     env: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     absent: Vec<Vec<u8>>,
-}
-
-/// A compile's outputs to store, its parsed dep-info, and the entry fact of a `.rmeta`
-/// stored as a reference into the `.rlib` (see [`rmeta`]).
-type ReadOutputs = (Vec<StoredFile>, depfile::DepFile, Option<(String, Vec<u8>)>);
-
-/// Reads a successful compile's outputs (the `.rmeta` emptied where it is a slice of the
-/// `.rlib`), and parses the dep-info among them.
-fn read_outputs(
-    out_dir: &Path,
-    outputs: &[String],
-    depinfo_name: &str,
-    compile_start: SystemTime,
-) -> Result<ReadOutputs, NotStored> {
-    let mut files = Vec::new();
-    let mut depinfo_text = None;
-    let stem = depinfo_name.trim_end_matches(".d");
-    // A little slack: these are outputs, and a stale one is only one written just before.
-    let since = compile_start - std::time::Duration::from_millis(50);
-    let split = split_debuginfo_files(out_dir, stem, since);
-    for name in outputs.iter().chain(&split) {
-        let path = out_dir.join(name);
-        let unreadable = |e| NotStored::Unreadable(path.clone(), e);
-        let data = read_regular(&path).map_err(unreadable)?;
-        let mode = std::fs::metadata(&path)
-            .map_err(unreadable)?
-            .permissions()
-            .mode();
-        if name == depinfo_name {
-            depinfo_text = Some(String::from_utf8_lossy(&data).into_owned());
-        }
-        files.push(StoredFile {
-            role: name.clone(),
-            executable: mode & 0o111 != 0,
-            data,
-        });
-    }
-    let depinfo = depfile::parse(&depinfo_text.ok_or(NotStored::NoDepInfo)?);
-    let rmeta_in_rlib = rmeta::share(&mut files);
-    Ok((files, depinfo, rmeta_in_rlib))
 }
 
 /// The files a compile may write into its out-dir: its outputs by name, and split debug
@@ -653,6 +600,7 @@ pub(super) fn rewrite_out_dir(data: &[u8], old: &[u8], new: &Path) -> Vec<u8> {
 #[cfg(test)]
 mod planted_entries {
     use super::*;
+    use crate::cache::StoredFile;
 
     fn entry(names: &[&str]) -> CacheEntry {
         CacheEntry {
