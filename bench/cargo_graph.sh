@@ -6,7 +6,8 @@
 #
 # Usage: RUNS=5 bench/cargo_graph.sh   (needs: scripts/build-release; cargo install sccache)
 # RUNS cold builds each way (default 1), plain and cachet in turn; a cold cachet build is
-# timed up to the end of `cachet --flush` (its cache writes done); medians and spreads.
+# timed up to the end of `cachet --flush` (its cache writes done); medians and spreads, and
+# the server's own CPU time per cold build.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cachet="$root/target/dist/cachet"
@@ -37,7 +38,21 @@ build() { # label, then env assignments for cargo; a cold cachet build waits for
     end=$(now)
     wall[$label]=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }')
     runs_of[$label]="${runs_of[$label]:-} ${wall[$label]}"
-    printf '%-14s %8s s\n' "$label" "${wall[$label]}"
+    local cpu=""
+    if [ "$label" = cachet-cold ]; then
+        # The server's own CPU time (user + system) over this build, its compilers not
+        # counted: steadier than wall time on a machine whose speed drifts.
+        cpu=$(server_cpu)
+        runs_of[server-cpu]="${runs_of[server-cpu]:-} $cpu"
+        cpu="  (server CPU $cpu s)"
+    fi
+    printf '%-14s %8s s%s\n' "$label" "${wall[$label]}" "$cpu"
+}
+# The running server's CPU time so far (seconds), from /proc/PID/stat.
+server_cpu() {
+    local pid
+    pid=$("$cachet" --show-stats --json | awk -F: '/"server_pid"/{gsub(/[ ,]/,"",$2); print $2; exit}')
+    awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$pid/stat"
 }
 # Median and spread (min-max) of a label's runs.
 summary() {
@@ -89,6 +104,8 @@ read -r cold_med cold_min cold_max <<<"$(summary cachet-cold)"
 echo "cold, $runs run(s) each: plain median $plain_med s ($plain_min-$plain_max)," \
     "cachet (build + flush) median $cold_med s ($cold_min-$cold_max)"
 echo "cachet cold / plain cold (medians): $(ratio "$cold_med" "$plain_med")"
+read -r cpu_med cpu_min cpu_max <<<"$(summary server-cpu)"
+echo "cachet server CPU per cold build:   median $cpu_med s ($cpu_min-$cpu_max)"
 echo "cachet warm / plain cold:           $(ratio "${wall[cachet-warm]}" "$plain_med")"
 if [ -n "$sccache" ]; then
     echo "cachet warm / sccache warm: $(ratio "${wall[cachet-warm]}" "${wall[sccache-warm]}")"
