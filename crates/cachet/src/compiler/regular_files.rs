@@ -79,7 +79,12 @@ pub fn check_output_path(path: &Path) -> Result<(), SpecialOutput> {
 /// a symlink, never blocks on a FIFO.
 pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
     let (mut file, meta) = open_regular(path)?;
-    let mut data = Vec::with_capacity(meta.len() as usize);
+    read_whole(&mut file, meta.len())
+}
+
+/// The rest of `file`, `len` bytes expected (the buffer's first capacity).
+pub fn read_whole(file: &mut File, len: u64) -> io::Result<Vec<u8>> {
+    let mut data = Vec::with_capacity(len as usize);
     file.read_to_end(&mut data)?;
     Ok(data)
 }

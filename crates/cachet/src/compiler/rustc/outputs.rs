@@ -12,7 +12,6 @@
 //! output is not stored.
 
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,7 +21,7 @@ use super::rmeta;
 use crate::cache::StoredFile;
 use crate::compiler::depfile;
 use crate::compiler::manifest::NotStored;
-use crate::compiler::regular_files::open_regular;
+use crate::compiler::regular_files::{open_regular, read_whole};
 
 /// Outputs of at most this many bytes are read when the compile ends.
 const READ_AT_ONCE: u64 = 64 << 10;
@@ -127,8 +126,7 @@ fn open_counted(
                 _held: held,
             },
             None => {
-                let mut data = Vec::with_capacity(meta.len() as usize);
-                file.read_to_end(&mut data).map_err(unreadable)?;
+                let data = read_whole(&mut file, meta.len()).map_err(unreadable)?;
                 if name == depinfo_name {
                     depinfo_text = Some(String::from_utf8_lossy(&data).into_owned());
                 }
@@ -182,8 +180,7 @@ impl Opened {
                     ..
                 } => {
                     let unreadable = |e| NotStored::Unreadable(opened.path.clone(), e);
-                    let mut data = Vec::with_capacity(len as usize);
-                    file.read_to_end(&mut data).map_err(unreadable)?;
+                    let data = read_whole(&mut file, len).map_err(unreadable)?;
                     let meta = file.metadata().map_err(unreadable)?;
                     if data.len() as u64 != len
                         || meta.len() != len
