@@ -244,15 +244,12 @@ fn run_child(
     // `write_before_exec`).
     unsafe {
         command.pre_exec(move || {
-            if let Some(procs) = &procs {
-                child::write_before_exec(procs, b"0");
-            }
             child::write_before_exec(c"/proc/self/oom_score_adj", &adj);
             Ok(())
         });
     }
     let pid = command.spawn()?.id() as i32;
-    let (status, max_rss) = child::reap(pid)?;
+    let (status, max_rss) = child::reap_in_group(pid, procs.as_deref())?;
     Ok((
         exit_of(std::process::ExitStatus::from_raw(status)),
         Some(max_rss),

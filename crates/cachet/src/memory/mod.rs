@@ -66,7 +66,8 @@ pub struct Settings {
 /// How peaks are measured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Measure {
-    /// A cgroup per compile: the whole process tree.
+    /// A cgroup per compile: the whole process tree (from the moment it is moved in, just
+    /// after it starts), or its largest process where that is more.
     Cgroup(Version),
     /// `wait4`'s `ru_maxrss`: the largest single process, a lower bound; the reason no
     /// cgroup could be had.
@@ -461,7 +462,8 @@ impl OomWatch {
 /// What a finished compile's admission learned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Measured {
-    /// The peak (bytes): the group's, else the largest process's.
+    /// The peak (bytes): the larger of the group's and the largest process's, else the
+    /// largest process's.
     pub peak: Option<u64>,
     /// Whether the OOM killer took a process of the compile (or, without a cgroup, any
     /// process on the host while it ran).
@@ -503,7 +505,12 @@ impl Permit {
     /// and says whether the OOM killer struck. The admission itself ends on drop.
     pub fn finish(&self, max_rss: Option<u64>) -> Measured {
         self.memory.sample();
-        let peak = self.group.as_ref().and_then(|g| g.peak()).or(max_rss);
+        // The group's peak misses what the compile allocated before it was moved in (see
+        // `reap_in_group`); its largest process's covers that.
+        let peak = match (self.group.as_ref().and_then(|g| g.peak()), max_rss) {
+            (Some(group), Some(largest)) => Some(group.max(largest)),
+            (group, largest) => group.or(largest),
+        };
         let oom_killed = self.oom_killed();
         if oom_killed {
             self.memory.stats.update(|c| c.oom_kills += 1);

@@ -42,7 +42,8 @@ pub struct CommandSpec {
     /// The compile's memory slot: set for a real compile, which then waits for memory
     /// admission; None for probes and the preprocessor runs of the hit path.
     pub memory: Option<Slot>,
-    /// A cgroup's `cgroup.procs` that the child joins before exec (set by the launcher).
+    /// A cgroup's `cgroup.procs` that the child is moved into once it runs (set by the
+    /// launcher; see [`child::reap_in_group`]).
     pub cgroup_procs: Option<CString>,
     /// The child's `oom_score_adj` (-1000..=1000), so the OOM killer takes a retryable
     /// compiler before the build tool or the server.

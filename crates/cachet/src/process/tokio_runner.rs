@@ -11,7 +11,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use super::child::{reap, write_before_exec};
+use super::child::{reap_in_group, write_before_exec};
 use super::{Cancelled, Exit};
 use super::{CommandSpec, OutputChunk, ProcessOutput, ProcessRunner};
 
@@ -91,7 +91,6 @@ impl ProcessRunner for TokioRunner {
             .process_group(0);
         let fds = spec.inherit_fds.clone();
         let umask = spec.umask;
-        let cgroup = spec.cgroup_procs.clone();
         let oom_score_adj = spec.oom_score_adj.map(|adj| adj.to_string().into_bytes());
         // SAFETY: the hook runs in the forked child before exec, where only
         // async-signal-safe calls are allowed: it calls only fcntl, umask, prctl, open,
@@ -110,10 +109,6 @@ impl ProcessRunner for TokioRunner {
                 // If the server dies, the compiler must not go on writing outputs that the
                 // client's fallback compile is also writing.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                // "0" moves the writer itself: the compile's whole tree is in the group.
-                if let Some(procs) = &cgroup {
-                    write_before_exec(procs, b"0");
-                }
                 if let Some(adj) = &oom_score_adj {
                     write_before_exec(c"/proc/self/oom_score_adj", adj);
                 }
@@ -129,7 +124,9 @@ impl ProcessRunner for TokioRunner {
         let stderr = child.stderr.take().expect("stderr is piped");
         // The std child is never waited on through std: `reap` does it, with its rusage.
         drop(child);
-        let mut reaper = tokio::task::spawn_blocking(move || reap(pid));
+        // Into its cgroup once it runs, on the thread that reaps it (see `reap_in_group`).
+        let cgroup = spec.cgroup_procs.clone();
+        let mut reaper = tokio::task::spawn_blocking(move || reap_in_group(pid, cgroup.as_deref()));
         if let Some(stream) = &stream {
             let _ = stream.send(OutputChunk::Started(pid as u32));
         }
