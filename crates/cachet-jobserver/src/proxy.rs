@@ -134,6 +134,7 @@ impl Proxy {
         let mut report = ProxyReport::default();
         let mut wait = TICK;
         let mut last = Instant::now();
+        let mut reader = None;
         tokio::pin!(done);
         let output = loop {
             tokio::select! {
@@ -147,7 +148,9 @@ impl Proxy {
             report.granted += (now - last) * grants.len() as u32;
             last = now;
             // Before the child is known to run, nobody can be waiting.
-            let demand = child().map_or(Demand::Idle, |pid| waiting_on(pid, self.inode));
+            let demand = child().map_or(Demand::Idle, |pid| {
+                waiting_on_hinted(pid, self.inode, &mut reader)
+            });
             let wanted = match demand {
                 Demand::Waiting | Demand::Unknown => 1,
                 Demand::Idle => 0,
@@ -205,12 +208,28 @@ fn take_from_every(levels: &[Jobserver]) -> Option<Vec<Token>> {
 /// number in a `pipe:[INODE]` link). Linux only: reads `/proc/PID/task/*/syscall` and
 /// follows `children`; [`Demand::Unknown`] where none of that can be read.
 pub fn waiting_on(pid: u32, inode: u64) -> Demand {
+    waiting_on_hinted(pid, inode, &mut None)
+}
+
+/// [`waiting_on`], looking first at the thread that `reader` says was found reading last
+/// time (process, thread), and keeping there the one found now. A child that wants a token
+/// no pool has keeps one thread blocked on the pipe for long: that thread alone is looked
+/// at then, not every thread of the tree (rustc runs a dozen).
+fn waiting_on_hinted(pid: u32, inode: u64, reader: &mut Option<(u32, u32)>) -> Demand {
     // A child already reaped wants nothing. Without this, the moment between its exit and
     // the end of the serve loop read as Unknown, and a token was granted to nobody.
     if gone(pid) {
         return Demand::Idle;
     }
     let target = format!("pipe:[{inode}]");
+    // A thread id is listed under its own process only, and the fd's link names our pipe:
+    // a reused id cannot pass for the reader.
+    if let Some((process, thread)) = *reader
+        && reads_pipe(process, thread, &target) == Some(true)
+    {
+        return Demand::Waiting;
+    }
+    *reader = None;
     let mut looked = false;
     let mut stack = vec![pid];
     while let Some(pid) = stack.pop() {
@@ -219,18 +238,16 @@ pub fn waiting_on(pid: u32, inode: u64) -> Demand {
         };
         for task in tasks.flatten() {
             let dir = task.path();
-            if let Ok(syscall) = std::fs::read_to_string(dir.join("syscall")) {
+            let thread = task
+                .file_name()
+                .to_str()
+                .and_then(|t| t.parse::<u32>().ok());
+            if let Some(thread) = thread
+                && let Some(reading) = reads_pipe(pid, thread, &target)
+            {
                 looked = true;
-                let mut words = syscall.split_whitespace();
-                let nr = words.next().and_then(|w| w.parse::<i64>().ok());
-                let fd = words
-                    .next()
-                    .and_then(|w| i64::from_str_radix(w.trim_start_matches("0x"), 16).ok());
-                if nr == Some(READ_SYSCALL)
-                    && let Some(fd) = fd
-                    && std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
-                        .is_ok_and(|link| link.as_os_str() == target.as_str())
-                {
+                if reading {
+                    *reader = Some((pid, thread));
                     return Demand::Waiting;
                 }
             }
@@ -248,6 +265,24 @@ pub fn waiting_on(pid: u32, inode: u64) -> Demand {
     } else {
         Demand::Unknown
     }
+}
+
+/// Whether thread `thread` of process `pid` is blocked in read(2) on an fd whose link is
+/// `target`; None when its syscall cannot be read (gone, or not ours to look at).
+fn reads_pipe(pid: u32, thread: u32, target: &str) -> Option<bool> {
+    let syscall = std::fs::read_to_string(format!("/proc/{pid}/task/{thread}/syscall")).ok()?;
+    let mut words = syscall.split_whitespace();
+    let nr = words.next().and_then(|w| w.parse::<i64>().ok());
+    let fd = words
+        .next()
+        .and_then(|w| i64::from_str_radix(w.trim_start_matches("0x"), 16).ok());
+    Some(
+        nr == Some(READ_SYSCALL)
+            && fd.is_some_and(|fd| {
+                std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+                    .is_ok_and(|link| link.as_os_str() == target)
+            }),
+    )
 }
 
 /// Whether `pid` has exited and been reaped: `/proc` is there, its entry is not.
@@ -278,5 +313,32 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(demand, Demand::Idle);
+    }
+
+    #[test]
+    fn the_reader_found_once_is_looked_at_first_then_forgotten_when_it_stops() {
+        let (read, write) = rustix::pipe::pipe().unwrap();
+        let inode = rustix::fs::fstat(&read).unwrap().st_ino;
+        // `head -c1` blocks in read(2) on its stdin, the pipe's read end.
+        let mut child = std::process::Command::new("head")
+            .args(["-c", "1"])
+            .stdin(std::process::Stdio::from(read))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut reader = None;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while waiting_on_hinted(pid, inode, &mut reader) != Demand::Waiting {
+            assert!(Instant::now() < deadline, "head never read the pipe");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(reader, Some((pid, pid)));
+        assert_eq!(waiting_on_hinted(pid, inode, &mut reader), Demand::Waiting);
+        // Another pipe: the reader seen does not read that one.
+        assert_eq!(waiting_on_hinted(pid, inode + 1, &mut reader), Demand::Idle);
+        assert_eq!(reader, None);
+        rustix::io::write(&write, &[TOKEN_BYTE]).unwrap();
+        child.wait().unwrap();
     }
 }

@@ -69,7 +69,11 @@ pub(super) async fn compile(
         args::Parsed::NotCacheable {
             crate_types,
             reason,
-        } => return Ok(uncacheable(context, &crate_types, reason.into())),
+        } => {
+            // cargo's `rustc -vV` and `--print` probes come before a build's first compile.
+            toolchains.prewarm_libs(&toolchain, context.hashes.clone());
+            return Ok(uncacheable(context, &crate_types, reason.into()));
+        }
     };
     let types = &args.crate_types;
     if !args.emit.contains(&Emit::DepInfo) {
