@@ -76,15 +76,28 @@ struct Inner {
     /// in this process are served in the order they came.
     gate: tokio::sync::Mutex<()>,
     counters: stats::Counters,
-    /// Set for a pool made as a fifo; removed from disk when the pool goes.
+    /// Set for a pool made as a fifo; removed from disk when the pool goes, unless the path
+    /// names another file by then (a later server's): see `fifo_file`.
     fifo: Option<std::path::PathBuf>,
+    /// The fifo's (device, inode) as made.
+    fifo_file: Option<(u64, u64)>,
     /// Set for someone else's fifo that we joined; never removed by us.
     joined_fifo: Option<std::path::PathBuf>,
 }
 
+/// Which file `path` names now (device, inode), if any.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(path) = &self.fifo {
+        if let Some(path) = &self.fifo
+            && file_id(path) == self.fifo_file
+        {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -186,6 +199,7 @@ impl Jobserver {
                 gate: tokio::sync::Mutex::new(()),
                 counters: stats::Counters::default(),
                 fifo: None,
+                fifo_file: None,
                 joined_fifo: None,
             }),
         })
@@ -193,7 +207,9 @@ impl Jobserver {
 
     fn wrap_fifo(pipe: pipe::Pipe, capacity: usize, path: &Path) -> io::Result<Self> {
         let mut pool = Self::wrap(pipe, capacity)?;
-        Arc::get_mut(&mut pool.inner).expect("fresh").fifo = Some(path.to_owned());
+        let inner = Arc::get_mut(&mut pool.inner).expect("fresh");
+        inner.fifo = Some(path.to_owned());
+        inner.fifo_file = file_id(path);
         Ok(pool)
     }
 
@@ -417,6 +433,19 @@ mod tests {
         assert_eq!(Jobserver::new(MAX_TOKENS).unwrap().capacity(), MAX_TOKENS);
         drop(_guard);
         assert!(Jobserver::new(1).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_pool_going_leaves_a_later_pool_at_its_path_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobserver.fifo");
+        let first = Jobserver::new_fifo(1, &path).unwrap();
+        // A later server makes its own fifo at the same path while the first still goes.
+        let second = Jobserver::new_fifo(1, &path).unwrap();
+        drop(first);
+        assert!(path.exists(), "the first pool removed the second's fifo");
+        drop(second);
+        assert!(!path.exists());
     }
 
     #[tokio::test]

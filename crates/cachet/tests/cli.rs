@@ -405,3 +405,32 @@ fn stop_server_with_show_stats_leaves_no_server() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(!env.socket().exists(), "a server was started again");
 }
+
+/// A server whose socket was removed (by hand, or by a process that took it for a stale
+/// one) stops, so that the next client starts a server rather than falling back to direct
+/// compiles for as long as the old one would hold the lock.
+#[test]
+fn a_server_whose_socket_was_removed_stops_and_the_next_client_starts_one() {
+    let env = Env::new();
+    env.ok(&["--start-server"]);
+    let old = env.stats()["server_pid"].as_u64().unwrap();
+    let socket = std::fs::read_dir(&env.runtime_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "sock"))
+        .expect("the server's socket");
+    std::fs::remove_file(&socket).unwrap();
+    // Gone, or a zombie nobody reaps (the server runs detached).
+    wait_for("the old server to stop", || {
+        std::fs::read_to_string(format!("/proc/{old}/stat")).map_or(true, |s| {
+            s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z'))
+        })
+    });
+    env.write("a.c", "int a(void) { return 1; }\n");
+    env.ok(&["gcc", "-c", "a.c", "-o", "a.o"]);
+    let stats = env.stats();
+    assert_ne!(stats["server_pid"].as_u64().unwrap(), old);
+    assert_eq!(stats["counters"]["cache_misses"], 1, "{stats}");
+    env.ok(&["--stop-server"]);
+}

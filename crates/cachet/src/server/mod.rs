@@ -9,6 +9,7 @@ mod connection;
 mod explain;
 mod listener;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -345,11 +346,27 @@ fn levels(
     levels
 }
 
+/// Which file a path names (device, inode): the socket this server bound, told from one
+/// another server bound at the same path later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SocketFile(u64, u64);
+
+impl SocketFile {
+    /// The file at `path` now; None when there is none.
+    fn of(path: &Path) -> Option<SocketFile> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| SocketFile(m.dev(), m.ino()))
+    }
+}
+
 async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
     let address = runtime.socket()?;
     // We hold the server lock, so a socket file left here belongs to a dead server.
     let _ = std::fs::remove_file(address.real_path());
     let listener = listener::bind(address.connect_path())?;
+    let bound = SocketFile::of(address.real_path());
     let fd_limit = fd_limit::raise();
 
     let fault = std::env::var(FAULT_VAR)
@@ -465,6 +482,17 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
             },
             _ = server.shutdown.cancelled() => break,
             _ = tick.tick() => {
+                // Clients find us by the socket's path only: with it gone (removed by hand,
+                // or by a process that took it for a stale one), every compile would fall
+                // back to a direct one while we hold the lock that keeps a new server from
+                // starting. Stop, so the next client starts one.
+                if bound.is_some() && SocketFile::of(address.real_path()) != bound {
+                    tracing::warn!(
+                        "the socket {} was removed or replaced; stopping so that the next client starts a server",
+                        address.real_path().display()
+                    );
+                    break;
+                }
                 let timeout = server.config.idle_timeout;
                 if !timeout.is_zero() && server.idle_for().is_some_and(|idle| idle >= timeout) {
                     tracing::info!("idle for {timeout:?}; exiting");
@@ -476,7 +504,10 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
 
     // Stop taking work: no new client can reach us, and running compiles finish.
     drop(listener);
-    let _ = std::fs::remove_file(address.real_path());
+    // Only our own socket: a path that now names another server's is left to it.
+    if bound.is_some() && SocketFile::of(address.real_path()) == bound {
+        let _ = std::fs::remove_file(address.real_path());
+    }
     // Never exit under a running compile, nor under a request still coming in; but a
     // connection with no compile running that stays open past IDLE_CONNECTION_LIMIT is
     // not waited for: the socket is gone already, and a server that waits forever holds
