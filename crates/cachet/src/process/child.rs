@@ -1,4 +1,4 @@
-//! Two steps of running a child that the server's runner and the client's own run of a
+//! The steps of running a child that the server's runner and the client's own run of a
 //! compiler (under the server's admission) share.
 
 use std::ffi::CStr;
@@ -66,7 +66,7 @@ pub fn reap_in_group(pid: i32, procs: Option<&CStr>) -> io::Result<(i32, u64)> {
 
 /// `pid` and its descendants, parents first, as `/proc/PID/task/*/children` lists them
 /// (Linux 3.5+ with CONFIG_PROC_CHILDREN); just `pid` where those cannot be read.
-pub fn tree(pid: u32) -> Vec<u32> {
+fn tree(pid: u32) -> Vec<u32> {
     let mut found = vec![pid];
     let mut next = 0;
     while let Some(&parent) = found.get(next) {
@@ -131,7 +131,7 @@ mod tests {
     }
 
     #[test]
-    fn reaping_in_a_group_writes_each_member_and_reaps() {
+    fn reaping_in_a_group_writes_the_child_into_it_then_reaps_it() {
         let dir = tempfile::tempdir().unwrap();
         // A plain file stands in for `cgroup.procs`: it keeps the last pid written.
         let procs = dir.path().join("cgroup.procs");
