@@ -72,6 +72,12 @@ impl RuntimeDir {
         self.dir.join("start.lock")
     }
 
+    /// The content hashes a stopping server saved for the next one (see
+    /// `compiler::file_hashes`); shared by servers of every protocol version.
+    pub(crate) fn file_hashes(&self) -> PathBuf {
+        self.dir.join("file-hashes")
+    }
+
     /// The server's jobserver pool, as a fifo other tools can join by path.
     pub(crate) fn jobserver_fifo(&self) -> PathBuf {
         self.dir.join(format!("jobserver-v{PROTOCOL_VERSION}.fifo"))

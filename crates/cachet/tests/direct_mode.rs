@@ -29,13 +29,26 @@ fn same_as_plain(env: &Env, args: &[&str], object: &str) {
     );
 }
 
-#[test]
-fn hits_need_no_preprocessor_and_a_touch_changes_nothing() {
-    let env = Env::new();
+/// `a.c` including `inc/x.h`, both settled; the arguments that compile it to `a.o`.
+fn source_with_a_header(env: &Env) -> [&'static str; 5] {
     env.write("inc/x.h", "#define X 1\n");
     env.write("a.c", "#include \"x.h\"\nint a(void) { return X; }\n");
     age_all(&env.work);
-    let args = ["-c", "a.c", "-Iinc", "-o", "a.o"];
+    ["-c", "a.c", "-Iinc", "-o", "a.o"]
+}
+
+/// Edits the header of [`source_with_a_header`]: a miss that gives gcc's object.
+fn edit_the_header(env: &Env, args: &[&str]) {
+    env.write("inc/x.h", "#define X 2\n");
+    age_all(&env.work);
+    assert_eq!(outcome(env, args).0, "miss");
+    same_as_plain(env, &["-c", "a.c", "-Iinc"], "a.o");
+}
+
+#[test]
+fn hits_need_no_preprocessor_and_a_touch_changes_nothing() {
+    let env = Env::new();
+    let args = source_with_a_header(&env);
     assert_eq!(outcome(&env, &args).0, "miss");
     assert_eq!(outcome(&env, &args).0, "direct hit");
     // A touch that changes no content stays a hit.
@@ -47,10 +60,30 @@ fn hits_need_no_preprocessor_and_a_touch_changes_nothing() {
         .unwrap();
     assert_eq!(outcome(&env, &args).0, "direct hit");
     // An edit is a miss, and gives gcc's object.
-    env.write("inc/x.h", "#define X 2\n");
-    age_all(&env.work);
+    edit_the_header(&env, &args);
+}
+
+#[test]
+fn a_restarted_server_starts_from_the_file_hashes_the_last_one_saved() {
+    let env = Env::new();
+    let args = source_with_a_header(&env);
     assert_eq!(outcome(&env, &args).0, "miss");
-    same_as_plain(&env, &["-c", "a.c", "-Iinc"], "a.o");
+    env.stop();
+    // The next server remembers the source and the header without hashing them.
+    let stats = env.stats();
+    assert!(
+        stats["cache"]["file_hashes_remembered"].as_u64().unwrap() >= 2,
+        "{stats}"
+    );
+    assert_eq!(outcome(&env, &args).0, "direct hit");
+    let stats = env.stats();
+    assert!(
+        stats["cache"]["file_hash_hits"].as_u64().unwrap() >= 2,
+        "{stats}"
+    );
+    // An edit meanwhile is seen: the saved hash no longer holds.
+    env.stop();
+    edit_the_header(&env, &args);
 }
 
 #[test]

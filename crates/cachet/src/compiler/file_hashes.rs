@@ -4,13 +4,37 @@
 //! files that were settled when they were hashed, so an edit within the same tick is never
 //! missed. Memory is
 //! bounded: past `capacity` entries, the least recently used half is dropped.
+//!
+//! A stopping server saves them in its runtime dir ([`FileHashes::save`]) and the next one
+//! starts from them ([`FileHashes::load`]), as ccache's inode cache does: a sysroot alone
+//! is about 500 MB to hash again (0.3 CPU-s here) each time a server starts. The stamp
+//! holds the device and inode numbers, which name a file on this machine only; the runtime
+//! dir is this machine's.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use serde::{Deserialize, Serialize};
+
 use super::stamp::FileStamp;
+
+/// What a saved file of hashes starts with: the format's name and version.
+const SAVED_MAGIC: &[u8; 16] = b"cachet-hashes-1\n";
+
+/// The largest saved file read back (bytes): 100,000 entries of long paths fit well within.
+const SAVED_LIMIT: u64 = 64 << 20;
+
+/// One remembered hash as saved: the path's bytes, the stamp it holds for, the hash.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    path: Vec<u8>,
+    stamp: FileStamp,
+    hash: [u8; 32],
+}
 
 struct Slot {
     stamp: FileStamp,
@@ -37,9 +61,12 @@ struct Inner {
     stats: FileHashStats,
 }
 
+/// How many files' hashes a server remembers.
+pub const DEFAULT_CAPACITY: usize = 100_000;
+
 impl Default for FileHashes {
     fn default() -> Self {
-        FileHashes::new(100_000)
+        FileHashes::new(DEFAULT_CAPACITY)
     }
 }
 
@@ -85,6 +112,71 @@ impl FileHashes {
         Ok(hash)
     }
 
+    /// A memo of `capacity` entries that starts with the hashes saved at `path` by
+    /// [`FileHashes::save`]. A missing file starts it empty; so does one that is damaged,
+    /// too large or of another format, with a warning (a memo loses nothing by starting
+    /// empty: each file is hashed again when asked for).
+    pub fn load(path: &Path, capacity: usize) -> FileHashes {
+        let hashes = FileHashes::new(capacity);
+        match read_saved(path) {
+            Ok(Some(saved)) => {
+                let mut inner = hashes.inner.lock().unwrap();
+                // Saved least recently used first: the order gives back their ages.
+                for (at, one) in saved
+                    .into_iter()
+                    .rev()
+                    .take(hashes.capacity)
+                    .rev()
+                    .enumerate()
+                {
+                    let slot = Slot {
+                        stamp: one.stamp,
+                        hash: blake3::Hash::from(one.hash),
+                        used: at as u64 + 1,
+                    };
+                    inner
+                        .slots
+                        .insert(PathBuf::from(OsString::from_vec(one.path)), slot);
+                }
+                inner.clock = inner.slots.len() as u64;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                "not using the file hashes saved in {}: {e}; hashing files afresh",
+                path.display()
+            ),
+        }
+        hashes
+    }
+
+    /// Writes every remembered hash to `path` (whole or not at all), least recently used
+    /// first, for [`FileHashes::load`]. Errors: the file could not be written.
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        let mut saved: Vec<(u64, Saved)> = {
+            let inner = self.inner.lock().unwrap();
+            inner
+                .slots
+                .iter()
+                .map(|(path, slot)| {
+                    let one = Saved {
+                        path: path.as_os_str().as_encoded_bytes().to_vec(),
+                        stamp: slot.stamp,
+                        hash: *slot.hash.as_bytes(),
+                    };
+                    (slot.used, one)
+                })
+                .collect()
+        };
+        saved.sort_by_key(|(used, _)| *used);
+        let saved: Vec<Saved> = saved.into_iter().map(|(_, one)| one).collect();
+        let payload = postcard::to_stdvec(&saved).map_err(io::Error::other)?;
+        let mut bytes = Vec::with_capacity(SAVED_MAGIC.len() + 32 + payload.len());
+        bytes.extend_from_slice(SAVED_MAGIC);
+        bytes.extend_from_slice(blake3::hash(&payload).as_bytes());
+        bytes.extend_from_slice(&payload);
+        crate::paths::write_atomically(path, &bytes)
+    }
+
     pub fn stats(&self) -> FileHashStats {
         let inner = self.inner.lock().unwrap();
         FileHashStats {
@@ -106,6 +198,34 @@ pub fn hash_file(path: &Path) -> io::Result<blake3::Hash> {
         }
         hasher.update(&buf[..n]);
     }
+}
+
+/// The entries saved at `path`; None when there is no such file. Errors: unreadable,
+/// too large, another format, or damaged (its checksum does not match).
+fn read_saved(path: &Path) -> io::Result<Option<Vec<Saved>>> {
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    file.take(SAVED_LIMIT + 1).read_to_end(&mut bytes)?;
+    let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_owned());
+    if bytes.len() as u64 > SAVED_LIMIT {
+        return Err(invalid("larger than 64 MiB"));
+    }
+    let Some(rest) = bytes.strip_prefix(SAVED_MAGIC.as_slice()) else {
+        return Err(invalid("not a file of hashes of this version"));
+    };
+    if rest.len() < 32 {
+        return Err(invalid("truncated"));
+    }
+    let (sum, payload) = rest.split_at(32);
+    if blake3::hash(payload).as_bytes() != sum {
+        return Err(invalid("its checksum does not match"));
+    }
+    let saved = postcard::from_bytes(payload).map_err(|e| invalid(&e.to_string()))?;
+    Ok(Some(saved))
 }
 
 fn evict_half(slots: &mut HashMap<PathBuf, Slot>) {
@@ -153,6 +273,93 @@ mod tests {
         age(&other, 10);
         std::fs::rename(&other, &file).unwrap();
         assert_eq!(hashes.hash(&file).unwrap(), blake3::hash(b"six"));
+    }
+
+    #[test]
+    fn saved_hashes_serve_a_new_memo_while_their_files_are_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (kept, edited) = (dir.path().join("kept.rs"), dir.path().join("edited.rs"));
+        std::fs::write(&kept, "kept").unwrap();
+        std::fs::write(&edited, "before").unwrap();
+        age(&kept, 10);
+        age(&edited, 10);
+        let first = FileHashes::new(10);
+        first.hash(&kept).unwrap();
+        first.hash(&edited).unwrap();
+        let saved = dir.path().join("run/file-hashes");
+        first.save(&saved).unwrap();
+
+        std::fs::write(&edited, "after!").unwrap();
+        age(&edited, 10);
+        let next = FileHashes::load(&saved, 10);
+        assert_eq!(next.stats().entries, 2);
+        assert_eq!(next.hash(&kept).unwrap(), blake3::hash(b"kept"));
+        assert_eq!(
+            next.stats().hits,
+            1,
+            "the unchanged file came from the saved hashes"
+        );
+        assert_eq!(next.hash(&edited).unwrap(), blake3::hash(b"after!"));
+        assert_eq!(next.stats().hits, 1, "the edited file was hashed again");
+    }
+
+    #[test]
+    fn a_memo_keeps_the_most_recently_used_of_more_saved_hashes_than_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<PathBuf> = (0..6).map(|i| dir.path().join(format!("f{i}"))).collect();
+        let big = FileHashes::new(10);
+        for (i, file) in files.iter().enumerate() {
+            std::fs::write(file, format!("{i}")).unwrap();
+            age(file, 10);
+            big.hash(file).unwrap();
+        }
+        let saved = dir.path().join("file-hashes");
+        big.save(&saved).unwrap();
+        let small = FileHashes::load(&saved, 3);
+        assert_eq!(small.stats().entries, 3);
+        for file in &files[3..] {
+            small.hash(file).unwrap();
+        }
+        assert_eq!(small.stats().hits, 3, "the three used last were kept");
+    }
+
+    #[test]
+    fn a_missing_damaged_or_foreign_file_of_hashes_starts_an_empty_memo() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.rs");
+        std::fs::write(&file, "a").unwrap();
+        age(&file, 10);
+        let full = FileHashes::new(10);
+        full.hash(&file).unwrap();
+        let saved = dir.path().join("file-hashes");
+        full.save(&saved).unwrap();
+        let good = std::fs::read(&saved).unwrap();
+        assert_eq!(FileHashes::load(&saved, 10).stats().entries, 1);
+
+        let mut flipped = good.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        let mut foreign = good.clone();
+        foreign[14] = b'9';
+        let damaged = [
+            flipped,
+            good[..good.len() - 1].to_vec(),
+            good[..20].to_vec(),
+            foreign,
+            Vec::new(),
+            vec![0xff; 4096],
+        ];
+        for bytes in damaged {
+            std::fs::write(&saved, &bytes).unwrap();
+            let memo = FileHashes::load(&saved, 10);
+            assert_eq!(memo.stats().entries, 0, "{bytes:?}");
+            assert_eq!(memo.hash(&file).unwrap(), blake3::hash(b"a"));
+        }
+        assert_eq!(
+            FileHashes::load(&dir.path().join("none"), 10)
+                .stats()
+                .entries,
+            0
+        );
     }
 
     #[test]

@@ -163,6 +163,22 @@ impl CompileService {
     pub fn file_hash_stats(&self) -> file_hashes::FileHashStats {
         self.context.hashes.stats()
     }
+
+    /// Starts from the file hashes a stopped server saved at `path` (see
+    /// [`file_hashes::FileHashes::load`]).
+    pub fn with_saved_file_hashes(mut self, path: &std::path::Path) -> CompileService {
+        self.context.hashes = Arc::new(file_hashes::FileHashes::load(
+            path,
+            file_hashes::DEFAULT_CAPACITY,
+        ));
+        self
+    }
+
+    /// Saves the file hashes remembered so far at `path`, for the next server. Errors: the
+    /// file could not be written.
+    pub fn save_file_hashes(&self, path: &std::path::Path) -> std::io::Result<()> {
+        self.context.hashes.save(path)
+    }
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ impl From<SystemTime> for FileClock {
 }
 
 /// What identifies one version of a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct FileStamp {
     dev: u64,
     ino: u64,

@@ -429,6 +429,7 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
             .with_interposer(interposer)
             .with_remote(remote)
             .with_probe_dir(runtime.path().to_owned())
+            .with_saved_file_hashes(&runtime.file_hashes())
             .with_explainer(Arc::new(explainer(&config))),
         launcher,
         observation,
@@ -528,6 +529,14 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
     let dropped = server.cache.pending().drain(DRAIN_LIMIT).await;
     if dropped > 0 {
         tracing::warn!("dropped {dropped} cache writes that did not finish in {DRAIN_LIMIT:?}");
+    }
+    // For the next server: it need not hash the toolchain and sources again.
+    let hashes = server.runtime.file_hashes();
+    if let Err(e) = server.compiles.save_file_hashes(&hashes) {
+        tracing::warn!(
+            "could not save the file hashes in {}: {e}",
+            hashes.display()
+        );
     }
     memory.shutdown();
     server.stopped.send_replace(Some(dropped));
