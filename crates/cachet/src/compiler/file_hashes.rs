@@ -34,12 +34,42 @@ struct Saved {
     path: Vec<u8>,
     stamp: FileStamp,
     hash: [u8; 32],
+    time_macros: Option<TimeMacroNames>,
 }
 
 struct Slot {
     stamp: FileStamp,
     hash: blake3::Hash,
+    /// Which time macros the text names, once it was scanned for them.
+    time_macros: Option<TimeMacroNames>,
     used: u64,
+}
+
+/// Which of the predefined time macros a file's text names. Direct mode must not store a
+/// compile whose source or header names one (ccache's rule), so every file a C miss read
+/// is looked at; the answer is remembered with the file's hash, by the same stamp.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeMacroNames {
+    /// `__DATE__` or `__TIME__`.
+    pub date_or_time: bool,
+    /// `__TIMESTAMP__` (the file's mtime).
+    pub timestamp: bool,
+}
+
+impl TimeMacroNames {
+    /// The names in `text`. Hops from underscore to underscore: most text has few.
+    pub fn of(text: &[u8]) -> TimeMacroNames {
+        let mut names = TimeMacroNames::default();
+        for at in memchr::memchr_iter(b'_', text) {
+            let rest = &text[at..];
+            names.date_or_time |= rest.starts_with(b"__DATE__") || rest.starts_with(b"__TIME__");
+            names.timestamp |= rest.starts_with(b"__TIMESTAMP__");
+            if names.date_or_time && names.timestamp {
+                break;
+            }
+        }
+        names
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -82,34 +112,75 @@ impl FileHashes {
     pub fn hash(&self, path: &Path) -> io::Result<blake3::Hash> {
         let meta = std::fs::metadata(path)?;
         let stamp = FileStamp::of(&meta);
-        {
-            let mut inner = self.inner.lock().unwrap();
-            inner.clock += 1;
-            inner.stats.lookups += 1;
-            let clock = inner.clock;
-            if let Some(slot) = inner.slots.get_mut(path)
-                && slot.stamp == stamp
-            {
-                slot.used = clock;
-                let hash = slot.hash;
-                inner.stats.hits += 1;
-                return Ok(hash);
-            }
+        if let Some((hash, _)) = self.remembered(path, stamp, false) {
+            return Ok(hash);
         }
         let hash = hash_file(path)?;
-        // Only a file that is settled, and did not change while we read it, is remembered.
-        let after = FileStamp::read(path).ok();
-        if stamp.settled() && after == Some(stamp) {
-            let mut inner = self.inner.lock().unwrap();
-            if inner.slots.len() >= self.capacity {
-                evict_half(&mut inner.slots);
-            }
-            let used = inner.clock;
-            inner
-                .slots
-                .insert(path.to_owned(), Slot { stamp, hash, used });
-        }
+        self.remember(path, stamp, hash, None);
         Ok(hash)
+    }
+
+    /// The blake3 hash of `path`'s contents and the time macros its text names, from one
+    /// read of the whole file (blocking I/O).
+    pub fn hash_and_time_macros(&self, path: &Path) -> io::Result<(blake3::Hash, TimeMacroNames)> {
+        let meta = std::fs::metadata(path)?;
+        let stamp = FileStamp::of(&meta);
+        if let Some((hash, Some(names))) = self.remembered(path, stamp, true) {
+            return Ok((hash, names));
+        }
+        let text = std::fs::read(path)?;
+        let (hash, names) = (blake3::hash(&text), TimeMacroNames::of(&text));
+        self.remember(path, stamp, hash, Some(names));
+        Ok((hash, names))
+    }
+
+    /// What is remembered of `path` at `stamp`; with `scanned`, only a slot that has the
+    /// time macros counts (as a hit).
+    fn remembered(
+        &self,
+        path: &Path,
+        stamp: FileStamp,
+        scanned: bool,
+    ) -> Option<(blake3::Hash, Option<TimeMacroNames>)> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.clock += 1;
+        inner.stats.lookups += 1;
+        let clock = inner.clock;
+        let slot = inner.slots.get_mut(path)?;
+        if slot.stamp != stamp || (scanned && slot.time_macros.is_none()) {
+            return None;
+        }
+        slot.used = clock;
+        let found = (slot.hash, slot.time_macros);
+        inner.stats.hits += 1;
+        Some(found)
+    }
+
+    /// Remembers what was worked out from `path` as it was at `stamp`, if the file is
+    /// settled and did not change while it was read.
+    fn remember(
+        &self,
+        path: &Path,
+        stamp: FileStamp,
+        hash: blake3::Hash,
+        time_macros: Option<TimeMacroNames>,
+    ) {
+        let after = FileStamp::read(path).ok();
+        if !stamp.settled() || after != Some(stamp) {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap();
+        if inner.slots.len() >= self.capacity {
+            evict_half(&mut inner.slots);
+        }
+        let used = inner.clock;
+        let slot = Slot {
+            stamp,
+            hash,
+            time_macros,
+            used,
+        };
+        inner.slots.insert(path.to_owned(), slot);
     }
 
     /// A memo of `capacity` entries that starts with the hashes saved at `path` by
@@ -132,6 +203,7 @@ impl FileHashes {
                     let slot = Slot {
                         stamp: one.stamp,
                         hash: blake3::Hash::from(one.hash),
+                        time_macros: one.time_macros,
                         used: at as u64 + 1,
                     };
                     inner
@@ -162,6 +234,7 @@ impl FileHashes {
                         path: path.as_os_str().as_encoded_bytes().to_vec(),
                         stamp: slot.stamp,
                         hash: *slot.hash.as_bytes(),
+                        time_macros: slot.time_macros,
                     };
                     (slot.used, one)
                 })
@@ -360,6 +433,57 @@ mod tests {
                 .entries,
             0
         );
+    }
+
+    #[test]
+    fn the_time_macros_a_text_names_are_remembered_with_its_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.h");
+        std::fs::write(&file, "#define BUILT __DATE__").unwrap();
+        age(&file, 10);
+        let hashes = FileHashes::new(10);
+        // Hashed alone first: the scan is still to do, and fills the same slot.
+        hashes.hash(&file).unwrap();
+        let (hash, names) = hashes.hash_and_time_macros(&file).unwrap();
+        assert_eq!(hash, blake3::hash(b"#define BUILT __DATE__"));
+        let dated = TimeMacroNames {
+            date_or_time: true,
+            timestamp: false,
+        };
+        assert_eq!(names, dated);
+        assert_eq!(hashes.stats().hits, 0);
+        assert_eq!(hashes.hash_and_time_macros(&file).unwrap().1, dated);
+        assert_eq!(hashes.hash(&file).unwrap(), hash);
+        assert_eq!(hashes.stats().hits, 2);
+
+        // Kept across a save, and an edit is scanned again.
+        let saved = dir.path().join("file-hashes");
+        hashes.save(&saved).unwrap();
+        let next = FileHashes::load(&saved, 10);
+        assert_eq!(next.hash_and_time_macros(&file).unwrap().1, dated);
+        assert_eq!(next.stats().hits, 1);
+        std::fs::write(&file, "const char *s = __TIMESTAMP__;").unwrap();
+        age(&file, 10);
+        let names = next.hash_and_time_macros(&file).unwrap().1;
+        assert_eq!((names.date_or_time, names.timestamp), (false, true));
+    }
+
+    #[test]
+    fn time_macro_names_are_found_anywhere_in_a_text() {
+        let of = |text: &[u8]| {
+            let names = TimeMacroNames::of(text);
+            (names.date_or_time, names.timestamp)
+        };
+        assert_eq!(of(b"__TIME__"), (true, false));
+        assert_eq!(of(b"x __TIMESTAMP__ y __DATE__"), (true, true));
+        assert_eq!(
+            of(b"int __x_DATE; _TIME__ __DATE_ __TIMESTAMP_"),
+            (false, false)
+        );
+        assert_eq!(of(b""), (false, false));
+        let mut long = vec![b'_'; 1 << 20];
+        long.extend_from_slice(b"_TIMESTAMP__");
+        assert_eq!(of(&long), (false, true));
     }
 
     #[test]

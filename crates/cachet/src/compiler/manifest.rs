@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::{Cache, CacheEntry, CacheKey, StoredFile};
 use crate::compiler::basedir::{self, BaseDirs, Maps};
-use crate::compiler::file_hashes::FileHashes;
+use crate::compiler::file_hashes::{FileHashes, TimeMacroNames};
 use crate::compiler::key::KeyHasher;
 use crate::compiler::observe::{self, Observed, variant_path};
 use crate::compiler::stamp;
@@ -329,19 +329,24 @@ pub fn variant_from_observed(
         }
         // A precompiled header names every built-in macro in its tables: the header it
         // was made from is what says whether the time macros are used.
-        if time_macros != TimeMacros::Keyed
-            && is_text
-            && let Some(text_path) = source_text_of(path)
-        {
-            match std::fs::read(&text_path) {
-                Ok(text) if uses_time_macros(&text, time_macros) => {
-                    return Verdict::PreprocessorMode(NotStored::TimeMacros);
-                }
-                Ok(_) => {}
-                Err(e) => return Verdict::Skip(NotStored::Unreadable(path.clone(), e)),
+        let text_path = (time_macros != TimeMacros::Keyed && is_text)
+            .then(|| source_text_of(path))
+            .flatten();
+        // The text is scanned with the hash, in one read, and both are remembered.
+        let scanned = text_path.as_ref().map(|text_path| {
+            hashes
+                .hash_and_time_macros(text_path)
+                .map(|(hash, names)| ((text_path == path).then_some(hash), names))
+        });
+        let hash = match scanned {
+            Some(Ok((_, names))) if uses_time_macros(names, time_macros) => {
+                return Verdict::PreprocessorMode(NotStored::TimeMacros);
             }
-        }
-        match hashes.hash(path) {
+            Some(Ok((Some(hash), _))) => Ok(hash),
+            Some(Err(e)) => Err(e),
+            Some(Ok((None, _))) | None => hashes.hash(path),
+        };
+        match hash {
             Ok(digest) => files.push((based_path(path, cwd, base), *digest.as_bytes())),
             Err(e) => return Verdict::Skip(NotStored::Unreadable(path.clone(), e)),
         }
@@ -469,22 +474,14 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Whether `text` names `__TIMESTAMP__`, or with [`TimeMacros::All`] also `__DATE__` or
-/// `__TIME__`. Hops from underscore to underscore: every header of a miss is scanned, so
-/// this must be fast.
-pub fn uses_time_macros(text: &[u8], which: TimeMacros) -> bool {
-    let all = which == TimeMacros::All;
-    let mut at = 0;
-    while let Some(found) = text[at..].iter().position(|&b| b == b'_') {
-        let rest = &text[at + found..];
-        if (all && (rest.starts_with(b"__DATE__") || rest.starts_with(b"__TIME__")))
-            || rest.starts_with(b"__TIMESTAMP__")
-        {
-            return true;
-        }
-        at += found + 1;
+/// Whether a text that names `names` names one that `which` counts: `__TIMESTAMP__`, or
+/// with [`TimeMacros::All`] also `__DATE__` or `__TIME__`.
+pub fn uses_time_macros(names: TimeMacroNames, which: TimeMacros) -> bool {
+    match which {
+        TimeMacros::Keyed => false,
+        TimeMacros::TimestampOnly => names.timestamp,
+        TimeMacros::All => names.timestamp || names.date_or_time,
     }
-    false
 }
 
 #[cfg(test)]
@@ -513,6 +510,8 @@ mod tests {
 
     #[test]
     fn time_macros_are_found() {
+        let uses_time_macros =
+            |text: &[u8], which| uses_time_macros(TimeMacroNames::of(text), which);
         let all = TimeMacros::All;
         assert!(uses_time_macros(b"const char *d = __DATE__;", all));
         assert!(uses_time_macros(b"x __TIMESTAMP__", all));
