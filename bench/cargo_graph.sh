@@ -42,17 +42,23 @@ build() { # label, then env assignments for cargo; a cold cachet build waits for
     if [ "$label" = cachet-cold ]; then
         # The server's own CPU time (user + system) over this build, its compilers not
         # counted: steadier than wall time on a machine whose speed drifts.
-        cpu=$(server_cpu)
+        # Also as a share of its compilers' CPU (its reaped children): a slower spell of
+        # the machine stretches both alike.
+        local share
+        read -r cpu share <<<"$(server_cpu)"
         runs_of[server-cpu]="${runs_of[server-cpu]:-} $cpu"
-        cpu="  (server CPU $cpu s)"
+        runs_of[server-share]="${runs_of[server-share]:-} $share"
+        cpu="  (server CPU $cpu s, $share% of its compilers')"
     fi
     printf '%-14s %8s s%s\n' "$label" "${wall[$label]}" "$cpu"
 }
-# The running server's CPU time so far (seconds), from /proc/PID/stat.
+# The running server's CPU time so far (seconds), and that as a percentage of its reaped
+# children's (the compilers it ran), from /proc/PID/stat.
 server_cpu() {
     local pid
     pid=$("$cachet" --show-stats --json | awk -F: '/"server_pid"/{gsub(/[ ,]/,"",$2); print $2; exit}')
-    awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$pid/stat"
+    awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, "")
+        printf "%.2f %.2f", ($12 + $13) / hz, 100 * ($12 + $13) / ($14 + $15 + 1) }' "/proc/$pid/stat"
 }
 # Median and spread (min-max) of a label's runs.
 summary() {
@@ -106,6 +112,8 @@ echo "cold, $runs run(s) each: plain median $plain_med s ($plain_min-$plain_max)
 echo "cachet cold / plain cold (medians): $(ratio "$cold_med" "$plain_med")"
 read -r cpu_med cpu_min cpu_max <<<"$(summary server-cpu)"
 echo "cachet server CPU per cold build:   median $cpu_med s ($cpu_min-$cpu_max)"
+read -r share_med share_min share_max <<<"$(summary server-share)"
+echo "  as a share of its compilers' CPU:  median $share_med% ($share_min-$share_max)"
 echo "cachet warm / plain cold:           $(ratio "${wall[cachet-warm]}" "$plain_med")"
 if [ -n "$sccache" ]; then
     echo "cachet warm / sccache warm: $(ratio "${wall[cachet-warm]}" "${wall[sccache-warm]}")"

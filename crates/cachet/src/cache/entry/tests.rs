@@ -154,6 +154,46 @@ fn large_entry_round_trips_through_the_streaming_path() {
     assert_eq!(CacheEntry::decode(&entry.encode()).unwrap(), entry);
 }
 
+/// The zstd frames of an encoded entry's payload.
+fn frames(bytes: &[u8]) -> usize {
+    let mut payload = &bytes[HEADER_LEN..];
+    let mut count = 0;
+    while !payload.is_empty() {
+        let len = zstd::zstd_safe::find_frame_compressed_size(payload).unwrap();
+        payload = &payload[len..];
+        count += 1;
+    }
+    count
+}
+
+/// Each output of at least `FRAME_MIN` bytes is a frame of its own, between frames of the
+/// small fields; both decoding paths read the frames as one payload.
+#[test]
+fn large_outputs_are_frames_of_their_own_and_decode_on_both_paths() {
+    let mut entry = sample();
+    let big = |n: usize, salt: usize| (0..n).map(|i| ((i * 7 + salt) % 253) as u8).collect();
+    entry.files[0].data = big(FRAME_MIN, 1);
+    entry.files.push(StoredFile {
+        role: "rlib".into(),
+        executable: false,
+        data: big(3 * FRAME_MIN + 5, 2),
+    });
+    entry.files.push(StoredFile {
+        role: "small".into(),
+        executable: false,
+        data: b"after".to_vec(),
+    });
+    let bytes = entry.encode();
+    // Small fields, the object, the depfile between, the rlib, the rest.
+    assert_eq!(frames(&bytes), 5);
+    assert_eq!(CacheEntry::decode(&bytes).unwrap(), entry);
+
+    entry.files[2].data = big(BULK_LIMIT as usize + 10, 3);
+    let bytes = entry.encode();
+    assert_eq!(frames(&bytes), 5);
+    assert_eq!(CacheEntry::decode(&bytes).unwrap(), entry);
+}
+
 #[test]
 fn valid_frame_with_trailing_postcard_bytes_is_refused() {
     let mut raw = postcard::to_stdvec(&sample()).unwrap();
