@@ -134,6 +134,23 @@ impl FileHashes {
         Ok((hash, names))
     }
 
+    /// Remembers `hash()` as the content of `path` at `stamp`, for a caller that read the
+    /// whole file anyway (a compile's output, which a later compile may take as an input).
+    /// `hash` runs only when nothing is remembered for that stamp yet; the result is kept
+    /// on the same terms as a hash worked out here.
+    pub fn seed(&self, path: &Path, stamp: FileStamp, hash: impl FnOnce() -> blake3::Hash) {
+        let known = {
+            let inner = self.inner.lock().unwrap();
+            inner
+                .slots
+                .get(path)
+                .is_some_and(|slot| slot.stamp == stamp)
+        };
+        if !known {
+            self.remember(path, stamp, hash(), None);
+        }
+    }
+
     /// What is remembered of `path` at `stamp`; with `scanned`, only a slot that has the
     /// time macros counts (as a hit).
     fn remembered(
@@ -484,6 +501,33 @@ mod tests {
         let mut long = vec![b'_'; 1 << 20];
         long.extend_from_slice(b"_TIMESTAMP__");
         assert_eq!(of(&long), (false, true));
+    }
+
+    #[test]
+    fn a_seeded_hash_serves_lookups_while_its_file_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("libdep.rlib");
+        std::fs::write(&file, "rlib").unwrap();
+        age(&file, 10);
+        let hashes = FileHashes::new(10);
+        let stamp = FileStamp::read(&file).unwrap();
+        hashes.seed(&file, stamp, || blake3::hash(b"rlib"));
+        assert_eq!(hashes.hash(&file).unwrap(), blake3::hash(b"rlib"));
+        assert_eq!(hashes.stats().hits, 1);
+        // Known already: not worked out again.
+        hashes.seed(&file, stamp, || unreachable!("the hash is known"));
+        // A seed for a stamp the file no longer has is not kept.
+        std::fs::write(&file, "new!").unwrap();
+        age(&file, 10);
+        hashes.seed(&file, stamp, || blake3::hash(b"rlib"));
+        assert_eq!(hashes.hash(&file).unwrap(), blake3::hash(b"new!"));
+        // Nor one for a file changed this instant (an edit in the same tick could follow).
+        let fresh = dir.path().join("fresh.rlib");
+        std::fs::write(&fresh, "fresh").unwrap();
+        set_mtime(&fresh, SystemTime::now() + Duration::from_secs(60));
+        let stamp = FileStamp::read(&fresh).unwrap();
+        hashes.seed(&fresh, stamp, || blake3::hash(b"fresh"));
+        assert_eq!(hashes.stats().entries, 1);
     }
 
     #[test]

@@ -20,8 +20,10 @@ use std::time::SystemTime;
 use super::rmeta;
 use crate::cache::StoredFile;
 use crate::compiler::depfile;
+use crate::compiler::file_hashes::FileHashes;
 use crate::compiler::manifest::NotStored;
 use crate::compiler::regular_files::{open_regular, read_whole};
+use crate::compiler::stamp::FileStamp;
 
 /// Outputs of at most this many bytes are read when the compile ends.
 const READ_AT_ONCE: u64 = 64 << 10;
@@ -63,6 +65,8 @@ pub(super) struct Opened {
 struct OpenedFile {
     name: String,
     path: PathBuf,
+    /// As opened, before any byte was read.
+    stamp: FileStamp,
     executable: bool,
     content: Content,
 }
@@ -78,6 +82,10 @@ enum Content {
         _held: HeldOpen,
     },
 }
+
+/// What the outputs a later compile may take with `--extern` end with: libraries and
+/// proc-macros (`.so` on Linux).
+const EXTERN_SUFFIXES: [&str; 3] = [".rlib", ".rmeta", ".so"];
 
 /// The outputs as an entry stores them, and the entry fact of a `.rmeta` stored as a
 /// reference into the `.rlib` (see [`rmeta`]).
@@ -135,6 +143,7 @@ fn open_counted(
         };
         files.push(OpenedFile {
             name: name.clone(),
+            stamp: FileStamp::of(&meta),
             executable: meta.permissions().mode() & 0o111 != 0,
             path,
             content,
@@ -166,9 +175,12 @@ impl Opened {
     }
 
     /// Reads the rest (blocking I/O) and makes the entry's files, the `.rmeta` emptied
-    /// where it is a slice of the `.rlib`. Errors: a read fails, or an output was written
-    /// to since the compile ended ([`NotStored::OutputChanged`]).
-    pub fn read(self) -> Result<ReadOutputs, NotStored> {
+    /// where it is a slice of the `.rlib`. The content hash of each output a later compile
+    /// may take as an extern (`.rlib`, `.rmeta`, a proc-macro's `.so`) goes into `hashes`
+    /// from the bytes read here, so that compile need not read it again. Errors: a read
+    /// fails, or an output was written to since the compile ended
+    /// ([`NotStored::OutputChanged`]).
+    pub fn read(self, hashes: &FileHashes) -> Result<ReadOutputs, NotStored> {
         let mut files = Vec::with_capacity(self.files.len());
         for opened in self.files {
             let data = match opened.content {
@@ -191,6 +203,9 @@ impl Opened {
                     data
                 }
             };
+            if EXTERN_SUFFIXES.iter().any(|s| opened.name.ends_with(s)) {
+                hashes.seed(&opened.path, opened.stamp, || blake3::hash(&data));
+            }
             files.push(StoredFile {
                 role: opened.name,
                 executable: opened.executable,
@@ -253,13 +268,41 @@ mod tests {
         // What a later compile of the crate does to the name.
         std::fs::write(dir.path().join("new.rlib"), vec![8u8; 100 << 10]).unwrap();
         std::fs::rename(dir.path().join("new.rlib"), dir.path().join("a.rlib")).unwrap();
-        let (files, _) = outputs.read().unwrap();
+        let (files, _) = outputs.read(&FileHashes::default()).unwrap();
         assert_eq!(files[1].role, "a.rlib");
         assert_eq!(files[1].data, vec![7u8; 200 << 10]);
         // And `cargo clean`.
         let outputs = opened(dir.path(), &names);
         std::fs::remove_file(dir.path().join("a.rlib")).unwrap();
-        assert_eq!(outputs.read().unwrap().0[1].data, vec![8u8; 100 << 10]);
+        assert_eq!(
+            outputs.read(&FileHashes::default()).unwrap().0[1].data,
+            vec![8u8; 100 << 10]
+        );
+    }
+
+    #[test]
+    fn an_extern_read_for_storage_is_not_read_again_to_key_the_next_compile() {
+        use crate::compiler::stamp::tests::set_mtime;
+        let (dir, names) = out_dir();
+        let (rlib, depinfo) = (dir.path().join("a.rlib"), dir.path().join("a.d"));
+        let past = SystemTime::now() - std::time::Duration::from_secs(10);
+        set_mtime(&rlib, past);
+        set_mtime(&depinfo, past);
+        let hashes = FileHashes::default();
+        opened(dir.path(), &names).read(&hashes).unwrap();
+        assert_eq!(hashes.hash(&rlib).unwrap(), blake3::hash(&[7u8; 200 << 10]));
+        assert_eq!(hashes.stats().hits, 1, "the rlib's hash came from its read");
+        assert_eq!(hashes.stats().entries, 1, "the dep-info is no extern");
+
+        // Replaced after the compile: what was read is not taken for the new file.
+        let outputs = opened(dir.path(), &names);
+        let new = dir.path().join("new.rlib");
+        std::fs::write(&new, [8u8; 100]).unwrap();
+        set_mtime(&new, past);
+        std::fs::rename(&new, &rlib).unwrap();
+        let hashes = FileHashes::default();
+        outputs.read(&hashes).unwrap();
+        assert_eq!(hashes.hash(&rlib).unwrap(), blake3::hash(&[8u8; 100]));
     }
 
     #[test]
@@ -272,7 +315,7 @@ mod tests {
             .unwrap();
         file.write_all(b"more").unwrap();
         assert!(matches!(
-            outputs.read(),
+            outputs.read(&FileHashes::default()),
             Err(NotStored::OutputChanged(path)) if path.ends_with("a.rlib")
         ));
     }
@@ -282,7 +325,7 @@ mod tests {
         let (dir, names) = out_dir();
         let outputs = opened(dir.path(), &names);
         std::fs::write(dir.path().join("a.d"), "rewritten by the next compile").unwrap();
-        let (files, _) = outputs.read().unwrap();
+        let (files, _) = outputs.read(&FileHashes::default()).unwrap();
         assert_eq!(files[0].data, b"a.rlib: src/lib.rs\n\nsrc/lib.rs:\n");
     }
 

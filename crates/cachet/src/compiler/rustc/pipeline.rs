@@ -271,14 +271,17 @@ pub(super) async fn compile(
             stats: context.stats.clone(),
             start_clock,
         };
+        let hashes = context.hashes.clone();
         crate::background::run(size, move || {
-            let read = opened.read().map(|(files, rmeta_in_rlib)| CacheEntry {
-                exit_code: 0,
-                stdout,
-                stderr,
-                files,
-                meta: meta.into_iter().chain(rmeta_in_rlib).collect(),
-            });
+            let read = opened
+                .read(&hashes)
+                .map(|(files, rmeta_in_rlib)| CacheEntry {
+                    exit_code: 0,
+                    stdout,
+                    stderr,
+                    files,
+                    meta: meta.into_iter().chain(rmeta_in_rlib).collect(),
+                });
             (read, reading.read())
         })
     };
