@@ -7,7 +7,7 @@
 //!
 //! A stopping server saves them in its runtime dir ([`FileHashes::save`]) and the next one
 //! starts from them ([`FileHashes::load`]), as ccache's inode cache does: a sysroot alone
-//! is about 500 MB to hash again (0.3 CPU-s here) each time a server starts. The stamp
+//! is about 500 MB to hash again (0.2 CPU-s here) each time a server starts. The stamp
 //! holds the device and inode numbers, which name a file on this machine only; the runtime
 //! dir is this machine's.
 
