@@ -125,7 +125,7 @@ impl CacheEntry {
         let room = HEADER_LEN + self.data_size() as usize / 3 + 1024;
         let mut out = Vec::with_capacity(room);
         out.resize(HEADER_LEN, 0);
-        let (out, raw_len) = COMPRESSOR.with(|compressor| {
+        let (mut out, raw_len) = COMPRESSOR.with(|compressor| {
             let mut compressor = compressor.borrow_mut();
             let compressor = match &mut *compressor {
                 Some(compressor) => compressor,
@@ -147,7 +147,6 @@ impl CacheEntry {
             counted.inner.end().expect("zstd compression into memory");
             (counted.inner.out, counted.bytes)
         });
-        let mut out = out;
         if out.capacity() > 2 * out.len() {
             out.shrink_to_fit();
         }
@@ -221,33 +220,34 @@ struct Frames<'c> {
 }
 
 impl Frames<'_> {
-    /// Appends `data` to `out` as one frame.
-    fn frame(&mut self, data: &[u8]) -> std::io::Result<()> {
-        self.out
-            .reserve(zstd::zstd_safe::compress_bound(data.len()));
-        let mut at = std::io::Cursor::new(&mut self.out);
-        at.set_position(at.get_ref().len() as u64);
-        self.compressor.compress_to_buffer(data, &mut at)?;
-        Ok(())
-    }
-
     /// Puts the small writes gathered so far into a frame.
     fn end(&mut self) -> std::io::Result<()> {
         if !self.pending.is_empty() {
-            let pending = std::mem::take(&mut self.pending);
-            self.frame(&pending)?;
-            self.pending = pending;
+            frame(self.compressor, &mut self.out, &self.pending)?;
             self.pending.clear();
         }
         Ok(())
     }
 }
 
+/// Appends `data` to `out` as one zstd frame.
+fn frame(
+    compressor: &mut zstd::bulk::Compressor<'static>,
+    out: &mut Vec<u8>,
+    data: &[u8],
+) -> std::io::Result<()> {
+    out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+    let mut at = std::io::Cursor::new(out);
+    at.set_position(at.get_ref().len() as u64);
+    compressor.compress_to_buffer(data, &mut at)?;
+    Ok(())
+}
+
 impl std::io::Write for Frames<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if buf.len() >= FRAME_MIN {
             self.end()?;
-            self.frame(buf)?;
+            frame(self.compressor, &mut self.out, buf)?;
         } else {
             self.pending.extend_from_slice(buf);
             if self.pending.len() >= FRAME_MIN {

@@ -336,6 +336,12 @@ mod tests {
         set_mtime(path, SystemTime::now() - Duration::from_secs(secs));
     }
 
+    /// Writes `text` to `path`, stamped ten seconds ago: a settled file.
+    fn write_settled(path: &Path, text: impl AsRef<[u8]>) {
+        std::fs::write(path, text).unwrap();
+        age(path, 10);
+    }
+
     #[test]
     fn reuses_only_unchanged_settled_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -353,14 +359,12 @@ mod tests {
         assert_eq!(hashes.stats().hits, 1);
 
         // An edit in place with the same size and an old mtime still changes ctime.
-        std::fs::write(&file, "two").unwrap();
-        age(&file, 10);
+        write_settled(&file, "two");
         assert_eq!(hashes.hash(&file).unwrap(), blake3::hash(b"two"));
 
         // Replaced by rename: another inode.
         let other = dir.path().join("b.rs");
-        std::fs::write(&other, "six").unwrap();
-        age(&other, 10);
+        write_settled(&other, "six");
         std::fs::rename(&other, &file).unwrap();
         assert_eq!(hashes.hash(&file).unwrap(), blake3::hash(b"six"));
     }
@@ -369,18 +373,15 @@ mod tests {
     fn saved_hashes_serve_a_new_memo_while_their_files_are_unchanged() {
         let dir = tempfile::tempdir().unwrap();
         let (kept, edited) = (dir.path().join("kept.rs"), dir.path().join("edited.rs"));
-        std::fs::write(&kept, "kept").unwrap();
-        std::fs::write(&edited, "before").unwrap();
-        age(&kept, 10);
-        age(&edited, 10);
+        write_settled(&kept, "kept");
+        write_settled(&edited, "before");
         let first = FileHashes::new(10);
         first.hash(&kept).unwrap();
         first.hash(&edited).unwrap();
         let saved = dir.path().join("run/file-hashes");
         first.save(&saved).unwrap();
 
-        std::fs::write(&edited, "after!").unwrap();
-        age(&edited, 10);
+        write_settled(&edited, "after!");
         let next = FileHashes::load(&saved, 10);
         assert_eq!(next.stats().entries, 2);
         assert_eq!(next.hash(&kept).unwrap(), blake3::hash(b"kept"));
@@ -399,8 +400,7 @@ mod tests {
         let files: Vec<PathBuf> = (0..6).map(|i| dir.path().join(format!("f{i}"))).collect();
         let big = FileHashes::new(10);
         for (i, file) in files.iter().enumerate() {
-            std::fs::write(file, format!("{i}")).unwrap();
-            age(file, 10);
+            write_settled(file, format!("{i}"));
             big.hash(file).unwrap();
         }
         let saved = dir.path().join("file-hashes");
@@ -417,8 +417,7 @@ mod tests {
     fn a_missing_damaged_or_foreign_file_of_hashes_starts_an_empty_memo() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("a.rs");
-        std::fs::write(&file, "a").unwrap();
-        age(&file, 10);
+        write_settled(&file, "a");
         let full = FileHashes::new(10);
         full.hash(&file).unwrap();
         let saved = dir.path().join("file-hashes");
@@ -456,8 +455,7 @@ mod tests {
     fn the_time_macros_a_text_names_are_remembered_with_its_hash() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("t.h");
-        std::fs::write(&file, "#define BUILT __DATE__").unwrap();
-        age(&file, 10);
+        write_settled(&file, "#define BUILT __DATE__");
         let hashes = FileHashes::new(10);
         // Hashed alone first: the scan is still to do, and fills the same slot.
         hashes.hash(&file).unwrap();
@@ -479,8 +477,7 @@ mod tests {
         let next = FileHashes::load(&saved, 10);
         assert_eq!(next.hash_and_time_macros(&file).unwrap().1, dated);
         assert_eq!(next.stats().hits, 1);
-        std::fs::write(&file, "const char *s = __TIMESTAMP__;").unwrap();
-        age(&file, 10);
+        write_settled(&file, "const char *s = __TIMESTAMP__;");
         let names = next.hash_and_time_macros(&file).unwrap().1;
         assert_eq!((names.date_or_time, names.timestamp), (false, true));
     }
@@ -507,8 +504,7 @@ mod tests {
     fn a_seeded_hash_serves_lookups_while_its_file_is_unchanged() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("libdep.rlib");
-        std::fs::write(&file, "rlib").unwrap();
-        age(&file, 10);
+        write_settled(&file, "rlib");
         let hashes = FileHashes::new(10);
         let stamp = FileStamp::read(&file).unwrap();
         hashes.seed(&file, stamp, || blake3::hash(b"rlib"));
@@ -517,8 +513,7 @@ mod tests {
         // Known already: not worked out again.
         hashes.seed(&file, stamp, || unreachable!("the hash is known"));
         // A seed for a stamp the file no longer has is not kept.
-        std::fs::write(&file, "new!").unwrap();
-        age(&file, 10);
+        write_settled(&file, "new!");
         hashes.seed(&file, stamp, || blake3::hash(b"rlib"));
         assert_eq!(hashes.hash(&file).unwrap(), blake3::hash(b"new!"));
         // Nor one for a file changed this instant (an edit in the same tick could follow).
@@ -536,8 +531,7 @@ mod tests {
         let hashes = FileHashes::new(8);
         for i in 0..50 {
             let file = dir.path().join(format!("f{i}"));
-            std::fs::write(&file, format!("{i}")).unwrap();
-            age(&file, 10);
+            write_settled(&file, format!("{i}"));
             hashes.hash(&file).unwrap();
         }
         assert!(hashes.stats().entries <= 8);

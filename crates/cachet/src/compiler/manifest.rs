@@ -328,25 +328,23 @@ pub fn variant_from_observed(
             return Verdict::Skip(NotStored::TooNew(path.clone()));
         }
         // A precompiled header names every built-in macro in its tables: the header it
-        // was made from is what says whether the time macros are used.
-        let text_path = (time_macros != TimeMacros::Keyed && is_text)
-            .then(|| source_text_of(path))
-            .flatten();
-        // The text is scanned with the hash, in one read, and both are remembered.
-        let scanned = text_path.as_ref().map(|text_path| {
-            hashes
-                .hash_and_time_macros(text_path)
-                .map(|(hash, names)| ((text_path == path).then_some(hash), names))
-        });
-        let hash = match scanned {
-            Some(Ok((_, names))) if uses_time_macros(names, time_macros) => {
-                return Verdict::PreprocessorMode(NotStored::TimeMacros);
+        // was made from is what says whether the time macros are used. The text is scanned
+        // with its hash, in one read, and both are remembered; that hash serves a file that
+        // is its own text.
+        let mut text_hash = None;
+        if time_macros != TimeMacros::Keyed
+            && is_text
+            && let Some(text_path) = source_text_of(path)
+        {
+            match hashes.hash_and_time_macros(&text_path) {
+                Ok((_, names)) if uses_time_macros(names, time_macros) => {
+                    return Verdict::PreprocessorMode(NotStored::TimeMacros);
+                }
+                Ok((hash, _)) => text_hash = (text_path == *path).then_some(hash),
+                Err(e) => return Verdict::Skip(NotStored::Unreadable(path.clone(), e)),
             }
-            Some(Ok((Some(hash), _))) => Ok(hash),
-            Some(Err(e)) => Err(e),
-            Some(Ok((None, _))) | None => hashes.hash(path),
-        };
-        match hash {
+        }
+        match text_hash.map_or_else(|| hashes.hash(path), Ok) {
             Ok(digest) => files.push((based_path(path, cwd, base), *digest.as_bytes())),
             Err(e) => return Verdict::Skip(NotStored::Unreadable(path.clone(), e)),
         }
