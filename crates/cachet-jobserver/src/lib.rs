@@ -252,6 +252,13 @@ impl Jobserver {
             .map(|byte| self.token(byte, None)))
     }
 
+    /// Whether [`try_acquire`](Self::try_acquire) could take a token now: a byte sits in
+    /// the pipe and no caller of this process is queued for it. A snapshot (another
+    /// process may take the byte first); false when the pipe cannot be asked.
+    pub fn has_free_token(&self) -> bool {
+        self.inner.gate.try_lock().is_ok() && self.inner.pipe.available().is_ok_and(|n| n > 0)
+    }
+
     fn token(&self, byte: u8, waited: Option<std::time::Duration>) -> Token {
         self.inner.counters.took(waited);
         Token {

@@ -63,6 +63,10 @@ pub struct Counters {
     pub tokens_recovered: u64,
     /// Token-milliseconds that granted tokens sat unread in proxy pipes.
     pub idle_token_ms: u64,
+    /// Times a proxy looked at its compiler's threads in `/proc` for one waiting on its
+    /// pipe (see docs/jobserver.md, "Demand").
+    #[serde(default)]
+    pub proxy_looks: u64,
     /// Token-milliseconds of the server's pool used by each build (by its jobserver:
     /// `pipe:[INODE]`, `fifo:PATH`, or "no jobserver"), main processes and extra threads.
     pub token_ms_by_build: BTreeMap<String, u64>,
@@ -521,6 +525,10 @@ impl StatsSnapshot {
             (
                 "Peak extra tokens of one compiler".into(),
                 c.peak_extra_tokens.to_string(),
+            ),
+            (
+                "Looks for compilers waiting on tokens".into(),
+                c.proxy_looks.to_string(),
             ),
             (
                 "Tokens recovered from dead compilers".into(),
