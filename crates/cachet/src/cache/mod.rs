@@ -320,13 +320,19 @@ async fn store(
 async fn write_all(
     targets: &[&Arc<Level>],
     key: &CacheKey,
-    bytes: Vec<u8>,
+    mut bytes: Vec<u8>,
     backfill: bool,
     stats: &Arc<Stats>,
 ) {
     let mut writes = tokio::task::JoinSet::new();
-    for level in targets {
-        let (level, stats, key, bytes) = ((*level).clone(), stats.clone(), *key, bytes.clone());
+    for (i, level) in targets.iter().enumerate() {
+        // The last level takes the bytes; only the others need copies (an entry is MiBs).
+        let bytes = if i + 1 < targets.len() {
+            bytes.clone()
+        } else {
+            std::mem::take(&mut bytes)
+        };
+        let (level, stats, key) = ((*level).clone(), stats.clone(), *key);
         writes.spawn(async move { level.write(&key, bytes, backfill, &stats).await });
     }
     while writes.join_next().await.is_some() {}

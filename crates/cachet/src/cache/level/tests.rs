@@ -46,6 +46,9 @@ impl Fake {
     fn has(&self, key: &CacheKey) -> bool {
         self.items.lock().unwrap().contains_key(key)
     }
+    fn bytes(&self, key: &CacheKey) -> Option<Vec<u8>> {
+        self.items.lock().unwrap().get(key).cloned()
+    }
     fn plant(&self, key: CacheKey, bytes: Vec<u8>) {
         self.items.lock().unwrap().insert(key, bytes);
     }
@@ -153,6 +156,10 @@ async fn writes_go_to_every_writable_level_and_reads_stop_at_the_first_hit() {
     s.cache.put_in_background(key(1), entry(1));
     drained(&s.cache).await;
     assert!(s.local.has(&key(1)) && s.shared.has(&key(1)));
+    // Each level got the whole entry (the last one the bytes, the others copies).
+    let written = s.local.bytes(&key(1)).unwrap();
+    assert_eq!(CacheEntry::decode(&written).unwrap(), entry(1));
+    assert_eq!(s.shared.bytes(&key(1)), Some(written));
 
     assert_eq!(s.cache.get(&key(1)).await, Some(entry(1)));
     let c = s.stats.counters();
