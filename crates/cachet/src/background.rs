@@ -34,8 +34,8 @@ pub fn queued_bytes() -> u64 {
     QUEUED.load(Ordering::Relaxed)
 }
 
-/// The runtime whose blocking threads run at the lowest priority; None where it could not start (the
-/// work then runs at normal priority).
+/// The runtime whose blocking threads run at the lowest priority; None where it could not
+/// start (the work then runs at normal priority).
 fn runtime() -> Option<&'static Runtime> {
     static RUNTIME: OnceLock<Option<Runtime>> = OnceLock::new();
     RUNTIME

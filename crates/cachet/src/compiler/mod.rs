@@ -146,14 +146,25 @@ impl CompileService {
         }
     }
 
-    /// Hands the job to the family that knows its compiler.
+    /// Hands the job to the family that knows its compiler. Each family probes the binary
+    /// for what it is, never trusting its name; the name only says which probe runs first.
+    /// rustc answers the C probe (`-dM -E -x c /dev/null`) with an error, remembered for a
+    /// minute only, so asking it first cost the first compile of every build (and one
+    /// compile a minute after) a run of rustc.
     async fn dispatch(&self, job: &Job) -> io::Result<Outcome> {
         let invocation = &job.invocation;
+        if named_like_rustc(&invocation.compiler)
+            && let Some(toolchain) = self.rust.identify(&self.context, invocation).await?
+        {
+            return self.rust.compile(&self.context, job, toolchain).await;
+        }
         if let Some(identity) = self.c.identify(&self.context, invocation).await? {
             return self.c.compile(&self.context, job, identity).await;
         }
         // Not gcc or clang: perhaps rustc (its toolchain is probed, never guessed).
-        if let Some(toolchain) = self.rust.identify(&self.context, invocation).await? {
+        if !named_like_rustc(&invocation.compiler)
+            && let Some(toolchain) = self.rust.identify(&self.context, invocation).await?
+        {
             return self.rust.compile(&self.context, job, toolchain).await;
         }
         Ok(Outcome::Uncacheable(Uncacheable::UnsupportedCompiler))
@@ -179,6 +190,15 @@ impl CompileService {
     pub fn save_file_hashes(&self, path: &std::path::Path) -> std::io::Result<()> {
         self.context.hashes.save(path)
     }
+}
+
+/// Whether `compiler`'s file name is rustc's (`rustc`, `rustc-1.95`, a rustup proxy) or
+/// clippy-driver's: the compilers whose rustc probe goes first (see `dispatch`).
+fn named_like_rustc(compiler: &std::path::Path) -> bool {
+    compiler
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("rustc") || n.starts_with("clippy-driver"))
 }
 
 #[cfg(test)]

@@ -478,3 +478,73 @@ async fn every_compiler_process_of_a_miss_runs_through_the_jobs_executor() {
     assert!(runs[2].args.iter().any(|a| a == "-E"));
     assert!(f.compiles().is_empty());
 }
+
+/// Plays a compiler named rustc: rustc itself (`-vV`, `--print sysroot`) when `is_rustc`,
+/// else gcc (the C probe). Anything else fails, as rustc fails the C probe.
+fn named_rustc(dir: &std::path::Path, is_rustc: bool) -> (PathBuf, MockRunner, CompileService) {
+    let rustc = dir.join("rustc");
+    write_old(&rustc, b"#!/bin/false\n").unwrap();
+    let sysroot = dir.join("sysroot");
+    std::fs::create_dir_all(&sysroot).unwrap();
+    let mock = MockRunner::new(move |spec| {
+        let first = spec.args.first().map(|a| a.to_string_lossy().into_owned());
+        Ok(match (is_rustc, first.as_deref()) {
+            (true, Some("-vV")) => output(
+                0,
+                b"rustc 1.95.0 (fake)\nbinary: rustc\nhost: x86_64-unknown-linux-gnu\n",
+                b"",
+            ),
+            (true, Some("--print")) => {
+                output(0, format!("{}\n", sysroot.display()).as_bytes(), b"")
+            }
+            (false, Some("-dM")) => output(0, GCC_MACROS, b""),
+            _ => output(1, b"", b"error: unexpected arguments\n"),
+        })
+    });
+    let launcher = Launcher::new(Arc::new(mock.clone()), Jobserver::new(2).unwrap());
+    let stats = Arc::new(Stats::default());
+    let disk = Arc::new(DiskCache::new(dir.join("cache"), 1 << 30));
+    let cache = Arc::new(Cache::new(Arc::new(DiskStorage::new(disk)), stats.clone()));
+    (rustc, mock, CompileService::new(launcher, cache, stats))
+}
+
+/// Each family still probes the binary, but one named rustc gets rustc's probe first: the
+/// C probe, an error from a rustc, is never run for it. One named rustc that answers as gcc
+/// is still found out (the C probe follows a rustc probe that fails).
+#[tokio::test]
+async fn a_compiler_named_rustc_is_probed_as_rustc_first() {
+    for is_rustc in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (rustc, mock, service) = named_rustc(dir.path(), is_rustc);
+        let request = CompileRequest {
+            compiler: to_bytes(rustc.as_os_str()),
+            args: vec![b"-vV".to_vec()],
+            cwd: to_bytes(dir.path().as_os_str()),
+            env: vec![],
+            umask: 0o022,
+            stderr_is_tty: false,
+            build_jobserver: None,
+            stale_jobserver: None,
+            base_dirs: vec![],
+        };
+        let launcher = Launcher::new(Arc::new(mock.clone()), Jobserver::new(1).unwrap());
+        let (job, _rx) = test_support::job(&launcher, request);
+        let outcome = service.compile(job).await;
+        let probes: Vec<Vec<String>> = mock
+            .calls()
+            .iter()
+            .map(|c| {
+                c.args
+                    .iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect()
+            })
+            .collect();
+        let first = probes.first().map(|p| p[0].as_str());
+        assert_eq!(first, Some("-vV"), "{probes:?}");
+        let c_probed = probes.iter().any(|p| p[0] == "-dM");
+        assert_eq!(c_probed, !is_rustc, "{probes:?}");
+        // Either way `-vV` is not a compile to cache.
+        assert!(matches!(outcome, Outcome::Uncacheable(_)), "{outcome:?}");
+    }
+}

@@ -15,7 +15,7 @@ use crate::compiler::stamp::{FileStamp, Memo};
 use crate::process::{CommandSpec, Launcher, helper_env};
 
 /// Files every link on Linux may read without naming them.
-const IMPLICIT_INPUTS: &[&str] = &[
+pub(super) const IMPLICIT_INPUTS: &[&str] = &[
     "crt1.o",
     "Scrt1.o",
     "crti.o",
@@ -47,9 +47,14 @@ type LinkerKey = (PathBuf, FileStamp, Vec<(OsString, OsString)>);
 /// Variables that change what the driver links in (`-print-file-name`, `-print-prog-name`).
 const LINKER_VARS: &[&str] = &["GCC_EXEC_PREFIX", "COMPILER_PATH", "LIBRARY_PATH"];
 
-#[derive(Default)]
+/// How many `-print-file-name` probes run at once: the driver answers one name per run
+/// (about 2 ms each, 22 names), and the first link of a build waits for them all.
+const PROBE_LANES: usize = 4;
+
+/// Linker identities, shared by clones.
+#[derive(Default, Clone)]
 pub struct Linkers {
-    digests: Memo<LinkerKey, [u8; 32]>,
+    digests: Arc<Memo<LinkerKey, [u8; 32]>>,
 }
 
 /// Finds `name` the way a shell would: as a path if it has a slash, else on PATH.
@@ -90,6 +95,29 @@ impl Linkers {
             )
             .await
     }
+
+    /// Starts working out the [`digest`](Self::digest) of the default linker (`cc` on
+    /// the request's PATH) in the background. cargo asks its wrapper for `rustc -vV` and a
+    /// `--print` probe before a build's first compile, and the first compile that links
+    /// (a build script, usually early on the build's longest path) would otherwise wait for
+    /// about 25 runs of the driver. A build that links with another linker wastes the
+    /// runs, at a moment the build leaves the cores idle. The handle is for tests.
+    pub fn prewarm(
+        &self,
+        launcher: &Launcher,
+        env: &[(OsString, OsString)],
+        cwd: &Path,
+        hashes: Arc<FileHashes>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let linker = find_program(OsStr::new("cc"), env, cwd)?;
+        let (linkers, launcher, env, cwd) =
+            (self.clone(), launcher.clone(), env.to_vec(), cwd.to_owned());
+        Some(tokio::spawn(async move {
+            if let Err(e) = linkers.digest(&launcher, &linker, &env, &cwd, hashes).await {
+                tracing::debug!("probing the linker {} ahead failed: {e}", linker.display());
+            }
+        }))
+    }
 }
 
 async fn probe(
@@ -121,14 +149,7 @@ async fn probe(
         hasher.update(&ld_version.stdout);
         files.push(ld);
     }
-    for input in IMPLICIT_INPUTS {
-        let out = run(linker, vec![format!("-print-file-name={input}")]).await?;
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        // A name the driver cannot find comes back bare: nothing to hash.
-        if path.is_absolute() && path.is_file() {
-            files.push(path);
-        }
-    }
+    files.extend(implicit_inputs(launcher, linker, env, cwd).await?);
     let digests = tokio::task::spawn_blocking(move || {
         files
             .into_iter()
@@ -142,6 +163,47 @@ async fn probe(
         hasher.update(digest.as_bytes());
     }
     Ok(*hasher.finalize().as_bytes())
+}
+
+/// The files of [`IMPLICIT_INPUTS`] that `linker` finds, in that order, asked in
+/// [`PROBE_LANES`] lanes at once.
+async fn implicit_inputs(
+    launcher: &Launcher,
+    linker: &Path,
+    env: &[(OsString, OsString)],
+    cwd: &Path,
+) -> io::Result<Vec<PathBuf>> {
+    let mut lanes = tokio::task::JoinSet::new();
+    let per_lane = IMPLICIT_INPUTS.len().div_ceil(PROBE_LANES);
+    for (lane, names) in IMPLICIT_INPUTS.chunks(per_lane).enumerate() {
+        let (launcher, linker, env, cwd) = (
+            launcher.clone(),
+            linker.to_owned(),
+            env.to_vec(),
+            cwd.to_owned(),
+        );
+        lanes.spawn(async move {
+            let mut found = Vec::new();
+            for name in names {
+                let mut spec = CommandSpec::new(&linker, &cwd);
+                spec.args = vec![format!("-print-file-name={name}").into()];
+                spec.env = env.clone();
+                let out = launcher.run_probe(spec).await?;
+                let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+                // A name the driver cannot find comes back bare: nothing to hash.
+                if path.is_absolute() && path.is_file() {
+                    found.push(path);
+                }
+            }
+            io::Result::Ok((lane, found))
+        });
+    }
+    let mut by_lane = Vec::new();
+    while let Some(joined) = lanes.join_next().await {
+        by_lane.push(joined.map_err(io::Error::other)??);
+    }
+    by_lane.sort_by_key(|(lane, _)| *lane);
+    Ok(by_lane.into_iter().flat_map(|(_, found)| found).collect())
 }
 
 /// A link argument that makes the compile uncacheable.
@@ -207,6 +269,59 @@ pub fn link_arg_inputs(arg: &str, cwd: &Path) -> Result<Vec<PathBuf>, UnkeyedLin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::mock::{MockRunner, output};
+
+    /// The driver's answers arrive in any order (the lanes run at once); the files come
+    /// back in [`IMPLICIT_INPUTS`] order all the same, so the digest does not change.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn implicit_inputs_are_asked_at_once_and_kept_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("lib");
+        std::fs::create_dir_all(&lib).unwrap();
+        // Every other name exists; the driver prints a bare name for the others.
+        let present: Vec<PathBuf> = IMPLICIT_INPUTS
+            .iter()
+            .step_by(2)
+            .map(|name| lib.join(name))
+            .collect();
+        for path in &present {
+            std::fs::write(path, "x").unwrap();
+        }
+        let answers = lib.clone();
+        let mock = MockRunner::new(move |spec| {
+            let arg = spec.args[0].to_string_lossy().into_owned();
+            let name = arg.strip_prefix("-print-file-name=").unwrap();
+            let index = IMPLICIT_INPUTS.iter().position(|n| *n == name).unwrap();
+            // The first names answer last.
+            std::thread::sleep(std::time::Duration::from_millis(
+                (IMPLICIT_INPUTS.len() - index) as u64,
+            ));
+            let path = answers.join(name);
+            let printed = if path.exists() {
+                path.display().to_string()
+            } else {
+                name.to_owned()
+            };
+            Ok(output(0, format!("{printed}\n").as_bytes(), b""))
+        });
+        let launcher = Launcher::new(
+            Arc::new(mock.clone()),
+            cachet_jobserver::Jobserver::new(2).unwrap(),
+        );
+        let env = vec![("LIBRARY_PATH".into(), "/x".into())];
+        let found = implicit_inputs(&launcher, Path::new("/usr/bin/cc"), &env, dir.path())
+            .await
+            .unwrap();
+        assert_eq!(found, present);
+        let calls = mock.calls();
+        assert_eq!(calls.len(), IMPLICIT_INPUTS.len());
+        for call in &calls {
+            assert_eq!(call.program, Path::new("/usr/bin/cc"));
+            assert_eq!(call.cwd, dir.path());
+            assert_eq!(call.env, env);
+            assert_eq!(call.args.len(), 1);
+        }
+    }
 
     #[test]
     fn link_args_name_inputs_or_refuse() {
