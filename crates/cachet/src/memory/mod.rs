@@ -162,6 +162,25 @@ impl Memory {
         })
     }
 
+    /// Makes per-compile groups until `count` are free, on a thread of its own (see
+    /// [`Pool::prefill`]): a server about to run up to `count` compiles at once.
+    pub fn prefill_groups(self: &Arc<Self>, count: usize) {
+        if self.pool.is_none() {
+            return;
+        }
+        let memory = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cachet-cgroups".into())
+            .spawn(move || {
+                if let Some(Err(e)) = memory.pool.as_ref().map(|pool| pool.prefill(count)) {
+                    tracing::debug!("making cgroups ahead failed: {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::debug!("no thread to make cgroups ahead: {e}");
+        }
+    }
+
     /// Waits until `slot` may start and returns its admission. `alone`: only when nothing
     /// else of this server runs (a retry after an OOM kill). Cancel-safe: dropping the
     /// future gives the place back.

@@ -396,6 +396,9 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
         },
         stats.clone(),
     );
+    // The first compiles of a build find their memory cgroups made (one per compile the
+    // server's jobs let run at once).
+    memory.prefill_groups(config.jobs());
     // Compilers are the OOM killer's preferred victims, the server its last choice (a
     // lower score needs CAP_SYS_RESOURCE; without it the server keeps its own).
     let _ = std::fs::write("/proc/self/oom_score_adj", SERVER_OOM_SCORE_ADJ.to_string());
