@@ -101,22 +101,24 @@ impl Linkers {
     /// `--print` probe before a build's first compile, and the first compile that links
     /// (a build script, usually early on the build's longest path) would otherwise wait for
     /// about 25 runs of the driver. A build that links with another linker wastes the
-    /// runs, at a moment the build leaves the cores idle. The handle is for tests.
+    /// runs, at a moment the build leaves the cores idle.
     pub fn prewarm(
         &self,
         launcher: &Launcher,
         env: &[(OsString, OsString)],
         cwd: &Path,
         hashes: Arc<FileHashes>,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        let linker = find_program(OsStr::new("cc"), env, cwd)?;
+    ) {
+        let Some(linker) = find_program(OsStr::new("cc"), env, cwd) else {
+            return;
+        };
         let (linkers, launcher, env, cwd) =
             (self.clone(), launcher.clone(), env.to_vec(), cwd.to_owned());
-        Some(tokio::spawn(async move {
+        tokio::spawn(async move {
             if let Err(e) = linkers.digest(&launcher, &linker, &env, &cwd, hashes).await {
                 tracing::debug!("probing the linker {} ahead failed: {e}", linker.display());
             }
-        }))
+        });
     }
 }
 
