@@ -15,7 +15,7 @@ use crate::compiler::stamp::{FileStamp, Memo};
 use crate::process::{CommandSpec, Launcher, helper_env};
 
 /// Files every link on Linux may read without naming them.
-pub(super) const IMPLICIT_INPUTS: &[&str] = &[
+const IMPLICIT_INPUTS: &[&str] = &[
     "crt1.o",
     "Scrt1.o",
     "crti.o",
@@ -51,10 +51,9 @@ const LINKER_VARS: &[&str] = &["GCC_EXEC_PREFIX", "COMPILER_PATH", "LIBRARY_PATH
 /// (about 2 ms each, 22 names), and the first link of a build waits for them all.
 const PROBE_LANES: usize = 4;
 
-/// Linker identities, shared by clones.
-#[derive(Default, Clone)]
+#[derive(Default)]
 pub struct Linkers {
-    digests: Arc<Memo<LinkerKey, [u8; 32]>>,
+    digests: Memo<LinkerKey, [u8; 32]>,
 }
 
 /// Finds `name` the way a shell would: as a path if it has a slash, else on PATH.
@@ -94,31 +93,6 @@ impl Linkers {
                 || probe(launcher, linker, &key.2, cwd, hashes.clone()),
             )
             .await
-    }
-
-    /// Starts working out the [`digest`](Self::digest) of the default linker (`cc` on
-    /// the request's PATH) in the background. cargo asks its wrapper for `rustc -vV` and a
-    /// `--print` probe before a build's first compile, and the first compile that links
-    /// (a build script, usually early on the build's longest path) would otherwise wait for
-    /// about 25 runs of the driver. A build that links with another linker wastes the
-    /// runs, at a moment the build leaves the cores idle.
-    pub fn prewarm(
-        &self,
-        launcher: &Launcher,
-        env: &[(OsString, OsString)],
-        cwd: &Path,
-        hashes: Arc<FileHashes>,
-    ) {
-        let Some(linker) = find_program(OsStr::new("cc"), env, cwd) else {
-            return;
-        };
-        let (linkers, launcher, env, cwd) =
-            (self.clone(), launcher.clone(), env.to_vec(), cwd.to_owned());
-        tokio::spawn(async move {
-            if let Err(e) = linkers.digest(&launcher, &linker, &env, &cwd, hashes).await {
-                tracing::debug!("probing the linker {} ahead failed: {e}", linker.display());
-            }
-        });
     }
 }
 

@@ -406,36 +406,6 @@ async fn linked_crate_types_key_on_the_linker() {
     assert!(refused.unwrap_err().to_string().contains("another linker"));
 }
 
-/// cargo's `rustc -vV` before a build starts probing the default linker, so the build's
-/// first link finds it probed.
-#[tokio::test]
-async fn a_version_probe_probes_the_default_linker_ahead() {
-    let f = fixture();
-    let cc_runs = || {
-        f.mock
-            .calls()
-            .iter()
-            .filter(|c| c.program.ends_with("bin/cc"))
-            .count()
-    };
-    f.run(&["-vV".to_owned()], &[]).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    // `--version`, `-print-prog-name=ld` (the fake names none), then one run per name.
-    let probe_runs = 2 + super::linker::IMPLICIT_INPUTS.len();
-    while cc_runs() < probe_runs && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(cc_runs(), probe_runs, "the linker was not probed ahead");
-    // A link now takes the digest the probe works out (or waits for it), never probes.
-    let bin = replace(
-        &replace(&lib_args(), "lib", "bin"),
-        "--emit=dep-info,metadata,link",
-        "--emit=dep-info,link",
-    );
-    f.base(&bin, &[]).await;
-    assert_eq!(cc_runs(), probe_runs, "the link probed the linker again");
-}
-
 #[tokio::test]
 async fn a_miss_runs_rustc_once_and_a_hit_never() {
     let f = fixture();
