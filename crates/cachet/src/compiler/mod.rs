@@ -153,8 +153,8 @@ impl CompileService {
     /// compile a minute after) a run of rustc.
     async fn dispatch(&self, job: &Job) -> io::Result<Outcome> {
         let invocation = &job.invocation;
-        if named_like_rustc(&invocation.compiler)
-            && let Some(toolchain) = self.rust.identify(&self.context, invocation).await?
+        let rust_first = named_like_rustc(&invocation.compiler);
+        if rust_first && let Some(toolchain) = self.rust.identify(&self.context, invocation).await?
         {
             return self.rust.compile(&self.context, job, toolchain).await;
         }
@@ -162,7 +162,7 @@ impl CompileService {
             return self.c.compile(&self.context, job, identity).await;
         }
         // Not gcc or clang: perhaps rustc (its toolchain is probed, never guessed).
-        if !named_like_rustc(&invocation.compiler)
+        if !rust_first
             && let Some(toolchain) = self.rust.identify(&self.context, invocation).await?
         {
             return self.rust.compile(&self.context, job, toolchain).await;

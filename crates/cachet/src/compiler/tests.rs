@@ -481,7 +481,10 @@ async fn every_compiler_process_of_a_miss_runs_through_the_jobs_executor() {
 
 /// Plays a compiler named rustc: rustc itself (`-vV`, `--print sysroot`) when `is_rustc`,
 /// else gcc (the C probe). Anything else fails, as rustc fails the C probe.
-fn named_rustc(dir: &std::path::Path, is_rustc: bool) -> (PathBuf, MockRunner, CompileService) {
+fn named_rustc(
+    dir: &std::path::Path,
+    is_rustc: bool,
+) -> (PathBuf, MockRunner, Launcher, CompileService) {
     let rustc = dir.join("rustc");
     write_old(&rustc, b"#!/bin/false\n").unwrap();
     let sysroot = dir.join("sysroot");
@@ -505,7 +508,8 @@ fn named_rustc(dir: &std::path::Path, is_rustc: bool) -> (PathBuf, MockRunner, C
     let stats = Arc::new(Stats::default());
     let disk = Arc::new(DiskCache::new(dir.join("cache"), 1 << 30));
     let cache = Arc::new(Cache::new(Arc::new(DiskStorage::new(disk)), stats.clone()));
-    (rustc, mock, CompileService::new(launcher, cache, stats))
+    let service = CompileService::new(launcher.clone(), cache, stats);
+    (rustc, mock, launcher, service)
 }
 
 /// Each family still probes the binary, but one named rustc gets rustc's probe first: the
@@ -515,7 +519,7 @@ fn named_rustc(dir: &std::path::Path, is_rustc: bool) -> (PathBuf, MockRunner, C
 async fn a_compiler_named_rustc_is_probed_as_rustc_first() {
     for is_rustc in [true, false] {
         let dir = tempfile::tempdir().unwrap();
-        let (rustc, mock, service) = named_rustc(dir.path(), is_rustc);
+        let (rustc, mock, launcher, service) = named_rustc(dir.path(), is_rustc);
         let request = CompileRequest {
             compiler: to_bytes(rustc.as_os_str()),
             args: vec![b"-vV".to_vec()],
@@ -527,7 +531,6 @@ async fn a_compiler_named_rustc_is_probed_as_rustc_first() {
             stale_jobserver: None,
             base_dirs: vec![],
         };
-        let launcher = Launcher::new(Arc::new(mock.clone()), Jobserver::new(1).unwrap());
         let (job, _rx) = test_support::job(&launcher, request);
         let outcome = service.compile(job).await;
         let probes: Vec<Vec<String>> = mock
