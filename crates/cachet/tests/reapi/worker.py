@@ -341,8 +341,7 @@ class LocalCas:
         tmp = os.path.join(self.tmp, f"{uuid.uuid4()}")
         with open(tmp, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o555 if exe else 0o444)
-        os.replace(tmp, dest)
+        self._publish(tmp, dest, exe)
 
     def put_copy(self, d: re_pb2.Digest, exe: bool) -> bool:
         """Make the (d, exe) variant from the other one, if present."""
@@ -352,9 +351,23 @@ class LocalCas:
         dest = self.path(d, exe)
         tmp = os.path.join(self.tmp, f"{uuid.uuid4()}")
         shutil.copyfile(other, tmp)
-        os.chmod(tmp, 0o555 if exe else 0o444)
-        os.replace(tmp, dest)
+        self._publish(tmp, dest, exe)
         return True
+
+    @staticmethod
+    def _publish(tmp: str, dest: str, exe: bool) -> None:
+        """Moves TMP to DEST unless another worker sharing the directory was first.
+
+        Never renames over an existing blob: a worker may be hardlinking it into a
+        stage, and link(2) fails with ENOENT when its source inode loses its last name
+        between the lookup and the link (what rename over it does)."""
+        os.chmod(tmp, 0o555 if exe else 0o444)
+        try:
+            os.link(tmp, dest)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
 
 
 class Cancelled(Exception):
