@@ -22,6 +22,7 @@ pub mod file_hashes;
 mod inflight;
 pub mod job;
 pub mod key;
+pub mod loader;
 pub mod manifest;
 pub mod observe;
 pub mod pipeline;

@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::compiler::file_hashes::FileHashes;
+use crate::compiler::loader::LoadedObjects;
 use crate::compiler::stamp::{FileStamp, Memo};
 use crate::process::{CommandSpec, Launcher, helper_env};
 
 /// Files every link on Linux may read without naming them.
-const IMPLICIT_INPUTS: &[&str] = &[
+pub(super) const IMPLICIT_INPUTS: &[&str] = &[
     "crt1.o",
     "Scrt1.o",
     "crti.o",
@@ -40,9 +41,9 @@ const IMPLICIT_INPUTS: &[&str] = &[
     "ld-linux-x86-64.so.2",
 ];
 
-/// A linker driver by path and stamp, and the probes' environment ([`LINKER_VARS`] and
-/// what starts the driver).
-type LinkerKey = (PathBuf, FileStamp, Vec<(OsString, OsString)>);
+/// A program by path and stamp, and the environment of its probes as a key: [`LINKER_VARS`]
+/// and what starts it ([`LoadedObjects::key_env`]).
+type ProgramKey = (PathBuf, FileStamp, Vec<(OsString, OsString)>);
 
 /// Variables that change what the driver links in (`-print-file-name`, `-print-prog-name`).
 const LINKER_VARS: &[&str] = &["GCC_EXEC_PREFIX", "COMPILER_PATH", "LIBRARY_PATH"];
@@ -51,9 +52,28 @@ const LINKER_VARS: &[&str] = &["GCC_EXEC_PREFIX", "COMPILER_PATH", "LIBRARY_PATH
 /// (about 2 ms each, 22 names), and the first link of a build waits for them all.
 const PROBE_LANES: usize = 4;
 
-#[derive(Default)]
+/// Linker identities, shared by clones.
+#[derive(Default, Clone)]
 pub struct Linkers {
-    digests: Memo<LinkerKey, [u8; 32]>,
+    probes: Arc<Probes>,
+}
+
+#[derive(Default)]
+struct Probes {
+    /// What the driver answers alone, by the driver.
+    drivers: Memo<ProgramKey, Arc<Driver>>,
+    /// The whole identity, by the driver and the `ld` it drives (whose libraries an
+    /// `LD_LIBRARY_PATH` could change apart from the driver's).
+    digests: Memo<(ProgramKey, Option<ProgramKey>), [u8; 32]>,
+    loaded: LoadedObjects,
+}
+
+/// A driver's own answers: `--version`, the `ld` it runs (`-print-prog-name=ld`, found
+/// as a shell would) and the implicit inputs it finds (`-print-file-name`).
+struct Driver {
+    version: Vec<u8>,
+    ld: Option<PathBuf>,
+    inputs: Vec<PathBuf>,
 }
 
 /// Finds `name` the way a shell would: as a path if it has a slash, else on PATH.
@@ -74,7 +94,10 @@ pub fn find_program(name: &OsStr, env: &[(OsString, OsString)], cwd: &Path) -> O
 }
 
 impl Linkers {
-    /// The digest of `linker` and everything it links in implicitly.
+    /// The digest of `linker` and everything it links in implicitly. Probed once per
+    /// driver file and environment that changes it: `LD_LIBRARY_PATH` counts through the
+    /// libraries it makes the driver and its `ld` load, so cargo's compiles, its probes and
+    /// build scripts' compiles share one probe.
     pub async fn digest(
         &self,
         launcher: &Launcher,
@@ -83,49 +106,117 @@ impl Linkers {
         cwd: &Path,
         hashes: Arc<FileHashes>,
     ) -> io::Result<[u8; 32]> {
-        let stamp = FileStamp::read(linker)?;
-        let key = (linker.to_owned(), stamp, helper_env(env, LINKER_VARS));
-        self.digests
+        let probes = &self.probes;
+        let run_env = helper_env(env, LINKER_VARS);
+        let driver_key = probes.key(launcher, linker, &run_env).await?;
+        let settled = driver_key.1.settled();
+        let driver = probes
+            .drivers
+            .get(
+                &driver_key,
+                settled,
+                |_| true,
+                || async {
+                    probe_driver(launcher, linker, &run_env, cwd)
+                        .await
+                        .map(Arc::new)
+                },
+            )
+            .await?;
+        let ld_key = match &driver.ld {
+            Some(ld) => Some(probes.key(launcher, ld, &run_env).await?),
+            None => None,
+        };
+        let settled = settled && ld_key.as_ref().is_none_or(|(_, stamp, _)| stamp.settled());
+        let key = (driver_key, ld_key);
+        probes
+            .digests
             .get(
                 &key,
-                stamp.settled(),
+                settled,
                 |_| true,
-                || probe(launcher, linker, &key.2, cwd, hashes.clone()),
+                || identity(launcher, linker, &driver, &run_env, cwd, hashes.clone()),
             )
             .await
     }
+
+    /// Starts working out the [`digest`](Self::digest) of the default linker (`cc` on
+    /// the request's PATH) in the background. cargo asks its wrapper for `rustc -vV` and a
+    /// `--print` probe before a build's first compile, and the first compile that links
+    /// (a build script, usually early on the build's longest path) would otherwise wait for
+    /// about 25 runs of the driver. A build that links with another linker wastes the
+    /// runs, at a moment the build leaves the cores idle.
+    pub fn prewarm(
+        &self,
+        launcher: &Launcher,
+        env: &[(OsString, OsString)],
+        cwd: &Path,
+        hashes: Arc<FileHashes>,
+    ) {
+        let Some(linker) = find_program(OsStr::new("cc"), env, cwd) else {
+            return;
+        };
+        let (linkers, launcher, env, cwd) =
+            (self.clone(), launcher.clone(), env.to_vec(), cwd.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = linkers.digest(&launcher, &linker, &env, &cwd, hashes).await {
+                tracing::debug!("probing the linker {} ahead failed: {e}", linker.display());
+            }
+        });
+    }
 }
 
-async fn probe(
+impl Probes {
+    async fn key(
+        &self,
+        launcher: &Launcher,
+        program: &Path,
+        run_env: &[(OsString, OsString)],
+    ) -> io::Result<ProgramKey> {
+        let stamp = FileStamp::read(program)?;
+        let env = self.loaded.key_env(launcher, program, stamp, run_env).await;
+        Ok((program.to_owned(), stamp, env))
+    }
+}
+
+async fn probe_driver(
     launcher: &Launcher,
     linker: &Path,
     env: &[(OsString, OsString)],
     cwd: &Path,
+) -> io::Result<Driver> {
+    let version = run(launcher, linker, "--version", env, cwd).await?;
+    let ld = run(launcher, linker, "-print-prog-name=ld", env, cwd).await?;
+    let ld = String::from_utf8_lossy(&ld.stdout).trim().to_owned();
+    let ld = (!ld.is_empty())
+        .then(|| find_program(OsStr::new(&ld), env, cwd))
+        .flatten();
+    Ok(Driver {
+        version: version.stdout,
+        ld,
+        inputs: implicit_inputs(launcher, linker, env, cwd).await?,
+    })
+}
+
+/// The identity digest: the driver's and `ld`'s `--version` and the content of the
+/// driver, `ld` and the implicit inputs.
+async fn identity(
+    launcher: &Launcher,
+    linker: &Path,
+    driver: &Driver,
+    env: &[(OsString, OsString)],
+    cwd: &Path,
     hashes: Arc<FileHashes>,
 ) -> io::Result<[u8; 32]> {
-    let run = |program: &Path, args: Vec<String>| {
-        let mut spec = CommandSpec::new(program, cwd);
-        spec.args = args.into_iter().map(Into::into).collect();
-        spec.env = env.to_vec();
-        launcher.run_probe(spec)
-    };
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"cachet linker identity v1\0");
-    let version = run(linker, vec!["--version".into()]).await?;
-    hasher.update(&version.stdout);
-
+    hasher.update(&driver.version);
     let mut files: Vec<PathBuf> = vec![linker.to_owned()];
-    let ld = run(linker, vec!["-print-prog-name=ld".into()]).await?;
-    let ld = String::from_utf8_lossy(&ld.stdout).trim().to_owned();
-    if let Some(ld) = (!ld.is_empty())
-        .then(|| find_program(OsStr::new(&ld), env, cwd))
-        .flatten()
-    {
-        let ld_version = run(&ld, vec!["--version".into()]).await?;
-        hasher.update(&ld_version.stdout);
-        files.push(ld);
+    if let Some(ld) = &driver.ld {
+        hasher.update(&run(launcher, ld, "--version", env, cwd).await?.stdout);
+        files.push(ld.clone());
     }
-    files.extend(implicit_inputs(launcher, linker, env, cwd).await?);
+    files.extend(driver.inputs.iter().cloned());
     let digests = tokio::task::spawn_blocking(move || {
         files
             .into_iter()
@@ -139,6 +230,20 @@ async fn probe(
         hasher.update(digest.as_bytes());
     }
     Ok(*hasher.finalize().as_bytes())
+}
+
+/// One probe run of `program` with one argument.
+async fn run(
+    launcher: &Launcher,
+    program: &Path,
+    arg: &str,
+    env: &[(OsString, OsString)],
+    cwd: &Path,
+) -> io::Result<crate::process::ProcessOutput> {
+    let mut spec = CommandSpec::new(program, cwd);
+    spec.args = vec![arg.into()];
+    spec.env = env.to_vec();
+    launcher.run_probe(spec).await
 }
 
 /// The files of [`IMPLICIT_INPUTS`] that `linker` finds, in that order, asked in

@@ -72,6 +72,12 @@ pub(super) async fn compile(
         } => {
             // cargo's `rustc -vV` and `--print` probes come before a build's first compile.
             toolchains.prewarm_libs(&toolchain, context.hashes.clone());
+            linkers.prewarm(
+                &context.launcher,
+                &invocation.env,
+                cwd,
+                context.hashes.clone(),
+            );
             return Ok(uncacheable(context, &crate_types, reason.into()));
         }
     };

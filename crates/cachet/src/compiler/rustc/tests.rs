@@ -39,6 +39,11 @@ fn fake_tools(spec: &CommandSpec) -> io::Result<ProcessOutput> {
         .unwrap()
         .to_string_lossy()
         .into_owned();
+    if spec.env_var("LD_TRACE_LOADED_OBJECTS").is_some() {
+        // What glibc's loader lists, whatever the LD_LIBRARY_PATH (none holds these).
+        let objects = "\tlibc.so.6 => /lib/libc.so.6 (0x7f0000001000)\n";
+        return Ok(output(0, objects.as_bytes(), b""));
+    }
     if program.starts_with("cc") {
         return Ok(match args.first().map(String::as_str) {
             Some("--version") => output(0, format!("{program} (fake) 1.0\n").as_bytes(), b""),
@@ -404,6 +409,50 @@ async fn linked_crate_types_key_on_the_linker() {
     let request = f.request(&with(&bin, &["-C", "link-arg=-fuse-ld=lld"]), &[]);
     let refused = f.base_of(request).await;
     assert!(refused.unwrap_err().to_string().contains("another linker"));
+}
+
+/// cargo's `rustc -vV` before a build starts probing the default linker, so the build's
+/// first link finds it probed, although cargo runs its compiles with another
+/// `LD_LIBRARY_PATH` than its probes (one that changes no library the driver loads).
+#[tokio::test]
+async fn a_version_probe_probes_the_default_linker_ahead() {
+    let f = fixture();
+    // A dynamically linked driver (this test's own binary, never run: the mock answers),
+    // so that the loader is asked what each LD_LIBRARY_PATH changes.
+    let cc = f.dir.path().join("bin/cc");
+    std::fs::remove_file(&cc).unwrap();
+    std::os::unix::fs::symlink(std::env::current_exe().unwrap(), &cc).unwrap();
+    let runs = |traces: bool| {
+        f.mock
+            .calls()
+            .iter()
+            .filter(|c| c.program == cc)
+            .filter(|c| c.env_var("LD_TRACE_LOADED_OBJECTS").is_some() == traces)
+            .count()
+    };
+    f.run(
+        &["-vV".to_owned()],
+        &[("LD_LIBRARY_PATH", "/toolchain/lib")],
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // `--version`, `-print-prog-name=ld` (the fake names none), then one run per name.
+    let probe_runs = 2 + super::linker::IMPLICIT_INPUTS.len();
+    while runs(false) < probe_runs && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(runs(false), probe_runs, "the linker was not probed ahead");
+    // A link now takes the digest the probe works out (or waits for it), never probes;
+    // its LD_LIBRARY_PATH costs one run of the loader's trace.
+    let bin = replace(
+        &replace(&lib_args(), "lib", "bin"),
+        "--emit=dep-info,metadata,link",
+        "--emit=dep-info,link",
+    );
+    let compile_env = [("LD_LIBRARY_PATH", "/work/target/debug/deps:/toolchain/lib")];
+    f.base(&bin, &compile_env).await;
+    assert_eq!(runs(false), probe_runs, "the link probed the linker again");
+    assert_eq!(runs(true), 2);
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::compiler::file_hashes::FileHashes;
+use crate::compiler::loader::LoadedObjects;
 use crate::compiler::stamp::{FileStamp, Memo};
 use crate::process::Exit;
 use crate::process::{CommandSpec, Launcher, helper_env};
@@ -52,7 +53,9 @@ struct Selector {
     stamp: FileStamp,
     /// Only for rustup proxies.
     rustup: Option<RustupInputs>,
-    /// The probe's environment: what starts it, and for a proxy [`TOOLCHAIN_VARS`].
+    /// The probe's environment: what starts it, and for a proxy [`TOOLCHAIN_VARS`]. For a
+    /// real rustc, [`Toolchains::resolve`] puts the objects the loader maps in place of
+    /// `LD_LIBRARY_PATH` (a proxy passes the variable on to the rustc it runs).
     env: Vec<(OsString, OsString)>,
 }
 
@@ -123,6 +126,8 @@ pub struct Toolchains {
     libs: Arc<Memo<(PathBuf, String), [u8; 32]>>,
     /// What `-C target-cpu=native` resolves to, by toolchain (`-vV`) and target.
     native: Memo<(String, String), [u8; 32]>,
+    /// Which libraries a real rustc loads under each `LD_LIBRARY_PATH` cargo gives it.
+    loaded: LoadedObjects,
 }
 
 impl Toolchains {
@@ -134,7 +139,13 @@ impl Toolchains {
         env: &[(OsString, OsString)],
         cwd: &Path,
     ) -> io::Result<Option<Arc<Toolchain>>> {
-        let selector = Selector::of(binary, env, cwd)?;
+        let mut selector = Selector::of(binary, env, cwd)?;
+        let run_env = selector.env.clone();
+        if selector.rustup.is_none() {
+            selector.env = (self.loaded)
+                .key_env(launcher, binary, selector.stamp, &run_env)
+                .await;
+        }
         // Kept while "not rustc" has not expired and the sysroot is as probed (an update
         // underneath us means asking again).
         let holds = |(found, expires): &Probed| match found {
@@ -146,7 +157,7 @@ impl Toolchains {
         let (found, _) = self
             .toolchains
             .get(&selector, selector.stamp.settled(), holds, || {
-                probe(launcher, binary, &selector.env, cwd)
+                probe(launcher, binary, &run_env, cwd)
             })
             .await?;
         Ok(found)
@@ -420,6 +431,85 @@ mod tests {
         let plain = Selector::of(&real, &base, &project).unwrap();
         assert!(plain.rustup.is_none());
         assert_eq!(plain, Selector::of(&real, &nightly, &project).unwrap());
+    }
+
+    /// cargo gives rustc another `LD_LIBRARY_PATH` for its probes, its compiles and build
+    /// scripts' compiles; where the loader maps the same objects under each, rustc is
+    /// probed once.
+    #[tokio::test]
+    async fn library_paths_that_change_no_loaded_object_share_one_probe() {
+        use crate::process::mock::{MockRunner, output};
+        let dir = tempfile::tempdir().unwrap();
+        // A dynamically linked "rustc" (this test's own binary, never run: the mock answers).
+        let rustc = dir.path().join("rustc");
+        std::os::unix::fs::symlink(std::env::current_exe().unwrap(), &rustc).unwrap();
+        let sysroot = dir.path().join("sysroot");
+        std::fs::create_dir(&sysroot).unwrap();
+        let printed = format!("{}\n", sysroot.display());
+        let mock = MockRunner::new(move |spec| {
+            if spec.env_var("LD_TRACE_LOADED_OBJECTS").is_some() {
+                let path = spec.env_var("LD_LIBRARY_PATH").unwrap().to_string_lossy();
+                let driver = if path.contains("/other-toolchain/") {
+                    "/other-toolchain/lib/librustc_driver.so"
+                } else {
+                    "/toolchain/lib/librustc_driver.so"
+                };
+                return Ok(output(
+                    0,
+                    format!("\tlibrustc_driver.so => {driver} (0x7f0000001000)\n").as_bytes(),
+                    b"",
+                ));
+            }
+            Ok(match spec.args[0].to_str().unwrap() {
+                "-vV" => output(
+                    0,
+                    b"rustc 1.95.0 (fake)\nhost: x86_64-unknown-linux-gnu\n",
+                    b"",
+                ),
+                _ => output(0, printed.as_bytes(), b""),
+            })
+        });
+        let launcher = Launcher::new(
+            Arc::new(mock.clone()),
+            cachet_jobserver::Jobserver::new(2).unwrap(),
+        );
+        let toolchains = Toolchains::default();
+        let resolve = |library_path: &str| {
+            let env = env(&[("PATH", "/usr/bin"), ("LD_LIBRARY_PATH", library_path)]);
+            let (toolchains, launcher, rustc, cwd) = (&toolchains, &launcher, &rustc, dir.path());
+            async move {
+                toolchains
+                    .resolve(launcher, rustc, &env, cwd)
+                    .await
+                    .unwrap()
+                    .unwrap()
+            }
+        };
+        let probes = || {
+            mock.calls()
+                .iter()
+                .filter(|c| c.env_var("LD_TRACE_LOADED_OBJECTS").is_none())
+                .count()
+        };
+        let first = resolve("/toolchain/lib").await;
+        assert_eq!(first.sysroot, sysroot);
+        assert_eq!(probes(), 2, "-vV and --print sysroot");
+        // cargo's compiles, and the compiles of a build script.
+        resolve("/t/debug/deps:/toolchain/lib").await;
+        resolve("/t/debug:/t/debug/deps:/toolchain/lib/rustlib/x/lib:/toolchain/lib").await;
+        assert_eq!(probes(), 2);
+        // A directory with another rustc driver library in front: probed again.
+        resolve("/other-toolchain/lib:/toolchain/lib").await;
+        assert_eq!(probes(), 4);
+        // The probe ran with the request's own variable, not the key's list.
+        let last = mock.calls().pop().unwrap();
+        assert_eq!(
+            last.env,
+            env(&[
+                ("LD_LIBRARY_PATH", "/other-toolchain/lib:/toolchain/lib"),
+                ("PATH", "/usr/bin")
+            ])
+        );
     }
 
     #[tokio::test]
