@@ -243,9 +243,65 @@ fn frame(
     Ok(())
 }
 
+/// Outputs of at least this many bytes are compressed in pieces of [`PIECE`] bytes, each a
+/// frame, on up to one thread per CPU at once: a build's last output (its binary, tens of
+/// MB) is what `cachet --flush` and a stopping server wait for, while the build leaves the
+/// cores idle. zstd level 1 looks back at most 512 KiB, so pieces of 4 MiB compress as well.
+const PARALLEL_MIN: usize = 8 << 20;
+const PIECE: usize = 4 << 20;
+
+/// Appends `data` to `out` as frames of [`PIECE`] bytes, compressed on up to one thread per
+/// CPU (this one with `compressor`, the others with contexts of their own). Threads made
+/// here inherit the caller's scheduling and I/O classes (background work stays idle).
+fn frames_in_parallel(
+    compressor: &mut zstd::bulk::Compressor<'static>,
+    out: &mut Vec<u8>,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let pieces: Vec<&[u8]> = data.chunks(PIECE).collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(pieces.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = |compressor: &mut zstd::bulk::Compressor<'static>| {
+        let mut done = Vec::new();
+        loop {
+            let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(piece) = pieces.get(at) else {
+                return std::io::Result::Ok(done);
+            };
+            let mut frames = Vec::new();
+            frame(compressor, &mut frames, piece)?;
+            done.push((at, frames));
+        }
+    };
+    let mut done = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads)
+            .map(|_| scope.spawn(|| work(&mut zstd::bulk::Compressor::new(ZSTD_LEVEL)?)))
+            .collect();
+        let mut done = work(compressor)?;
+        for helper in helpers {
+            let theirs = helper
+                .join()
+                .map_err(|_| std::io::Error::other("a compression thread panicked"))?;
+            done.extend(theirs?);
+        }
+        std::io::Result::Ok(done)
+    })?;
+    done.sort_unstable_by_key(|(at, _)| *at);
+    out.reserve(done.iter().map(|(_, f)| f.len()).sum());
+    for (_, frames) in done {
+        out.extend_from_slice(&frames);
+    }
+    Ok(())
+}
+
 impl std::io::Write for Frames<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if buf.len() >= FRAME_MIN {
+        if buf.len() >= PARALLEL_MIN {
+            self.end()?;
+            frames_in_parallel(self.compressor, &mut self.out, buf)?;
+        } else if buf.len() >= FRAME_MIN {
             self.end()?;
             frame(self.compressor, &mut self.out, buf)?;
         } else {

@@ -188,10 +188,43 @@ fn large_outputs_are_frames_of_their_own_and_decode_on_both_paths() {
     assert_eq!(frames(&bytes), 5);
     assert_eq!(CacheEntry::decode(&bytes).unwrap(), entry);
 
+    // Past PARALLEL_MIN, an output is frames of PIECE bytes: 4 whole ones and the rest.
     entry.files[2].data = big(BULK_LIMIT as usize + 10, 3);
     let bytes = entry.encode();
-    assert_eq!(frames(&bytes), 5);
+    assert_eq!(frames(&bytes), 4 + 5);
     assert_eq!(CacheEntry::decode(&bytes).unwrap(), entry);
+}
+
+/// A large output compressed in pieces on several threads comes back in order, and the
+/// pieces cost next to nothing in size against one frame.
+#[test]
+fn large_outputs_compress_in_pieces_in_order_and_as_small() {
+    // Real compiler output: the first 3.5 pieces of this test's own binary.
+    let mut data = vec![0; 3 * PIECE + PIECE / 2];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open(std::env::current_exe().unwrap()).unwrap(),
+        &mut data,
+    )
+    .unwrap();
+    let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL).unwrap();
+    let mut pieces = Vec::new();
+    frames_in_parallel(&mut compressor, &mut pieces, &data).unwrap();
+    let mut whole = Vec::new();
+    frame(&mut compressor, &mut whole, &data).unwrap();
+    let mut count = 0;
+    let mut rest = pieces.as_slice();
+    while !rest.is_empty() {
+        rest = &rest[zstd::zstd_safe::find_frame_compressed_size(rest).unwrap()..];
+        count += 1;
+    }
+    assert_eq!(count, 4);
+    assert_eq!(zstd::stream::decode_all(pieces.as_slice()).unwrap(), data);
+    assert!(
+        pieces.len() <= whole.len() + whole.len() / 100 + 64,
+        "{} bytes in pieces, {} in one frame",
+        pieces.len(),
+        whole.len()
+    );
 }
 
 #[test]
