@@ -250,18 +250,18 @@ fn frame(
 const PARALLEL_MIN: usize = 8 << 20;
 const PIECE: usize = 4 << 20;
 
-/// Appends `data` to `out` as frames of [`PIECE`] bytes, compressed on up to one thread per
-/// CPU (this one with `compressor`, the others with contexts of their own). Threads made
-/// here inherit the caller's scheduling and I/O classes (background work stays idle).
+/// Appends `data` to `out` as frames of [`PIECE`] bytes, compressed on up to `threads`
+/// threads (this one with `compressor`, the others with contexts of their own; fewer when
+/// the system makes fewer). Threads made here inherit the caller's scheduling and I/O
+/// classes (background work stays idle). Errors: zstd's.
 fn frames_in_parallel(
     compressor: &mut zstd::bulk::Compressor<'static>,
     out: &mut Vec<u8>,
     data: &[u8],
+    threads: usize,
 ) -> std::io::Result<()> {
     let pieces: Vec<&[u8]> = data.chunks(PIECE).collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(pieces.len());
+    let threads = threads.min(pieces.len());
     let next = std::sync::atomic::AtomicUsize::new(0);
     let work = |compressor: &mut zstd::bulk::Compressor<'static>| {
         let mut done = Vec::new();
@@ -276,15 +276,29 @@ fn frames_in_parallel(
         }
     };
     let mut done = std::thread::scope(|scope| {
+        // A thread the system refuses leaves its pieces to the others.
         let helpers: Vec<_> = (1..threads)
-            .map(|_| scope.spawn(|| work(&mut zstd::bulk::Compressor::new(ZSTD_LEVEL)?)))
+            .map_while(|_| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, || {
+                        work(&mut zstd::bulk::Compressor::new(ZSTD_LEVEL)?)
+                    })
+                    .ok()
+            })
             .collect();
-        let mut done = work(compressor)?;
-        for helper in helpers {
-            let theirs = helper
-                .join()
-                .map_err(|_| std::io::Error::other("a compression thread panicked"))?;
-            done.extend(theirs?);
+        let mine = work(compressor);
+        // Every helper joined before any error returns.
+        let theirs: Vec<_> = helpers
+            .into_iter()
+            .map(|helper| {
+                helper
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("a compression thread panicked")))
+            })
+            .collect();
+        let mut done = mine?;
+        for pieces in theirs {
+            done.extend(pieces?);
         }
         std::io::Result::Ok(done)
     })?;
@@ -300,7 +314,8 @@ impl std::io::Write for Frames<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if buf.len() >= PARALLEL_MIN {
             self.end()?;
-            frames_in_parallel(self.compressor, &mut self.out, buf)?;
+            let threads = std::thread::available_parallelism().map_or(1, usize::from);
+            frames_in_parallel(self.compressor, &mut self.out, buf, threads)?;
         } else if buf.len() >= FRAME_MIN {
             self.end()?;
             frame(self.compressor, &mut self.out, buf)?;

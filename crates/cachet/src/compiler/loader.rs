@@ -9,11 +9,17 @@
 //! the text, a fresh server probed rustc three times and the linker twice, each on the
 //! build's longest path (30-75 ms apiece).
 //!
-//! Only where the answer is exact: a dynamically linked ELF executable whose interpreter is
-//! glibc's loader (for any other file the variable would not be read, and the program
-//! would run), not setuid or setgid, and an `LD_LIBRARY_PATH` of absolute directories only
-//! (a relative one resolves against the cwd, which the key does not hold). Everything else,
-//! and a trace that fails, keeps the variable's text in the key, as before.
+//! Only where the list says it all: a dynamically linked ELF executable whose interpreter
+//! is glibc's loader (for any other file the variable would not be read, and the program
+//! would run), not setuid or setgid, not a compiler launcher that runs another program
+//! (ccache, sccache, distcc, icecc: the program it runs loads its own libraries), an
+//! `LD_LIBRARY_PATH` of absolute directories only (a relative one resolves against the
+//! cwd, which the key does not hold), and output every line of which has the trace's
+//! shape. Everything else keeps the variable's text in the key, as before. A trace is
+//! taken once per program file and value: a library that appears later in one of the
+//! directories, ahead of the one listed, is not noticed (as with the text before).
+//! Probes whose program runs children (gcc's `-dM -E` runs cc1) keep the text too: their
+//! callers do not ask.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -25,6 +31,10 @@ use crate::compiler::stamp::{FileStamp, Memo};
 use crate::process::{CommandSpec, Launcher};
 
 const LIBRARY_PATH_VAR: &str = "LD_LIBRARY_PATH";
+
+/// Programs that run another compiler given on their command line or found on PATH:
+/// tracing them would list their libraries, not the compiler's.
+const LAUNCHERS: &[&str] = &["ccache", "sccache", "distcc", "icecc", "icerun", "cachet"];
 
 /// The name under which a key holds the traced objects in place of `LD_LIBRARY_PATH`: no
 /// environment variable can have it (names never contain `=`).
@@ -94,17 +104,59 @@ async fn trace(
     library_path: &OsStr,
     env: &[(OsString, OsString)],
 ) -> io::Result<Option<Vec<u8>>> {
-    if !all_absolute(library_path) || !loads_through_glibc(program) {
+    if !all_absolute(library_path) || is_launcher(program) || !loads_through_glibc(program) {
         return Ok(None);
     }
     let mut spec = CommandSpec::new(program, "/");
     spec.env = env.to_vec();
     spec.set_env("LD_TRACE_LOADED_OBJECTS", "1");
     let out = launcher.run_probe(spec).await?;
-    if !out.exit.success() || out.stdout.is_empty() {
+    if !out.exit.success() || !is_trace(&out.stdout) {
         return Ok(None);
     }
     Ok(Some(without_addresses(&out.stdout)))
+}
+
+/// Whether `program`, or a symlink on the way to its file, is named as one of
+/// [`LAUNCHERS`] (`/usr/lib64/ccache/cc` links to `ccache`).
+fn is_launcher(program: &Path) -> bool {
+    let named = |path: &Path| {
+        path.file_name()
+            .is_some_and(|n| LAUNCHERS.iter().any(|l| n.as_bytes() == l.as_bytes()))
+    };
+    let mut path = program.to_owned();
+    // Linux follows at most 40 links (path_resolution(7)).
+    for _ in 0..40 {
+        if named(&path) {
+            return true;
+        }
+        let Ok(target) = std::fs::read_link(&path) else {
+            break;
+        };
+        path = path.parent().unwrap_or(Path::new("/")).join(target);
+    }
+    std::fs::canonicalize(program).is_ok_and(|real| named(&real))
+}
+
+/// Whether `stdout` is a loader's trace: at least one line, each `name => path (0x…)`,
+/// `name => not found` or `name-or-path (0x…)`. Anything else (a program that ran after
+/// all, under a loader that ignores the switch) is not taken for one.
+fn is_trace(stdout: &[u8]) -> bool {
+    let mut lines = stdout
+        .split(|b| *b == b'\n')
+        .map(<[u8]>::trim_ascii)
+        .filter(|l| !l.is_empty())
+        .peekable();
+    lines.peek().is_some()
+        && lines.all(|line| {
+            line.ends_with(b" => not found")
+                || line
+                    .strip_suffix(b")")
+                    .and_then(|rest| memchr::memmem::rfind(rest, b" (0x").map(|at| &rest[at + 4..]))
+                    .is_some_and(|address| {
+                        !address.is_empty() && address.iter().all(u8::is_ascii_hexdigit)
+                    })
+        })
 }
 
 /// Whether every directory of an `LD_LIBRARY_PATH` is absolute. glibc splits it at `:`

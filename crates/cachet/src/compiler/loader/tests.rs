@@ -105,6 +105,10 @@ async fn where_the_trace_does_not_apply_the_key_keeps_the_variable() {
         if spec.program.ends_with("failing") {
             return Ok(output(127, b"", b"error while loading shared libraries"));
         }
+        if spec.program.ends_with("ran") {
+            // A loader that ignored the switch: the program ran, and said something.
+            return Ok(output(0, b"Usage: rustc [OPTIONS] INPUT\n", b""));
+        }
         Ok(output(
             0,
             &trace_output("/toolchain/lib/librustc_driver.so", 0x7f00_0000),
@@ -137,6 +141,12 @@ async fn where_the_trace_does_not_apply_the_key_keeps_the_variable() {
         script.clone(),
     )
     .await;
+    // A launcher: what it runs loads its own libraries.
+    let ccache = dir.path().join("ccache");
+    std::os::unix::fs::symlink(&program, &ccache).unwrap();
+    let launched = dir.path().join("cc");
+    std::os::unix::fs::symlink(&ccache, &launched).unwrap();
+    check(env(&[("LD_LIBRARY_PATH", "/toolchain/lib")]), launched).await;
     // Setuid: the loader ignores the variable there.
     let setuid = dir.path().join("setuid-program");
     std::fs::copy(&program, &setuid).unwrap();
@@ -149,10 +159,16 @@ async fn where_the_trace_does_not_apply_the_key_keeps_the_variable() {
     std::fs::copy(&program, &failing).unwrap();
     check(env(&[("LD_LIBRARY_PATH", "/toolchain/lib")]), failing).await;
     assert_eq!(mock.calls().len(), 1);
+    // Output that is not a trace.
+    let ran = dir.path().join("ran");
+    std::fs::copy(&program, &ran).unwrap();
+    check(env(&[("LD_LIBRARY_PATH", "/toolchain/lib")]), ran).await;
+    assert_eq!(mock.calls().len(), 2);
 }
 
 /// The real loader: a directory holding only files the program does not load changes
 /// nothing; one holding a copy of a library it loads changes the key.
+#[cfg(target_env = "gnu")]
 #[tokio::test]
 async fn the_real_loader_tells_which_directories_matter() {
     let program = dynamic_program();
@@ -204,6 +220,29 @@ async fn the_real_loader_tells_which_directories_matter() {
     assert_ne!(key, base);
     let text = format!("{key:?}");
     assert!(text.contains(shadow.to_str().unwrap()), "{text}");
+}
+
+#[test]
+fn only_the_loaders_shapes_are_a_trace() {
+    assert!(is_trace(
+        b"\tlinux-vdso.so.1 (0x00007ffd8a5f2000)\n\tlibfoo.so => not found\n\
+          \tlibc.so.6 => /lib/libc.so.6 (0x00007f14c10aa000)\n\t/lib64/ld-linux-x86-64.so.2 (0x7f)\n"
+    ));
+    for not_a_trace in [
+        &b""[..],
+        b"\n\n",
+        b"Usage: rustc [OPTIONS] INPUT\n",
+        b"libc.so.6 => /lib/libc.so.6 (0x00007f14c10aa000)\nrustc 1.95.0\n",
+        b"x (0x",
+        b"x (0x)",
+        b"x (0xzz)",
+    ] {
+        assert!(
+            !is_trace(not_a_trace),
+            "{}",
+            String::from_utf8_lossy(not_a_trace)
+        );
+    }
 }
 
 #[test]

@@ -110,18 +110,15 @@ impl Linkers {
         let run_env = helper_env(env, LINKER_VARS);
         let driver_key = probes.key(launcher, linker, &run_env).await?;
         let settled = driver_key.1.settled();
+        // An `ld` removed since (a binutils upgrade) means asking the driver again.
+        let ld_exists = |driver: &Arc<Driver>| driver.ld.as_ref().is_none_or(|ld| ld.is_file());
         let driver = probes
             .drivers
-            .get(
-                &driver_key,
-                settled,
-                |_| true,
-                || async {
-                    probe_driver(launcher, linker, &run_env, cwd)
-                        .await
-                        .map(Arc::new)
-                },
-            )
+            .get(&driver_key, settled, ld_exists, || async {
+                probe_driver(launcher, linker, &run_env, cwd)
+                    .await
+                    .map(Arc::new)
+            })
             .await?;
         let ld_key = match &driver.ld {
             Some(ld) => Some(probes.key(launcher, ld, &run_env).await?),
@@ -402,6 +399,49 @@ mod tests {
             assert_eq!(call.env, env);
             assert_eq!(call.args.len(), 1);
         }
+    }
+
+    /// The `ld` a driver named, removed since (a binutils upgrade): the driver is asked
+    /// again, rather than every link failing to stamp a file that is gone.
+    #[tokio::test]
+    async fn an_ld_removed_since_its_probe_means_asking_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cc, ld) = (dir.path().join("cc"), dir.path().join("ld"));
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        for (path, text) in [(&cc, "#!/bin/false cc\n"), (&ld, "#!/bin/false ld\n")] {
+            std::fs::write(path, text).unwrap();
+            crate::compiler::stamp::tests::set_mtime(path, old);
+        }
+        let named = ld.clone();
+        let mock = MockRunner::new(move |spec| {
+            Ok(match spec.args[0].to_str().unwrap() {
+                "-print-prog-name=ld" => {
+                    output(0, format!("{}\n", named.display()).as_bytes(), b"")
+                }
+                "--version" => output(0, b"1.0\n", b""),
+                _ => output(0, b"", b""),
+            })
+        });
+        let launcher = Launcher::new(
+            Arc::new(mock.clone()),
+            cachet_jobserver::Jobserver::new(2).unwrap(),
+        );
+        let linkers = Linkers::default();
+        let hashes = Arc::new(FileHashes::default());
+        let digest = || linkers.digest(&launcher, &cc, &[], dir.path(), hashes.clone());
+        let asked = || {
+            mock.calls()
+                .iter()
+                .filter(|c| c.args[0] == "-print-prog-name=ld")
+                .count()
+        };
+        let with_ld = digest().await.unwrap();
+        assert_eq!(digest().await.unwrap(), with_ld);
+        assert_eq!(asked(), 1);
+        std::fs::remove_file(&ld).unwrap();
+        let without = digest().await.unwrap();
+        assert_ne!(without, with_ld);
+        assert_eq!(asked(), 2);
     }
 
     #[test]

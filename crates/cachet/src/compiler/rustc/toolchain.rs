@@ -84,16 +84,28 @@ fn nearest_toolchain_file(cwd: &Path) -> Option<(PathBuf, FileStamp)> {
     None
 }
 
+/// Whether `binary` is rustup's proxy: rustup itself under a symlink, or a hard link to
+/// the `rustup` beside it (rustup installs its proxies as hard links where it can).
+fn is_rustup_proxy(binary: &Path, meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(real) = std::fs::canonicalize(binary) else {
+        return false;
+    };
+    if real
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("rustup"))
+    {
+        return true;
+    }
+    real.parent()
+        .and_then(|dir| std::fs::metadata(dir.join("rustup")).ok())
+        .is_some_and(|rustup| (rustup.dev(), rustup.ino()) == (meta.dev(), meta.ino()))
+}
+
 impl Selector {
     fn of(binary: &Path, env: &[(OsString, OsString)], cwd: &Path) -> io::Result<Selector> {
         let meta = std::fs::metadata(binary)?;
-        let is_proxy = std::fs::canonicalize(binary)
-            .ok()
-            .and_then(|p| {
-                p.file_name()
-                    .map(|n| n.to_string_lossy().starts_with("rustup"))
-            })
-            .unwrap_or(false);
+        let is_proxy = is_rustup_proxy(binary, &meta);
         let rustup = is_proxy.then(|| {
             let home = env_of(env, "RUSTUP_HOME")
                 .map(PathBuf::from)
@@ -426,6 +438,18 @@ mod tests {
         std::fs::write(home.join("settings.toml"), "default_toolchain = \"beta\"\n").unwrap();
         let with_settings = Selector::of(&proxy, &base, &project).unwrap();
         assert_ne!(with_settings.rustup.as_ref().unwrap().settings, None);
+
+        // rustup's hard-linked proxies are proxies too.
+        let linked = dir.path().join("bin");
+        std::fs::create_dir(&linked).unwrap();
+        std::fs::write(linked.join("rustup"), "proxy").unwrap();
+        std::fs::hard_link(linked.join("rustup"), linked.join("rustc")).unwrap();
+        let hard = Selector::of(&linked.join("rustc"), &base, &project).unwrap();
+        assert!(hard.rustup.is_some());
+        assert_ne!(
+            hard,
+            Selector::of(&linked.join("rustc"), &nightly, &project).unwrap()
+        );
 
         // A real rustc ignores all of that.
         let plain = Selector::of(&real, &base, &project).unwrap();
