@@ -12,7 +12,7 @@ pub(crate) mod support;
 use crate::cache::{DiskCache, DiskStorage};
 use crate::process::mock::{MockRunner, output};
 use crate::process::{CommandSpec, JOBSERVER_VARS, ProcessOutput};
-use crate::protocol::{CompileRequest, Exit, Response, to_bytes};
+use crate::protocol::{CompileRequest, Exit, Response};
 use support as test_support;
 
 const GCC_MACROS: &[u8] = b"#define __GNUC__ 12\n#define __VERSION__ \"12.2.0\"\n";
@@ -124,20 +124,7 @@ impl Fixture {
     }
 
     fn direct_request(&self, args: &[&str], env: &[(&str, &str)]) -> CompileRequest {
-        CompileRequest {
-            compiler: to_bytes(self.compiler.as_os_str()),
-            args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
-            cwd: to_bytes(self.work.as_os_str()),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-                .collect(),
-            umask: 0o022,
-            stderr_is_tty: false,
-            build_jobserver: None,
-            stale_jobserver: None,
-            base_dirs: vec![],
-        }
+        test_support::request(&self.compiler, &self.work, args, env)
     }
 
     async fn run(&self, request: CompileRequest) -> (Outcome, Vec<Response>) {
@@ -520,17 +507,7 @@ async fn a_compiler_named_rustc_is_probed_as_rustc_first() {
     for is_rustc in [true, false] {
         let dir = tempfile::tempdir().unwrap();
         let (rustc, mock, launcher, service) = named_rustc(dir.path(), is_rustc);
-        let request = CompileRequest {
-            compiler: to_bytes(rustc.as_os_str()),
-            args: vec![b"-vV".to_vec()],
-            cwd: to_bytes(dir.path().as_os_str()),
-            env: vec![],
-            umask: 0o022,
-            stderr_is_tty: false,
-            build_jobserver: None,
-            stale_jobserver: None,
-            base_dirs: vec![],
-        };
+        let request = test_support::request(&rustc, dir.path(), &["-vV"], &[]);
         let (job, _rx) = test_support::job(&launcher, request);
         let outcome = service.compile(job).await;
         let probes: Vec<Vec<String>> = mock

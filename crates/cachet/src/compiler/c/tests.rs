@@ -19,17 +19,7 @@ fn identity(family: Family) -> Identity {
 }
 
 fn request(cwd: &Path, args: &[&str]) -> CompileRequest {
-    CompileRequest {
-        compiler: b"/usr/bin/gcc".to_vec(),
-        args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
-        cwd: to_bytes(cwd.as_os_str()),
-        env: vec![],
-        umask: 0o022,
-        stderr_is_tty: false,
-        build_jobserver: None,
-        stale_jobserver: None,
-        base_dirs: vec![],
-    }
+    crate::compiler::tests::support::request(Path::new("/usr/bin/gcc"), cwd, args, &[])
 }
 
 fn key_in(cwd: &Path, args: &[&str]) -> CacheKey {

@@ -198,25 +198,10 @@ fn lib_args() -> Vec<String> {
 impl Fixture {
     fn request(&self, args: &[String], env: &[(&str, &str)]) -> CompileRequest {
         let path = format!("{}", self.dir.path().join("bin").display());
-        let mut vars = vec![
-            ("PATH".to_owned(), path),
-            ("CARGO_PKG_VERSION".into(), "0.1.0".into()),
-        ];
-        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        CompileRequest {
-            compiler: b"/toolchain/bin/rustc".to_vec(),
-            args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
-            cwd: to_bytes(self.work.as_os_str()),
-            env: vars
-                .into_iter()
-                .map(|(k, v)| (k.into_bytes(), v.into_bytes()))
-                .collect(),
-            umask: 0o022,
-            stderr_is_tty: false,
-            build_jobserver: None,
-            stale_jobserver: None,
-            base_dirs: vec![],
-        }
+        let mut vars = vec![("PATH", path.as_str()), ("CARGO_PKG_VERSION", "0.1.0")];
+        vars.extend_from_slice(env);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        test_support::request(Path::new("/toolchain/bin/rustc"), &self.work, &args, &vars)
     }
 
     async fn base(&self, args: &[String], env: &[(&str, &str)]) -> CacheKey {
