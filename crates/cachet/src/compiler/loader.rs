@@ -111,10 +111,10 @@ async fn trace(
     spec.env = env.to_vec();
     spec.set_env("LD_TRACE_LOADED_OBJECTS", "1");
     let out = launcher.run_probe(spec).await?;
-    if !out.exit.success() || !is_trace(&out.stdout) {
+    if !out.exit.success() {
         return Ok(None);
     }
-    Ok(Some(without_addresses(&out.stdout)))
+    Ok(objects(&out.stdout))
 }
 
 /// Whether `program`, or a symlink on the way to its file, is named as one of
@@ -136,27 +136,6 @@ fn is_launcher(program: &Path) -> bool {
         path = path.parent().unwrap_or(Path::new("/")).join(target);
     }
     std::fs::canonicalize(program).is_ok_and(|real| named(&real))
-}
-
-/// Whether `stdout` is a loader's trace: at least one line, each `name => path (0x…)`,
-/// `name => not found` or `name-or-path (0x…)`. Anything else (a program that ran after
-/// all, under a loader that ignores the switch) is not taken for one.
-fn is_trace(stdout: &[u8]) -> bool {
-    let mut lines = stdout
-        .split(|b| *b == b'\n')
-        .map(<[u8]>::trim_ascii)
-        .filter(|l| !l.is_empty())
-        .peekable();
-    lines.peek().is_some()
-        && lines.all(|line| {
-            line.ends_with(b" => not found")
-                || line
-                    .strip_suffix(b")")
-                    .and_then(|rest| memchr::memmem::rfind(rest, b" (0x").map(|at| &rest[at + 4..]))
-                    .is_some_and(|address| {
-                        !address.is_empty() && address.iter().all(u8::is_ascii_hexdigit)
-                    })
-        })
 }
 
 /// Whether every directory of an `LD_LIBRARY_PATH` is absolute. glibc splits it at `:`
@@ -214,22 +193,32 @@ fn interpreter<Elf: object::read::elf::FileHeader>(
         .map(<[u8]>::to_vec)
 }
 
-/// The trace's lines with the load addresses (` (0x…)`, different at every run) taken off.
-fn without_addresses(stdout: &[u8]) -> Vec<u8> {
+/// A loader's trace with the load addresses (` (0x…)`, different at every run) taken off,
+/// one line per object; None unless `stdout` is one: at least one line, each
+/// `name => path (0x…)`, `name => not found` or `name-or-path (0x…)`. Anything else (a
+/// program that ran after all, under a loader that ignores the switch) is not taken for one.
+fn objects(stdout: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(stdout.len());
     for line in stdout.split(|b| *b == b'\n') {
         let line = line.trim_ascii();
         if line.is_empty() {
             continue;
         }
-        let line = match memchr::memmem::rfind(line, b" (0x") {
-            Some(at) if line.ends_with(b")") => &line[..at],
-            _ => line,
+        let object = if line.ends_with(b" => not found") {
+            line
+        } else {
+            let rest = line.strip_suffix(b")")?;
+            let at = memchr::memmem::rfind(rest, b" (0x")?;
+            let address = &rest[at + 4..];
+            if address.is_empty() || !address.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            &line[..at]
         };
-        out.extend_from_slice(line);
+        out.extend_from_slice(object);
         out.push(b'\n');
     }
-    out
+    (!out.is_empty()).then_some(out)
 }
 
 #[cfg(test)]

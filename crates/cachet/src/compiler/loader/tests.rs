@@ -224,10 +224,11 @@ async fn the_real_loader_tells_which_directories_matter() {
 
 #[test]
 fn only_the_loaders_shapes_are_a_trace() {
-    assert!(is_trace(
+    assert!(objects(
         b"\tlinux-vdso.so.1 (0x00007ffd8a5f2000)\n\tlibfoo.so => not found\n\
           \tlibc.so.6 => /lib/libc.so.6 (0x00007f14c10aa000)\n\t/lib64/ld-linux-x86-64.so.2 (0x7f)\n"
-    ));
+    )
+    .is_some());
     for not_a_trace in [
         &b""[..],
         b"\n\n",
@@ -238,7 +239,7 @@ fn only_the_loaders_shapes_are_a_trace() {
         b"x (0xzz)",
     ] {
         assert!(
-            !is_trace(not_a_trace),
+            objects(not_a_trace).is_none(),
             "{}",
             String::from_utf8_lossy(not_a_trace)
         );
@@ -247,11 +248,12 @@ fn only_the_loaders_shapes_are_a_trace() {
 
 #[test]
 fn trace_lines_lose_their_addresses_only() {
-    let out = without_addresses(
+    let out = objects(
         b"\tlinux-vdso.so.1 (0x00007ffd8a5f2000)\n\
           \tlibfoo.so => not found\n\
           \tlib (0x1).so => /odd/lib (0x1).so (0x00007f14c10aa000)\n\n",
-    );
+    )
+    .unwrap();
     assert_eq!(
         out,
         b"linux-vdso.so.1\nlibfoo.so => not found\nlib (0x1).so => /odd/lib (0x1).so\n"
