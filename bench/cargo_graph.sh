@@ -5,9 +5,10 @@
 # wall times, the ratios and the hit counts.
 #
 # Usage: RUNS=5 bench/cargo_graph.sh   (needs: scripts/build-release; cargo install sccache)
-# RUNS cold builds each way (default 1), plain and cachet in turn; a cold cachet build is
-# timed up to the end of `cachet --flush` (its cache writes done); medians and spreads, and
-# the server's own CPU time per cold build.
+# RUNS cold builds each way (default 1), plain and cachet in turn (the order swapped every
+# round); a cold cachet build is timed up to the end of `cachet --flush` (its cache writes
+# done); medians and spreads, the server's own CPU time per cold build, and the wall time
+# per CPU-second of the build's own work, which takes the machine's drift out.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cachet="$root/target/dist/cachet"
@@ -33,32 +34,49 @@ build() { # label, then env assignments for cargo; a cold cachet build waits for
     cargo clean -q
     local start end
     start=$(now)
-    env "$@" cargo build -q >"$work/$label.log" 2>&1 || { cat "$work/$label.log"; exit 1; }
+    # bash's `time`: the user + system CPU of cargo and everything it waited for (rustc,
+    # build scripts, cc, and cachet's clients with what they ran themselves).
+    local TIMEFORMAT='%U %S'
+    { time env "$@" cargo build -q >"$work/$label.log" 2>&1 || { cat "$work/$label.log"; exit 1; }; } 2>"$work/$label.cpu"
     case $label in cachet-cold) "$cachet" --flush >>"$quiet" 2>&1 ;; esac
     end=$(now)
     wall[$label]=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }')
     runs_of[$label]="${runs_of[$label]:-} ${wall[$label]}"
-    local cpu=""
+    local work_cpu cpu=""
+    work_cpu=$(awk '{ printf "%.2f", $1 + $2 }' "$work/$label.cpu")
     if [ "$label" = cachet-cold ]; then
         # The server's own CPU time (user + system) over this build, its compilers not
         # counted: steadier than wall time on a machine whose speed drifts.
         # Also as a share of its compilers' CPU (its reaped children): a slower spell of
         # the machine stretches both alike.
-        local share
-        read -r cpu share <<<"$(server_cpu)"
+        local share compilers
+        read -r cpu share compilers <<<"$(server_cpu)"
         runs_of[server-cpu]="${runs_of[server-cpu]:-} $cpu"
         runs_of[server-share]="${runs_of[server-share]:-} $share"
+        work_cpu=$(awk -v a="$work_cpu" -v b="$compilers" 'BEGIN { printf "%.2f", a + b }')
         cpu="  (server CPU $cpu s, $share% of its compilers')"
     fi
+    case $label in
+        *-cold)
+            # Wall seconds per 100 CPU-seconds of the build's own work (compilers, build
+            # scripts, cargo; cachet's server not counted, its clients counted): the same
+            # work either way, so a slower spell of the machine, which stretches the wall
+            # time and that CPU alike, cancels out, and what cachet adds stays.
+            local per
+            per=$(awk -v w="${wall[$label]}" -v c="$work_cpu" 'BEGIN { printf "%.3f", 100 * w / c }')
+            runs_of[$label-per-cpu]="${runs_of[$label-per-cpu]:-} $per"
+            cpu="  work CPU $work_cpu s, $per s per 100 CPU-s$cpu" ;;
+    esac
     printf '%-14s %8s s%s\n' "$label" "${wall[$label]}" "$cpu"
 }
-# The running server's CPU time so far (seconds), and that as a percentage of its reaped
-# children's (the compilers it ran), from /proc/PID/stat.
+# The running server's CPU time so far (seconds), that as a percentage of its reaped
+# children's (the compilers it ran), and those children's CPU time (seconds), from
+# /proc/PID/stat.
 server_cpu() {
     local pid
     pid=$("$cachet" --show-stats --json | awk -F: '/"server_pid"/{gsub(/[ ,]/,"",$2); print $2; exit}')
     awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, "")
-        printf "%.2f %.2f", ($12 + $13) / hz, 100 * ($12 + $13) / ($14 + $15 + 1) }' "/proc/$pid/stat"
+        printf "%.2f %.2f %.2f", ($12 + $13) / hz, 100 * ($12 + $13) / ($14 + $15 + 1), ($14 + $15) / hz }' "/proc/$pid/stat"
 }
 # Median and spread (min-max) of a label's runs.
 summary() {
@@ -71,14 +89,23 @@ summary() {
 runs=${RUNS:-1}
 export CACHET_DIR="$work/cachet" CACHET_RUNTIME_DIR="$work/cachet-run"
 wrap=(RUSTC_WRAPPER="$cachet" CC="$cachet cc" CXX="$cachet c++" CC_KNOWN_WRAPPER_CUSTOM=cachet)
-# Cold runs, plain and cachet in turn (so drift on a busy machine hits both alike); each
-# cachet run starts from an empty cache and a fresh server.
-for _ in $(seq "$runs"); do
-    build plain-cold X=1
+# Cold runs, plain and cachet in turn, the order swapped every round (plain first, then
+# cachet first...), so a machine that speeds up or slows down over the run favours
+# neither; each cachet run starts from an empty cache and a fresh server.
+cachet_cold() {
     "$cachet" --stop-server >>"$quiet" 2>&1 || true
     rm -rf "$CACHET_DIR"
     "$cachet" --start-server >>"$quiet"
     build cachet-cold "${wrap[@]}"
+}
+for round in $(seq "$runs"); do
+    if [ $((round % 2)) = 1 ]; then
+        build plain-cold X=1
+        cachet_cold
+    else
+        cachet_cold
+        build plain-cold X=1
+    fi
 done
 build plain-warm X=1
 
@@ -110,6 +137,11 @@ read -r cold_med cold_min cold_max <<<"$(summary cachet-cold)"
 echo "cold, $runs run(s) each: plain median $plain_med s ($plain_min-$plain_max)," \
     "cachet (build + flush) median $cold_med s ($cold_min-$cold_max)"
 echo "cachet cold / plain cold (medians): $(ratio "$cold_med" "$plain_med")"
+read -r pp_med pp_min pp_max <<<"$(summary plain-cold-per-cpu)"
+read -r cp_med cp_min cp_max <<<"$(summary cachet-cold-per-cpu)"
+echo "wall s per 100 CPU-s of the build's work: plain median $pp_med ($pp_min-$pp_max)," \
+    "cachet median $cp_med ($cp_min-$cp_max)"
+echo "  cachet / plain, drift taken out (medians): $(ratio "$cp_med" "$pp_med")"
 read -r cpu_med cpu_min cpu_max <<<"$(summary server-cpu)"
 echo "cachet server CPU per cold build:   median $cpu_med s ($cpu_min-$cpu_max)"
 read -r share_med share_min share_max <<<"$(summary server-share)"
