@@ -69,14 +69,14 @@ build() { # label, then env assignments for cargo; a cold cachet build waits for
     esac
     printf '%-14s %8s s%s\n' "$label" "${wall[$label]}" "$cpu"
 }
-# The running server's CPU time so far (seconds), that as a percentage of its reaped
-# children's (the compilers it ran), and those children's CPU time (seconds), from
-# /proc/PID/stat.
+# The running server's CPU time so far (seconds), that as a percentage of the CPU of the
+# children it reaped (the compilers it ran), and those children's CPU time (seconds), from
+# its stats (`server_cpu_ms`, `compilers_cpu_ms`).
 server_cpu() {
-    local pid
-    pid=$("$cachet" --show-stats --json | awk -F: '/"server_pid"/{gsub(/[ ,]/,"",$2); print $2; exit}')
-    awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, "")
-        printf "%.2f %.2f %.2f", ($12 + $13) / hz, 100 * ($12 + $13) / ($14 + $15 + 1), ($14 + $15) / hz }' "/proc/$pid/stat"
+    "$cachet" --show-stats --json | awk -F: '
+        /"server_cpu_ms"/ { gsub(/[ ,]/, "", $2); own = $2 }
+        /"compilers_cpu_ms"/ { gsub(/[ ,]/, "", $2); kids = $2 }
+        END { printf "%.2f %.2f %.2f", own / 1000, kids ? 100 * own / kids : 0, kids / 1000 }'
 }
 # Median and spread (min-max) of a label's runs.
 summary() {

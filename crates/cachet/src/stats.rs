@@ -332,6 +332,14 @@ pub struct StatsSnapshot {
     pub server_pid: u32,
     /// Seconds since the server started.
     pub uptime_secs: u64,
+    /// CPU time (user + system, ms) of the server itself since it started or the last
+    /// `--zero-stats`: what it costs the machine beside its compilers.
+    #[serde(default)]
+    pub server_cpu_ms: u64,
+    /// CPU time (user + system, ms) of the processes the server ran and reaped in that
+    /// time (compilers, probes), with their own children; not what clients ran themselves.
+    #[serde(default)]
+    pub compilers_cpu_ms: u64,
     /// The server's runtime directory.
     pub runtime_dir: String,
     /// Compiles running now.
@@ -449,6 +457,21 @@ How the memory figures read:
 ";
 
 impl StatsSnapshot {
+    /// "2.480 s, 4.28% of its compilers' 57.941 s": the server's CPU time, and that as a
+    /// share of what the compilers it ran used meanwhile.
+    fn server_cpu(&self) -> String {
+        let seconds = |ms: u64| format!("{:.3} s", ms as f64 / 1000.0);
+        match self.compilers_cpu_ms {
+            0 => format!("{}, no compiler run yet", seconds(self.server_cpu_ms)),
+            compilers => format!(
+                "{}, {:.2}% of its compilers' {}",
+                seconds(self.server_cpu_ms),
+                100.0 * self.server_cpu_ms as f64 / compilers as f64,
+                seconds(compilers)
+            ),
+        }
+    }
+
     /// The human-readable table of `cachet --show-stats`.
     pub fn to_text(&self) -> String {
         let c = &self.counters;
@@ -638,6 +661,7 @@ impl StatsSnapshot {
                 "Client-run compiles admitted".into(),
                 c.local_runs_admitted.to_string(),
             ),
+            ("Server CPU time".into(), self.server_cpu()),
             ("Server pid".into(), self.server_pid.to_string()),
             ("Server uptime".into(), format!("{} s", self.uptime_secs)),
             ("Runtime dir".into(), self.runtime_dir.clone()),
@@ -892,6 +916,27 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("75.0 %"), "{text}");
+    }
+
+    #[test]
+    fn text_gives_the_servers_cpu_and_its_share_of_its_compilers() {
+        let mut snapshot = StatsSnapshot {
+            server_cpu_ms: 2480,
+            compilers_cpu_ms: 57941,
+            ..Default::default()
+        };
+        let row = |text: &str| {
+            text.lines()
+                .find(|l| l.starts_with("Server CPU time"))
+                .map(|l| l["Server CPU time".len()..].trim().to_owned())
+                .unwrap()
+        };
+        assert_eq!(
+            row(&snapshot.to_text()),
+            "2.480 s, 4.28% of its compilers' 57.941 s"
+        );
+        snapshot.compilers_cpu_ms = 0;
+        assert_eq!(row(&snapshot.to_text()), "2.480 s, no compiler run yet");
     }
 
     #[test]

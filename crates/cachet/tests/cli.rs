@@ -43,10 +43,15 @@ fn stats_text_json_and_zero() {
         "Token wait time",
         "Cache size",
         "Cache entries",
+        "Server CPU time",
     ] {
         assert!(text.contains(row), "{row} missing:\n{text}");
     }
     let stats = env.stats();
+    // gcc's driver, cc1 and as ran under the server and were reaped by it.
+    let compilers_ms = stats["compilers_cpu_ms"].as_u64().unwrap();
+    assert!(compilers_ms > 0, "{stats}");
+    assert!(stats["server_cpu_ms"].as_u64().is_some(), "{stats}");
     assert_eq!(stats["jobserver"]["tokens"], 3);
     assert_eq!(stats["jobserver"]["peak_tokens_held"], 1);
     assert_eq!(stats["counters"]["cache_misses"], 1);
@@ -56,6 +61,10 @@ fn stats_text_json_and_zero() {
     env.ok(&["-z"]);
     let stats = env.stats();
     assert_eq!(stats["counters"]["cache_misses"], 0);
+    assert!(
+        stats["compilers_cpu_ms"].as_u64().unwrap() < compilers_ms,
+        "zeroing restarts the CPU times: {stats}"
+    );
     assert_eq!(
         stats["cache"]["entries"], 2,
         "zeroing stats keeps the cache"

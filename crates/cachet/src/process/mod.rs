@@ -5,6 +5,7 @@
 //! environment and working directory. [`Launcher`] adds the jobserver on top.
 
 pub mod child;
+pub mod cpu;
 pub mod fd_limit;
 mod launcher;
 #[cfg(test)]

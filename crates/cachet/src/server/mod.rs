@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::daemon::close_inherited_fds;
 use crate::memory::{self, Memory};
 use crate::paths::{FileLock, RuntimeDir};
+use crate::process::cpu::CpuTimes;
 use crate::process::{Launcher, TokioRunner, fd_limit};
 use crate::stats::{CacheSnapshot, JobserverSnapshot, Stats, StatsSnapshot, millis};
 
@@ -67,6 +68,8 @@ pub(crate) struct Server {
     /// "on", or "off: <why>" (see docs/observation.md).
     observation: String,
     started: Instant,
+    /// CPU times at the start or the last `--zero-stats`: `cachet -s` shows what was used since.
+    cpu_zero: Mutex<CpuTimes>,
     running: AtomicU64,
     /// Open connections; a compile request may still be on its way in any of them.
     connections: AtomicU64,
@@ -145,10 +148,13 @@ impl Server {
         };
         let j = self.jobserver.stats();
         let hashes = self.compiles.file_hash_stats();
+        let cpu = CpuTimes::now().since(*self.cpu_zero.lock().unwrap());
         StatsSnapshot {
             version: env!("CARGO_PKG_VERSION").into(),
             server_pid: std::process::id(),
             uptime_secs: self.started.elapsed().as_secs(),
+            server_cpu_ms: cpu.own_ms,
+            compilers_cpu_ms: cpu.children_ms,
             runtime_dir: self.runtime.path().display().to_string(),
             compiles_running: self.running.load(Ordering::SeqCst),
             observation: self.observation.clone(),
@@ -194,6 +200,7 @@ impl Server {
     /// Resets the counters and the jobserver's peak and waits (`--zero-stats`).
     pub(crate) fn zero_stats(&self) {
         self.stats.zero();
+        *self.cpu_zero.lock().unwrap() = CpuTimes::now();
         self.jobserver.zero_stats();
         if let Some(memory) = self.launcher.memory() {
             memory.zero_stats();
@@ -442,6 +449,7 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
         stats,
         jobserver,
         started: Instant::now(),
+        cpu_zero: Mutex::new(CpuTimes::now()),
         running: AtomicU64::new(0),
         connections: AtomicU64::new(0),
         connection_limit,
