@@ -57,9 +57,10 @@ build() { # label, then env assignments for cargo; a cold cachet build waits for
         cpu="  (server CPU $cpu s, $share% of its compilers')"
     fi
     case $label in
-        *-cold)
+        plain-cold | cachet-cold)
             # Wall seconds per 100 CPU-seconds of the build's own work (compilers, build
-            # scripts, cargo; cachet's server not counted, its clients counted): the same
+            # scripts, cargo; cachet's server not counted, its clients counted; not for
+            # sccache, whose compilers are its server's children, out of sight): the same
             # work either way, so a slower spell of the machine, which stretches the wall
             # time and that CPU alike, cancels out, and what cachet adds stays.
             local per
