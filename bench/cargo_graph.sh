@@ -9,6 +9,8 @@
 # round); a cold cachet build is timed up to the end of `cachet --flush` (its cache writes
 # done); medians and spreads, the server's own CPU time per cold build, and the wall time
 # per CPU-second of the build's own work, which takes the machine's drift out.
+# Each cold build gets a new target directory (and a cachet one a new cache directory);
+# nothing is deleted until the end, so the bench needs about 0.5 GB of disk per cold build.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cachet="$root/target/dist/cachet"
@@ -22,16 +24,27 @@ cp -r "$root/bench/crate-graph/." "$work/project"
 cd "$work/project"
 cargo fetch -q
 
-export CARGO_INCREMENTAL=0 CARGO_TARGET_DIR="$work/target"
+export CARGO_INCREMENTAL=0
 unset RUSTC_WRAPPER CC CXX CC_KNOWN_WRAPPER_CUSTOM
 declare -A wall
 declare -A runs_of   # label -> space-separated wall times of every run
+declare -A target_of # label -> the target directory of its last build
+fresh=0
 
 now() { date +%s.%N; }
 build() { # label, then env assignments for cargo; a cold cachet build waits for its cache
           # writes (`cachet --flush`) inside the timer, so deferring work gains nothing
     local label=$1; shift
-    cargo clean -q
+    # A cold build into a new directory: deleting the last build's files (and the last
+    # cache) just before the timer starts made this VM's ext4, which has no journal, skip
+    # past every inode freed in the last 30 s (`recently_deleted`) for each file the build
+    # then created, and a cachet build had its cache's files freed as well. A warm build
+    # cleans the directory of the cold build it follows, as a user's `cargo clean` would.
+    case $label in
+        *-cold) fresh=$((fresh + 1)); export CARGO_TARGET_DIR="$work/target-$fresh" ;;
+        *) cargo clean -q ;;
+    esac
+    target_of[$label]=$CARGO_TARGET_DIR
     local start end
     start=$(now)
     # bash's `time`: the user + system CPU of cargo and everything it waited for (rustc,
@@ -88,29 +101,33 @@ summary() {
 }
 
 runs=${RUNS:-1}
-export CACHET_DIR="$work/cachet" CACHET_RUNTIME_DIR="$work/cachet-run"
+export CACHET_RUNTIME_DIR="$work/cachet-run"
 wrap=(RUSTC_WRAPPER="$cachet" CC="$cachet cc" CXX="$cachet c++" CC_KNOWN_WRAPPER_CUSTOM=cachet)
 # Cold runs, plain and cachet in turn, the order swapped every round (plain first, then
 # cachet first...), so a machine that speeds up or slows down over the run favours
-# neither; each cachet run starts from an empty cache and a fresh server.
+# neither; each cachet run starts from a new, empty cache directory and a fresh server.
 cachet_cold() {
     "$cachet" --stop-server >>"$quiet" 2>&1 || true
-    rm -rf "$CACHET_DIR"
+    export CACHET_DIR="$work/cachet-$1"
     "$cachet" --start-server >>"$quiet"
     build cachet-cold "${wrap[@]}"
 }
 for round in $(seq "$runs"); do
     if [ $((round % 2)) = 1 ]; then
         build plain-cold X=1
-        cachet_cold
+        cachet_cold "$round"
     else
-        cachet_cold
+        cachet_cold "$round"
         build plain-cold X=1
     fi
 done
+# Warm: each into the directory of its last cold build, cleaned; cachet's cache (the last
+# cold build's) kept.
+export CARGO_TARGET_DIR="${target_of[plain-cold]}"
 build plain-warm X=1
 
 "$cachet" --zero-stats >>"$quiet"
+export CARGO_TARGET_DIR="${target_of[cachet-cold]}"
 build cachet-warm "${wrap[@]}"
 stats=$("$cachet" --show-stats --json)
 "$cachet" --show-stats | grep -E 'hits/misses|^Uncacheable|^  [a-z]|Average hit' || true

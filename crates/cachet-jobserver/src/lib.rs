@@ -259,6 +259,19 @@ impl Jobserver {
         self.inner.gate.try_lock().is_ok() && self.inner.pipe.available().is_ok_and(|n| n > 0)
     }
 
+    /// Whether the pool's pipe holds no byte now (FIONREAD); false when it cannot be asked.
+    pub fn is_empty(&self) -> bool {
+        self.inner.pipe.available().is_ok_and(|n| n == 0)
+    }
+
+    /// Returns once a byte sits in the pool's pipe (a token may be free), without taking
+    /// it: at once if one is there now, else when someone writes one back. Waits in tokio's
+    /// reactor, so a waiter hears of a returned token at once and spends nothing before.
+    /// Errors are the OS's.
+    pub async fn refilled(&self) -> io::Result<()> {
+        self.inner.pipe.filled().await
+    }
+
     fn token(&self, byte: u8, waited: Option<std::time::Duration>) -> Token {
         self.inner.counters.took(waited);
         Token {
@@ -453,6 +466,26 @@ mod tests {
         assert!(path.exists(), "the first pool removed the second's fifo");
         drop(second);
         assert!(!path.exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refilled_returns_at_once_with_a_byte_and_waits_without_one() {
+        let pool = Jobserver::new(1).unwrap();
+        // A byte is there: at once, and it stays.
+        pool.refilled().await.unwrap();
+        assert!(!pool.is_empty());
+        let token = pool.acquire().await.unwrap();
+        assert!(pool.is_empty());
+        let waiter = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.refilled().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "returned with the pipe empty");
+        drop(token);
+        waiter.await.unwrap().unwrap();
+        // Only looked: the token is still free to take.
+        assert!(pool.try_acquire().unwrap().is_some());
     }
 
     #[tokio::test]

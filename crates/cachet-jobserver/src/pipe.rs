@@ -106,6 +106,19 @@ impl Pipe {
         }
     }
 
+    /// Returns once a byte sits in the pipe, without taking it: at once if one is there
+    /// now, else at the next write into it. Waits in tokio's reactor (epoll), at no cost.
+    pub(crate) async fn filled(&self) -> io::Result<()> {
+        loop {
+            let mut ready = self.reader.readable().await?;
+            if self.available()? > 0 {
+                return Ok(());
+            }
+            // Empty: the readiness was stale (another reader took the byte).
+            ready.clear_ready();
+        }
+    }
+
     /// Puts a byte back with a plain blocking write(2); safe from Drop and
     /// outside any runtime.
     pub(crate) fn write_byte(&self, byte: u8) -> io::Result<()> {

@@ -33,7 +33,9 @@ const IDLE_TICK: Duration = Duration::from_millis(48);
 /// How long the proxy may wait between looks while its child wants a token that no level
 /// has to give (every token of the build and of the machine is held, as for most of a
 /// busy build): nothing can change until some other compile ends, and a look costs a scan
-/// of the child's threads.
+/// of the child's threads. A level whose pipe is empty wakes the proxy the moment a token
+/// is written back into it (see [`Jobserver::refilled`]); this tick covers the rest (a
+/// level whose tokens are queued for, memory held back).
 const STARVED_TICK: Duration = Duration::from_millis(24);
 
 /// The read(2) syscall number, as `/proc/PID/task/TID/syscall` shows it.
@@ -61,6 +63,8 @@ pub struct ProxyReport {
     pub granted: Duration,
     /// Times the child's process tree was looked at for a reader of the pipe.
     pub looks: u64,
+    /// Times a token written back into a level that had none woke the proxy at once.
+    pub refills: u64,
 }
 
 /// Whether a process tree waits on a pipe, as [`waiting_on`] saw it.
@@ -137,13 +141,24 @@ impl Proxy {
         let mut wait = TICK;
         let mut last = Instant::now();
         let mut reader = None;
+        // A level whose pipe was empty when last asked: its refill wakes the loop at once.
+        let mut empty: Option<&Jobserver> = None;
         tokio::pin!(done);
         let output = loop {
+            let refilled = async {
+                match empty {
+                    // An error leaves the wake to the timer.
+                    Some(level) if level.refilled().await.is_ok() => {}
+                    _ => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 output = &mut done => break output,
+                _ = refilled => report.refills += 1,
                 _ = tokio::time::sleep(wait) => {}
             }
+            empty = None;
             let now = Instant::now();
             let in_pipe = self.pipe.available().unwrap_or(0);
             report.idle += (now - last) * in_pipe as u32;
@@ -154,6 +169,7 @@ impl Proxy {
             // level has a token free. Most of a busy build is spent so.
             if in_pipe == 0 && !(levels.iter().all(Jobserver::has_free_token) && may_grant()) {
                 wait = (wait * 2).min(STARVED_TICK);
+                empty = levels.iter().find(|level| level.is_empty());
                 continue;
             }
             // Before the child is known to run, nobody can be waiting.
@@ -181,7 +197,10 @@ impl Proxy {
                         report.grants += 1;
                         report.peak = report.peak.max(grants.len() as u64);
                     }
-                    _ => starved = true,
+                    _ => {
+                        starved = true;
+                        empty = levels.iter().find(|level| level.is_empty());
+                    }
                 }
             }
             wait = match demand {

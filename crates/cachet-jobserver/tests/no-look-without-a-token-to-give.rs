@@ -1,6 +1,6 @@
 //! A proxy whose child waits for a token while every token of a level is held does not
 //! look at the child (a read of /proc for each of its threads) until a token is free, and
-//! then grants it.
+//! then grants it: woken by the token written back into the level, not by its next tick.
 
 use cachet_jobserver::{Demand, Jobserver, Proxy, waiting_on};
 use std::time::Duration;
@@ -46,6 +46,10 @@ async fn a_waiting_child_is_looked_at_only_once_a_token_is_free() {
     assert!(
         report.looks <= 2,
         "looked while nothing could be given: {report:?}"
+    );
+    assert!(
+        report.refills >= 1,
+        "the token written back woke nothing: {report:?}"
     );
     support::assert_no_token_lost(&build, &server);
 }

@@ -67,6 +67,10 @@ pub struct Counters {
     /// pipe (see docs/jobserver.md, "Demand").
     #[serde(default)]
     pub proxy_looks: u64,
+    /// Times a token written back into a pool that had none woke a proxy waiting for one at
+    /// once (see docs/jobserver.md, "Demand").
+    #[serde(default)]
+    pub proxy_refills: u64,
     /// Token-milliseconds of the server's pool used by each build (by its jobserver:
     /// `pipe:[INODE]`, `fifo:PATH`, or "no jobserver"), main processes and extra threads.
     pub token_ms_by_build: BTreeMap<String, u64>,
@@ -552,6 +556,10 @@ impl StatsSnapshot {
             (
                 "Looks for compilers waiting on tokens".into(),
                 c.proxy_looks.to_string(),
+            ),
+            (
+                "Returned tokens that woke a proxy".into(),
+                c.proxy_refills.to_string(),
             ),
             (
                 "Tokens recovered from dead compilers".into(),

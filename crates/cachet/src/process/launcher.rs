@@ -321,6 +321,7 @@ impl Launcher {
             c.peak_extra_tokens = c.peak_extra_tokens.max(report.peak);
             c.proxy_reclaims += report.reclaims;
             c.proxy_looks += report.looks;
+            c.proxy_refills += report.refills;
             c.tokens_recovered += report.recovered;
             c.idle_token_ms += millis(report.idle);
             *c.token_ms_by_build.entry(build_id).or_default() += millis(main_time + report.granted);
