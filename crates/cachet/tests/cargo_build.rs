@@ -458,15 +458,50 @@ fn native_cpu_crates_hit_after_cargo_clean() {
     assert_eq!(show_output(&ws), "level=x banner=first banner");
 }
 
-/// The warnings in cargo's output, without its progress lines (`Checking`, `Finished`).
+/// The warnings in cargo's output, without its status lines (`Checking`, `Finished`, and
+/// `Blocking waiting for file lock …` when a test beside this one holds cargo's package cache).
 fn lints(out: &Output) -> String {
     stderr(out)
         .lines()
-        .filter(|l| {
-            !l.trim_start().starts_with("Checking") && !l.trim_start().starts_with("Finished")
-        })
+        .filter(|l| !is_cargo_status(l))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Whether `line` is one of cargo's status lines: a capitalised word right-aligned in a
+/// 12-column field, then a space (cargo's `Shell::status`, `{:>12} {}`). A lint's own lines
+/// never have that shape (`warning:`, ` --> `, `  |`, `  = help:`).
+fn is_cargo_status(line: &str) -> bool {
+    let Some((field, rest)) = line.split_at_checked(12) else {
+        return false;
+    };
+    let word = field.trim_start();
+    rest.starts_with(' ')
+        && word.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+        && word.chars().all(|c| c.is_ascii_alphabetic())
+}
+
+#[test]
+fn cargo_status_lines_are_told_from_lints() {
+    for status in [
+        "    Checking lintme v0.1.0 (/x)",
+        "    Finished `dev` profile [unoptimized + debuginfo] target(s) in 0.31s",
+        "    Blocking waiting for file lock on package cache",
+        "   Compiling serde v1.0.0",
+    ] {
+        assert!(is_cargo_status(status), "{status}");
+    }
+    for lint in [
+        "warning: unneeded `return` statement",
+        " --> src/lib.rs:5:5",
+        "  |",
+        "5 |     return a + b;",
+        "  = help: for further information visit https://x",
+        "help: remove `return`",
+        "",
+    ] {
+        assert!(!is_cargo_status(lint), "{lint}");
+    }
 }
 
 /// `cargo clippy` (clippy-driver under cachet) hits after `cargo clean`, with its lints
