@@ -7,7 +7,6 @@
 //! started with: some programs use select(2), which breaks past fd 1023, or close every
 //! fd up to the limit before they exec.
 
-use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
@@ -48,14 +47,13 @@ pub fn raise() -> u64 {
     }
 }
 
-/// Gives the calling process back the limit the server started with, if [`raise`]
-/// changed it. Async-signal-safe (two atomic loads and one system call): meant for a
-/// forked child before exec.
-pub fn restore_in_child() -> io::Result<()> {
+/// The open-file limit the server started with, if [`raise`] changed it: what a child
+/// gets back before it execs.
+pub fn started_with() -> Option<libc::rlimit> {
     let soft = STARTED_WITH[0].load(Ordering::Relaxed);
     let hard = STARTED_WITH[1].load(Ordering::Relaxed);
     if soft == 0 {
-        return Ok(());
+        return None;
     }
     let limit = |v: u64| {
         if v == u64::MAX {
@@ -64,15 +62,10 @@ pub fn restore_in_child() -> io::Result<()> {
             v as libc::rlim_t
         }
     };
-    let old = libc::rlimit {
+    Some(libc::rlimit {
         rlim_cur: limit(soft),
         rlim_max: limit(hard),
-    };
-    // SAFETY: setrlimit reads a plain struct on our stack; it is async-signal-safe.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    })
 }
 
 #[cfg(test)]

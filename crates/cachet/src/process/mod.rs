@@ -10,6 +10,7 @@ pub mod fd_limit;
 mod launcher;
 #[cfg(test)]
 pub mod mock;
+mod spawn;
 mod tokio_runner;
 
 use std::ffi::{CString, OsString};

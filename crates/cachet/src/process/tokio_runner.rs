@@ -1,9 +1,7 @@
 //! The real process runner, on tokio.
 
 use std::io;
-use std::os::fd::OwnedFd;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::Stdio;
+use std::os::unix::process::ExitStatusExt;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -11,7 +9,8 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use super::child::{reap_in_group, write_before_exec};
+use super::child::reap_in_group;
+use super::spawn::spawn;
 use super::{Cancelled, Exit};
 use super::{CommandSpec, OutputChunk, ProcessOutput, ProcessRunner};
 
@@ -79,59 +78,17 @@ impl ProcessRunner for TokioRunner {
         stream: Option<UnboundedSender<OutputChunk>>,
         cancel: CancellationToken,
     ) -> io::Result<ProcessOutput> {
-        let mut command = std::process::Command::new(&spec.program);
-        command
-            .args(&spec.args)
-            .env_clear()
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&spec.cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        let fds = spec.inherit_fds.clone();
-        let umask = spec.umask;
-        let oom_score_adj = spec.oom_score_adj.map(|adj| adj.to_string().into_bytes());
-        // SAFETY: the hook runs in the forked child before exec, where only
-        // async-signal-safe calls are allowed: it calls only fcntl, umask, prctl, open,
-        // write, close and setrlimit, on plain ints and on memory made before the fork.
-        unsafe {
-            command.pre_exec(move || {
-                for &fd in &fds {
-                    let flags = libc::fcntl(fd, libc::F_GETFD);
-                    if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                if let Some(mask) = umask {
-                    libc::umask(mask as libc::mode_t);
-                }
-                // If the server dies, the compiler must not go on writing outputs that the
-                // client's fallback compile is also writing.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                if let Some(adj) = &oom_score_adj {
-                    write_before_exec(c"/proc/self/oom_score_adj", adj);
-                }
-                // The compiler gets the open-file limit the server started with.
-                super::fd_limit::restore_in_child()?;
-                Ok(())
-            });
-        }
-        let mut child = command.spawn()?;
-        let pid = child.id() as i32;
+        let child = spawn(&spec, super::fd_limit::started_with())?;
+        let pid = child.pid;
         let mut killer = GroupKiller { pgid: Some(pid) };
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        // The std child is never waited on through std: `reap` does it, with its rusage.
-        drop(child);
         // Into its cgroup once it runs, on the thread that reaps it (see `reap_in_group`).
         let cgroup = spec.cgroup_procs.clone();
         let mut reaper = tokio::task::spawn_blocking(move || reap_in_group(pid, cgroup.as_deref()));
         if let Some(stream) = &stream {
             let _ = stream.send(OutputChunk::Started(pid as u32));
         }
-        let stdout = pipe::Receiver::from_owned_fd(OwnedFd::from(stdout))?;
-        let stderr = pipe::Receiver::from_owned_fd(OwnedFd::from(stderr))?;
+        let stdout = pipe::Receiver::from_owned_fd(child.stdout)?;
+        let stderr = pipe::Receiver::from_owned_fd(child.stderr)?;
 
         let finish = async {
             let (out, err, status) = tokio::join!(
