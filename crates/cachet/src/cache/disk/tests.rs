@@ -37,25 +37,45 @@ fn walk(root: &Path) -> Usage {
     acc
 }
 
-/// Every file in leaf directories that is not an entry.
+/// Every file that is neither an entry nor a shard's stats or lock, in the shards and in
+/// leaf directories of the earlier layout.
 fn stray_files(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for shard in fs::read_dir(root).into_iter().flatten() {
         let shard = shard.unwrap().path();
-        for leaf in fs::read_dir(&shard).into_iter().flatten() {
-            let leaf = leaf.unwrap().path();
-            if !leaf.is_dir() {
-                continue;
-            }
-            for f in fs::read_dir(&leaf).unwrap() {
-                let f = f.unwrap();
-                if check_key(f.file_name().to_str().unwrap()).is_err() {
-                    out.push(f.path());
+        for file in fs::read_dir(&shard).into_iter().flatten() {
+            let file = file.unwrap().path();
+            let files: Vec<PathBuf> = if file.is_dir() {
+                fs::read_dir(&file)
+                    .unwrap()
+                    .map(|f| f.unwrap().path())
+                    .collect()
+            } else {
+                vec![file]
+            };
+            for f in files {
+                let name = f.file_name().unwrap().to_str().unwrap();
+                if check_key(name).is_err() && name != STATS_FILE && name != LOCK_FILE {
+                    out.push(f);
                 }
             }
         }
     }
     out
+}
+
+/// Writes `data` as the entry for `key` where the earlier layout kept it, as an older
+/// cachet did: the file, and the shard's stats counting it.
+fn put_legacy(cache: &DiskCache, key: &str, data: &[u8]) {
+    let path = cache.legacy_path_for(key);
+    let shard = shard_index(key);
+    let _lock = cache.lock_shard(shard).unwrap();
+    let mut usage = cache.load_stats_locked(shard).unwrap();
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, data).unwrap();
+    usage.bytes += data.len() as u64;
+    usage.entries += 1;
+    cache.store_stats_locked(shard, usage);
 }
 
 fn big_cache(dir: &tempfile::TempDir) -> DiskCache {
@@ -79,8 +99,8 @@ fn put_get_round_trip() {
     let path = cache.entry_path(&k);
     assert_eq!(
         path,
-        cache.root().join(&k[..1]).join(&k[1..3]).join(&k),
-        "two-level fan-out"
+        cache.root().join(&k[..1]).join(&k),
+        "one level of 16 shards"
     );
     assert!(path.is_file());
     assert_eq!(
@@ -425,4 +445,106 @@ fn concurrent_puts_from_two_instances_keep_exact_stats() {
     // Cleanup recounts from scratch and must agree.
     a.cleanup().unwrap();
     assert_eq!(a.usage().unwrap(), walk(&root));
+}
+
+#[test]
+fn entries_of_the_earlier_layout_are_found_moved_and_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = big_cache(&dir);
+    let (moved, replaced, removed) = (key_in('3', 1), key_in('3', 2), key_in('3', 3));
+    for k in [&moved, &replaced, &removed] {
+        put_legacy(&cache, k, b"old entry");
+    }
+    assert_eq!(
+        cache.usage().unwrap(),
+        Usage {
+            bytes: 27,
+            entries: 3
+        }
+    );
+
+    // A get finds it and moves it into the shard; the count is unchanged.
+    assert_eq!(
+        cache.get(&moved).unwrap().as_deref(),
+        Some(&b"old entry"[..])
+    );
+    assert!(cache.entry_path(&moved).is_file());
+    assert!(!cache.legacy_path_for(&moved).exists());
+    assert_eq!(
+        cache.get(&moved).unwrap().as_deref(),
+        Some(&b"old entry"[..])
+    );
+    // A put of the same key replaces the old one: one entry, its new size.
+    cache.put(&replaced, b"new").unwrap();
+    assert!(!cache.legacy_path_for(&replaced).exists());
+    assert_eq!(cache.get(&replaced).unwrap().as_deref(), Some(&b"new"[..]));
+    assert!(cache.remove(&removed).unwrap());
+    assert!(!cache.remove(&removed).unwrap());
+    let usage = Usage {
+        bytes: 12,
+        entries: 2,
+    };
+    assert_eq!(cache.usage().unwrap(), usage);
+    assert_eq!(walk(cache.root()), usage);
+    assert!(stray_files(cache.root()).is_empty());
+
+    // Where both layouts hold the key (an older cachet stored it again), a get keeps the
+    // new one and uncounts the old.
+    put_legacy(&cache, &moved, b"older");
+    cache.move_legacy(&moved).unwrap();
+    assert_eq!(
+        cache.get(&moved).unwrap().as_deref(),
+        Some(&b"old entry"[..])
+    );
+    assert_eq!(cache.usage().unwrap(), usage);
+    assert_eq!(walk(cache.root()), usage);
+}
+
+#[test]
+fn cleanup_counts_and_evicts_both_layouts_and_removes_emptied_leaf_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let big = DiskCache::new(root.clone(), 1 << 30);
+    for n in 0..4 {
+        put_legacy(&big, &key_in('5', n), &[0; 100]);
+        set_mtime(&big.legacy_path_for(&key_in('5', n)), 1000 - n);
+        big.put(&key_in('5', 10 + n), &[1; 100]).unwrap();
+        set_mtime(&big.entry_path(&key_in('5', 10 + n)), 500 - n);
+    }
+    // Stats lost: the recount walks both layouts.
+    fs::remove_file(root.join("5").join(STATS_FILE)).unwrap();
+    assert_eq!(
+        big.usage().unwrap(),
+        Usage {
+            bytes: 800,
+            entries: 8
+        }
+    );
+
+    // 500 bytes per shard, trimmed to 450: the four oldest go, all of the earlier layout.
+    let small = DiskCache::new(root.clone(), 16 * 500);
+    let report = small.cleanup().unwrap();
+    assert_eq!(
+        report,
+        CleanupReport {
+            removed_entries: 4,
+            removed_bytes: 400
+        }
+    );
+    for n in 0..4 {
+        assert!(small.get(&key_in('5', 10 + n)).unwrap().is_some());
+    }
+    let leaves: Vec<_> = fs::read_dir(root.join("5"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert!(leaves.is_empty(), "emptied leaf directories: {leaves:?}");
+    assert_eq!(
+        small.usage().unwrap(),
+        Usage {
+            bytes: 400,
+            entries: 4
+        }
+    );
 }
