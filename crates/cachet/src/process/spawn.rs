@@ -327,9 +327,20 @@ impl Drop for SignalsBlocked {
     }
 }
 
-/// A pipe, both ends close-on-exec: (read end, write end).
+/// A pipe, both ends close-on-exec and numbered above stdio: (read end, write end).
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    Ok((above_stdio(read)?, above_stdio(write)?))
+}
+
+/// `fd`, or a close-on-exec copy numbered 3 or more if it is 0, 1 or 2 (a process that
+/// runs with a standard stream closed gets those numbers for new files): the child's
+/// `dup2` onto 0, 1 and 2 must never overwrite a descriptor it has yet to copy.
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    Ok(rustix::io::fcntl_dupfd_cloexec(&fd, 3)?)
 }
 
 /// `/dev/null` for reading, opened once (close-on-exec) for every child's stdin.
@@ -338,8 +349,8 @@ fn dev_null() -> io::Result<RawFd> {
     if let Some(fd) = DEV_NULL.get() {
         return Ok(fd.as_raw_fd());
     }
-    let file = std::fs::File::open("/dev/null")?;
-    Ok(DEV_NULL.get_or_init(|| file.into()).as_raw_fd())
+    let fd = above_stdio(std::fs::File::open("/dev/null")?.into())?;
+    Ok(DEV_NULL.get_or_init(|| fd).as_raw_fd())
 }
 
 #[cfg(test)]
