@@ -94,7 +94,7 @@ pub fn spawn(spec: &CommandSpec, nofile: Option<libc::rlimit>) -> io::Result<Spa
     })
 }
 
-/// The path `program` runs from: itself when it names a directory, else the first
+/// The path `program` runs from: itself when it holds a slash, else the first
 /// executable regular file of that name in `path` (the spec's `PATH`, else the server's).
 fn resolve(program: &Path, path: Option<&OsString>) -> io::Result<PathBuf> {
     if program.as_os_str().as_bytes().contains(&b'/') {
