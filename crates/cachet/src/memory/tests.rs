@@ -7,6 +7,7 @@ fn memory(limit: u64, default: u64, history: Option<PathBuf>) -> Arc<Memory> {
             default: Some(default),
             history,
             cgroups: false,
+            live: false,
         },
         Arc::default(),
     )
@@ -100,6 +101,7 @@ async fn peaks_are_learned_and_kept_across_servers() {
             default: None,
             history: Some(file.clone()),
             cgroups: false,
+            live: false,
         },
         Arc::default(),
     );

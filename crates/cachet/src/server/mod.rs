@@ -402,6 +402,7 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
             default: config.memory_default,
             history: Some(config.cache_dir.join(memory::HISTORY_FILE)),
             cgroups: std::env::var_os(NO_CGROUPS_VAR).is_none_or(|v| v.is_empty()),
+            live: true,
         },
         stats.clone(),
     );
