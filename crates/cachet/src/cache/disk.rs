@@ -170,12 +170,8 @@ impl DiskCache {
             }
             // The same key in the earlier layout is replaced too, or it would be counted
             // twice.
-            if let Ok(legacy) = fs::symlink_metadata(self.legacy_path_for(key))
-                && fs::remove_file(self.legacy_path_for(key)).is_ok()
-            {
-                usage.bytes = usage.bytes.saturating_sub(legacy.len());
-                usage.entries = usage.entries.saturating_sub(1);
-            }
+            // A failure only leaves it counted, as it still is on disk.
+            let _ = remove_counted(&self.legacy_path_for(key), &mut usage);
             self.store_stats_locked(shard, usage);
             usage
         };
@@ -203,19 +199,7 @@ impl DiskCache {
         let mut usage = self.load_stats_locked(shard)?;
         let mut removed = false;
         for path in [self.path_for(key), self.legacy_path_for(key)] {
-            let len = match fs::symlink_metadata(&path) {
-                Ok(m) => m.len(),
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            }
-            usage.bytes = usage.bytes.saturating_sub(len);
-            usage.entries = usage.entries.saturating_sub(1);
-            removed = true;
+            removed |= remove_counted(&path, &mut usage)?;
         }
         if removed {
             self.store_stats_locked(shard, usage);
@@ -282,19 +266,18 @@ impl DiskCache {
         let shard = shard_index(key);
         let (legacy, path) = (self.legacy_path_for(key), self.path_for(key));
         let _lock = self.lock_shard(shard)?;
-        let legacy_len = match fs::symlink_metadata(&legacy) {
-            Ok(m) => m.len(),
+        match fs::symlink_metadata(&legacy) {
+            Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
-        };
+        }
         if fs::symlink_metadata(&path).is_err() {
             return fs::rename(&legacy, &path);
         }
         let mut usage = self.load_stats_locked(shard)?;
-        fs::remove_file(&legacy)?;
-        usage.bytes = usage.bytes.saturating_sub(legacy_len);
-        usage.entries = usage.entries.saturating_sub(1);
-        self.store_stats_locked(shard, usage);
+        if remove_counted(&legacy, &mut usage)? {
+            self.store_stats_locked(shard, usage);
+        }
         Ok(())
     }
 
@@ -423,6 +406,24 @@ impl DiskCache {
         self.store_stats_locked(shard, usage);
         Ok(report)
     }
+}
+
+/// Removes the entry file at `path` and takes it out of `usage`; `Ok(false)` if there was
+/// none. Caller holds the shard lock.
+fn remove_counted(path: &Path, usage: &mut Usage) -> io::Result<bool> {
+    let len = match fs::symlink_metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    usage.bytes = usage.bytes.saturating_sub(len);
+    usage.entries = usage.entries.saturating_sub(1);
+    Ok(true)
 }
 
 /// Exclusive `flock` on a shard's lock file, released when dropped (closing
