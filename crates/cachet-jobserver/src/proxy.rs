@@ -245,11 +245,6 @@ pub fn waiting_on(pid: u32, inode: u64) -> Demand {
 /// no pool has keeps one thread blocked on the pipe for long: that thread alone is looked
 /// at then, not every thread of the tree (rustc runs a dozen).
 fn waiting_on_hinted(pid: u32, inode: u64, reader: &mut Option<(u32, u32)>) -> Demand {
-    // A child already reaped wants nothing. Without this, the moment between its exit and
-    // the end of the serve loop read as Unknown, and a token was granted to nobody.
-    if gone(pid) {
-        return Demand::Idle;
-    }
     let target = format!("pipe:[{inode}]");
     // A thread id is listed under its own process only, and the fd's link names our pipe:
     // a reused id cannot pass for the reader.
@@ -289,7 +284,10 @@ fn waiting_on_hinted(pid: u32, inode: u64, reader: &mut Option<(u32, u32)>) -> D
             }
         }
     }
-    if looked {
+    // A child reaped before or during the walk wants nothing: asked before the walk
+    // only, a child reaped between that check and the walk read as Unknown, and a token
+    // was granted to nobody (a server's peak of tokens held went up by one).
+    if looked || gone(pid) {
         Demand::Idle
     } else {
         Demand::Unknown
@@ -330,6 +328,33 @@ mod tests {
         let pid = child.id();
         child.wait().unwrap();
         assert_eq!(waiting_on(pid, 1), Demand::Idle);
+    }
+
+    #[test]
+    fn a_child_reaped_while_it_is_looked_at_wants_no_token() {
+        // The serve loop looks while another thread reaps: whenever the reap falls, before,
+        // during or after a look, the child reads as Idle, never as Unknown (which grants a
+        // token to nobody). 300 children: a look spans the reap for several of them.
+        for _ in 0..300 {
+            let mut child = std::process::Command::new("true").spawn().unwrap();
+            let pid = child.id();
+            let reaped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let reaper = {
+                let reaped = reaped.clone();
+                std::thread::spawn(move || {
+                    child.wait().unwrap();
+                    reaped.store(true, std::sync::atomic::Ordering::SeqCst);
+                })
+            };
+            loop {
+                let done = reaped.load(std::sync::atomic::Ordering::SeqCst);
+                assert_ne!(waiting_on(pid, 1), Demand::Unknown, "child {pid}");
+                if done {
+                    break;
+                }
+            }
+            reaper.join().unwrap();
+        }
     }
 
     #[test]
