@@ -126,7 +126,7 @@ impl CacheEntry {
         // allocation failure, which would abort anyway.
         // zstd level 1 writes about a quarter of the input; room for a bit more.
         let room = HEADER_LEN + self.data_size() as usize / 3 + 1024;
-        let mut out = Vec::with_capacity(room);
+        let mut out = super::buffers::take(room);
         out.resize(HEADER_LEN, 0);
         let (mut out, raw_len) = COMPRESSOR.with(|compressor| {
             let mut compressor = compressor.borrow_mut();
@@ -273,7 +273,7 @@ fn frames_in_parallel(
             let Some(piece) = pieces.get(at) else {
                 return std::io::Result::Ok(done);
             };
-            let mut frames = Vec::new();
+            let mut frames = super::buffers::take(zstd::zstd_safe::compress_bound(piece.len()));
             frame(compressor, &mut frames, piece)?;
             done.push((at, frames));
         }
@@ -309,6 +309,7 @@ fn frames_in_parallel(
     out.reserve(done.iter().map(|(_, f)| f.len()).sum());
     for (_, frames) in done {
         out.extend_from_slice(&frames);
+        super::buffers::give_back(frames);
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! that no client waits for a store.
 
 pub mod breaker;
+pub mod buffers;
 pub mod disk;
 pub mod entry;
 pub mod fault;
@@ -115,7 +116,12 @@ impl Storage for DiskStorage {
         let (disk, key) = (self.disk.clone(), key.to_hex());
         // Creating and writing files costs the build's cores as much as compressing: it
         // waits for a gap in the build too (readers get the entry from memory meanwhile).
-        crate::background::run(bytes.len() as u64, move || disk.put(&key, &bytes)).await?
+        crate::background::run(bytes.len() as u64, move || {
+            let put = disk.put(&key, &bytes);
+            buffers::give_back(bytes);
+            put
+        })
+        .await?
     }
 
     async fn remove(&self, key: &CacheKey) -> io::Result<()> {
@@ -309,9 +315,17 @@ async fn store(
             stats.update(|c| c.cache_write_errors += 1);
         }
     }
-    let mut map = unwritten.lock().unwrap_or_else(|e| e.into_inner());
-    if map.get(&key).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
-        map.remove(&key);
+    {
+        let mut map = unwritten.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&key).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
+            map.remove(&key);
+        }
+    }
+    // Written, and read by nobody else now: its buffers serve the next entries.
+    if let Ok(entry) = Arc::try_unwrap(entry) {
+        for file in entry.files {
+            buffers::give_back(file.data);
+        }
     }
 }
 

@@ -84,7 +84,8 @@ pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
 
 /// The rest of `file`, `len` bytes expected (the buffer's first capacity).
 pub fn read_whole(file: &mut File, len: u64) -> io::Result<Vec<u8>> {
-    let mut data = Vec::with_capacity(len as usize);
+    // A large buffer comes from those kept for reuse (see `cache::buffers`).
+    let mut data = crate::cache::buffers::take(len as usize);
     file.read_to_end(&mut data)?;
     Ok(data)
 }

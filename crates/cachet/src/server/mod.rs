@@ -241,6 +241,7 @@ impl Server {
 /// default, 55 000 page faults in the server instead of 130 000 (about a tenth of its CPU)
 /// but 60-100 MB still resident once idle; with this threshold, 16 MB. (Compilers start
 /// without a copy of the server, see `process::spawn`, so what it holds costs them nothing.)
+/// While a build runs, `cache::buffers` keeps the large buffers for reuse instead.
 fn return_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
@@ -497,6 +498,7 @@ async fn serve(config: Config, runtime: RuntimeDir) -> std::io::Result<()> {
             },
             _ = server.shutdown.cancelled() => break,
             _ = tick.tick() => {
+                crate::cache::buffers::trim(Instant::now());
                 // Clients find us by the socket's path only: with it gone (removed by hand,
                 // or by a process that took it for a stale one), every compile would fall
                 // back to a direct one while we hold the lock that keeps a new server from
