@@ -395,6 +395,66 @@ fn a_closed_stdout_ends_the_output_quietly() {
     }
 }
 
+/// The server's lock file in the runtime dir (`server-v<protocol>.lock`), made by a server.
+fn server_lock(env: &Env) -> std::path::PathBuf {
+    std::fs::read_dir(&env.runtime_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("server-v") && name.ends_with(".lock")
+        })
+        .expect("a server lock in the runtime dir")
+}
+
+/// A stopping server answers `--stop-server` before it has exited and holds the runtime
+/// dir's lock until then (the test holds the lock as such a server would): `--stop-server`
+/// returns only once the lock is free, and a server started meanwhile waits for it instead
+/// of exiting at once (which failed `--start-server` right after `--stop-server`).
+#[test]
+fn stop_waits_for_the_server_to_exit_and_a_start_waits_for_a_stopping_server() {
+    let env = Env::new();
+    env.ok(&["--start-server"]);
+    let lock = server_lock(&env);
+    env.ok(&["--stop-server"]);
+    let stopping = std::fs::File::options().write(true).open(&lock).unwrap();
+    assert!(
+        stopping.try_lock().is_ok(),
+        "--stop-server returned before the server exited"
+    );
+
+    let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = {
+        let (released, mut command) = (released.clone(), env.cachet());
+        std::thread::spawn(move || {
+            let out = command.arg("--stop-server").output().unwrap();
+            (out, released.load(std::sync::atomic::Ordering::SeqCst))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    released.store(true, std::sync::atomic::Ordering::SeqCst);
+    stopping.unlock().unwrap();
+    let (out, after_release) = stop.join().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        after_release,
+        "--stop-server returned while a server held the lock"
+    );
+
+    stopping.lock().unwrap();
+    let start = {
+        let mut command = env.cachet();
+        std::thread::spawn(move || command.arg("--start-server").output().unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    stopping.unlock().unwrap();
+    let out = start.join().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stats = env.stats();
+    assert!(stats["server_pid"].as_u64().is_some(), "{stats}");
+    env.ok(&["--stop-server"]);
+}
+
 /// `--stop-server --show-stats` shows the running server's stats, then stops it: no new
 /// server is started to show them.
 #[test]

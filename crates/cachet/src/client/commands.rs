@@ -67,10 +67,19 @@ pub fn start_server(config: &Config) -> Outcome {
     }
 }
 
+/// Stops the server and returns once it has exited (its answer comes before), so a
+/// server started next does not find the old one still holding the runtime dir.
 pub fn stop_server(config: &Config) -> Outcome {
-    match ask(config, Start::Never, Request::Shutdown) {
+    let stopped = match ask(config, Start::Never, Request::Shutdown) {
         Err(ClientError::NotRunning) => Ok("no server was running".into()),
         other => done(other),
+    }?;
+    match super::connect::wait_until_stopped(config)? {
+        true => Ok(stopped),
+        false => Err(CommandError::Server(format!(
+            "{stopped}, but it had not exited after {:?}",
+            super::connect::EXIT_TIMEOUT
+        ))),
     }
 }
 

@@ -14,6 +14,11 @@ use crate::protocol::{self, PROTOCOL_VERSION, Request, Response};
 /// How long a client waits for a server it started to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a client waits for a stopping server to let go of its lock: it answers the
+/// shutdown request once its cache writes are done, then closes its connections (at most
+/// 2 s) and exits.
+pub(crate) const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The server answers the handshake at once; a server that does not is wedged.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -172,16 +177,27 @@ fn start_server(runtime: &RuntimeDir) -> Result<UnixStream, ClientError> {
         match try_connect(runtime) {
             Ok(stream) => return Ok(stream),
             Err(e) if is_absent(&e) => {
-                // A server that exited at once (another one still draining, a bad
-                // runtime dir) will never answer: fall back now rather than at the timeout.
                 if let Ok(Some(status)) = child.try_wait() {
                     // One more look: a server that won a race may have just bound.
-                    return try_connect(runtime).map_err(|_| {
-                        ClientError::StartFailed(
-                            status.to_string(),
-                            runtime.log_file().display().to_string(),
-                        )
-                    });
+                    if let Ok(stream) = try_connect(runtime) {
+                        return Ok(stream);
+                    }
+                    // Exit status 0 without a socket: another server holds the server
+                    // lock and no longer listens (it is stopping). Once it has exited,
+                    // start ours again.
+                    let left = START_TIMEOUT.saturating_sub(started.elapsed());
+                    if status.success() && wait_until_no_server(runtime, left) {
+                        tracing::debug!("a stopping server has exited; starting ours again");
+                        child = spawn_detached(&exe, &runtime.log_file())
+                            .map_err(ClientError::Connect)?;
+                        continue;
+                    }
+                    // A server that exited at once for another reason (a bad runtime dir)
+                    // will never answer: fall back now rather than at the timeout.
+                    return Err(ClientError::StartFailed(
+                        status.to_string(),
+                        runtime.log_file().display().to_string(),
+                    ));
                 }
                 if started.elapsed() >= START_TIMEOUT {
                     return Err(ClientError::StartTimeout(
@@ -195,6 +211,37 @@ fn start_server(runtime: &RuntimeDir) -> Result<UnixStream, ClientError> {
             Err(e) => return Err(ClientError::Connect(e)),
         }
     }
+}
+
+/// Waits, at most `limit`, until no server holds the server lock of `runtime` (a stopping
+/// one has exited); true when none does. A lock file that cannot be opened counts as none.
+/// The caller holds the start lock, so no server of ours starts and loses the lock to this
+/// look meanwhile.
+fn wait_until_no_server(runtime: &RuntimeDir, limit: Duration) -> bool {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match FileLock::try_acquire(&runtime.server_lock()) {
+            Ok(Some(_)) | Err(_) => return true,
+            Ok(None) if started.elapsed() >= limit => return false,
+            Ok(None) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Waits until the server of `config`'s runtime dir, told to stop, has exited (it answers
+/// before it has), at most [`EXIT_TIMEOUT`]: a server started next finds the lock free.
+/// False when one still runs at the end. Errors: the runtime dir or its start lock.
+pub(crate) fn wait_until_stopped(config: &Config) -> Result<bool, ClientError> {
+    let runtime = RuntimeDir::prepare(&config.runtime_dir)
+        .map_err(|e| ClientError::RuntimeDir(config.runtime_dir.display().to_string(), e))?;
+    let lock_path = runtime.start_lock();
+    let _lock = FileLock::acquire(&lock_path)
+        .map_err(|e| ClientError::RuntimeDir(lock_path.display().to_string(), e))?;
+    Ok(wait_until_no_server(&runtime, EXIT_TIMEOUT))
 }
 
 /// Refuses a server run by someone else, whatever the socket's permissions say.
