@@ -184,9 +184,9 @@ fn start_server(runtime: &RuntimeDir) -> Result<UnixStream, ClientError> {
                     }
                     // Exit status 0 without a socket: another server holds the server
                     // lock and no longer listens (it is stopping). Once it has exited,
-                    // start ours again.
+                    // start ours again, within the start limit.
                     let left = START_TIMEOUT.saturating_sub(started.elapsed());
-                    if status.success() && wait_until_no_server(runtime, left) {
+                    if status.success() && !left.is_zero() && wait_until_no_server(runtime, left) {
                         tracing::debug!("a stopping server has exited; starting ours again");
                         child = spawn_detached(&exe, &runtime.log_file())
                             .map_err(ClientError::Connect)?;
