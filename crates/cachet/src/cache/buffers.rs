@@ -45,7 +45,6 @@ pub struct Pool {
     kept: Mutex<Kept>,
 }
 
-#[derive(Default)]
 struct Kept {
     /// Oldest first.
     buffers: Vec<(Vec<u8>, Instant)>,
